@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# test.sh - the one test command: bootstrap, build with ASan/UBSan, start the
+# project-local services, run every test through CTest, stop the services.
+# Exits non-zero on any failure. Extra arguments go to ctest (e.g. -L unit, -R duo).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+BUILD="${DUO_BUILD_DIR:-$ROOT/build-test}"
+
+"$ROOT/scripts/bootstrap.sh"
+"$ROOT/scripts/check-style.sh"
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Debug -DDUO_SANITIZE=ON >/dev/null
+cmake --build "$BUILD" -j"$(nproc)"
+
+cleanup() { [ -n "${DUO_KEEP_SERVICES:-}" ] || "$ROOT/scripts/services.sh" stop; }
+trap cleanup EXIT
+"$ROOT/scripts/services.sh" start
+eval "$("$ROOT/scripts/services.sh" env)"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+export LSAN_OPTIONS="suppressions=$ROOT/tests/lsan.supp"
+
+cd "$BUILD"
+ctest --output-on-failure -j2 "$@"

@@ -1,0 +1,10 @@
+/* cmd.h - duoctl subcommands. Each takes the arguments after its own name and returns a
+ * process exit status (0 ok, 1 failure, 2 usage). Each lives in its own cmd_<name>.c. */
+#ifndef DUOCTL_CMD_H
+#define DUOCTL_CMD_H
+
+int cmd_config_doc(int argc, char **argv);
+int cmd_migrate(int argc, char **argv);
+int cmd_api(int argc, char **argv);
+
+#endif
