@@ -42,6 +42,7 @@ static const setting settings[] = {
     I("DUO_SIG_VERSION", duo_sig_version, "5", 2, 5, "Default request signature version for stages that do not set one (5 or 2)"),
     S("DUO_SECRET_KEY", secret_key, NULL, 0, "Base64 of the 32-byte AES-256-GCM key that encrypts stage secrets at rest"),
     S("DUO_SECRET_KEY_FILE", secret_key_file, NULL, 0, "File holding the secret key (base64); used when DUO_SECRET_KEY is unset"),
+    S("DUO_SECRET_KEY_PREVIOUS", secret_key_previous, NULL, 0, "The previous key (base64), still accepted for decryption while `duoctl stage rotate-key` re-encrypts"),
     I("AUTH_DEADLINE_SECS", auth_deadline_secs, "75", 5, 600, "Deadline of one authentication job; past it the reply is `timeout`"),
     I("PUSH_CAP", push_cap, "5", 1, 1000, "Push-fatigue guard: challenges allowed per user per window"),
     I("PUSH_WINDOW_SECS", push_window_secs, "300", 1, 86400, "Push-fatigue guard: the window"),

@@ -31,6 +31,7 @@ typedef struct config {
     /* Secrets at rest */
     char *secret_key;            /* DUO_SECRET_KEY: base64 of 32 bytes */
     char *secret_key_file;       /* DUO_SECRET_KEY_FILE */
+    char *secret_key_previous;   /* DUO_SECRET_KEY_PREVIOUS: old key, readable during rotation */
     /* Authentication worker */
     int auth_deadline_secs;      /* AUTH_DEADLINE_SECS */
     int push_cap;                /* PUSH_CAP: challenges per user per window */

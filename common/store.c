@@ -1,0 +1,271 @@
+/* store.c - one libpq connection with lazily prepared statements. Every statement is
+ * parameterised; no SQL is ever built from input. Errors are converted to err_t here,
+ * once, with SQLSTATE 23505 (unique violation) reported as ERR_CONFLICT. */
+#include "store.h"
+
+#include <libpq-fe.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+#define MAX_PREPARED 128
+
+struct store {
+    PGconn *pg;
+    char *url;
+    int in_tx;
+    int nprepared;
+    const char *prepared[MAX_PREPARED]; /* names, borrowed from static store_stmt */
+};
+
+struct store_res {
+    PGresult *r;
+};
+
+static void notice_quiet(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg; /* NOTICEs (e.g. "relation exists, skipping") are not errors. */
+}
+
+static int connect_pg(store *s, err_t *e)
+{
+    PQfinish(s->pg);
+    s->pg = PQconnectdb(s->url);
+    s->nprepared = 0;
+    s->in_tx = 0;
+    if (PQstatus(s->pg) != CONNECTION_OK) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(s->pg));
+        msg[strcspn(msg, "\n")] = '\0';
+        return err_set(e, ERR_DB, "cannot connect to PostgreSQL: %s", msg);
+    }
+    PQsetNoticeProcessor(s->pg, notice_quiet, NULL);
+    return 0;
+}
+
+store *store_open(const char *url, err_t *e)
+{
+    store *s = calloc(1, sizeof *s);
+    if (!s || !(s->url = strdup(url))) {
+        free(s);
+        err_set(e, ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    if (connect_pg(s, e) < 0) {
+        store_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+void store_close(store *s)
+{
+    if (!s)
+        return;
+    if (s->in_tx)
+        store_rollback(s);
+    PQfinish(s->pg);
+    free(s->url);
+    free(s);
+}
+
+int store_ok(const store *s)
+{
+    return s && s->pg && PQstatus(s->pg) == CONNECTION_OK;
+}
+
+static long jitter_ms(long base)
+{
+    return base / 2 + (long)(((unsigned long)rand() % (unsigned long)(base + 1)));
+}
+
+int store_reconnect(store *s, int max_wait_ms, err_t *e)
+{
+    long waited = 0, delay = 100;
+    for (;;) {
+        if (connect_pg(s, e) == 0) {
+            LOG(LOG_INFO, "reconnected to PostgreSQL");
+            return 0;
+        }
+        if (waited >= max_wait_ms)
+            return ERR_DB;
+        long d = jitter_ms(delay);
+        struct timespec ts = {d / 1000, (d % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        waited += d;
+        delay = delay * 2 > 5000 ? 5000 : delay * 2;
+    }
+}
+
+static int result_error(store *s, PGresult *r, const char *what, err_t *e)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    char msg[400];
+    snprintf(msg, sizeof msg, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(s->pg));
+    msg[strcspn(msg, "\n")] = '\0';
+    int code = (state && strcmp(state, "23505") == 0) ? ERR_CONFLICT : ERR_DB;
+    if (PQstatus(s->pg) != CONNECTION_OK) {
+        s->in_tx = 0;
+        s->nprepared = 0;
+    }
+    return err_set(e, code, "%s: %s", what, msg);
+}
+
+static int simple(store *s, const char *sql, err_t *e)
+{
+    PGresult *r = PQexec(s->pg, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    int rc = ok ? 0 : result_error(s, r, sql, e);
+    PQclear(r);
+    return rc;
+}
+
+int store_begin(store *s, err_t *e)
+{
+    int rc = simple(s, "BEGIN", e);
+    if (rc == 0)
+        s->in_tx = 1;
+    return rc;
+}
+
+int store_commit(store *s, err_t *e)
+{
+    int rc = simple(s, "COMMIT", e);
+    s->in_tx = 0;
+    return rc;
+}
+
+void store_rollback(store *s)
+{
+    if (!s->in_tx)
+        return;
+    s->in_tx = 0;
+    if (simple(s, "ROLLBACK", NULL) < 0 && PQstatus(s->pg) != CONNECTION_OK)
+        PQreset(s->pg);
+}
+
+int store_in_tx(const store *s)
+{
+    return s->in_tx;
+}
+
+static int ensure_prepared(store *s, const store_stmt *st, int n, err_t *e)
+{
+    for (int i = 0; i < s->nprepared; i++)
+        if (strcmp(s->prepared[i], st->name) == 0)
+            return 0;
+    PGresult *r = PQprepare(s->pg, st->name, st->sql, n, NULL);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : result_error(s, r, st->name, e);
+    PQclear(r);
+    if (rc == 0 && s->nprepared < MAX_PREPARED)
+        s->prepared[s->nprepared++] = st->name;
+    return rc;
+}
+
+int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *values,
+                   const int *lengths, const int *binary, store_res **out, err_t *e)
+{
+    if (out)
+        *out = NULL;
+    int rc = ensure_prepared(s, st, n, e);
+    if (rc < 0)
+        return rc;
+    PGresult *r = PQexecPrepared(s->pg, st->name, n, values, lengths, binary, 0);
+    ExecStatusType t = PQresultStatus(r);
+    if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK) {
+        rc = result_error(s, r, st->name, e);
+        PQclear(r);
+        return rc;
+    }
+    if (!out) {
+        PQclear(r);
+        return 0;
+    }
+    store_res *res = malloc(sizeof *res);
+    if (!res) {
+        PQclear(r);
+        return err_set(e, ERR_NOMEM, "out of memory");
+    }
+    res->r = r;
+    *out = res;
+    return 0;
+}
+
+int store_exec(store *s, const store_stmt *st, int n, const char *const *values,
+               store_res **out, err_t *e)
+{
+    return store_exec_bin(s, st, n, values, NULL, NULL, out, e);
+}
+
+int store_exec_script(store *s, const char *sql, err_t *e)
+{
+    return simple(s, sql, e);
+}
+
+int store_res_rows(const store_res *r)
+{
+    return r ? PQntuples(r->r) : 0;
+}
+
+const char *store_res_get(const store_res *r, int row, int col)
+{
+    return PQgetvalue(r->r, row, col);
+}
+
+int store_res_len(const store_res *r, int row, int col)
+{
+    return PQgetlength(r->r, row, col);
+}
+
+int store_res_isnull(const store_res *r, int row, int col)
+{
+    return PQgetisnull(r->r, row, col);
+}
+
+long store_res_affected(const store_res *r)
+{
+    const char *t = PQcmdTuples(r->r);
+    return t && *t ? strtol(t, NULL, 10) : 0;
+}
+
+void store_res_free(store_res *r)
+{
+    if (!r)
+        return;
+    PQclear(r->r);
+    free(r);
+}
+
+int store_res_i64(const store_res *r, int row, int col, int64_t *out)
+{
+    if (PQgetisnull(r->r, row, col))
+        return ERR_INVAL;
+    char *end = NULL;
+    const char *v = PQgetvalue(r->r, row, col);
+    long long n = strtoll(v, &end, 10);
+    if (end == v || *end)
+        return ERR_INVAL;
+    *out = (int64_t)n;
+    return 0;
+}
+
+int store_res_bytea(const store_res *r, int row, int col, unsigned char **out, size_t *len)
+{
+    size_t n = 0;
+    unsigned char *u = PQunescapeBytea((const unsigned char *)PQgetvalue(r->r, row, col), &n);
+    if (!u)
+        return ERR_NOMEM;
+    unsigned char *copy = malloc(n ? n : 1);
+    if (!copy) {
+        PQfreemem(u);
+        return ERR_NOMEM;
+    }
+    memcpy(copy, u, n);
+    PQfreemem(u);
+    *out = copy;
+    *len = n;
+    return 0;
+}

@@ -1,0 +1,84 @@
+/* store.h - the PostgreSQL store: one connection, transactions, and prepared,
+ * parameterised statements. The only module that includes <libpq-fe.h>; domain
+ * modules (store_*.c) build on store_exec() and never see libpq.
+ *
+ * A store is used by one thread. Statements are described by a static store_stmt
+ * (name + SQL) and prepared lazily, once per connection. */
+#ifndef DUO_STORE_H
+#define DUO_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+typedef struct store store;
+typedef struct store_res store_res;
+
+/* A statement: both strings are borrowed for the program's lifetime (use literals). */
+typedef struct store_stmt {
+    const char *name;
+    const char *sql;
+} store_stmt;
+
+/* Connects to url (libpq conninfo or URL). Returns NULL and fills e on failure.
+ * The caller owns the result: store_close(). */
+store *store_open(const char *url, err_t *e);
+
+/* Closes and frees; accepts NULL. Rolls back an open transaction. */
+void store_close(store *s);
+
+/* 1 when the connection is up (a cheap local check, no round trip). */
+int store_ok(const store *s);
+
+/* Re-establishes a lost connection with jittered backoff for up to max_wait_ms (0: one
+ * try). Prepared statements are re-prepared lazily. Returns 0 or ERR_DB. */
+int store_reconnect(store *s, int max_wait_ms, err_t *e);
+
+int store_begin(store *s, err_t *e);
+int store_commit(store *s, err_t *e);
+/* Rolls back if a transaction is open; never fails (a broken connection is reset). */
+void store_rollback(store *s);
+int store_in_tx(const store *s);
+
+/* Executes st with n text parameters (values[i] may be NULL for SQL NULL; lengths/
+ * binary are optional: pass NULL for all-text). On success *out (if out is non-NULL)
+ * receives a result the caller frees with store_res_free(). Errors: ERR_CONFLICT for
+ * unique violations (23505), ERR_NOTFOUND never (check rows), ERR_DB otherwise, with
+ * the server's message in e. A lost connection is reported as ERR_DB with
+ * store_ok() == 0 afterwards. */
+int store_exec(store *s, const store_stmt *st, int n, const char *const *values,
+               store_res **out, err_t *e);
+
+/* Same with explicit per-parameter lengths and binary flags (for bytea). */
+int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *values,
+                   const int *lengths, const int *binary, store_res **out, err_t *e);
+
+/* Runs a plain SQL script (several statements, no parameters): migrations only. */
+int store_exec_script(store *s, const char *sql, err_t *e);
+
+int store_res_rows(const store_res *r);
+/* Borrowed: valid until store_res_free(r). "" for NULL (check store_res_isnull). */
+const char *store_res_get(const store_res *r, int row, int col);
+int store_res_len(const store_res *r, int row, int col);
+int store_res_isnull(const store_res *r, int row, int col);
+/* Rows affected by an INSERT/UPDATE/DELETE. */
+long store_res_affected(const store_res *r);
+void store_res_free(store_res *r);
+
+/* Parses a result cell as a signed 64-bit integer; 0 or ERR_INVAL. */
+int store_res_i64(const store_res *r, int row, int col, int64_t *out);
+
+/* Decodes a bytea cell (text format "\x..") into a fresh buffer the caller frees.
+ * Returns 0 or ERR_INVAL/ERR_NOMEM. */
+int store_res_bytea(const store_res *r, int row, int col, unsigned char **out, size_t *len);
+
+/* Applies every migrations/NNN_*.sql in dir not yet recorded in schema_migrations,
+ * each in its own transaction, under a session advisory lock so concurrent starters
+ * serialise. Reports applied count in *applied (may be NULL). */
+int store_migrate(store *s, const char *dir, int *applied, err_t *e);
+
+/* The schema version the database is at (highest applied), 0 when none. */
+int store_schema_version(store *s, int *version, err_t *e);
+
+#endif
