@@ -1,0 +1,446 @@
+/* duo_sign.c - builds the exact canonical strings Duo signs and their HMACs.
+ *
+ * Invariant: output depends only on the inputs (no locale, no clock, no globals), so a
+ * request signed here verifies byte for byte against Duo's own canonicalisation. */
+#include "duo_sign.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* A growable NUL-terminated buffer; `failed` latches the first allocation failure so
+ * callers check once at the end. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    int failed;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *nb = realloc(b->buf, cap);
+        if (!nb) {
+            b->failed = 1;
+            return;
+        }
+        b->buf = nb;
+        b->cap = cap;
+    }
+    memcpy(b->buf + b->len, s, n);
+    b->len += n;
+    b->buf[b->len] = '\0';
+}
+
+static void sb_str(sbuf *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+/* Hands the buffer to *out ("" when nothing was written) or reports ERR_NOMEM. */
+static int sb_finish(sbuf *b, char **out, size_t *len, err_t *e)
+{
+    sb_put(b, "", 0);
+    if (b->failed) {
+        free(b->buf);
+        *out = NULL;
+        return err_set(e, ERR_NOMEM, "out of memory building a Duo request");
+    }
+    *out = b->buf;
+    if (len)
+        *len = b->len;
+    return 0;
+}
+
+static const char hexdig_upper[] = "0123456789ABCDEF";
+static const char hexdig_lower[] = "0123456789abcdef";
+
+static void hex_lower(const unsigned char *d, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hexdig_lower[d[i] >> 4];
+        out[2 * i + 1] = hexdig_lower[d[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+int duo_format_date(time_t t, char out[DUO_DATE_LEN])
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 ||
+        tm.tm_mon > 11) {
+        out[0] = '\0';
+        return ERR_INVAL;
+    }
+    /* Years past 9999 would not fit; a wide scratch buffer keeps snprintf honest. */
+    char tmp[96];
+    int n = snprintf(tmp, sizeof tmp, "%s, %02d %s %04d %02d:%02d:%02d -0000",
+                     days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
+                     tm.tm_hour, tm.tm_min, tm.tm_sec);
+    if (n < 0 || n >= DUO_DATE_LEN) {
+        out[0] = '\0';
+        return ERR_INVAL;
+    }
+    memcpy(out, tmp, (size_t)n + 1);
+    return 0;
+}
+
+static int unreserved(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+static void sb_encode(sbuf *b, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (unreserved(c)) {
+            sb_put(b, (const char *)&s[i], 1);
+        } else {
+            char esc[3] = {'%', hexdig_upper[c >> 4], hexdig_upper[c & 15]};
+            sb_put(b, esc, 3);
+        }
+    }
+}
+
+int duo_percent_encode(const char *s, size_t len, char **out, err_t *e)
+{
+    sbuf b = {0};
+    sb_encode(&b, s, len);
+    return sb_finish(&b, out, NULL, e);
+}
+
+typedef struct {
+    char *k, *v;
+} enc_pair;
+
+static int cmp_enc(const void *a, const void *b)
+{
+    const enc_pair *x = a, *y = b;
+    int c = strcmp(x->k, y->k);
+    return c ? c : strcmp(x->v, y->v);
+}
+
+static void free_pairs(enc_pair *pairs, size_t n)
+{
+    for (size_t i = 0; i < n && pairs; i++) {
+        free(pairs[i].k);
+        free(pairs[i].v);
+    }
+    free(pairs);
+}
+
+int duo_canon_params(const duo_param *p, size_t n, char **out, err_t *e)
+{
+    *out = NULL;
+    enc_pair *pairs = calloc(n ? n : 1, sizeof *pairs);
+    if (!pairs)
+        return err_set(e, ERR_NOMEM, "out of memory building a Duo request");
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (!p[i].key || !p[i].value)
+            rc = err_set(e, ERR_INVAL, "Duo parameter %zu has no key or value", i);
+        else if ((rc = duo_percent_encode(p[i].key, strlen(p[i].key), &pairs[i].k, e)) == 0)
+            rc = duo_percent_encode(p[i].value, strlen(p[i].value), &pairs[i].v, e);
+    }
+    if (rc < 0) {
+        free_pairs(pairs, n);
+        return rc;
+    }
+    qsort(pairs, n, sizeof *pairs, cmp_enc);
+    sbuf b = {0};
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            sb_put(&b, "&", 1);
+        sb_str(&b, pairs[i].k);
+        sb_put(&b, "=", 1);
+        sb_str(&b, pairs[i].v);
+    }
+    free_pairs(pairs, n);
+    return sb_finish(&b, out, NULL, e);
+}
+
+/* Decodes one UTF-8 sequence at s (at most `left` bytes); returns its length and the
+ * code point, or 0 for an invalid (overlong, surrogate, truncated) sequence. */
+static size_t utf8_decode(const unsigned char *s, size_t left, uint32_t *cp)
+{
+    size_t n;
+    uint32_t c, min;
+    if (s[0] < 0x80) {
+        *cp = s[0];
+        return 1;
+    } else if ((s[0] & 0xE0) == 0xC0) {
+        n = 2, c = s[0] & 0x1F, min = 0x80;
+    } else if ((s[0] & 0xF0) == 0xE0) {
+        n = 3, c = s[0] & 0x0F, min = 0x800;
+    } else if ((s[0] & 0xF8) == 0xF0) {
+        n = 4, c = s[0] & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n > left)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        c = (c << 6) | (s[i] & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+        return 0;
+    *cp = c;
+    return n;
+}
+
+static void sb_u16(sbuf *b, uint32_t u)
+{
+    char esc[7] = {'\\', 'u', hexdig_lower[(u >> 12) & 15], hexdig_lower[(u >> 8) & 15],
+                   hexdig_lower[(u >> 4) & 15], hexdig_lower[u & 15], 0};
+    sb_put(b, esc, 6);
+}
+
+/* Writes s as a JSON string the way Python's json.dumps(ensure_ascii=True) does. */
+static int sb_json_string(sbuf *b, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t left = strlen(s);
+    sb_put(b, "\"", 1);
+    while (left) {
+        uint32_t cp;
+        size_t n = utf8_decode(p, left, &cp);
+        if (n == 0)
+            return ERR_INVAL;
+        const char *short_esc = NULL;
+        switch (cp) {
+        case '"': short_esc = "\\\""; break;
+        case '\\': short_esc = "\\\\"; break;
+        case '\n': short_esc = "\\n"; break;
+        case '\r': short_esc = "\\r"; break;
+        case '\t': short_esc = "\\t"; break;
+        case '\b': short_esc = "\\b"; break;
+        case '\f': short_esc = "\\f"; break;
+        default: break;
+        }
+        if (short_esc) {
+            sb_str(b, short_esc);
+        } else if (cp >= 0x20 && cp < 0x7F) {
+            sb_put(b, (const char *)p, 1);
+        } else if (cp < 0x10000) {
+            sb_u16(b, cp);
+        } else {
+            sb_u16(b, 0xD800 + ((cp - 0x10000) >> 10));
+            sb_u16(b, 0xDC00 + ((cp - 0x10000) & 0x3FF));
+        }
+        p += n;
+        left -= n;
+    }
+    sb_put(b, "\"", 1);
+    return 0;
+}
+
+static int cmp_param_key(const void *a, const void *b)
+{
+    const duo_param *const *x = a, *const *y = b;
+    return strcmp((*x)->key, (*y)->key);
+}
+
+int duo_json_body(const duo_param *p, size_t n, char **out, size_t *len, err_t *e)
+{
+    *out = NULL;
+    const duo_param **sorted = calloc(n ? n : 1, sizeof *sorted);
+    if (!sorted)
+        return err_set(e, ERR_NOMEM, "out of memory building a Duo request");
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = &p[i];
+    qsort(sorted, n, sizeof *sorted, cmp_param_key);
+    sbuf b = {0};
+    int rc = 0;
+    sb_put(&b, "{", 1);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (!sorted[i]->key || !sorted[i]->value)
+            rc = err_set(e, ERR_INVAL, "Duo parameter has no key or value");
+        else if (i && strcmp(sorted[i - 1]->key, sorted[i]->key) == 0)
+            rc = err_set(e, ERR_INVAL, "Duo parameter '%s' repeated in a JSON body",
+                         sorted[i]->key);
+        else if (i)
+            sb_put(&b, ",", 1);
+        if (rc == 0 && (sb_json_string(&b, sorted[i]->key) < 0 ||
+                        (sb_put(&b, ":", 1), sb_json_string(&b, sorted[i]->value) < 0)))
+            rc = err_set(e, ERR_INVAL, "Duo parameter is not valid UTF-8");
+    }
+    free(sorted);
+    if (rc < 0) {
+        free(b.buf);
+        return rc;
+    }
+    sb_put(&b, "}", 1);
+    return sb_finish(&b, out, len, e);
+}
+
+int duo_sha512_hex(const void *data, size_t len, char hex[DUO_HEX_LEN], err_t *e)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (!EVP_Digest(data ? data : "", len, md, &mdlen, EVP_sha512(), NULL))
+        return err_set(e, ERR_CRYPTO, "SHA-512 failed");
+    hex_lower(md, mdlen, hex);
+    return 0;
+}
+
+typedef struct {
+    char *name;
+    const char *value;
+} hdr_pair;
+
+static int cmp_hdr(const void *a, const void *b)
+{
+    return strcmp(((const hdr_pair *)a)->name, ((const hdr_pair *)b)->name);
+}
+
+/* SHA-512 hex of the lower-cased, name-sorted X-Duo-* headers joined with NULs. */
+static int x_duo_hash(const duo_param *h, size_t n, char hex[DUO_HEX_LEN], err_t *e)
+{
+    hdr_pair *pairs = calloc(n ? n : 1, sizeof *pairs);
+    if (!pairs)
+        return err_set(e, ERR_NOMEM, "out of memory building a Duo request");
+    size_t m = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (strncasecmp(h[i].key, "x-duo-", 6) != 0)
+            continue;
+        if (!(pairs[m].name = strdup(h[i].key))) {
+            rc = err_set(e, ERR_NOMEM, "out of memory building a Duo request");
+            break;
+        }
+        for (char *c = pairs[m].name; *c; c++)
+            if (*c >= 'A' && *c <= 'Z')
+                *c = (char)(*c - 'A' + 'a');
+        pairs[m++].value = h[i].value;
+    }
+    sbuf b = {0};
+    qsort(pairs, m, sizeof *pairs, cmp_hdr);
+    for (size_t i = 0; i < m; i++) {
+        if (i)
+            sb_put(&b, "", 1); /* the NUL separator */
+        sb_str(&b, pairs[i].name);
+        sb_put(&b, "", 1);
+        sb_str(&b, pairs[i].value);
+        free(pairs[i].name);
+    }
+    free(pairs);
+    if (rc == 0 && b.failed)
+        rc = err_set(e, ERR_NOMEM, "out of memory building a Duo request");
+    if (rc == 0)
+        rc = duo_sha512_hex(b.buf, b.len, hex, e);
+    free(b.buf);
+    return rc;
+}
+
+static void sb_lower(sbuf *b, const char *s, int upper)
+{
+    for (; *s; s++) {
+        char c = *s;
+        if (upper && c >= 'a' && c <= 'z')
+            c = (char)(c - 'a' + 'A');
+        else if (!upper && c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        sb_put(b, &c, 1);
+    }
+}
+
+int duo_canon_request(const duo_sign_input *in, char **out, err_t *e)
+{
+    *out = NULL;
+    if (in->sig_version != 2 && in->sig_version != 5)
+        return err_set(e, ERR_INVAL, "unsupported Duo signature version %d", in->sig_version);
+    if (!in->method || !in->host || !in->path || !in->date)
+        return err_set(e, ERR_INVAL, "Duo request lacks method, host, path or date");
+    char *params = NULL;
+    int rc = duo_canon_params(in->params, in->nparams, &params, e);
+    if (rc < 0)
+        return rc;
+    char body_hex[DUO_HEX_LEN], hdr_hex[DUO_HEX_LEN];
+    if (in->sig_version == 5) {
+        if ((rc = duo_sha512_hex(in->body, in->body ? in->body_len : 0, body_hex, e)) < 0 ||
+            (rc = x_duo_hash(in->x_duo, in->nx_duo, hdr_hex, e)) < 0) {
+            free(params);
+            return rc;
+        }
+    }
+    sbuf b = {0};
+    sb_str(&b, in->date);
+    sb_put(&b, "\n", 1);
+    sb_lower(&b, in->method, 1);
+    sb_put(&b, "\n", 1);
+    sb_lower(&b, in->host, 0);
+    sb_put(&b, "\n", 1);
+    sb_str(&b, in->path);
+    sb_put(&b, "\n", 1);
+    sb_str(&b, params);
+    if (in->sig_version == 5) {
+        sb_put(&b, "\n", 1);
+        sb_str(&b, body_hex);
+        sb_put(&b, "\n", 1);
+        sb_str(&b, hdr_hex);
+    }
+    free(params);
+    return sb_finish(&b, out, NULL, e);
+}
+
+int duo_sign(const duo_sign_input *in, const char *skey, char hex[DUO_HEX_LEN], err_t *e)
+{
+    hex[0] = '\0';
+    if (!skey)
+        return err_set(e, ERR_INVAL, "no Duo secret key");
+    char *canon = NULL;
+    int rc = duo_canon_request(in, &canon, e);
+    if (rc < 0)
+        return rc;
+    const EVP_MD *md = (in->sig_version == 2 && in->digest == DUO_DIGEST_SHA1) ? EVP_sha1()
+                                                                               : EVP_sha512();
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+    if (!HMAC(md, skey, (int)strlen(skey), (const unsigned char *)canon, strlen(canon), mac,
+              &maclen))
+        rc = err_set(e, ERR_CRYPTO, "HMAC failed");
+    else
+        hex_lower(mac, maclen, hex);
+    free(canon);
+    return rc;
+}
+
+int duo_auth_header(const char *ikey, const char *hex, char **out, err_t *e)
+{
+    *out = NULL;
+    sbuf raw = {0};
+    sb_str(&raw, ikey ? ikey : "");
+    sb_put(&raw, ":", 1);
+    sb_str(&raw, hex);
+    if (raw.failed) {
+        free(raw.buf);
+        return err_set(e, ERR_NOMEM, "out of memory building a Duo request");
+    }
+    size_t cap = 6 + 4 * ((raw.len + 2) / 3) + 1;
+    char *s = malloc(cap);
+    if (!s) {
+        free(raw.buf);
+        return err_set(e, ERR_NOMEM, "out of memory building a Duo request");
+    }
+    memcpy(s, "Basic ", 6);
+    EVP_EncodeBlock((unsigned char *)s + 6, (const unsigned char *)raw.buf, (int)raw.len);
+    free(raw.buf);
+    *out = s;
+    return 0;
+}
