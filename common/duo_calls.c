@@ -1,0 +1,359 @@
+/* duo_calls.c - typed Auth API v2 and Admin API v1 calls on top of duo_call().
+ *
+ * Invariant: a call succeeds only when every field it promises is present with the
+ * right type; a missing field is a bad response (ERR_DUO, DUO_FAIL_BAD_RESPONSE), and
+ * results are never half-filled on failure (each *_free() is safe either way). */
+#include "duo.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int missing(duo_error *err, const char *call, const char *field)
+{
+    if (err)
+        err->http_status = 200;
+    return duo_fail_set(err, ERR_DUO, DUO_FAIL_BAD_RESPONSE, DUO_CLASS_PERMANENT,
+                        "malformed Duo response: %s lacks \"%s\"", call, field);
+}
+
+static int bad_arg(duo_error *err, const char *what)
+{
+    if (err)
+        memset(err, 0, sizeof *err);
+    return duo_fail_set(err, ERR_INVAL, DUO_FAIL_LOCAL, DUO_CLASS_PERMANENT, "%s", what);
+}
+
+/* strdup of o[k] when it is a string; *out NULL otherwise. Returns -1 only on OOM. */
+static int dup_field(json_t *o, const char *k, char **out)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    *out = NULL;
+    if (!s)
+        return 0;
+    return (*out = strdup(s)) ? 0 : -1;
+}
+
+static int oom(duo_error *err)
+{
+    return duo_fail_set(err, ERR_NOMEM, DUO_FAIL_LOCAL, DUO_CLASS_TRANSIENT, "out of memory");
+}
+
+static int time_call(duo_client *c, const char *path, long long *server_time, duo_error *err)
+{
+    json_t *resp = NULL;
+    int rc = duo_call(c, "GET", path, NULL, 0, &resp, NULL, err);
+    if (rc < 0)
+        return rc;
+    json_t *t = json_object_get(resp, "time");
+    if (json_is_integer(t) && server_time)
+        *server_time = json_integer_value(t);
+    rc = json_is_integer(t) ? 0 : missing(err, path, "time");
+    json_decref(resp);
+    return rc;
+}
+
+int duo_ping(duo_client *c, long long *server_time, duo_error *err)
+{
+    return time_call(c, "/auth/v2/ping", server_time, err);
+}
+
+int duo_check(duo_client *c, long long *server_time, duo_error *err)
+{
+    return time_call(c, "/auth/v2/check", server_time, err);
+}
+
+void duo_enroll_result_free(duo_enroll_result *r)
+{
+    if (!r)
+        return;
+    free(r->activation_barcode);
+    free(r->activation_code);
+    free(r->activation_url);
+    free(r->user_id);
+    free(r->username);
+    memset(r, 0, sizeof *r);
+}
+
+static int fill_enroll(json_t *resp, duo_enroll_result *out, duo_error *err)
+{
+    static const char *fields[] = {"activation_barcode", "activation_code", "activation_url",
+                                   "user_id", "username"};
+    char **dst[] = {&out->activation_barcode, &out->activation_code, &out->activation_url,
+                    &out->user_id, &out->username};
+    for (size_t i = 0; i < 5; i++) {
+        if (!json_is_string(json_object_get(resp, fields[i])))
+            return missing(err, "enroll", fields[i]);
+        if (dup_field(resp, fields[i], dst[i]) < 0)
+            return oom(err);
+    }
+    json_t *exp = json_object_get(resp, "expiration");
+    if (!json_is_integer(exp))
+        return missing(err, "enroll", "expiration");
+    out->expiration = json_integer_value(exp);
+    return 0;
+}
+
+int duo_enroll(duo_client *c, const char *username, long valid_secs, duo_enroll_result *out,
+               duo_error *err)
+{
+    memset(out, 0, sizeof *out);
+    char secs[32];
+    duo_param p[2];
+    size_t n = 0;
+    if (username)
+        p[n++] = (duo_param){"username", username};
+    if (valid_secs > 0) {
+        snprintf(secs, sizeof secs, "%ld", valid_secs);
+        p[n++] = (duo_param){"valid_secs", secs};
+    }
+    json_t *resp = NULL;
+    int rc = duo_call(c, "POST", "/auth/v2/enroll", p, n, &resp, NULL, err);
+    if (rc == 0)
+        rc = fill_enroll(resp, out, err);
+    json_decref(resp);
+    if (rc < 0)
+        duo_enroll_result_free(out);
+    return rc;
+}
+
+int duo_enroll_status(duo_client *c, const char *user_id, const char *activation_code,
+                      duo_enroll_state *state, duo_error *err)
+{
+    if (!user_id || !activation_code)
+        return bad_arg(err, "enroll_status needs user_id and activation_code");
+    duo_param p[] = {{"user_id", user_id}, {"activation_code", activation_code}};
+    json_t *resp = NULL;
+    int rc = duo_call(c, "POST", "/auth/v2/enroll_status", p, 2, &resp, NULL, err);
+    if (rc < 0)
+        return rc;
+    const char *s = json_string_value(resp);
+    if (s && strcmp(s, "waiting") == 0)
+        *state = DUO_ENROLL_WAITING;
+    else if (s && strcmp(s, "success") == 0)
+        *state = DUO_ENROLL_SUCCESS;
+    else if (s && strcmp(s, "invalid") == 0)
+        *state = DUO_ENROLL_INVALID;
+    else
+        rc = duo_fail_set(err, ERR_DUO, DUO_FAIL_BAD_RESPONSE, DUO_CLASS_PERMANENT,
+                          "malformed Duo response: enroll_status answered %s%s%s",
+                          s ? "'" : "", s ? s : "a non-string", s ? "'" : "");
+    json_decref(resp);
+    return rc;
+}
+
+duo_result duo_result_of(const char *s)
+{
+    if (!s)
+        return DUO_RESULT_OTHER;
+    if (strcmp(s, "allow") == 0)
+        return DUO_RESULT_ALLOW;
+    if (strcmp(s, "deny") == 0)
+        return DUO_RESULT_DENY;
+    if (strcmp(s, "waiting") == 0)
+        return DUO_RESULT_WAITING;
+    return DUO_RESULT_OTHER;
+}
+
+void duo_auth_result_free(duo_auth_result *r)
+{
+    if (!r)
+        return;
+    free(r->result_raw);
+    free(r->status);
+    free(r->status_msg);
+    free(r->txid);
+    free(r->enroll_portal_url);
+    json_decref(r->response);
+    memset(r, 0, sizeof *r);
+}
+
+/* Takes ownership of resp; requires "result" (or "txid" when want_txid). */
+static int fill_auth(json_t *resp, int want_txid, const char *call, duo_auth_result *out,
+                     duo_error *err)
+{
+    out->response = resp;
+    if (!json_is_object(resp))
+        return missing(err, call, "response object");
+    const char *need = want_txid ? "txid" : "result";
+    if (!json_is_string(json_object_get(resp, need)))
+        return missing(err, call, need);
+    if (dup_field(resp, "result", &out->result_raw) < 0 ||
+        dup_field(resp, "status", &out->status) < 0 ||
+        dup_field(resp, "status_msg", &out->status_msg) < 0 ||
+        dup_field(resp, "txid", &out->txid) < 0 ||
+        dup_field(resp, "enroll_portal_url", &out->enroll_portal_url) < 0)
+        return oom(err);
+    out->result = duo_result_of(out->result_raw);
+    return 0;
+}
+
+/* Adds user_id or username (exactly one) to p; returns the new count or -1. */
+static int add_user(duo_param *p, size_t n, const char *user_id, const char *username)
+{
+    if ((user_id && username) || (!user_id && !username))
+        return -1;
+    p[n++] = user_id ? (duo_param){"user_id", user_id} : (duo_param){"username", username};
+    return (int)n;
+}
+
+int duo_preauth(duo_client *c, const char *user_id, const char *username, const char *ipaddr,
+                duo_auth_result *out, duo_error *err)
+{
+    memset(out, 0, sizeof *out);
+    duo_param p[2];
+    int n = add_user(p, 0, user_id, username);
+    if (n < 0)
+        return bad_arg(err, "preauth needs exactly one of user_id and username");
+    if (ipaddr)
+        p[n++] = (duo_param){"ipaddr", ipaddr};
+    json_t *resp = NULL;
+    int rc = duo_call(c, "POST", "/auth/v2/preauth", p, (size_t)n, &resp, NULL, err);
+    if (rc == 0)
+        rc = fill_auth(resp, 0, "preauth", out, err);
+    if (rc < 0)
+        duo_auth_result_free(out);
+    return rc;
+}
+
+/* Appends the optional fields of req that are set. */
+static size_t auth_params(const duo_auth_req *req, duo_param *p, size_t n)
+{
+    const char *factor = req->factor ? req->factor : "auto";
+    p[n++] = (duo_param){"factor", factor};
+    if (strcmp(factor, "passcode") != 0)
+        p[n++] = (duo_param){"device", req->device ? req->device : "auto"};
+    const duo_param opt[] = {{"passcode", req->passcode}, {"ipaddr", req->ipaddr},
+                             {"type", req->type}, {"display_username", req->display_username},
+                             {"pushinfo", req->pushinfo}};
+    for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++)
+        if (opt[i].value)
+            p[n++] = opt[i];
+    if (req->async)
+        p[n++] = (duo_param){"async", "1"};
+    return n;
+}
+
+int duo_auth(duo_client *c, const duo_auth_req *req, duo_auth_result *out, duo_error *err)
+{
+    memset(out, 0, sizeof *out);
+    duo_param p[12];
+    int n = req ? add_user(p, 0, req->user_id, req->username) : -1;
+    if (n < 0)
+        return bad_arg(err, "auth needs exactly one of user_id and username");
+    size_t np = auth_params(req, p, (size_t)n);
+    json_t *resp = NULL;
+    int rc = duo_call(c, "POST", "/auth/v2/auth", p, np, &resp, NULL, err);
+    if (rc == 0)
+        rc = fill_auth(resp, req->async, "auth", out, err);
+    if (rc < 0)
+        duo_auth_result_free(out);
+    return rc;
+}
+
+int duo_auth_status(duo_client *c, const char *txid, duo_auth_result *out, duo_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!txid)
+        return bad_arg(err, "auth_status needs a txid");
+    duo_param p[] = {{"txid", txid}};
+    json_t *resp = NULL;
+    int rc = duo_call(c, "GET", "/auth/v2/auth_status", p, 1, &resp, NULL, err);
+    if (rc == 0)
+        rc = fill_auth(resp, 0, "auth_status", out, err);
+    if (rc < 0)
+        duo_auth_result_free(out);
+    return rc;
+}
+
+void duo_users_page_free(duo_users_page *p)
+{
+    if (!p)
+        return;
+    json_decref(p->users);
+    memset(p, 0, sizeof *p);
+}
+
+/* -1 for absent/null, else the integer (a non-integer is malformed: -2). */
+static long long meta_int(json_t *meta, const char *k)
+{
+    json_t *v = json_object_get(meta, k);
+    if (!v || json_is_null(v))
+        return -1;
+    return json_is_integer(v) ? json_integer_value(v) : -2;
+}
+
+int duo_admin_users_page(duo_client *c, int limit, long long offset, duo_users_page *out,
+                         duo_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->total_objects = out->next_offset = -1;
+    if (limit < 1 || limit > 300 || offset < 0)
+        return bad_arg(err, "users page needs 1 <= limit <= 300 and offset >= 0");
+    char lim[16], off[32];
+    snprintf(lim, sizeof lim, "%d", limit);
+    snprintf(off, sizeof off, "%lld", offset);
+    duo_param p[] = {{"limit", lim}, {"offset", off}};
+    json_t *resp = NULL, *meta = NULL;
+    int rc = duo_call(c, "GET", "/admin/v1/users", p, 2, &resp, &meta, err);
+    if (rc < 0)
+        return rc;
+    out->users = resp;
+    out->total_objects = meta_int(meta, "total_objects");
+    out->next_offset = meta_int(meta, "next_offset");
+    json_decref(meta);
+    if (!json_is_array(resp))
+        rc = missing(err, "users page", "response array");
+    else if (out->total_objects < -1 || out->next_offset < -1)
+        rc = missing(err, "users page", "integer metadata");
+    if (rc < 0)
+        duo_users_page_free(out);
+    return rc;
+}
+
+int duo_admin_user_by_username(duo_client *c, const char *username, json_t **user,
+                               duo_error *err)
+{
+    *user = NULL;
+    if (!username)
+        return bad_arg(err, "user lookup needs a username");
+    duo_param p[] = {{"username", username}};
+    json_t *resp = NULL;
+    int rc = duo_call(c, "GET", "/admin/v1/users", p, 1, &resp, NULL, err);
+    if (rc < 0)
+        return rc;
+    if (!json_is_array(resp))
+        rc = missing(err, "user lookup", "response array");
+    else if (json_array_size(resp) == 0)
+        rc = duo_fail_set(err, ERR_NOTFOUND, DUO_FAIL_NOT_FOUND, DUO_CLASS_PERMANENT,
+                          "no Duo user named '%s'", username);
+    else if (!json_is_object(json_array_get(resp, 0)))
+        rc = missing(err, "user lookup", "user object");
+    else
+        *user = json_incref(json_array_get(resp, 0));
+    json_decref(resp);
+    return rc;
+}
+
+int duo_admin_info_summary(duo_client *c, long long *user_count, json_t **summary,
+                           duo_error *err)
+{
+    if (summary)
+        *summary = NULL;
+    json_t *resp = NULL;
+    int rc = duo_call(c, "GET", "/admin/v1/info/summary", NULL, 0, &resp, NULL, err);
+    if (rc < 0)
+        return rc;
+    json_t *n = json_object_get(resp, "user_count");
+    if (!json_is_integer(n)) {
+        json_decref(resp);
+        return missing(err, "info summary", "user_count");
+    }
+    if (user_count)
+        *user_count = json_integer_value(n);
+    if (summary)
+        *summary = resp;
+    else
+        json_decref(resp);
+    return 0;
+}
