@@ -1,0 +1,192 @@
+/* mq.h - the AMQP transport: one broker connection, its topology, deliveries and
+ * publisher-confirmed publishes. The only module that talks to rabbitmq-c.
+ *
+ * Key invariant: nothing that arrives is ever dropped while the connection is alive.
+ * Every call that reads from the socket (mq_poll, mq_service, mq_wait_confirm, mq_retry)
+ * dispatches all frames: deliveries are queued in arrival order and handed out by
+ * mq_poll, publisher acks/nacks update the confirm bookkeeping, heartbeats are answered.
+ *
+ * Threading: an mq_conn belongs to one thread (rabbitmq-c allows one connection per
+ * thread); nothing here blocks longer than the timeout it is given (plus an RPC timeout
+ * of a few seconds during connect/declare).
+ *
+ * Names, for prefix P and each kind K in {enroll, auth, import} (all declared by every
+ * process, idempotently, at connect and at every reconnect):
+ *   P.jobs             direct exchange, durable; routing key K -> queue P.K
+ *   P.K                quorum queue, dead-letters to P.dlx (routing key K), delivery limit 20
+ *   P.K.retry.5s|30s|300s  classic queues; messages expire back to P.jobs with key K
+ *   P.dlx              fanout exchange -> P.dead (quorum queue)
+ *   P.results          topic exchange for replies to jobs that carry no reply_to
+ *
+ * Errors: every failure is ERR_MQ (broker or socket), ERR_TIMEOUT, ERR_INVAL or ERR_NOMEM,
+ * with a readable message in err_t. After an ERR_MQ the connection is usually broken
+ * (mq_is_broken): call mq_reconnect(). */
+#ifndef DUO_MQ_H
+#define DUO_MQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+typedef struct mq_conn mq_conn;
+
+/* The three job kinds whose topology every process declares. */
+#define MQ_KIND_ENROLL "enroll"
+#define MQ_KIND_AUTH "auth"
+#define MQ_KIND_IMPORT "import"
+/* Not a job kind: consuming "dead" reads the dead-letter queue P.dead (tools, tests). */
+#define MQ_KIND_DEAD "dead"
+
+/* Connection options. Everything is copied by mq_open; the caller may free it after. */
+typedef struct mq_opts {
+    const char *urls;           /* "amqp://u:p@h:port/vhost,amqps://..." (required) */
+    const char *prefix;         /* exchange/queue name prefix, e.g. "duo" (required) */
+    const char *const *kinds;   /* NULL-terminated kinds to consume; NULL = publish only */
+    int heartbeat_secs;         /* 0 = no heartbeats; negative = default 30 */
+    int prefetch;               /* basic.qos per consumer channel; <= 0 = 16 */
+    size_t max_message_bytes;   /* bodies above this are delivered with too_large; 0 = 1 MiB */
+    int retry_ms[3];            /* retry tier TTLs; 0 = 5000, 30000, 300000. A non-default
+                                 * TTL gets its own queue name (P.K.retry.200ms). */
+    const char *conn_name;      /* connection_name client property; NULL = none */
+    const char *ca_file;        /* CA bundle for amqps://; NULL = system default */
+    int rpc_timeout_ms;         /* connect, login and declare timeout; <= 0 = 10000 */
+} mq_opts;
+
+/* One received message. Every pointer is owned by the delivery and valid until
+ * mq_delivery_free(); string fields are NUL-terminated copies, NULL when the property is
+ * absent. Read-only for callers. */
+typedef struct mq_delivery {
+    const unsigned char *body;  /* NULL when too_large or empty */
+    size_t body_len;            /* bytes in body */
+    size_t body_size;           /* size announced by the broker (even when too_large) */
+    int too_large;              /* 1: body_size > max_message_bytes, body not kept */
+    const char *message_id;
+    const char *type;
+    const char *reply_to;
+    const char *correlation_id;
+    const char *content_type;
+    const char *kind;           /* kind of the queue it came from; never NULL */
+    const char *routing_key;    /* never NULL (may be "") */
+    int attempt;                /* x-attempt header; 0 when absent or not an integer */
+    int redelivered;            /* broker's redelivered flag */
+    uint64_t delivery_tag;
+    struct mq_delivery_priv *priv; /* internal: original properties, connection generation */
+} mq_delivery;
+
+/* A message to publish. All pointers are borrowed for the duration of the call. */
+typedef struct mq_msg {
+    const char *exchange;       /* full name; NULL or "" = default exchange */
+    const char *routing_key;    /* required */
+    const void *body;
+    size_t body_len;
+    const char *message_id;     /* optional properties: NULL = absent */
+    const char *correlation_id;
+    const char *type;
+    const char *content_type;
+    const char *reply_to;
+    int attempt;                /* > 0: sent as the x-attempt header */
+} mq_msg;
+
+/* Connects to one of the URLs (starting at a random one, trying each in turn), declares
+ * the topology, opens the publishing channel in confirm mode and starts consuming
+ * o->kinds. Returns a connection the caller owns (mq_close), or NULL with *e set. */
+mq_conn *mq_open(const mq_opts *o, err_t *e);
+
+/* Closes cleanly if still connected and frees everything, including queued deliveries
+ * (unacked deliveries go back to their queue). Accepts NULL. */
+void mq_close(mq_conn *c);
+
+/* Waits up to timeout_ms (0 = do not block) for the next delivery while processing
+ * everything else that arrives. Returns 1 with *out set (caller owns it:
+ * mq_delivery_free), 0 on timeout, or a negative ERR_* (connection lost: ERR_MQ). */
+int mq_poll(mq_conn *c, int timeout_ms, mq_delivery **out, err_t *e);
+
+/* Zero-timeout pump: answers heartbeats, records confirms, queues deliveries. Call it at
+ * least every heartbeat_secs/2 during long work. Returns 0 or a negative ERR_*. */
+int mq_service(mq_conn *c, err_t *e);
+
+/* The socket descriptor, for poll() alongside other fds; -1 when not connected.
+ * Note: data may already be buffered inside the library, so call mq_service/mq_poll
+ * after waking, not only when the fd is readable. */
+int mq_fd(const mq_conn *c);
+
+/* Number of deliveries received and queued but not yet handed out by mq_poll. */
+size_t mq_pending_deliveries(const mq_conn *c);
+
+/* Frees a delivery; accepts NULL. Does not ack: an unacked delivery is redelivered when
+ * the connection closes. */
+void mq_delivery_free(mq_delivery *d);
+
+/* Acks / rejects a delivery of this connection. A delivery received on an earlier
+ * (broken) connection is refused with ERR_MQ: the broker redelivers it anyway. */
+int mq_ack(mq_conn *c, const mq_delivery *d, err_t *e);
+int mq_reject(mq_conn *c, const mq_delivery *d, int requeue, err_t *e);
+
+/* Rejects without requeue so the queue dead-letters it to P.dead with its original
+ * properties; `reason` (may be NULL) is logged. */
+int mq_dead_letter(mq_conn *c, const mq_delivery *d, const char *reason, err_t *e);
+
+/* Republishes d (same body and properties, x-attempt header set to `attempt`) to the
+ * retry tier for `attempt` (1 -> first TTL, 2 -> second, >= 3 -> third), waits up to
+ * timeout_ms for the publisher confirm, then acks d. The caller usually passes
+ * d->attempt + 1. Fails with ERR_INVAL for a too_large delivery (no body held). */
+int mq_retry(mq_conn *c, const mq_delivery *d, int attempt, int timeout_ms, err_t *e);
+
+/* Publishes m (persistent) on the confirm channel. *seq (optional) receives the publish
+ * sequence number, unique for the life of c across reconnects. */
+int mq_publish(mq_conn *c, const mq_msg *m, uint64_t *seq, err_t *e);
+
+/* Publishes a reply to job d: to d->reply_to via the default exchange, or without one to
+ * P.results with routing key m->type, else d->type, else d->kind. The reply's
+ * correlation_id defaults to d's (or d's message_id); exchange/routing_key in m are
+ * ignored. */
+int mq_reply(mq_conn *c, const mq_delivery *d, const mq_msg *m, uint64_t *seq, err_t *e);
+
+/* 1 = confirmed by the broker, 0 = still pending, -1 = nacked, or lost with a broken
+ * connection (the caller republishes). Never blocks; mq_poll/mq_service update it. */
+int mq_confirmed(const mq_conn *c, uint64_t seq);
+
+/* Pumps frames (queueing deliveries) until seq is confirmed. Returns 0, ERR_MQ when
+ * nacked or the connection broke, ERR_TIMEOUT after timeout_ms. */
+int mq_wait_confirm(mq_conn *c, uint64_t seq, int timeout_ms, err_t *e);
+
+/* Drops the broken connection and reconnects with jittered exponential backoff across
+ * the URL list, trying for at most max_wait_ms (<= 0: until it succeeds), redeclaring
+ * the topology and consuming again. Queued deliveries of the old connection are freed
+ * (the broker redelivers them); its pending publishes become mq_confirmed() == -1.
+ * Returns 0 or the last connection error (ERR_TIMEOUT when max_wait_ms passed). */
+int mq_reconnect(mq_conn *c, int max_wait_ms, err_t *e);
+
+/* 1 when the connection is known broken (mq_reconnect needed), else 0. */
+int mq_is_broken(const mq_conn *c);
+
+/* 1 when an error code from this module means "connection lost, reconnect". */
+int mq_error_is_connection(int code);
+
+/* Deletes every queue and exchange of c's prefix (the tests' and operators' cleanup).
+ * Deliveries consumed from them are lost: never call it on a production prefix. */
+int mq_delete_topology(mq_conn *c, err_t *e);
+
+/* Borrowed names ("P.jobs", "P.results", "P.dead"), valid for the life of c. */
+const char *mq_jobs_exchange(const mq_conn *c);
+const char *mq_results_exchange(const mq_conn *c);
+const char *mq_dead_queue(const mq_conn *c);
+
+/* ---- Pure helpers (no connection; unit-tested) ---- */
+
+/* Backoff before reconnect attempt n (0-based): 100 ms doubling, capped at 10 s, then
+ * scaled by a jitter factor in [0.5, 1.5] taken from `rnd` (uniform in [0, 1]). */
+int mq_backoff_ms(int attempt, double rnd);
+
+/* Splits a comma-separated URL list (blanks around items ignored) into a NULL-terminated
+ * array the caller frees with mq_urls_free; each must parse as amqp:// or amqps://.
+ * Returns the count (> 0) or ERR_INVAL / ERR_NOMEM with *e naming the bad item (without
+ * its password). */
+int mq_urls_parse(const char *list, char ***out, err_t *e);
+void mq_urls_free(char **urls);
+
+/* Name of the retry queue suffix for a TTL: 5000 -> "5s", 200 -> "200ms". */
+void mq_ttl_suffix(int ttl_ms, char *out, size_t outlen);
+
+#endif
