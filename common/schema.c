@@ -668,12 +668,24 @@ void schema_set_free(schema_set *s)
     free(s);
 }
 
+static const schema *find(const schema_set *s, const char *name, size_t n, const char *suffix)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        const char *x = s->items[i].name;
+        if (strncmp(x, name, n) == 0 && strcmp(x + n, suffix) == 0)
+            return &s->items[i];
+    }
+    return NULL;
+}
+
 const schema *schema_get(const schema_set *s, const char *name)
 {
-    for (size_t i = 0; s && name && i < s->n; i++)
-        if (strcmp(s->items[i].name, name) == 0)
-            return &s->items[i];
-    return NULL;
+    if (!s || !name)
+        return NULL;
+    size_t n = strlen(name);
+    const schema *r = find(s, name, n, "");
+    /* The runtime looks job schemas up by the AMQP type alone ("auth" -> "auth.job"). */
+    return r ? r : find(s, name, n, ".job");
 }
 
 size_t schema_set_count(const schema_set *s)

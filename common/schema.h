@@ -28,7 +28,8 @@ schema_set *schema_set_load(const char *dir, err_t *e);
 /* Frees the set and every schema in it; accepts NULL. */
 void schema_set_free(schema_set *s);
 
-/* The schema called name, or NULL. Borrowed: valid until schema_set_free. */
+/* The schema called name, or NULL. A job type alone names its job schema: "auth" finds
+ * "auth.job" when no schema is called "auth". Borrowed: valid until schema_set_free. */
 const schema *schema_get(const schema_set *s, const char *name);
 
 /* Number of schemas in the set and the i-th one (sorted by name; borrowed). */

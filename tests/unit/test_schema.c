@@ -47,6 +47,11 @@ static void test_every_job_and_result_has_a_schema(void **state)
         if (!schema_get(s, names[i]))
             fail_msg("no schema %s", names[i]);
     assert_null(schema_get(s, "nope"));
+    assert_null(schema_get(s, "auth.jo"));
+    /* The runtime looks a job's schema up by its AMQP type. */
+    assert_ptr_equal(schema_get(s, "auth"), schema_get(s, "auth.job"));
+    assert_ptr_equal(schema_get(s, "import.page"), schema_get(s, "import.page.job"));
+    assert_string_equal(schema_name(schema_get(s, "enroll.begin")), "enroll.begin.job");
     schema_set_free(s);
 }
 
