@@ -261,6 +261,11 @@ int secret_needs_rotation(const secret_keyring *k, const char *envelope)
     return strcmp(id, k->current.id) != 0;
 }
 
+int secret_envelope_key_id(const char *envelope, char id[ID_LEN + 1])
+{
+    return envelope_body(envelope, id) ? 0 : ERR_INVAL;
+}
+
 /* One GCM pass. enc=1: in -> out (same length), tag written; enc=0: tag checked.
  * Returns 0 or -1 (for decryption: authentication failed). */
 static int gcm(int enc, const unsigned char *key, const unsigned char *nonce, const char *aad,

@@ -45,6 +45,10 @@ int secret_decrypt(const secret_keyring *k, const char *envelope, const char *aa
  * re-encrypt it), 0 when it is, ERR_INVAL when the envelope is malformed. */
 int secret_needs_rotation(const secret_keyring *k, const char *envelope);
 
+/* Copies the key id of a well-formed envelope header into id (8 hex + NUL); returns 0 or
+ * ERR_INVAL. Key ids are not secret: operators see them to follow a rotation. */
+int secret_envelope_key_id(const char *envelope, char id[9]);
+
 /* Wipes (OPENSSL_cleanse) and frees a plaintext returned by secret_decrypt or any other
  * heap string holding a secret; accepts NULL. */
 void secret_free(char *p);

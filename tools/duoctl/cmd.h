@@ -6,5 +6,8 @@
 int cmd_config_doc(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_api(int argc, char **argv);
+int cmd_stage(int argc, char **argv);
+int cmd_user(int argc, char **argv);
+int cmd_device(int argc, char **argv);
 
 #endif

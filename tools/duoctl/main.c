@@ -16,6 +16,9 @@ static const command commands[] = {
     {"migrate", cmd_migrate, "apply pending SQL migrations (safe to run concurrently)"},
     {"api", cmd_api, "make one signed Duo API call and print the JSON response"},
     {"config-doc", cmd_config_doc, "print the configuration reference (Markdown)"},
+    {"stage", cmd_stage, "create|list|show|update|delete|rotate-key Duo stages"},
+    {"user", cmd_user, "upsert|list|load local users"},
+    {"device", cmd_device, "list|delete local device records"},
 };
 
 static void usage(FILE *out)
