@@ -34,6 +34,7 @@ static const setting settings[] = {
     I("JOB_MAX_ATTEMPTS", max_attempts, "5", 1, 100, "Attempts for a job failing transiently before it is dead-lettered"),
     I("MAX_MESSAGE_BYTES", max_message_bytes, "65536", 1024, 16777216, "Largest job body accepted; larger ones are rejected and dead-lettered"),
     I("SHUTDOWN_GRACE_MS", shutdown_grace_ms, "30000", 0, 600000, "On SIGTERM/SIGINT, time to finish in-flight jobs before returning them to the queue"),
+    S("RETRY_DELAYS_MS", retry_delays_ms, "5000,30000,300000", 0, "Delays of the three retry tiers for transiently failed jobs (milliseconds, comma-separated)"),
     S("DUO_CA_FILE", duo_ca_file, NULL, 0, "CA bundle for Duo TLS (for TLS-inspecting proxies); a stage's own bundle takes precedence"),
     I("DUO_CONNECT_TIMEOUT_MS", duo_connect_timeout_ms, "5000", 100, 120000, "TCP+TLS connect timeout for Duo calls"),
     I("DUO_TIMEOUT_MS", duo_timeout_ms, "75000", 1000, 600000, "Total timeout of one Duo HTTP attempt (a synchronous push waits about 60 s)"),

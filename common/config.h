@@ -21,6 +21,7 @@ typedef struct config {
     int max_attempts;            /* JOB_MAX_ATTEMPTS: deliveries before dead-lettering */
     int max_message_bytes;       /* MAX_MESSAGE_BYTES */
     int shutdown_grace_ms;       /* SHUTDOWN_GRACE_MS */
+    char *retry_delays_ms;       /* RETRY_DELAYS_MS: "5000,30000,300000" (three tiers) */
     /* Duo */
     char *duo_ca_file;           /* DUO_CA_FILE: global CA bundle (stage bundle wins) */
     int duo_connect_timeout_ms;  /* DUO_CONNECT_TIMEOUT_MS */

@@ -1,0 +1,235 @@
+/* metrics.c - a small fixed-capacity registry guarded by one mutex; series are found by
+ * linear search (a worker has a few dozen), rendered in Prometheus text format. */
+#include "metrics.h"
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SERIES 512
+#define MAX_FAMILIES 64
+#define NBUCKETS 12
+
+static const double buckets[NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                         0.5,   1,    2.5,   5,    30,  120};
+
+typedef struct {
+    const char *name;
+    char labels[160];
+    double value;                 /* counter/gauge value, or histogram sum */
+    unsigned long count;          /* histogram */
+    unsigned long bucket[NBUCKETS];
+    int histogram;
+} series;
+
+typedef struct {
+    const char *name, *type, *help;
+} family;
+
+struct metrics {
+    pthread_mutex_t lock;
+    series s[MAX_SERIES];
+    size_t n;
+    family f[MAX_FAMILIES];
+    size_t nf;
+    int broker_up, db_up;
+    struct MHD_Daemon *http;
+};
+
+metrics *metrics_new(void)
+{
+    metrics *m = calloc(1, sizeof *m);
+    if (m)
+        pthread_mutex_init(&m->lock, NULL);
+    return m;
+}
+
+void metrics_free(metrics *m)
+{
+    if (!m)
+        return;
+    if (m->http)
+        MHD_stop_daemon(m->http);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+void metrics_describe(metrics *m, const char *name, const char *type, const char *help)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->lock);
+    if (m->nf < MAX_FAMILIES)
+        m->f[m->nf++] = (family){name, type, help};
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* Finds or creates a series; called with the lock held. NULL when full. */
+static series *find(metrics *m, const char *name, const char *labels)
+{
+    for (size_t i = 0; i < m->n; i++)
+        if (strcmp(m->s[i].name, name) == 0 && strcmp(m->s[i].labels, labels) == 0)
+            return &m->s[i];
+    if (m->n == MAX_SERIES)
+        return NULL;
+    series *s = &m->s[m->n++];
+    memset(s, 0, sizeof *s);
+    s->name = name;
+    snprintf(s->labels, sizeof s->labels, "%s", labels);
+    return s;
+}
+
+void metrics_add(metrics *m, const char *name, const char *labels, double by)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->lock);
+    series *s = find(m, name, labels);
+    if (s)
+        s->value += by;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_set(metrics *m, const char *name, const char *labels, double value)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->lock);
+    series *s = find(m, name, labels);
+    if (s)
+        s->value = value;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_observe(metrics *m, const char *name, const char *labels, double seconds)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->lock);
+    series *s = find(m, name, labels);
+    if (s) {
+        s->histogram = 1;
+        s->value += seconds;
+        s->count++;
+        for (int i = 0; i < NBUCKETS; i++)
+            if (seconds <= buckets[i])
+                s->bucket[i]++;
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_health(metrics *m, int broker_up, int db_up)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->lock);
+    m->broker_up = broker_up;
+    m->db_up = db_up;
+    pthread_mutex_unlock(&m->lock);
+}
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} text;
+
+static void emit(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void emit(text *t, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = t->buf ? vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap) : -1;
+        va_end(ap);
+        if (n >= 0 && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = t->cap ? t->cap * 2 : 4096;
+        char *grown = realloc(t->buf, cap);
+        if (!grown)
+            return;
+        t->buf = grown;
+        t->cap = cap;
+    }
+}
+
+static void render_series(text *t, const series *s)
+{
+    const char *sep = s->labels[0] ? "," : "";
+    if (!s->histogram) {
+        emit(t, "%s{%s} %.17g\n", s->name, s->labels, s->value);
+        return;
+    }
+    for (int i = 0; i < NBUCKETS; i++)
+        emit(t, "%s_bucket{%s%sle=\"%g\"} %lu\n", s->name, s->labels, sep, buckets[i],
+             s->bucket[i]);
+    emit(t, "%s_bucket{%s%sle=\"+Inf\"} %lu\n", s->name, s->labels, sep, s->count);
+    emit(t, "%s_sum{%s} %.17g\n%s_count{%s} %lu\n", s->name, s->labels, s->value, s->name,
+         s->labels, s->count);
+}
+
+char *metrics_render(metrics *m, size_t *len)
+{
+    text t = {0};
+    pthread_mutex_lock(&m->lock);
+    for (size_t f = 0; f < m->nf; f++) {
+        emit(&t, "# HELP %s %s\n# TYPE %s %s\n", m->f[f].name, m->f[f].help, m->f[f].name,
+             m->f[f].type);
+        for (size_t i = 0; i < m->n; i++)
+            if (strcmp(m->s[i].name, m->f[f].name) == 0)
+                render_series(&t, &m->s[i]);
+    }
+    emit(&t, "# HELP duo_up Broker and database connections (1 = up)\n# TYPE duo_up gauge\n"
+             "duo_up{dependency=\"rabbitmq\"} %d\nduo_up{dependency=\"postgres\"} %d\n",
+         m->broker_up, m->db_up);
+    pthread_mutex_unlock(&m->lock);
+    if (len)
+        *len = t.len;
+    return t.buf;
+}
+
+static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char *url,
+                              const char *method, const char *version, const char *upload,
+                              size_t *upload_len, void **ctx)
+{
+    (void)version, (void)upload, (void)upload_len, (void)ctx;
+    metrics *m = cls;
+    char *body = NULL;
+    size_t len = 0;
+    unsigned status = MHD_HTTP_OK;
+    if (strcmp(method, "GET") != 0) {
+        status = MHD_HTTP_METHOD_NOT_ALLOWED;
+    } else if (strcmp(url, "/metrics") == 0) {
+        body = metrics_render(m, &len);
+    } else if (strcmp(url, "/healthz") == 0) {
+        pthread_mutex_lock(&m->lock);
+        int up = m->broker_up && m->db_up;
+        char tmp[128];
+        int n = snprintf(tmp, sizeof tmp, "{\"rabbitmq\":%s,\"postgres\":%s}\n",
+                         m->broker_up ? "true" : "false", m->db_up ? "true" : "false");
+        pthread_mutex_unlock(&m->lock);
+        status = up ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
+        body = strdup(tmp);
+        len = body ? (size_t)n : 0;
+    } else {
+        status = MHD_HTTP_NOT_FOUND;
+    }
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, body ? body : (char *)"", body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+int metrics_serve(metrics *m, int port, err_t *e)
+{
+    m->http = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+                               (uint16_t)port, NULL, NULL, answer, m, MHD_OPTION_END);
+    if (!m->http)
+        return err_set(e, ERR_IO, "cannot serve metrics on port %d (in use?)", port);
+    return 0;
+}

@@ -1,0 +1,120 @@
+/* worker.h - the job pipeline every worker runs:
+ *
+ *   consume -> decode -> validate -> claim -> handler (Duo, effect) -> commit
+ *   (effect + stored reply in one transaction) -> publish reply (confirmed) -> ack
+ *
+ * Invariant: a delivery is acked only after its job's transaction committed and its
+ * reply was confirmed by the broker. A crash anywhere before the ack means a
+ * redelivery; the claim (store_jobs.h) turns it into a re-send of the stored reply.
+ * Bad input is answered with an error reply and dead-lettered, never a crash.
+ *
+ * A worker binary supplies a worker_def (its queue kind and one handler per job type)
+ * and calls worker_main() from main(). */
+#ifndef DUO_WORKER_H
+#define DUO_WORKER_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "err.h"
+#include "mq.h"
+#include "secret.h"
+#include "store.h"
+
+typedef struct worker worker;
+
+/* One job as a handler sees it. Everything is borrowed and valid during the call. */
+typedef struct job {
+    const char *id;              /* AMQP message_id: the job id */
+    const char *type;            /* AMQP type: "enroll.begin", ... */
+    const char *correlation_id;  /* may be NULL */
+    int attempt;                 /* 1 for the first attempt */
+    const json_t *body;          /* decoded and valid against the job type's schema */
+} job;
+
+/* What a handler decided. Start zeroed; set exactly one of: fields (success), an error
+ * (job_fail), or a retry (job_retry). */
+typedef struct job_outcome {
+    json_t *fields;        /* success: result fields; the runtime takes the reference */
+    const char *code;      /* error: stable snake_case code (static storage) */
+    char message[512];     /* error: one human sentence; never a secret */
+    int retry;             /* transient failure: nothing committed, try again later */
+    int dead_letter;       /* with an error: also dead-letter (operator must look) */
+} job_outcome;
+
+/* What a handler may use; all borrowed, valid during the call. The handler may open a
+ * transaction on db (store_begin) for its effect and return with it open: the runtime
+ * adds the job record to it and commits. A handler that fails rolls back itself or
+ * leaves the transaction open for the runtime to roll back. */
+typedef struct worker_env {
+    const config *cfg;
+    store *db;
+    const secret_keyring *keys;
+    worker *w;
+} worker_env;
+
+typedef void (*job_handler)(const worker_env *env, const job *j, job_outcome *out);
+
+typedef struct job_type_def {
+    const char *type;          /* AMQP type property value, also the schema name */
+    job_handler handle;
+} job_type_def;
+
+typedef struct worker_def {
+    const char *name;          /* "enroll": log component "duo-enroll" */
+    const char *queue_kind;    /* MQ_KIND_ENROLL, ... */
+    const job_type_def *types;
+    size_t ntypes;
+} worker_def;
+
+/* Runs a worker until SIGTERM/SIGINT; returns the process exit status (0 after a clean
+ * shutdown, 1 when it could not start: bad configuration, missing key, no schema). */
+int worker_main(const worker_def *def, int argc, char **argv);
+
+/* Sets an error outcome (code is a static string). */
+void job_fail(job_outcome *o, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Sets a transient-failure outcome: the job is retried after a delay (up to
+ * JOB_MAX_ATTEMPTS attempts, then answered with `retries_exhausted` and dead-lettered). */
+void job_retry(job_outcome *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Idle hook for long waits (the Duo client's idle callback): services the broker
+ * connection so heartbeats never lapse. Returns non-zero when the worker is past its
+ * shutdown grace period and the wait should be abandoned. arg is the worker. */
+int worker_idle(void *arg);
+
+/* Publishes a message (confirmed) through the worker's broker connection, e.g. fan-out
+ * jobs or progress replies. Returns 0 or ERR_MQ/ERR_TIMEOUT. */
+int worker_publish(worker *w, const mq_msg *m, err_t *e);
+
+/* The worker's broker names (borrowed). */
+const char *worker_jobs_exchange(const worker *w);
+
+/* ---- stages and Duo (worker_duo.c) ---------------------------------------------------- */
+#include "duo.h"
+#include "store_admin.h"
+
+/* Loads the Duo stage `stage_uuid` with its secrets decrypted into *out (caller frees
+ * with stage_rec_free). Returns 0, or -1 with *o set: `stage_not_found` (unknown or
+ * malformed uuid: the uuid must be a Duo stage's), a retry for database trouble, or
+ * `stage_secret_unreadable` (wrong key) dead-lettered. */
+int worker_stage(const worker_env *env, const char *stage_uuid, stage_rec *out, job_outcome *o);
+
+/* A Duo client for the stage's Auth API (admin = 0) or Admin API (admin = 1) credentials,
+ * kept by the worker for connection reuse: borrowed, valid until the next call of
+ * worker_duo with another stage or the worker's end. NULL with *o set
+ * (`admin_api_not_configured` when admin credentials are missing). */
+duo_client *worker_duo(const worker_env *env, const stage_rec *st, int admin, job_outcome *o);
+
+/* Turns a failed Duo call into an outcome: transient classes retry, credential and TLS
+ * problems and 403 refusals fail dead-lettered (an operator must fix the stage),
+ * anything else fails with duo_error_code(). `what` names the call. */
+void job_fail_duo(job_outcome *o, int rc, const duo_error *de, const char *what);
+
+/* Records a Duo call's latency and, on failure, its error code in the metrics. */
+void worker_duo_observe(const worker_env *env, const char *call, long long ms, int rc,
+                        const duo_error *de);
+
+#endif

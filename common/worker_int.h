@@ -1,0 +1,42 @@
+/* worker_int.h - the worker's private state, shared by worker.c (the job path),
+ * worker_setup.c (start and stop) and worker_duo.c (stages and Duo clients). Not for
+ * use outside these files. */
+#ifndef DUO_WORKER_INT_H
+#define DUO_WORKER_INT_H
+
+#include "metrics.h"
+#include "schema.h"
+#include "worker.h"
+
+struct worker {
+    const worker_def *def;
+    config cfg;
+    store *db;
+    mq_conn *mq;
+    secret_keyring *keys;
+    schema_set *schemas;
+    metrics *metrics;
+    struct duo_cache *duo_cache; /* Duo clients by stage credentials (worker_duo.c) */
+    long long stop_at_ms;  /* shutdown deadline once a stop was requested, else 0 */
+};
+
+/* Loads configuration, key, schemas; connects to PostgreSQL and RabbitMQ. On failure
+ * *e says what is wrong and *out may hold a partly built worker for worker_close. */
+int worker_open(const worker_def *def, worker **out, err_t *e);
+void worker_close(worker *w);
+
+/* Frees the cached Duo clients; accepts a worker without any. */
+void worker_duo_cache_free(worker *w);
+
+/* Publishes the connection states to /healthz. */
+void worker_health(worker *w);
+
+/* Counters (labels are job types and stable codes, never user input). */
+void metrics_job(worker *w, const char *type, const char *outcome);
+void metrics_job_time(worker *w, const char *type, long long ms);
+void metrics_retry(worker *w, const char *type);
+void metrics_dead_letter(worker *w);
+void metrics_inflight(worker *w, int delta);
+void metrics_reconnect(worker *w, const char *what);
+
+#endif

@@ -1,0 +1,174 @@
+/* worker_setup.c - starting and stopping a worker: configuration, the secret key (a
+ * worker without it refuses to start), schemas, the database (must be migrated) and
+ * the broker; and the counters the job path updates. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "paths.h"
+#include "worker_int.h"
+
+static int parse_delays(const char *s, int out[3], err_t *e)
+{
+    char *end = NULL;
+    const char *p = s;
+    for (int i = 0; i < 3; i++) {
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 86400000 || (i < 2 && *end != ',') || (i == 2 && *end))
+            return err_set(e, ERR_CONFIG, "RETRY_DELAYS_MS: expected three delays in ms like "
+                           "\"5000,30000,300000\", got '%s'", s);
+        out[i] = (int)v;
+        p = end + 1;
+    }
+    return 0;
+}
+
+static int open_db(worker *w, err_t *e)
+{
+    w->db = store_open(w->cfg.database_url, e);
+    for (int i = 0; !w->db && i < 30; i++) { /* the database may still be starting */
+        sleep(1);
+        w->db = store_open(w->cfg.database_url, e);
+    }
+    if (!w->db)
+        return ERR_DB;
+    int version = 0;
+    if (store_schema_version(w->db, &version, e) < 0 || version < 1)
+        return err_set(e, ERR_CONFIG, "the database is not migrated: run `duoctl migrate` first");
+    return 0;
+}
+
+static int open_mq(worker *w, err_t *e)
+{
+    const char *kinds[] = {w->def->queue_kind, NULL};
+    mq_opts o = {.urls = w->cfg.amqp_url, .prefix = w->cfg.mq_prefix, .kinds = kinds,
+                 .heartbeat_secs = w->cfg.amqp_heartbeat_secs, .prefetch = w->cfg.prefetch,
+                 .max_message_bytes = (size_t)w->cfg.max_message_bytes};
+    char name[64];
+    snprintf(name, sizeof name, "duo-%s pid %ld", w->def->name, (long)getpid());
+    o.conn_name = name;
+    int rc = parse_delays(w->cfg.retry_delays_ms, o.retry_ms, e);
+    if (rc < 0)
+        return rc;
+    for (int i = 0; i < 30 && !w->mq; i++) {
+        w->mq = mq_open(&o, e);
+        if (!w->mq)
+            sleep(1);
+    }
+    return w->mq ? 0 : ERR_MQ;
+}
+
+static void describe(metrics *m)
+{
+    metrics_describe(m, "duo_jobs_total", "counter", "Jobs finished, by job type and outcome (ok or error code)");
+    metrics_describe(m, "duo_job_seconds", "histogram", "Time a handler spent on a job");
+    metrics_describe(m, "duo_retries_total", "counter", "Jobs sent to a delayed-retry tier");
+    metrics_describe(m, "duo_dead_letters_total", "counter", "Messages dead-lettered");
+    metrics_describe(m, "duo_jobs_in_flight", "gauge", "Jobs being worked on");
+    metrics_describe(m, "duo_reconnects_total", "counter", "Reconnections, by dependency");
+    metrics_describe(m, "duo_api_seconds", "histogram", "Duo API call latency, by call");
+    metrics_describe(m, "duo_api_errors_total", "counter", "Duo API errors, by stable code");
+}
+
+int worker_open(const worker_def *def, worker **out, err_t *e)
+{
+    worker *w = calloc(1, sizeof *w);
+    *out = w;
+    if (!w)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    w->def = def;
+    int rc = config_load(&w->cfg, CONFIG_NEED_DB | CONFIG_NEED_MQ, e);
+    if (rc < 0)
+        return rc;
+    log_level lvl = LOG_INFO;
+    log_parse_level(w->cfg.log_level, &lvl);
+    static char component[64];
+    snprintf(component, sizeof component, "duo-%s", def->name);
+    log_init(component, lvl);
+    if (!(w->keys = secret_keyring_load(&w->cfg, e)))
+        return err_wrap(e, ERR_CONFIG, "refusing to start without the secret key");
+    char dir[4096];
+    if (paths_find("schemas", dir, sizeof dir) < 0)
+        return err_set(e, ERR_CONFIG, "no schemas folder found (set DUO_SCHEMAS_DIR)");
+    if (!(w->schemas = schema_set_load(dir, e)))
+        return ERR_CONFIG;
+    for (size_t i = 0; i < def->ntypes; i++) {
+        char name[160];
+        snprintf(name, sizeof name, "%s.job", def->types[i].type);
+        if (!schema_get(w->schemas, name))
+            return err_set(e, ERR_CONFIG, "no schema %s in %s", name, dir);
+    }
+    if (!(w->metrics = metrics_new()))
+        return err_set(e, ERR_NOMEM, "out of memory");
+    describe(w->metrics);
+    if (w->cfg.metrics_port && (rc = metrics_serve(w->metrics, w->cfg.metrics_port, e)) < 0)
+        return rc;
+    if ((rc = open_db(w, e)) < 0 || (rc = open_mq(w, e)) < 0)
+        return rc;
+    worker_health(w);
+    return 0;
+}
+
+void worker_close(worker *w)
+{
+    if (!w)
+        return;
+    mq_close(w->mq);
+    worker_duo_cache_free(w);
+    store_close(w->db);
+    metrics_free(w->metrics);
+    schema_set_free(w->schemas);
+    secret_keyring_free(w->keys);
+    config_free(&w->cfg);
+    free(w);
+}
+
+void worker_health(worker *w)
+{
+    metrics_health(w->metrics, w->mq && !mq_is_broken(w->mq), store_ok(w->db));
+}
+
+static void label(char *out, size_t n, const char *type, const char *outcome)
+{
+    snprintf(out, n, "type=\"%s\",outcome=\"%s\"", type ? type : "unknown", outcome);
+}
+
+void metrics_job(worker *w, const char *type, const char *outcome)
+{
+    char l[160];
+    label(l, sizeof l, type, outcome);
+    metrics_add(w->metrics, "duo_jobs_total", l, 1);
+}
+
+void metrics_job_time(worker *w, const char *type, long long ms)
+{
+    char l[100];
+    snprintf(l, sizeof l, "type=\"%s\"", type);
+    metrics_observe(w->metrics, "duo_job_seconds", l, (double)ms / 1000.0);
+}
+
+void metrics_retry(worker *w, const char *type)
+{
+    char l[100];
+    snprintf(l, sizeof l, "type=\"%s\"", type);
+    metrics_add(w->metrics, "duo_retries_total", l, 1);
+}
+
+void metrics_dead_letter(worker *w)
+{
+    metrics_add(w->metrics, "duo_dead_letters_total", "", 1);
+}
+
+void metrics_inflight(worker *w, int delta)
+{
+    metrics_add(w->metrics, "duo_jobs_in_flight", "", delta);
+}
+
+void metrics_reconnect(worker *w, const char *what)
+{
+    char l[64];
+    snprintf(l, sizeof l, "dependency=\"%s\"", what);
+    metrics_add(w->metrics, "duo_reconnects_total", l, 1);
+}
