@@ -40,52 +40,52 @@ typedef struct mq_conn mq_conn;
 
 /* Connection options. Everything is copied by mq_open; the caller may free it after. */
 typedef struct mq_opts {
-    const char *urls;           /* "amqp://u:p@h:port/vhost,amqps://..." (required) */
-    const char *prefix;         /* exchange/queue name prefix, e.g. "duo" (required) */
-    const char *const *kinds;   /* NULL-terminated kinds to consume; NULL = publish only */
-    int heartbeat_secs;         /* 0 = no heartbeats; negative = default 30 */
-    int prefetch;               /* basic.qos per consumer channel; <= 0 = 16 */
-    size_t max_message_bytes;   /* bodies above this are delivered with too_large; 0 = 1 MiB */
-    int retry_ms[3];            /* retry tier TTLs; 0 = 5000, 30000, 300000. A non-default
-                                 * TTL gets its own queue name (P.K.retry.200ms). */
-    const char *conn_name;      /* connection_name client property; NULL = none */
-    const char *ca_file;        /* CA bundle for amqps://; NULL = system default */
-    int rpc_timeout_ms;         /* connect, login and declare timeout; <= 0 = 10000 */
+    const char *urls;         /* "amqp://u:p@h:port/vhost,amqps://..." (required) */
+    const char *prefix;       /* exchange/queue name prefix, e.g. "duo" (required) */
+    const char *const *kinds; /* NULL-terminated kinds to consume; NULL = publish only */
+    int heartbeat_secs;       /* 0 = no heartbeats; negative = default 30 */
+    int prefetch;             /* basic.qos per consumer channel; <= 0 = 16 */
+    size_t max_message_bytes; /* bodies above this are delivered with too_large; 0 = 1 MiB */
+    int retry_ms[3];          /* retry tier TTLs; 0 = 5000, 30000, 300000. A non-default
+                               * TTL gets its own queue name (P.K.retry.200ms). */
+    const char *conn_name;    /* connection_name client property; NULL = none */
+    const char *ca_file;      /* CA bundle for amqps://; NULL = system default */
+    int rpc_timeout_ms;       /* connect, login and declare timeout; <= 0 = 10000 */
 } mq_opts;
 
 /* One received message. Every pointer is owned by the delivery and valid until
  * mq_delivery_free(); string fields are NUL-terminated copies, NULL when the property is
  * absent. Read-only for callers. */
 typedef struct mq_delivery {
-    const unsigned char *body;  /* NULL when too_large or empty */
-    size_t body_len;            /* bytes in body */
-    size_t body_size;           /* size announced by the broker (even when too_large) */
-    int too_large;              /* 1: body_size > max_message_bytes, body not kept */
+    const unsigned char *body; /* NULL when too_large or empty */
+    size_t body_len;           /* bytes in body */
+    size_t body_size;          /* size announced by the broker (even when too_large) */
+    int too_large;             /* 1: body_size > max_message_bytes, body not kept */
     const char *message_id;
     const char *type;
     const char *reply_to;
     const char *correlation_id;
     const char *content_type;
-    const char *kind;           /* kind of the queue it came from; never NULL */
-    const char *routing_key;    /* never NULL (may be "") */
-    int attempt;                /* x-attempt header; 0 when absent or not an integer */
-    int redelivered;            /* broker's redelivered flag */
+    const char *kind;        /* kind of the queue it came from; never NULL */
+    const char *routing_key; /* never NULL (may be "") */
+    int attempt;             /* x-attempt header; 0 when absent or not an integer */
+    int redelivered;         /* broker's redelivered flag */
     uint64_t delivery_tag;
     struct mq_delivery_priv *priv; /* internal: original properties, connection generation */
 } mq_delivery;
 
 /* A message to publish. All pointers are borrowed for the duration of the call. */
 typedef struct mq_msg {
-    const char *exchange;       /* full name; NULL or "" = default exchange */
-    const char *routing_key;    /* required */
+    const char *exchange;    /* full name; NULL or "" = default exchange */
+    const char *routing_key; /* required */
     const void *body;
     size_t body_len;
-    const char *message_id;     /* optional properties: NULL = absent */
+    const char *message_id; /* optional properties: NULL = absent */
     const char *correlation_id;
     const char *type;
     const char *content_type;
     const char *reply_to;
-    int attempt;                /* > 0: sent as the x-attempt header */
+    int attempt; /* > 0: sent as the x-attempt header */
 } mq_msg;
 
 /* Connects to one of the URLs (starting at a random one, trying each in turn), declares

@@ -92,8 +92,8 @@ static int open_channels(amqp_connection_state_t st, err_t *e)
 }
 
 /* Socket, TLS, login, channels; on success *out is a logged-in connection. */
-static int handshake(mq_conn *c, struct amqp_connection_info *ci,
-                     amqp_connection_state_t *out, err_t *e)
+static int handshake(mq_conn *c, struct amqp_connection_info *ci, amqp_connection_state_t *out,
+                     err_t *e)
 {
     amqp_connection_state_t st = amqp_new_connection();
     if (!st)
@@ -220,8 +220,8 @@ int mq_reconnect(mq_conn *c, int max_wait_ms, err_t *e)
         if (rc == 0)
             return 0;
         LOG(LOG_WARN, "amqp reconnect failed", "error", e ? e->msg : err_name(rc));
-        int wait = mq_backoff_ms(attempt < 30 ? attempt : 30,
-                                 (double)rand_r(&c->rnd_state) / RAND_MAX);
+        int wait =
+            mq_backoff_ms(attempt < 30 ? attempt : 30, (double)rand_r(&c->rnd_state) / RAND_MAX);
         int64_t left = deadline - mq_now_ms();
         if (left <= 0)
             break;

@@ -29,18 +29,15 @@ int mq_err_method(err_t *e, const amqp_method_t *m, const char *what)
 {
     if (m->id == AMQP_CONNECTION_CLOSE_METHOD && m->decoded) {
         const amqp_connection_close_t *cc = m->decoded;
-        return err_set(e, ERR_MQ, "%s: connection closed by broker: %u %.*s", what,
-                       cc->reply_code, close_text_len(cc->reply_text),
-                       (const char *)cc->reply_text.bytes);
+        return err_set(e, ERR_MQ, "%s: connection closed by broker: %u %.*s", what, cc->reply_code,
+                       close_text_len(cc->reply_text), (const char *)cc->reply_text.bytes);
     }
     if (m->id == AMQP_CHANNEL_CLOSE_METHOD && m->decoded) {
         const amqp_channel_close_t *cc = m->decoded;
-        return err_set(e, ERR_MQ, "%s: channel closed by broker: %u %.*s", what,
-                       cc->reply_code, close_text_len(cc->reply_text),
-                       (const char *)cc->reply_text.bytes);
+        return err_set(e, ERR_MQ, "%s: channel closed by broker: %u %.*s", what, cc->reply_code,
+                       close_text_len(cc->reply_text), (const char *)cc->reply_text.bytes);
     }
-    return err_set(e, ERR_MQ, "%s: unexpected method 0x%08x from broker", what,
-                   (unsigned)m->id);
+    return err_set(e, ERR_MQ, "%s: unexpected method 0x%08x from broker", what, (unsigned)m->id);
 }
 
 int mq_err_reply(err_t *e, amqp_rpc_reply_t r, const char *what)

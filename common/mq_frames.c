@@ -177,17 +177,32 @@ static int header_attempt(const amqp_table_t *h)
             continue;
         int64_t v;
         switch (t->value.kind) {
-        case AMQP_FIELD_KIND_I8: v = t->value.value.i8; break;
-        case AMQP_FIELD_KIND_U8: v = t->value.value.u8; break;
-        case AMQP_FIELD_KIND_I16: v = t->value.value.i16; break;
-        case AMQP_FIELD_KIND_U16: v = t->value.value.u16; break;
-        case AMQP_FIELD_KIND_I32: v = t->value.value.i32; break;
-        case AMQP_FIELD_KIND_U32: v = t->value.value.u32; break;
-        case AMQP_FIELD_KIND_I64: v = t->value.value.i64; break;
+        case AMQP_FIELD_KIND_I8:
+            v = t->value.value.i8;
+            break;
+        case AMQP_FIELD_KIND_U8:
+            v = t->value.value.u8;
+            break;
+        case AMQP_FIELD_KIND_I16:
+            v = t->value.value.i16;
+            break;
+        case AMQP_FIELD_KIND_U16:
+            v = t->value.value.u16;
+            break;
+        case AMQP_FIELD_KIND_I32:
+            v = t->value.value.i32;
+            break;
+        case AMQP_FIELD_KIND_U32:
+            v = t->value.value.u32;
+            break;
+        case AMQP_FIELD_KIND_I64:
+            v = t->value.value.i64;
+            break;
         case AMQP_FIELD_KIND_U64:
             v = t->value.value.u64 > INT_MAX ? INT_MAX : (int64_t)t->value.value.u64;
             break;
-        default: return 0;
+        default:
+            return 0;
         }
         return v < 0 ? 0 : (v > INT_MAX ? INT_MAX : (int)v);
     }
@@ -201,13 +216,14 @@ static int copy_props(struct mq_delivery_priv *p, const amqp_basic_properties_t 
     *dst = *src;
     /* Fields whose flag is clear are uninitialised in decoded properties. */
     amqp_bytes_t *f[] = {&dst->content_type, &dst->content_encoding, &dst->correlation_id,
-                         &dst->reply_to, &dst->expiration, &dst->message_id, &dst->type,
-                         &dst->user_id, &dst->app_id, &dst->cluster_id};
-    const amqp_flags_t fl[] = {AMQP_BASIC_CONTENT_TYPE_FLAG, AMQP_BASIC_CONTENT_ENCODING_FLAG,
+                         &dst->reply_to,     &dst->expiration,       &dst->message_id,
+                         &dst->type,         &dst->user_id,          &dst->app_id,
+                         &dst->cluster_id};
+    const amqp_flags_t fl[] = {AMQP_BASIC_CONTENT_TYPE_FLAG,   AMQP_BASIC_CONTENT_ENCODING_FLAG,
                                AMQP_BASIC_CORRELATION_ID_FLAG, AMQP_BASIC_REPLY_TO_FLAG,
-                               AMQP_BASIC_EXPIRATION_FLAG, AMQP_BASIC_MESSAGE_ID_FLAG,
-                               AMQP_BASIC_TYPE_FLAG, AMQP_BASIC_USER_ID_FLAG,
-                               AMQP_BASIC_APP_ID_FLAG, AMQP_BASIC_CLUSTER_ID_FLAG};
+                               AMQP_BASIC_EXPIRATION_FLAG,     AMQP_BASIC_MESSAGE_ID_FLAG,
+                               AMQP_BASIC_TYPE_FLAG,           AMQP_BASIC_USER_ID_FLAG,
+                               AMQP_BASIC_APP_ID_FLAG,         AMQP_BASIC_CLUSTER_ID_FLAG};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         if (!(src->_flags & fl[i])) {
             *f[i] = amqp_empty_bytes;
@@ -372,6 +388,8 @@ static int time_left(int64_t deadline)
 int mq_poll(mq_conn *c, int timeout_ms, mq_delivery **out, err_t *e)
 {
     *out = NULL;
+    if (mq_is_broken(c)) /* queued deliveries of a broken connection cannot be acked */
+        return err_set(e, ERR_MQ, "AMQP connection is broken");
     int64_t deadline = mq_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     for (;;) {
         if (c->qhead) {

@@ -16,11 +16,11 @@ enum { CH_CONSUME = 1, CH_PUBLISH = 2, CH_ADMIN = 3 };
  * properties, so the delivery outlives the connection's frame buffers. */
 struct mq_delivery_priv {
     amqp_pool_t pool;
-    amqp_basic_properties_t props;  /* deep copy (pool) of the received properties */
-    uint64_t gen;                   /* connection generation it arrived on */
-    size_t cap;                     /* bytes allocated for body */
-    size_t received;                /* body bytes received so far (kept or not) */
-    mq_delivery *next;              /* FIFO link while queued inside mq_conn */
+    amqp_basic_properties_t props; /* deep copy (pool) of the received properties */
+    uint64_t gen;                  /* connection generation it arrived on */
+    size_t cap;                    /* bytes allocated for body */
+    size_t received;               /* body bytes received so far (kept or not) */
+    mq_delivery *next;             /* FIFO link while queued inside mq_conn */
 };
 
 /* One publish awaiting its confirm, or failed (nacked/lost) and remembered. */
@@ -35,8 +35,8 @@ struct mq_conn {
     int nurls;
     int next_url;
     char *prefix;
-    char **kinds;          /* consumed kinds, NULL-terminated */
-    char **all_kinds;      /* declared kinds (the three + any extra consumed) */
+    char **kinds;     /* consumed kinds, NULL-terminated */
+    char **all_kinds; /* declared kinds (the three + any extra consumed) */
     int heartbeat;
     int prefetch;
     size_t max_body;
@@ -48,11 +48,11 @@ struct mq_conn {
     unsigned rnd_state;
 
     /* connection state */
-    amqp_connection_state_t st;  /* NULL when not connected */
+    amqp_connection_state_t st; /* NULL when not connected */
     int broken;
     uint64_t gen;
-    uint64_t seq_base;     /* public seq = seq_base + channel seq */
-    uint64_t chan_seq;     /* last channel publish seq on this connection */
+    uint64_t seq_base; /* public seq = seq_base + channel seq */
+    uint64_t chan_seq; /* last channel publish seq on this connection */
 
     /* confirm bookkeeping: sorted by seq */
     seq_rec *recs;
@@ -61,7 +61,7 @@ struct mq_conn {
     /* deliveries: FIFO of complete ones, plus the one being assembled */
     mq_delivery *qhead, *qtail;
     size_t qlen;
-    mq_delivery *asm_d;    /* non-NULL between basic.deliver and its last body frame */
+    mq_delivery *asm_d; /* non-NULL between basic.deliver and its last body frame */
     int asm_have_header;
 };
 

@@ -29,8 +29,7 @@ static amqp_bytes_t bytes_or_empty(const void *p, size_t n)
 
 /* Sends one persistent message on the confirm channel and records its sequence. */
 static int publish_props(mq_conn *c, const char *exchange, const char *rk,
-                         amqp_basic_properties_t *props, amqp_bytes_t body, uint64_t *seq,
-                         err_t *e)
+                         amqp_basic_properties_t *props, amqp_bytes_t body, uint64_t *seq, err_t *e)
 {
     int rc = check_live(c, e);
     if (rc < 0)
@@ -48,8 +47,7 @@ static int publish_props(mq_conn *c, const char *exchange, const char *rk,
     return 0;
 }
 
-static void set_str(amqp_basic_properties_t *p, amqp_flags_t flag, amqp_bytes_t *f,
-                    const char *v)
+static void set_str(amqp_basic_properties_t *p, amqp_flags_t flag, amqp_bytes_t *f, const char *v)
 {
     if (v) {
         p->_flags |= flag;
@@ -126,8 +124,8 @@ int mq_reject(mq_conn *c, const mq_delivery *d, int requeue, err_t *e)
 
 int mq_dead_letter(mq_conn *c, const mq_delivery *d, const char *reason, err_t *e)
 {
-    LOG(LOG_WARN, "dead-lettering message", "kind", d->kind, "message_id", d->message_id,
-        "reason", reason);
+    LOG(LOG_WARN, "dead-lettering message", "kind", d->kind, "message_id", d->message_id, "reason",
+        reason);
     return mq_reject(c, d, 0, e);
 }
 

@@ -34,8 +34,8 @@ static amqp_table_entry_t int_arg(const char *k, int64_t v)
 
 static int declare_exchange(mq_conn *c, const char *name, const char *type, err_t *e)
 {
-    amqp_exchange_declare(c->st, CH_ADMIN, amqp_cstring_bytes(name), amqp_cstring_bytes(type),
-                          0, 1, 0, 0, amqp_empty_table);
+    amqp_exchange_declare(c->st, CH_ADMIN, amqp_cstring_bytes(name), amqp_cstring_bytes(type), 0, 1,
+                          0, 0, amqp_empty_table);
     int rc = mq_err_reply(e, amqp_get_rpc_reply(c->st), "declaring exchange");
     return rc < 0 ? err_wrap(e, rc, "%s", name) : 0;
 }
@@ -71,10 +71,9 @@ static int declare_kind(mq_conn *c, const char *kind, err_t *e)
     char q[256];
     if (snprintf(q, sizeof q, "%s.%s", c->prefix, kind) >= (int)sizeof q)
         return err_set(e, ERR_INVAL, "queue name too long");
-    amqp_table_entry_t a[4] = {str_arg("x-queue-type", "quorum"),
-                               str_arg("x-dead-letter-exchange", c->dlx_ex),
-                               str_arg("x-dead-letter-routing-key", kind),
-                               int_arg("x-delivery-limit", DELIVERY_LIMIT)};
+    amqp_table_entry_t a[4] = {
+        str_arg("x-queue-type", "quorum"), str_arg("x-dead-letter-exchange", c->dlx_ex),
+        str_arg("x-dead-letter-routing-key", kind), int_arg("x-delivery-limit", DELIVERY_LIMIT)};
     int rc = declare_queue(c, q, a, 4, e);
     if (rc == 0)
         rc = bind_queue(c, q, c->jobs_ex, kind, e);

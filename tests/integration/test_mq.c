@@ -69,9 +69,15 @@ static void publish_job(mq_conn *c, const char *prefix, const char *id, const vo
 {
     char ex[128];
     snprintf(ex, sizeof ex, "%s.jobs", prefix);
-    mq_msg m = {.exchange = ex, .routing_key = MQ_KIND_ENROLL, .body = body, .body_len = len,
-                .message_id = id, .correlation_id = "corr-1", .type = "enroll.begin",
-                .content_type = "application/msgpack", .reply_to = "some.reply.queue"};
+    mq_msg m = {.exchange = ex,
+                .routing_key = MQ_KIND_ENROLL,
+                .body = body,
+                .body_len = len,
+                .message_id = id,
+                .correlation_id = "corr-1",
+                .type = "enroll.begin",
+                .content_type = "application/msgpack",
+                .reply_to = "some.reply.queue"};
     uint64_t seq = 0;
     err_t e = {0};
     if (mq_publish(c, &m, &seq, &e) < 0 || mq_wait_confirm(c, seq, 5000, &e) < 0)
@@ -158,8 +164,8 @@ static void test_hundred_confirms(void **state)
     uint64_t seqs[100];
     err_t e = {0};
     for (int i = 0; i < 100; i++) {
-        mq_msg m = {.exchange = mq_results_exchange(c), .routing_key = "x", .body = "r",
-                    .body_len = 1};
+        mq_msg m = {
+            .exchange = mq_results_exchange(c), .routing_key = "x", .body = "r", .body_len = 1};
         assert_int_equal(mq_publish(c, &m, &seqs[i], &e), 0);
         if (i)
             assert_true(seqs[i] > seqs[i - 1]);
@@ -187,8 +193,8 @@ static void test_deliveries_during_confirm_wait(void **state)
     err_t e = {0};
     /* Pump on c only through confirm waits until all five are queued inside it. */
     for (int round = 0; round < 100 && mq_pending_deliveries(c) < 5; round++) {
-        mq_msg m = {.exchange = mq_results_exchange(c), .routing_key = "x", .body = "r",
-                    .body_len = 1};
+        mq_msg m = {
+            .exchange = mq_results_exchange(c), .routing_key = "x", .body = "r", .body_len = 1};
         uint64_t seq;
         assert_int_equal(mq_publish(c, &m, &seq, &e), 0);
         assert_int_equal(mq_wait_confirm(c, seq, 5000, &e), 0);
@@ -393,8 +399,12 @@ static void test_reply_routing(void **state)
     /* A job whose reply_to is the auth work queue, so the reply can be read back. */
     char rq[128];
     snprintf(rq, sizeof rq, "%s.auth", f->prefix);
-    mq_msg job = {.exchange = mq_jobs_exchange(c), .routing_key = MQ_KIND_AUTH,
-                  .message_id = "j1", .correlation_id = "c9", .reply_to = rq, .body = "x",
+    mq_msg job = {.exchange = mq_jobs_exchange(c),
+                  .routing_key = MQ_KIND_AUTH,
+                  .message_id = "j1",
+                  .correlation_id = "c9",
+                  .reply_to = rq,
+                  .body = "x",
                   .body_len = 1};
     uint64_t seq;
     err_t e = {0};
@@ -420,8 +430,7 @@ static void test_bad_options(void **state)
     mq_opts o = {.urls = "http://nope", .prefix = "p"};
     assert_null(mq_open(&o, &e));
     assert_int_equal(e.code, ERR_INVAL);
-    mq_opts o2 = {.urls = "amqp://guest:guest@127.0.0.1:1/", .prefix = "p",
-                  .rpc_timeout_ms = 2000};
+    mq_opts o2 = {.urls = "amqp://guest:guest@127.0.0.1:1/", .prefix = "p", .rpc_timeout_ms = 2000};
     assert_null(mq_open(&o2, &e));
     assert_true(mq_error_is_connection(e.code));
 }
