@@ -12,6 +12,7 @@ Usage: duo_emulator.py --host 127.0.0.1 --port 58443 --cert FILE --key FILE [--v
 
 import argparse
 import asyncio
+import asyncio.sslproto
 import os
 import resource
 import ssl
@@ -67,7 +68,16 @@ def raise_nofile():
             pass
 
 
+def shrink_tls_buffers():
+    """asyncio gives every TLS connection a 256 KiB read buffer; 2,000 held pushes would
+    cost 512 MiB. A TLS record is at most 16 KiB, so 32 KiB loses nothing."""
+    proto = getattr(asyncio.sslproto, "SSLProtocol", None)
+    if proto is not None and getattr(proto, "max_size", 0) > 32 * 1024:
+        proto.max_size = 32 * 1024
+
+
 async def serve(args):
+    shrink_tls_buffers()
     emu = Emulator(args.verbose)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(args.cert, args.key)
