@@ -271,69 +271,179 @@ static void retry_or_give_up(worker *w, const mq_delivery *d, const job *j, job_
         mq_reject(w->mq, d, 1, &e);
 }
 
-static void run_job(worker *w, const mq_delivery *d, const job_type_def *def, json_t *body)
+struct job_async {
+    worker *w;
+    mq_delivery *d;        /* owned */
+    json_t *body;          /* owned */
+    job j;                 /* points into d and body */
+    void *data;
+    job_async *prev, *next;
+};
+
+/* Finishes a job whose handler decided: retry, or commit + reply + ack. */
+static void finish_job(worker *w, const mq_delivery *d, const job *j, job_outcome *o)
 {
-    err_t e = {0};
-    job_claim claim;
-    if (db_ready(w) < 0 || store_job_claim(w->db, d->message_id, def->type, &claim, &e) < 0) {
-        LOG(LOG_WARN, "cannot claim job; returning it to the queue", "job_id", d->message_id,
-            "error", e.msg);
-        mq_reject(w->mq, d, 1, NULL);
-        return;
-    }
-    if (claim.state == JOB_CLAIM_DONE) {
-        resend_stored(w, d, &claim);
-        job_claim_clear(&claim);
-        return;
-    }
-    if (claim.state == JOB_CLAIM_BUSY) {
-        /* A twin delivery is running elsewhere; look again after a delay. */
-        mq_retry(w->mq, d, d->attempt + 1, CONFIRM_TIMEOUT_MS, NULL);
-        return;
-    }
-    job j = {.id = d->message_id, .type = def->type, .correlation_id = d->correlation_id,
-             .attempt = d->attempt + 1, .body = body};
-    job_outcome o = {0};
-    worker_env env = {.cfg = &w->cfg, .db = w->db, .keys = w->keys, .w = w};
-    long long t0 = now_ms();
-    def->handle(&env, &j, &o);
-    metrics_job_time(w, def->type, now_ms() - t0);
-    if (o.retry) {
-        retry_or_give_up(w, d, &j, &o);
+    if (o->retry) {
+        retry_or_give_up(w, d, j, o);
     } else {
-        metrics_job(w, def->type, o.code ? o.code : "ok");
-        if (commit_and_reply(w, d, &j, &o) < 0) {
-            store_job_release(w->db, j.id);
+        metrics_job(w, j->type, o->code ? o->code : "ok");
+        if (commit_and_reply(w, d, j, o) < 0) {
+            store_job_release(w->db, j->id);
             mq_reject(w->mq, d, 1, NULL);
         }
     }
-    json_decref(o.fields);
-    job_claim_clear(&claim);
+    json_decref(o->fields);
+    o->fields = NULL;
 }
 
-static void handle_delivery(worker *w, const mq_delivery *d)
+/* Claims the job; returns 1 when it should run, 0 when the claim already dealt with it. */
+static int claim(worker *w, const mq_delivery *d, const job_type_def *def)
+{
+    err_t e = {0};
+    job_claim c;
+    if (db_ready(w) < 0 || store_job_claim(w->db, d->message_id, def->type, &c, &e) < 0) {
+        LOG(LOG_WARN, "cannot claim job; returning it to the queue", "job_id", d->message_id,
+            "error", e.msg);
+        mq_reject(w->mq, d, 1, NULL);
+        return 0;
+    }
+    if (c.state == JOB_CLAIM_DONE)
+        resend_stored(w, d, &c);
+    else if (c.state == JOB_CLAIM_BUSY) /* a twin runs elsewhere: look again later */
+        mq_retry(w->mq, d, d->attempt + 1, CONFIRM_TIMEOUT_MS, NULL);
+    job_claim_clear(&c);
+    return c.state == JOB_CLAIM_NEW || c.state == JOB_CLAIM_RERUN;
+}
+
+/* Starts an asynchronous job; returns 1 when the runtime keeps d (job pending). */
+static int start_async(worker *w, mq_delivery *d, const job_type_def *def, json_t *body)
+{
+    job_async *h = calloc(1, sizeof *h);
+    if (!h) {
+        mq_reject(w->mq, d, 1, NULL);
+        store_job_release(w->db, d->message_id);
+        return 0;
+    }
+    *h = (job_async){.w = w, .d = d, .body = json_incref(body),
+                     .j = {.id = d->message_id, .type = def->type,
+                           .correlation_id = d->correlation_id, .attempt = d->attempt + 1,
+                           .body = body}};
+    job_outcome o = {0};
+    if (def->start(&w->env, &h->j, h, &o) == 1) {
+        h->next = w->pending;
+        if (w->pending)
+            w->pending->prev = h;
+        w->pending = h;
+        w->npending++;
+        metrics_inflight(w, 1);
+        return 1;
+    }
+    finish_job(w, d, &h->j, &o);
+    json_decref(h->body);
+    free(h);
+    return 0;
+}
+
+void worker_job_done(worker *w, job_async *h, job_outcome *out)
+{
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        w->pending = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    w->npending--;
+    metrics_inflight(w, -1);
+    finish_job(w, h->d, &h->j, out);
+    mq_delivery_free(h->d);
+    json_decref(h->body);
+    free(h);
+}
+
+const job *worker_job_of(const job_async *h)
+{
+    return &h->j;
+}
+
+void worker_job_set_data(job_async *h, void *data)
+{
+    h->data = data;
+}
+
+void *worker_job_data(const job_async *h)
+{
+    return h->data;
+}
+
+size_t worker_pending(const worker *w)
+{
+    return w->npending;
+}
+
+/* Runs one delivery through the job path. Returns 1 when the runtime kept d (an
+ * asynchronous job is pending), 0 when the caller frees it. */
+static int handle_delivery(worker *w, mq_delivery *d)
 {
     const job_type_def *def = NULL;
     json_t *body = NULL;
+    if (stop_requested) { /* shutting down: give it back for another worker */
+        mq_reject(w->mq, d, 1, NULL);
+        return 0;
+    }
     if (accept_input(w, d, &def, &body) < 0)
-        return;
-    metrics_inflight(w, 1);
-    run_job(w, d, def, body);
-    metrics_inflight(w, -1);
+        return 0;
+    int kept = 0;
+    if (claim(w, d, def)) {
+        if (def->start) {
+            kept = start_async(w, d, def, body);
+        } else {
+            job j = {.id = d->message_id, .type = def->type,
+                     .correlation_id = d->correlation_id, .attempt = d->attempt + 1,
+                     .body = body};
+            job_outcome o = {0};
+            long long t0 = now_ms();
+            metrics_inflight(w, 1);
+            def->handle(&w->env, &j, &o);
+            metrics_inflight(w, -1);
+            metrics_job_time(w, def->type, now_ms() - t0);
+            finish_job(w, d, &j, &o);
+        }
+    }
     json_decref(body);
+    return kept;
 }
 
 /* ---- main loop ------------------------------------------------------------------------ */
 
+/* One turn: let an asynchronous worker drive its I/O, then take every delivery. */
+static int poll_once(worker *w, mq_delivery **d, err_t *e)
+{
+    if (!w->def->poll)
+        return mq_poll(w->mq, 500, d, e);
+    int wait = mq_pending_deliveries(w->mq) ? 0 : 200;
+    w->def->poll(&w->env, mq_is_broken(w->mq) ? -1 : mq_fd(w->mq), wait);
+    return mq_poll(w->mq, 0, d, e);
+}
+
+static int should_stop(worker *w)
+{
+    if (!stop_requested)
+        return 0;
+    if (!w->stop_at_ms)
+        w->stop_at_ms = now_ms() + w->cfg.shutdown_grace_ms;
+    /* Pending jobs get the grace period; what is left is returned by closing. */
+    return w->npending == 0 || now_ms() > w->stop_at_ms;
+}
+
 static void loop(worker *w)
 {
-    while (!stop_requested) {
+    while (!should_stop(w)) {
         mq_delivery *d = NULL;
         err_t e = {0};
-        int rc = mq_poll(w->mq, 500, &d, &e);
+        int rc = poll_once(w, &d, &e);
         if (rc > 0) {
-            handle_delivery(w, d);
-            mq_delivery_free(d);
+            if (!handle_delivery(w, d))
+                mq_delivery_free(d);
         } else if (rc < 0 && mq_error_is_connection(rc)) {
             LOG(LOG_WARN, "broker connection lost; reconnecting", "error", e.msg);
             metrics_reconnect(w, "rabbitmq");
@@ -362,7 +472,14 @@ int worker_main(const worker_def *def, int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     LOG(LOG_INFO, "worker started", "queue", def->queue_kind);
+    if (def->init && def->init(&w->env, &e) < 0) {
+        LOG(LOG_ERROR, "cannot start", "error", e.msg);
+        worker_close(w);
+        return 1;
+    }
     loop(w);
+    if (def->fini)
+        def->fini(&w->env);
     LOG(LOG_INFO, "worker stopping");
     worker_close(w);
     return 0;

@@ -56,9 +56,35 @@ typedef struct worker_env {
 
 typedef void (*job_handler)(const worker_env *env, const job *j, job_outcome *out);
 
+/* ---- asynchronous jobs ----
+ * A worker that keeps many jobs in flight (the authentication worker) gives its types a
+ * `start` instead of a `handle`. start either decides at once (fills *out and returns 0)
+ * or keeps the job running and returns 1; the worker's `poll` then drives its I/O and,
+ * for each job that finishes, calls worker_job_done(). Prefetch bounds how many jobs
+ * are pending at once. The job_async handle is owned by the runtime; it and the job it
+ * points to stay valid until worker_job_done() returns. */
+typedef struct job_async job_async;
+
+typedef int (*job_start)(const worker_env *env, const job *j, job_async *h, job_outcome *out);
+
+/* Finishes a pending job exactly as a synchronous handler's outcome would be finished:
+ * commit, confirmed reply, ack (or retry, or dead-letter). Takes out->fields. */
+void worker_job_done(worker *w, job_async *h, job_outcome *out);
+
+/* The job behind a handle (borrowed, valid until worker_job_done). */
+const job *worker_job_of(const job_async *h);
+
+/* A per-job pointer the start function may set and read back (e.g. its own state). */
+void worker_job_set_data(job_async *h, void *data);
+void *worker_job_data(const job_async *h);
+
+/* Number of jobs pending (started, not done). */
+size_t worker_pending(const worker *w);
+
 typedef struct job_type_def {
     const char *type;          /* AMQP type property value, also the schema name */
-    job_handler handle;
+    job_handler handle;        /* synchronous handler, or NULL when `start` is set */
+    job_start start;           /* asynchronous start (see above), or NULL */
 } job_type_def;
 
 typedef struct worker_def {
@@ -66,6 +92,13 @@ typedef struct worker_def {
     const char *queue_kind;    /* MQ_KIND_ENROLL, ... */
     const job_type_def *types;
     size_t ntypes;
+    /* Asynchronous workers only: waits up to timeout_ms for the worker's own I/O and for
+     * mq_fd to become readable, makes progress, and calls worker_job_done for finished
+     * jobs. Called every loop turn; NULL for synchronous workers. */
+    void (*poll)(const worker_env *env, int mq_fd, int timeout_ms);
+    /* Asynchronous workers only: called once after start (state for poll) and at exit. */
+    int (*init)(const worker_env *env, err_t *e);
+    void (*fini)(const worker_env *env);
 } worker_def;
 
 /* Runs a worker until SIGTERM/SIGINT; returns the process exit status (0 after a clean

@@ -17,6 +17,9 @@ struct worker {
     schema_set *schemas;
     metrics *metrics;
     struct duo_cache *duo_cache; /* Duo clients by stage credentials (worker_duo.c) */
+    worker_env env;        /* what handlers see; points into this struct */
+    job_async *pending;    /* asynchronous jobs started and not done */
+    size_t npending;
     long long stop_at_ms;  /* shutdown deadline once a stop was requested, else 0 */
 };
 

@@ -79,6 +79,7 @@ int worker_open(const worker_def *def, worker **out, err_t *e)
     if (!w)
         return err_set(e, ERR_NOMEM, "out of memory");
     w->def = def;
+    w->env = (worker_env){.cfg = &w->cfg, .w = w};
     int rc = config_load(&w->cfg, CONFIG_NEED_DB | CONFIG_NEED_MQ, e);
     if (rc < 0)
         return rc;
@@ -107,6 +108,8 @@ int worker_open(const worker_def *def, worker **out, err_t *e)
         return rc;
     if ((rc = open_db(w, e)) < 0 || (rc = open_mq(w, e)) < 0)
         return rc;
+    w->env.db = w->db;
+    w->env.keys = w->keys;
     worker_health(w);
     return 0;
 }

@@ -5,9 +5,10 @@
 int main(int argc, char **argv)
 {
     static const job_type_def types[] = {
-        {"enroll.begin", enroll_begin},
-        {"enroll.status", enroll_status},
+        {.type = "enroll.begin", .handle = enroll_begin},
+        {.type = "enroll.status", .handle = enroll_status},
     };
-    static const worker_def def = {"enroll", MQ_KIND_ENROLL, types, 2};
+    static const worker_def def = {
+        .name = "enroll", .queue_kind = MQ_KIND_ENROLL, .types = types, .ntypes = 2};
     return worker_main(&def, argc, argv);
 }
