@@ -383,6 +383,10 @@ int duo_call(duo_client *c, const char *method, const char *path, const duo_para
     duo_error local;
     duo_error *e = err ? err : &local;
     memset(e, 0, sizeof *e);
+    if (response)
+        *response = NULL;
+    if (metadata)
+        *metadata = NULL;
     if (!c)
         return duo_fail_set(e, ERR_INVAL, DUO_FAIL_LOCAL, DUO_CLASS_PERMANENT, "no Duo client");
     long long start = now_ms();

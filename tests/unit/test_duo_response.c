@@ -149,7 +149,17 @@ static void test_request_build(void **state)
     assert_string_equal(r->body, "{\"username\":\"a b\"}");
     assert_string_equal(header(r, "X-Duo-Date: "), "Tue, 21 Aug 2012 17:29:18 -0000");
     assert_string_equal(header(r, "Content-Type: "), "application/json");
-    assert_non_null(header(r, "Authorization: Basic "));
+    /* The signature covers the lower-cased host without its port. */
+    duo_sign_input in = {.sig_version = 5, .method = "POST", .host = "example.com",
+                         .path = "/auth/v2/enroll", .date = "Tue, 21 Aug 2012 17:29:18 -0000",
+                         .body = r->body, .body_len = r->body_len,
+                         .x_duo = &(duo_param){"X-Duo-Date", "Tue, 21 Aug 2012 17:29:18 -0000"},
+                         .nx_duo = 1};
+    char hex[DUO_HEX_LEN], *auth = NULL;
+    assert_int_equal(duo_sign(&in, "SK", hex, &e), 0);
+    assert_int_equal(duo_auth_header("IK", hex, &auth, &e), 0);
+    assert_string_equal(header(r, "Authorization: "), auth);
+    free(auth);
     duo_request_free(r);
     o.sig_version = 2;
     assert_int_equal(duo_request_build(&o, "POST", "/x", p, 1, 0, &r, &e), 0);
