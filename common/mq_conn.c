@@ -180,6 +180,7 @@ void mq_drop(mq_conn *c, int graceful)
 int mq_broken(mq_conn *c, err_t *e, int code)
 {
     c->broken = 1;
+    mq_seq_fail_pending(c); /* no confirm can arrive on a broken connection */
     (void)e;
     return code;
 }

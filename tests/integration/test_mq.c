@@ -423,6 +423,35 @@ static void test_reply_routing(void **state)
     mq_close(c);
 }
 
+/* A publish to a missing exchange closes the channel asynchronously: the wait reports
+ * it, the connection is broken, the publish counts as lost, and a reconnect recovers. */
+static void test_failed_publish_breaks_and_recovers(void **state)
+{
+    fixture *f = *state;
+    mq_conn *c = open_ok(&f->o);
+    mq_msg m = {
+        .exchange = "no.such.exchange.mqtest", .routing_key = "x", .body = "b", .body_len = 1};
+    uint64_t seq = 0;
+    err_t e = {0};
+    assert_int_equal(mq_publish(c, &m, &seq, &e), 0);
+    int rc = mq_wait_confirm(c, seq, 10000, &e);
+    assert_int_equal(rc, ERR_MQ);
+    assert_true(mq_error_is_connection(rc));
+    assert_non_null(strstr(e.msg, "404"));
+    assert_true(mq_is_broken(c));
+    assert_int_equal(mq_confirmed(c, seq), -1);
+    assert_true(mq_publish(c, &m, NULL, &e) < 0);
+    assert_int_equal(mq_reconnect(c, 10000, &e), 0);
+    assert_false(mq_is_broken(c));
+    assert_int_equal(mq_confirmed(c, seq), -1);
+    publish_job(c, f->prefix, "job-after", "a", 1);
+    mq_delivery *d = next(c);
+    assert_string_equal(d->message_id, "job-after");
+    assert_int_equal(mq_ack(c, d, &e), 0);
+    mq_delivery_free(d);
+    mq_close(c);
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -451,6 +480,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_heartbeats_serviced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reply_routing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_publish_breaks_and_recovers, setup, teardown),
         cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
