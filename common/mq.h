@@ -130,7 +130,8 @@ int mq_dead_letter(mq_conn *c, const mq_delivery *d, const char *reason, err_t *
 /* Republishes d (same body and properties, x-attempt header set to `attempt`) to the
  * retry tier for `attempt` (1 -> first TTL, 2 -> second, >= 3 -> third), waits up to
  * timeout_ms for the publisher confirm, then acks d. The caller usually passes
- * d->attempt + 1. Fails with ERR_INVAL for a too_large delivery (no body held). */
+ * d->attempt + 1. Fails with ERR_INVAL for a too_large delivery (no body held) and for
+ * one from P.dead (no retry queues). */
 int mq_retry(mq_conn *c, const mq_delivery *d, int attempt, int timeout_ms, err_t *e);
 
 /* Publishes m (persistent) on the confirm channel. *seq (optional) receives the publish
@@ -140,7 +141,7 @@ int mq_publish(mq_conn *c, const mq_msg *m, uint64_t *seq, err_t *e);
 /* Publishes a reply to job d: to d->reply_to via the default exchange, or without one to
  * P.results with routing key m->type, else d->type, else d->kind. The reply's
  * correlation_id defaults to d's (or d's message_id); exchange/routing_key in m are
- * ignored. */
+ * ignored. A reply_to naming no queue is dropped by the broker (still confirmed). */
 int mq_reply(mq_conn *c, const mq_delivery *d, const mq_msg *m, uint64_t *seq, err_t *e);
 
 /* 1 = confirmed by the broker, 0 = still pending, -1 = nacked, or lost with a broken

@@ -149,6 +149,14 @@ static int headers_with_attempt(const amqp_table_t *src, int attempt, amqp_table
     return 0;
 }
 
+static int declared_kind(const mq_conn *c, const char *kind)
+{
+    for (int i = 0; c->all_kinds[i]; i++)
+        if (strcmp(c->all_kinds[i], kind) == 0)
+            return 1;
+    return 0;
+}
+
 int mq_retry(mq_conn *c, const mq_delivery *d, int attempt, int timeout_ms, err_t *e)
 {
     int rc = check_delivery(c, d, e);
@@ -156,6 +164,8 @@ int mq_retry(mq_conn *c, const mq_delivery *d, int attempt, int timeout_ms, err_
         return rc;
     if (d->too_large)
         return err_set(e, ERR_INVAL, "cannot retry a message whose body was not kept");
+    if (!declared_kind(c, d->kind)) /* its retry queue does not exist: the copy would vanish */
+        return err_set(e, ERR_INVAL, "no retry queues for kind '%.40s'", d->kind);
     int tier = attempt <= 1 ? 0 : (attempt == 2 ? 1 : 2);
     char q[256];
     if (mq_retry_queue_name(c, d->kind, tier, q, sizeof q) < 0)
