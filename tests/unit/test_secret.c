@@ -55,6 +55,9 @@ static void test_round_trip(void **state)
         assert_int_equal(secret_decrypt(k, env, AAD, &back, &e), 0);
         assert_string_equal(back, plains[i]);
         assert_int_equal(secret_needs_rotation(k, env), 0);
+        char id[9];
+        assert_int_equal(secret_envelope_key_id(env, id), 0);
+        assert_string_equal(id, KEY_A_ID);
         secret_free(back);
         free(env);
     }
@@ -174,6 +177,8 @@ static void test_malformed_envelopes(void **state)
     }
     assert_int_equal(secret_needs_rotation(k, "garbage"), ERR_INVAL);
     assert_int_equal(secret_needs_rotation(k, NULL), ERR_INVAL);
+    char id[9];
+    assert_int_equal(secret_envelope_key_id("v1:xyz:AAAA", id), ERR_INVAL);
     /* Well-formed but forged: authentication failure, not a crash. */
     char *back = NULL;
     assert_int_equal(secret_decrypt(k, "v1:" KEY_A_ID ":AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
