@@ -220,5 +220,14 @@ stats "$D"; check "stats throttled and admin_pages" 'r["throttled"] == 1 and r["
 ctl /_emu/integration "{\"ikey\":\"$ADM_IKEY\",\"disabled\":true}"
 admin /admin/v1/info/summary; check "disabled integration -> 40301" 's == 403 and r["code"] == 40301'
 
+# --- a held push ends when its client goes away ------------------------------------------
+E="$RUN_ID-e"
+account "$E" true 0
+ctl /_emu/users "{\"account\":\"$E\",\"users\":[{\"username\":\"hold\"}]}"
+ctl /_emu/behavior "{\"account\":\"$E\",\"user\":\"*\",\"push\":\"hang\"}"
+timeout 2 python3 "$TMP/sign.py" POST /auth/v2/auth 5 "$AUTH_IKEY" "$AUTH_SKEY" username=hold factor=push device=auto >/dev/null 2>&1
+for _ in $(seq 1 50); do stats "$E"; grep -q '"499"' "$TMP/last" && break; sleep 0.2; done
+check "hang released when the client leaves" 'r["requests"]["/auth/v2/auth"] == {"499": 1}'
+
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ] && [ "$PASS" -gt 0 ]
