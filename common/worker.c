@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "msg.h"
@@ -76,6 +77,16 @@ int worker_publish(worker *w, const mq_msg *m, err_t *e)
 const char *worker_jobs_exchange(const worker *w)
 {
     return mq_jobs_exchange(w->mq);
+}
+
+/* Fault injection for reliability tests: with DUO_FAULT_POINT=<name>, the process dies
+ * abruptly at that point, as a kill -9 would leave it. Off unless the variable is set. */
+static void fault_point(const worker *w, const char *name)
+{
+    if (w->fault_point && strcmp(w->fault_point, name) == 0) {
+        LOG(LOG_WARN, "fault point reached: exiting abruptly", "point", name);
+        _exit(137);
+    }
 }
 
 /* ---- replies ------------------------------------------------------------------------ */
@@ -223,6 +234,7 @@ static int commit_and_reply(worker *w, const mq_delivery *d, const job *j, job_o
         return rc;
     }
     store_job_release(w->db, j->id);
+    fault_point(w, "after_commit");
     rc = reply_send(w, d, j->type, buf, len, &e);
     free(buf);
     if (rc == 0)
@@ -326,7 +338,8 @@ static int start_async(worker *w, mq_delivery *d, const job_type_def *def, json_
     }
     *h = (job_async){.w = w, .d = d, .body = json_incref(body),
                      .j = {.id = d->message_id, .type = def->type,
-                           .correlation_id = d->correlation_id, .attempt = d->attempt + 1,
+                           .correlation_id = d->correlation_id, .reply_to = d->reply_to,
+                           .attempt = d->attempt + 1,
                            .body = body}};
     job_outcome o = {0};
     if (def->start(&w->env, &h->j, h, &o) == 1) {
@@ -398,8 +411,8 @@ static int handle_delivery(worker *w, mq_delivery *d)
             kept = start_async(w, d, def, body);
         } else {
             job j = {.id = d->message_id, .type = def->type,
-                     .correlation_id = d->correlation_id, .attempt = d->attempt + 1,
-                     .body = body};
+                     .correlation_id = d->correlation_id, .reply_to = d->reply_to,
+                     .attempt = d->attempt + 1, .body = body};
             job_outcome o = {0};
             long long t0 = now_ms();
             metrics_inflight(w, 1);

@@ -29,6 +29,7 @@ typedef struct job {
     const char *id;              /* AMQP message_id: the job id */
     const char *type;            /* AMQP type: "enroll.begin", ... */
     const char *correlation_id;  /* may be NULL */
+    const char *reply_to;        /* AMQP reply_to; may be NULL */
     int attempt;                 /* 1 for the first attempt */
     const json_t *body;          /* decoded and valid against the job type's schema */
 } job;
