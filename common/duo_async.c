@@ -1,0 +1,587 @@
+/* duo_async.c - the asynchronous Duo engine (see duo_async.h): one curl multi handle,
+ * one easy handle per request on the wire, a list of requests waiting out a backoff.
+ *
+ * Invariant: a request is in exactly one place at a time - on the multi handle
+ * (running) or on the waiting list - until it completes or is cancelled, and its
+ * callback runs at most once, after it left both. Besides duo_http.c this is the only
+ * file that includes curl. */
+#include "duo_async.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define POOL_MAX 64
+
+typedef struct {
+    char *body;
+    size_t len, cap, max;
+    int oversize;
+    long retry_after_ms; /* -1 when absent */
+} reply;
+
+struct duo_areq {
+    duo_async *a;
+    CURL *easy;              /* while running; NULL while waiting */
+    duo_client_opts o;       /* strings point at the copies below */
+    char *host, *ikey, *skey, *ca_file, *method, *path;
+    duo_param *params;       /* keys and values heap copies */
+    size_t nparams;
+    long long deadline_ms;
+    long long wake_ms;       /* waiting: when the next attempt starts */
+    int attempt;             /* attempts made so far */
+    int waiting;             /* on the waiting list */
+    duo_request *req;        /* current attempt (curl borrows its body) */
+    struct curl_slist *hdrs;
+    reply r;
+    duo_async_cb cb;
+    void *arg;
+    duo_areq *prev, *next;   /* all requests of the engine */
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+struct duo_async {
+    CURLM *multi;
+    CURLSH *share;           /* TLS sessions and DNS shared by all transfers */
+    duo_async_opts o;
+    duo_areq *all;
+    size_t nactive, nrunning;
+    unsigned long long attempts;
+    CURL *pool[POOL_MAX];    /* reset easy handles ready for reuse */
+    size_t npool;
+    unsigned rng;
+    int curl_inited;
+};
+
+long long duo_async_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+duo_async *duo_async_new(const duo_async_opts *o, err_t *e)
+{
+    duo_async *a = calloc(1, sizeof *a);
+    if (!a) {
+        err_set(e, ERR_NOMEM, "out of memory creating the Duo engine");
+        return NULL;
+    }
+    if (o)
+        a->o = *o;
+    if (a->o.buffer_size <= 0)
+        a->o.buffer_size = 8192;
+    a->rng = (unsigned)duo_async_now_ms() ^ (unsigned)(size_t)a;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        err_set(e, ERR_NET, "libcurl initialisation failed");
+        goto fail;
+    }
+    a->curl_inited = 1;
+    if (!(a->multi = curl_multi_init()) || !(a->share = curl_share_init())) {
+        err_set(e, ERR_NET, "libcurl multi handle setup failed");
+        goto fail;
+    }
+    curl_share_setopt(a->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(a->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    if (a->o.max_host_connections > 0)
+        curl_multi_setopt(a->multi, CURLMOPT_MAX_HOST_CONNECTIONS, a->o.max_host_connections);
+    return a;
+fail:
+    duo_async_free(a);
+    return NULL;
+}
+
+/* ---- request lifetime ------------------------------------------------------------ */
+
+static void wipe_free(char *s)
+{
+    if (s)
+        memset(s, 0, strlen(s));
+    free(s);
+}
+
+/* Takes the easy handle off the multi handle and back to the pool. */
+static void detach_easy(duo_areq *r)
+{
+    duo_async *a = r->a;
+    if (!r->easy)
+        return;
+    curl_multi_remove_handle(a->multi, r->easy);
+    a->nrunning--;
+    if (a->npool < POOL_MAX) {
+        curl_easy_reset(r->easy);
+        a->pool[a->npool++] = r->easy;
+    } else {
+        curl_easy_cleanup(r->easy);
+    }
+    r->easy = NULL;
+}
+
+static void attempt_clear(duo_areq *r)
+{
+    curl_slist_free_all(r->hdrs);
+    r->hdrs = NULL;
+    duo_request_free(r->req);
+    r->req = NULL;
+    free(r->r.body);
+    r->r = (reply){0};
+}
+
+/* Unlinks r from the engine and frees it (no callback). */
+static void areq_free(duo_areq *r)
+{
+    duo_async *a = r->a;
+    detach_easy(r);
+    attempt_clear(r);
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        a->all = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    a->nactive--;
+    for (size_t i = 0; i < r->nparams; i++) {
+        free((char *)r->params[i].key);
+        wipe_free((char *)r->params[i].value);
+    }
+    free(r->params);
+    free(r->host);
+    free(r->ikey);
+    wipe_free(r->skey);
+    free(r->ca_file);
+    free(r->method);
+    free(r->path);
+    free(r);
+}
+
+void duo_async_cancel(duo_async *a, duo_areq *r)
+{
+    (void)a;
+    if (r)
+        areq_free(r);
+}
+
+void duo_async_free(duo_async *a)
+{
+    if (!a)
+        return;
+    while (a->all)
+        areq_free(a->all);
+    for (size_t i = 0; i < a->npool; i++)
+        curl_easy_cleanup(a->pool[i]);
+    if (a->multi)
+        curl_multi_cleanup(a->multi);
+    if (a->share)
+        curl_share_cleanup(a->share);
+    if (a->curl_inited)
+        curl_global_cleanup();
+    free(a);
+}
+
+size_t duo_async_active(const duo_async *a)
+{
+    return a ? a->nactive : 0;
+}
+
+size_t duo_async_running(const duo_async *a)
+{
+    return a ? a->nrunning : 0;
+}
+
+unsigned long long duo_async_attempts(const duo_async *a)
+{
+    return a ? a->attempts : 0;
+}
+
+/* ---- completion ------------------------------------------------------------------- */
+
+/* Frees r, then runs its callback with what it brought back. */
+static void complete(duo_areq *r, int rc, json_t *resp, json_t *meta, const duo_error *err)
+{
+    duo_async_cb cb = r->cb;
+    void *arg = r->arg;
+    duo_error copy = *err;
+    areq_free(r);
+    cb(arg, rc, resp, meta, &copy);
+    json_decref(resp);
+    json_decref(meta);
+}
+
+static int fail_local(duo_areq *r, int rc, duo_error_class cls, const char *what)
+{
+    duo_error de;
+    memset(&de, 0, sizeof de);
+    de.attempts = r->attempt;
+    duo_fail_set(&de, rc, DUO_FAIL_LOCAL, cls, "%s", what);
+    complete(r, rc, NULL, NULL, &de);
+    return rc;
+}
+
+
+/* ---- one attempt ------------------------------------------------------------------ */
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+    reply *r = arg;
+    size_t add = size * n;
+    if (r->len + add > r->max) {
+        r->oversize = 1;
+        return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+    }
+    if (r->len + add + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : 1024;
+        while (cap < r->len + add + 1)
+            cap *= 2;
+        char *nb = realloc(r->body, cap);
+        if (!nb)
+            return 0;
+        r->body = nb;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, p, add);
+    r->len += add;
+    r->body[r->len] = '\0';
+    return add;
+}
+
+/* Retry-After in seconds (an HTTP-date is ignored: the backoff applies then). */
+static size_t on_header(char *p, size_t size, size_t n, void *arg)
+{
+    reply *r = arg;
+    size_t len = size * n;
+    static const char name[] = "retry-after:";
+    if (len > sizeof name - 1 && len < 64 && strncasecmp(p, name, sizeof name - 1) == 0) {
+        char v[64];
+        memcpy(v, p + sizeof name - 1, len - (sizeof name - 1));
+        v[len - (sizeof name - 1)] = '\0';
+        char *end = NULL;
+        long secs = strtol(v, &end, 10);
+        if (end != v && secs >= 0 && secs < 86400)
+            r->retry_after_ms = secs * 1000;
+    }
+    return len;
+}
+
+static long min_l(long long a, long long b)
+{
+    return (long)(a < b ? a : b);
+}
+
+/* Options of one attempt; the time left before the deadline caps both timeouts. */
+static int set_opts(duo_areq *r, CURL *h, long long left)
+{
+    const duo_request *q = r->req;
+    int bad = 0;
+    bad |= curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
+    if (r->ca_file)
+        bad |= curl_easy_setopt(h, CURLOPT_CAINFO, r->ca_file) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_SHARE, r->a->share) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_BUFFERSIZE, r->a->o.buffer_size) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, min_l(r->o.connect_timeout_ms, left)) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, min_l(r->o.timeout_ms, left)) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_USERAGENT, "duo-workers/1.0") != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_WRITEDATA, &r->r) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_HEADERDATA, &r->r) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_PRIVATE, r) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_URL, q->url) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_HTTPHEADER, r->hdrs) != CURLE_OK;
+    if (strcmp(q->method, "GET") == 0) {
+        bad |= curl_easy_setopt(h, CURLOPT_HTTPGET, 1L) != CURLE_OK;
+    } else {
+        bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len) != CURLE_OK;
+        bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, q->body ? q->body : "") != CURLE_OK;
+        if (strcmp(q->method, "POST") != 0)
+            bad |= curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, q->method) != CURLE_OK;
+    }
+    return bad ? ERR_INVAL : 0;
+}
+
+static CURL *take_easy(duo_async *a)
+{
+    return a->npool ? a->pool[--a->npool] : curl_easy_init();
+}
+
+/* Signs and starts the next attempt; on failure completes r (the caller must not touch
+ * it then) and returns the error. */
+static int start_attempt(duo_areq *r, long long now)
+{
+    duo_async *a = r->a;
+    err_t be = {0};
+    attempt_clear(r);
+    r->r = (reply){.max = r->o.max_response_bytes, .retry_after_ms = -1};
+    r->errbuf[0] = '\0';
+    r->waiting = 0;
+    int rc = duo_request_build(&r->o, r->method, r->path, r->params, r->nparams, time(NULL),
+                               &r->req, &be);
+    if (rc < 0)
+        return fail_local(r, rc, DUO_CLASS_PERMANENT, be.msg);
+    for (size_t i = 0; i < r->req->nheaders; i++) {
+        struct curl_slist *t = curl_slist_append(r->hdrs, r->req->headers[i]);
+        if (!t)
+            return fail_local(r, ERR_NOMEM, DUO_CLASS_TRANSIENT, "out of memory");
+        r->hdrs = t;
+    }
+    struct curl_slist *t = curl_slist_append(r->hdrs, "Expect:");
+    if (t)
+        r->hdrs = t;
+    long long left = r->deadline_ms > 0 ? r->deadline_ms - now : r->o.timeout_ms;
+    if (left < 1)
+        left = 1;
+    CURL *h = take_easy(a);
+    if (!h || set_opts(r, h, left) < 0 || curl_multi_add_handle(a->multi, h) != CURLM_OK) {
+        if (h)
+            curl_easy_cleanup(h);
+        return fail_local(r, ERR_NET, DUO_CLASS_TRANSIENT, "libcurl refused the transfer");
+    }
+    r->easy = h;
+    r->attempt++;
+    a->nrunning++;
+    a->attempts++;
+    return 0;
+}
+
+/* ---- submit ----------------------------------------------------------------------- */
+
+static int dup_opt(const char *s, char **out)
+{
+    *out = NULL;
+    if (!s || !*s)
+        return 0;
+    return (*out = strdup(s)) ? 0 : ERR_NOMEM;
+}
+
+/* Copies everything a retry needs to sign again. */
+static int copy_call(duo_areq *r, const duo_client_opts *c, const char *method,
+                     const char *path, const duo_param *params, size_t n)
+{
+    r->o = *c;
+    const char *ca = (c->ca_file && *c->ca_file) ? c->ca_file : getenv("DUO_CA_FILE");
+    if (dup_opt(c->host, &r->host) < 0 || dup_opt(c->ikey, &r->ikey) < 0 ||
+        dup_opt(c->skey, &r->skey) < 0 || dup_opt(ca, &r->ca_file) < 0 ||
+        dup_opt(method, &r->method) < 0 || dup_opt(path, &r->path) < 0)
+        return ERR_NOMEM;
+    r->o.host = r->host, r->o.ikey = r->ikey, r->o.skey = r->skey, r->o.ca_file = r->ca_file;
+    r->o.idle = NULL;
+    if (!r->o.max_response_bytes || r->o.max_response_bytes > DUO_MAX_RESPONSE_BYTES)
+        r->o.max_response_bytes = DUO_MAX_RESPONSE_BYTES;
+    if (n && !(r->params = calloc(n, sizeof *r->params)))
+        return ERR_NOMEM;
+    for (size_t i = 0; i < n; i++, r->nparams++) {
+        char *k = strdup(params[i].key ? params[i].key : "");
+        char *v = strdup(params[i].value ? params[i].value : "");
+        r->params[i] = (duo_param){k, v};
+        if (!k || !v) {
+            r->nparams++;
+            return ERR_NOMEM;
+        }
+    }
+    return 0;
+}
+
+static int check_call(const duo_client_opts *c, const char *method, const char *path,
+                      duo_async_cb cb, err_t *e)
+{
+    if (!c || !c->host || !*c->host || !c->ikey || !*c->ikey || !c->skey || !*c->skey)
+        return err_set(e, ERR_INVAL, "Duo host, integration key and secret key are required");
+    if (!method || !path || !cb)
+        return err_set(e, ERR_INVAL, "a Duo call needs a method, a path and a callback");
+    if (c->retry_attempts < 1 || c->timeout_ms <= 0 || c->connect_timeout_ms <= 0 ||
+        c->backoff_base_ms < 0)
+        return err_set(e, ERR_INVAL, "Duo timeouts and attempts must be positive");
+    return 0;
+}
+
+int duo_async_submit(duo_async *a, const duo_client_opts *creds, const char *method,
+                     const char *path, const duo_param *params, size_t nparams,
+                     long long deadline_ms, duo_async_cb cb, void *arg, duo_areq **out,
+                     err_t *e)
+{
+    if (out)
+        *out = NULL;
+    int rc = check_call(creds, method, path, cb, e);
+    if (rc < 0)
+        return rc;
+    duo_areq *r = calloc(1, sizeof *r);
+    if (!r)
+        return err_set(e, ERR_NOMEM, "out of memory starting a Duo call");
+    *r = (duo_areq){.a = a, .deadline_ms = deadline_ms, .cb = cb, .arg = arg,
+                    .next = a->all, .waiting = 1, .wake_ms = 0};
+    if (a->all)
+        a->all->prev = r;
+    a->all = r;
+    a->nactive++;
+    if (copy_call(r, creds, method, path, params, nparams) < 0) {
+        areq_free(r);
+        return err_set(e, ERR_NOMEM, "out of memory starting a Duo call");
+    }
+    /* Starts on the next poll, so the callback never runs inside this call. */
+    if (out)
+        *out = r;
+    return 0;
+}
+
+/* ---- finished transfers ----------------------------------------------------------- */
+
+static int is_tls_error(CURLcode cc)
+{
+    switch (cc) {
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_USE_SSL_FAILED:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int transfer_error(duo_areq *r, CURLcode cc, duo_error *de)
+{
+    const char *why = r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc);
+    int rc;
+    if (r->r.oversize)
+        rc = duo_fail_set(de, ERR_DUO, DUO_FAIL_BAD_RESPONSE, DUO_CLASS_PERMANENT,
+                          "malformed Duo response: body larger than %zu bytes",
+                          r->o.max_response_bytes);
+    else if (is_tls_error(cc))
+        rc = duo_fail_set(de, ERR_TLS, DUO_FAIL_TLS, DUO_CLASS_TLS,
+                          "TLS failure talking to Duo at %s (CA file: %s)", r->host,
+                          r->ca_file ? r->ca_file : "system default");
+    else if (cc == CURLE_OPERATION_TIMEDOUT)
+        rc = duo_fail_set(de, ERR_TIMEOUT, DUO_FAIL_TIMEOUT, DUO_CLASS_TRANSIENT,
+                          "Duo at %s did not answer in time", r->host);
+    else
+        rc = duo_fail_set(de, ERR_NET, DUO_FAIL_NETWORK, DUO_CLASS_TRANSIENT,
+                          "network failure talking to Duo at %s", r->host);
+    snprintf(de->detail, sizeof de->detail, "%s", why);
+    return rc;
+}
+
+static int retryable(int rc, const duo_error *e)
+{
+    if (rc == ERR_NET && e->fail == DUO_FAIL_NETWORK)
+        return 1;
+    return rc == ERR_DUO && e->fail == DUO_FAIL_HTTP &&
+           (e->http_status == 429 || e->http_status >= 500);
+}
+
+/* Backoff before attempt n+1: Retry-After when Duo sent one, else base * 2^(n-1)
+ * (capped at 32x) plus up to one base of jitter. */
+static long long backoff_ms(duo_areq *r)
+{
+    if (r->r.retry_after_ms >= 0)
+        return r->r.retry_after_ms;
+    long long base = r->o.backoff_base_ms;
+    int shift = r->attempt - 1 < 5 ? r->attempt - 1 : 5;
+    long long jitter = base > 0 ? (long long)(rand_r(&r->a->rng) % (base + 1)) : 0;
+    return (base << shift) + jitter;
+}
+
+/* Decides what a finished transfer means: done (callback), or a retry later. */
+static int finished(duo_areq *r, CURLcode cc)
+{
+    duo_error de;
+    memset(&de, 0, sizeof de);
+    long status = 0;
+    json_t *resp = NULL, *meta = NULL;
+    int rc;
+    if (cc != CURLE_OK) {
+        rc = transfer_error(r, cc, &de);
+    } else {
+        curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+        rc = duo_response_parse(status, r->r.body, r->r.len, &resp, &meta, &de);
+    }
+    de.attempts = r->attempt;
+    detach_easy(r);
+    long long now = duo_async_now_ms();
+    if (rc < 0 && retryable(rc, &de) && r->attempt < r->o.retry_attempts) {
+        long long wake = now + backoff_ms(r);
+        if (r->deadline_ms <= 0 || wake < r->deadline_ms) {
+            r->wake_ms = wake;
+            r->waiting = 1;
+            json_decref(resp);
+            json_decref(meta);
+            return 0;
+        }
+    }
+    complete(r, rc, resp, meta, &de);
+    return 1;
+}
+
+static int read_done(duo_async *a)
+{
+    int ran = 0, left = 0;
+    CURLMsg *m;
+    while ((m = curl_multi_info_read(a->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        duo_areq *r = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+        if (!r)
+            continue;
+        ran += finished(r, m->data.result);
+    }
+    return ran;
+}
+
+/* Starts waiting requests whose time came; returns ms until the next one (or -1). */
+static long long fire_timers(duo_async *a, long long now, int *ran)
+{
+    long long next = -1;
+    duo_areq *r = a->all;
+    while (r) {
+        duo_areq *nx = r->next;
+        if (r->waiting) {
+            if (r->wake_ms <= now) {
+                if (start_attempt(r, now) < 0) {
+                    (*ran)++; /* its callback may have freed others: walk again */
+                    next = -1;
+                    r = a->all;
+                    continue;
+                }
+            } else if (next < 0 || r->wake_ms - now < next) {
+                next = r->wake_ms - now;
+            }
+        }
+        r = nx;
+    }
+    return next;
+}
+
+int duo_async_poll(duo_async *a, int extra_fd, int timeout_ms, int *extra_ready)
+{
+    int ran = 0, running = 0, numfds = 0;
+    if (extra_ready)
+        *extra_ready = 0;
+    long long next = a->nactive > a->nrunning ? fire_timers(a, duo_async_now_ms(), &ran) : -1;
+    long long wait = timeout_ms < 0 ? 0 : timeout_ms;
+    if (next >= 0 && next < wait)
+        wait = next;
+    if (ran)
+        wait = 0;
+    struct curl_waitfd wfd = {.fd = extra_fd, .events = CURL_WAIT_POLLIN};
+    CURLMcode mc = curl_multi_poll(a->multi, extra_fd >= 0 ? &wfd : NULL, extra_fd >= 0 ? 1 : 0,
+                                   (int)wait, &numfds);
+    if (mc != CURLM_OK)
+        return ERR_NET;
+    if (extra_ready)
+        *extra_ready = extra_fd >= 0 && wfd.revents != 0;
+    if (curl_multi_perform(a->multi, &running) != CURLM_OK)
+        return ERR_NET;
+    return ran + read_done(a);
+}

@@ -1,0 +1,83 @@
+/* duo_async.h - many signed Duo requests in flight at once on one curl multi handle.
+ *
+ * The engine is driven from the caller's event loop: duo_async_poll() waits for Duo's
+ * sockets, retry timers and one extra descriptor (the AMQP socket) together, makes
+ * progress and runs completion callbacks. Keep-alive connections are reused across
+ * requests of the same host.
+ *
+ * Invariants: every attempt is signed afresh (duo_request_build); only HTTP 429, 5xx
+ * and connection failures are retried, with backoff that never blocks (a timer, not a
+ * sleep), within the attempt count and the request's deadline; a request never outlives
+ * its deadline (it completes with DUO_FAIL_TIMEOUT); each submitted request completes
+ * exactly once, through its callback, unless cancelled first; TLS verification is
+ * always on. The engine is single-threaded and not re-entrant: callbacks may submit
+ * and cancel requests but must not call duo_async_poll() or duo_async_free(). */
+#ifndef DUO_DUO_ASYNC_H
+#define DUO_DUO_ASYNC_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "duo.h"
+#include "err.h"
+
+typedef struct duo_async duo_async;
+typedef struct duo_areq duo_areq;
+
+typedef struct duo_async_opts {
+    long max_host_connections; /* 0 = unlimited (each held push needs its own) */
+    long buffer_size;          /* per-transfer receive buffer; 0 = 8 KiB */
+} duo_async_opts;
+
+/* Completion. rc 0: response (and metadata, or NULL) are borrowed, valid during the
+ * call only (json_incref to keep). rc < 0 (as duo_call: ERR_DUO, ERR_TLS, ERR_TIMEOUT,
+ * ERR_NET, ERR_INVAL, ERR_NOMEM): err says why, response is NULL. err is borrowed. The
+ * request handle is already freed when the callback runs. */
+typedef void (*duo_async_cb)(void *arg, int rc, json_t *response, json_t *metadata,
+                             const duo_error *err);
+
+/* Creates an engine; o may be NULL for defaults. NULL with *e set on failure. The
+ * caller owns it: duo_async_free(). */
+duo_async *duo_async_new(const duo_async_opts *o, err_t *e);
+
+/* Cancels every request without running its callback and frees the engine. Accepts
+ * NULL. */
+void duo_async_free(duo_async *a);
+
+/* Starts one call. creds supplies host, ikey, skey, sig_version, digest, ca_file,
+ * connect_timeout_ms, timeout_ms (per attempt), retry_attempts, backoff_base_ms and
+ * max_response_bytes (the idle hook and retry budget are not used: the deadline
+ * replaces the budget); its strings and params are copied. deadline_ms is an absolute
+ * CLOCK_MONOTONIC time in milliseconds (duo_async_now_ms() + n); <= 0 means none.
+ * cb(arg, ...) runs from a later duo_async_poll(), never from inside this call. *out
+ * (may be NULL) receives a handle valid until the callback runs or duo_async_cancel().
+ * Returns 0, or ERR_INVAL / ERR_NOMEM with *e set (nothing started, no callback). */
+int duo_async_submit(duo_async *a, const duo_client_opts *creds, const char *method,
+                     const char *path, const duo_param *params, size_t nparams,
+                     long long deadline_ms, duo_async_cb cb, void *arg, duo_areq **out,
+                     err_t *e);
+
+/* Drops a request (closing its connection if a transfer is under way) without running
+ * its callback; the handle is freed. */
+void duo_async_cancel(duo_async *a, duo_areq *r);
+
+/* Waits up to timeout_ms (less when a retry timer or deadline is due) for Duo's sockets
+ * or extra_fd (-1: none) to become ready, performs the transfers and runs callbacks of
+ * finished requests. *extra_ready (may be NULL) is set to 1 when extra_fd woke the wait
+ * (or may have: curl does not always say). Returns the number of callbacks run, or
+ * ERR_NET when curl's multi interface itself failed. */
+int duo_async_poll(duo_async *a, int extra_fd, int timeout_ms, int *extra_ready);
+
+/* Requests submitted and not yet completed or cancelled. */
+size_t duo_async_active(const duo_async *a);
+
+/* Transfers currently on the wire (the rest wait in backoff). */
+size_t duo_async_running(const duo_async *a);
+
+/* HTTP attempts made in all, retries included (for tests and metrics). */
+unsigned long long duo_async_attempts(const duo_async *a);
+
+/* CLOCK_MONOTONIC in milliseconds: the clock of deadlines. */
+long long duo_async_now_ms(void);
+
+#endif

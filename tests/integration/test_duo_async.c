@@ -1,0 +1,358 @@
+/* test_duo_async.c - the asynchronous Duo engine against the emulator: many held
+ * requests in flight at once, retries of 429/5xx without blocking, no retry of a 4xx,
+ * per-request deadlines, cancellation, and the extra descriptor waking the wait.
+ * Each test makes its own emulator account, so it runs beside anything else. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+
+#include "duo_async.h"
+#include "testlib.h"
+
+typedef struct {
+    char account[48];
+    char ikey[128];
+    char skey[128];
+} emu_account;
+
+/* What one callback saw. */
+typedef struct {
+    int done;
+    int rc;
+    char result[32];
+    duo_error err;
+} outcome;
+
+static size_t sink(char *p, size_t s, size_t n, void *arg)
+{
+    char **buf = arg;
+    size_t old = *buf ? strlen(*buf) : 0;
+    char *nb = realloc(*buf, old + s * n + 1);
+    if (!nb)
+        return 0;
+    memcpy(nb + old, p, s * n);
+    nb[old + s * n] = '\0';
+    *buf = nb;
+    return s * n;
+}
+
+/* POSTs body (stolen) to the emulator's control API, or GETs when body is NULL. */
+static json_t *emu(const char *path, json_t *body)
+{
+    char url[512];
+    snprintf(url, sizeof url, "%s%s", tl_env("DUO_EMU_URL"), path);
+    char *req = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    CURL *h = curl_easy_init();
+    char *out = NULL;
+    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CAINFO, tl_env("DUO_CA_FILE"));
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &out);
+    if (req)
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, req);
+    CURLcode cc = curl_easy_perform(h);
+    curl_slist_free_all(hd);
+    curl_easy_cleanup(h);
+    free(req);
+    if (cc != CURLE_OK)
+        fail_msg("emulator %s: %s", path, curl_easy_strerror(cc));
+    json_t *j = out ? json_loads(out, 0, NULL) : NULL;
+    if (!j)
+        fail_msg("emulator %s answered %s", path, out ? out : "(nothing)");
+    free(out);
+    return j;
+}
+
+static void new_account(emu_account *a)
+{
+    static unsigned seq;
+    snprintf(a->account, sizeof a->account, "da%ld%u%ld", (long)getpid(), seq++,
+             (long)time(NULL) % 100000);
+    snprintf(a->ikey, sizeof a->ikey, "DIA%s", a->account);
+    snprintf(a->skey, sizeof a->skey, "sk-%s-secret", a->account);
+    json_decref(emu("/_emu/account",
+                    json_pack("{s:s, s:[{s:s, s:s, s:s}], s:b}", "account", a->account,
+                              "integrations", "ikey", a->ikey, "skey", a->skey, "type", "auth",
+                              "admin_licensed", 1)));
+    json_decref(emu("/_emu/users", json_pack("{s:s, s:[{s:s}]}", "account", a->account,
+                                             "users", "username", "alice")));
+}
+
+static void behave(const emu_account *a, const char *push, int delay_ms)
+{
+    json_decref(emu("/_emu/behavior", json_pack("{s:s, s:s, s:s, s:i}", "account", a->account,
+                                                 "user", "*", "push", push, "delay_ms",
+                                                 delay_ms)));
+}
+
+static void fault(const emu_account *a, const char *path, int status, int count)
+{
+    json_decref(emu("/_emu/faults", json_pack("{s:s, s:s, s:i, s:i}", "account", a->account,
+                                              "path_prefix", path, "status", status, "count",
+                                              count)));
+}
+
+static void opts_for(const emu_account *a, duo_client_opts *o)
+{
+    duo_client_opts_default(o);
+    o->host = tl_env("DUO_EMU_HOST");
+    o->ikey = a->ikey;
+    o->skey = a->skey;
+    o->ca_file = tl_env("DUO_CA_FILE");
+    o->backoff_base_ms = 10;
+    o->retry_attempts = 4;
+    o->timeout_ms = 30000;
+}
+
+static void on_done(void *arg, int rc, json_t *resp, json_t *meta, const duo_error *err)
+{
+    (void)meta;
+    outcome *o = arg;
+    o->done++;
+    o->rc = rc;
+    o->err = *err;
+    const char *r = json_string_value(json_object_get(resp, "result"));
+    if (!r)
+        r = json_is_integer(json_object_get(resp, "time")) ? "time" : "";
+    snprintf(o->result, sizeof o->result, "%s", r);
+}
+
+/* Polls until n callbacks ran (or a generous safety limit of polls is reached). */
+static void run_until(duo_async *a, const int *done, int n)
+{
+    for (int i = 0; i < 20000 && *done < n; i++)
+        assert_true(duo_async_poll(a, -1, 100, NULL) >= 0);
+}
+
+static duo_async *engine(void)
+{
+    err_t e = {0};
+    duo_async *a = duo_async_new(NULL, &e);
+    if (!a)
+        fail_msg("duo_async_new: %s", e.msg);
+    return a;
+}
+
+static void submit_auth(duo_async *a, const duo_client_opts *o, long long deadline,
+                        outcome *out)
+{
+    duo_param p[] = {{"username", "alice"}, {"factor", "push"}, {"device", "auto"}};
+    err_t e = {0};
+    assert_int_equal(duo_async_submit(a, o, "POST", "/auth/v2/auth", p, 3, deadline, on_done,
+                                      out, NULL, &e), 0);
+}
+
+/* 300 pushes held 1 s each are all in flight together and all come back allow. */
+static void test_many_held_pushes(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    emu_account acc;
+    new_account(&acc);
+    behave(&acc, "allow", 1000);
+    duo_client_opts o;
+    opts_for(&acc, &o);
+    duo_async *a = engine();
+    static outcome outs[N];
+    memset(outs, 0, sizeof outs);
+    for (int i = 0; i < N; i++)
+        submit_auth(a, &o, 0, &outs[i]);
+    assert_int_equal(duo_async_active(a), N);
+    size_t peak = 0;
+    int finished = 0;
+    for (int i = 0; i < 20000 && finished < N; i++) {
+        int ran = duo_async_poll(a, -1, 100, NULL);
+        assert_true(ran >= 0);
+        finished += ran;
+        if (duo_async_running(a) > peak)
+            peak = duo_async_running(a);
+    }
+    assert_int_equal(finished, N);
+    assert_int_equal(duo_async_active(a), 0);
+    assert_int_equal(peak, N); /* all were on the wire at once */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(outs[i].done, 1);
+        assert_int_equal(outs[i].rc, 0);
+        assert_string_equal(outs[i].result, "allow");
+    }
+    duo_async_free(a);
+}
+
+/* Two 429s then success: three attempts, one callback; nothing blocked meanwhile. */
+static void test_retry_429(void **state)
+{
+    (void)state;
+    emu_account acc;
+    new_account(&acc);
+    fault(&acc, "/auth/v2/check", 429, 2);
+    duo_client_opts o;
+    opts_for(&acc, &o);
+    duo_async *a = engine();
+    outcome out = {0};
+    err_t e = {0};
+    assert_int_equal(duo_async_submit(a, &o, "GET", "/auth/v2/check", NULL, 0, 0, on_done, &out,
+                                      NULL, &e), 0);
+    run_until(a, &out.done, 1);
+    assert_int_equal(out.done, 1);
+    assert_int_equal(out.rc, 0);
+    assert_string_equal(out.result, "time");
+    assert_int_equal(out.err.attempts, 3);
+    assert_int_equal(duo_async_attempts(a), 3);
+    duo_async_free(a);
+}
+
+/* 503 on every attempt: gives up after retry_attempts with a transient error. */
+static void test_5xx_exhausted(void **state)
+{
+    (void)state;
+    emu_account acc;
+    new_account(&acc);
+    fault(&acc, "/auth/v2/check", 503, 10);
+    duo_client_opts o;
+    opts_for(&acc, &o);
+    duo_async *a = engine();
+    outcome out = {0};
+    assert_int_equal(duo_async_submit(a, &o, "GET", "/auth/v2/check", NULL, 0, 0, on_done, &out,
+                                      NULL, NULL), 0);
+    run_until(a, &out.done, 1);
+    assert_int_equal(out.rc, ERR_DUO);
+    assert_int_equal(out.err.cls, DUO_CLASS_TRANSIENT);
+    assert_int_equal(out.err.http_status, 503);
+    assert_int_equal(out.err.attempts, 4);
+    assert_string_equal(duo_error_code(&out.err), "duo_unavailable");
+    duo_async_free(a);
+}
+
+/* A removed user is a 400 40002: answered once, never retried. */
+static void test_4xx_not_retried(void **state)
+{
+    (void)state;
+    emu_account acc;
+    new_account(&acc);
+    json_decref(emu("/_emu/users/remove", json_pack("{s:s, s:s}", "account", acc.account,
+                                                    "username", "alice")));
+    duo_client_opts o;
+    opts_for(&acc, &o);
+    duo_async *a = engine();
+    outcome out = {0};
+    submit_auth(a, &o, 0, &out);
+    run_until(a, &out.done, 1);
+    assert_int_equal(out.rc, ERR_DUO);
+    assert_int_equal(out.err.http_status, 400);
+    assert_int_equal(out.err.code, 40002);
+    assert_int_equal(out.err.attempts, 1);
+    assert_int_equal(duo_async_attempts(a), 1);
+    duo_async_free(a);
+}
+
+/* A push the emulator holds forever ends at its deadline as a timeout. */
+static void test_deadline(void **state)
+{
+    (void)state;
+    emu_account acc;
+    new_account(&acc);
+    behave(&acc, "hang", 0);
+    duo_client_opts o;
+    opts_for(&acc, &o);
+    duo_async *a = engine();
+    outcome out = {0};
+    submit_auth(a, &o, duo_async_now_ms() + 1500, &out);
+    run_until(a, &out.done, 1);
+    assert_int_equal(out.done, 1);
+    assert_int_equal(out.rc, ERR_TIMEOUT);
+    assert_int_equal(out.err.fail, DUO_FAIL_TIMEOUT);
+    assert_int_equal(out.err.attempts, 1); /* a timed-out push is never sent twice */
+    duo_async_free(a);
+}
+
+/* A cancelled request never calls back; the others still complete. */
+static void test_cancel(void **state)
+{
+    (void)state;
+    emu_account acc;
+    new_account(&acc);
+    behave(&acc, "allow", 300);
+    duo_client_opts o;
+    opts_for(&acc, &o);
+    duo_async *a = engine();
+    outcome keep = {0}, drop = {0};
+    duo_param p[] = {{"username", "alice"}, {"factor", "push"}};
+    duo_areq *r = NULL;
+    assert_int_equal(duo_async_submit(a, &o, "POST", "/auth/v2/auth", p, 2, 0, on_done, &drop,
+                                      &r, NULL), 0);
+    submit_auth(a, &o, 0, &keep);
+    assert_int_equal(duo_async_poll(a, -1, 0, NULL), 0); /* both on the wire */
+    duo_async_cancel(a, r);
+    assert_int_equal(duo_async_active(a), 1);
+    run_until(a, &keep.done, 1);
+    assert_int_equal(keep.done, 1);
+    assert_string_equal(keep.result, "allow");
+    assert_int_equal(drop.done, 0);
+    duo_async_free(a);
+}
+
+/* The extra descriptor wakes the wait while a request is held. */
+static void test_extra_fd(void **state)
+{
+    (void)state;
+    emu_account acc;
+    new_account(&acc);
+    behave(&acc, "allow", 3000);
+    duo_client_opts o;
+    opts_for(&acc, &o);
+    duo_async *a = engine();
+    outcome out = {0};
+    submit_auth(a, &o, 0, &out);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(write(fds[1], "x", 1), 1);
+    int ready = 0;
+    for (int i = 0; i < 50 && !ready; i++)
+        duo_async_poll(a, fds[0], 10000, &ready);
+    assert_int_equal(ready, 1);
+    assert_int_equal(out.done, 0); /* woke for the pipe, not for the held push */
+    duo_async_free(a);             /* frees the held request without a callback */
+    assert_int_equal(out.done, 0);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* Bad arguments are refused at once, with no callback. */
+static void test_bad_args(void **state)
+{
+    (void)state;
+    duo_async *a = engine();
+    duo_client_opts o;
+    duo_client_opts_default(&o);
+    outcome out = {0};
+    err_t e = {0};
+    assert_int_equal(duo_async_submit(a, &o, "GET", "/auth/v2/check", NULL, 0, 0, on_done, &out,
+                                      NULL, &e), ERR_INVAL);
+    assert_int_equal(duo_async_active(a), 0);
+    assert_int_equal(duo_async_poll(a, -1, 0, NULL), 0);
+    assert_int_equal(out.done, 0);
+    duo_async_free(a);
+}
+
+int main(void)
+{
+    tl_env("DUO_EMU_URL");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_many_held_pushes), cmocka_unit_test(test_retry_429),
+        cmocka_unit_test(test_5xx_exhausted),    cmocka_unit_test(test_4xx_not_retried),
+        cmocka_unit_test(test_deadline),         cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_extra_fd),         cmocka_unit_test(test_bad_args),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
