@@ -93,6 +93,8 @@ static int copy_opts(mq_conn *c, const mq_opts *o, err_t *e)
     for (int i = 0; i < 3; i++)
         c->retry_ms[i] = o->retry_ms[i] > 0 ? o->retry_ms[i] : defaults[i];
     c->rpc_timeout_ms = o->rpc_timeout_ms > 0 ? o->rpc_timeout_ms : 10000;
+    c->want_reply_queue = o->reply_queue;
+    c->reply_bind = o->reply_bind ? strdup(o->reply_bind) : NULL;
     c->prefix = strdup(o->prefix);
     c->conn_name = o->conn_name ? strdup(o->conn_name) : NULL;
     c->ca_file = o->ca_file ? strdup(o->ca_file) : NULL;
@@ -160,6 +162,7 @@ void mq_close(mq_conn *c)
     free(c->prefix);
     free(c->conn_name);
     free(c->ca_file);
+    free(c->reply_bind);
     free(c->jobs_ex);
     free(c->results_ex);
     free(c->dlx_ex);

@@ -31,6 +31,9 @@
 
 typedef struct mq_conn mq_conn;
 
+/* Kind of deliveries from the private reply queue (mq_opts.reply_queue). */
+#define MQ_KIND_REPLY "reply"
+
 /* The three job kinds whose topology every process declares. */
 #define MQ_KIND_ENROLL "enroll"
 #define MQ_KIND_AUTH "auth"
@@ -51,6 +54,12 @@ typedef struct mq_opts {
     const char *conn_name;    /* connection_name client property; NULL = none */
     const char *ca_file;      /* CA bundle for amqps://; NULL = system default */
     int rpc_timeout_ms;       /* connect, login and declare timeout; <= 0 = 10000 */
+    int reply_queue;          /* 1: declare a private server-named reply queue and consume
+                               * it (deliveries of kind MQ_KIND_REPLY): for clients that
+                               * publish jobs and wait for their replies. Its name changes
+                               * on reconnect (mq_reply_queue). */
+    const char *reply_bind;   /* with reply_queue: also bind it to P.results with this
+                               * routing-key pattern (e.g. "#"); NULL = no binding */
 } mq_opts;
 
 /* One received message. Every pointer is owned by the delivery and valid until
@@ -173,6 +182,9 @@ int mq_delete_topology(mq_conn *c, err_t *e);
 const char *mq_jobs_exchange(const mq_conn *c);
 const char *mq_results_exchange(const mq_conn *c);
 const char *mq_dead_queue(const mq_conn *c);
+/* The private reply queue's current name (mq_opts.reply_queue), "" when none. Borrowed,
+ * valid until the next reconnect. */
+const char *mq_reply_queue(const mq_conn *c);
 
 /* ---- Pure helpers (no connection; unit-tested) ---- */
 

@@ -154,6 +154,8 @@ int mq_connect_once(mq_conn *c, const char *url, err_t *e)
     rc = mq_declare_topology(c, e);
     if (rc == 0 && c->kinds[0])
         rc = mq_start_consuming(c, e);
+    if (rc == 0 && c->want_reply_queue)
+        rc = mq_start_reply_queue(c, e);
     if (rc < 0) {
         err_wrap(e, rc, "%s:%d", ci.host, ci.port);
         mq_drop(c, 0);

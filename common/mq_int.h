@@ -44,6 +44,9 @@ struct mq_conn {
     char *conn_name;
     char *ca_file;
     int rpc_timeout_ms;
+    int want_reply_queue;
+    char *reply_bind;
+    char reply_q[256];        /* server-named private reply queue, "" when none */
     char *jobs_ex, *results_ex, *dlx_ex, *dead_q;
     unsigned rnd_state;
 
@@ -78,6 +81,7 @@ int mq_broken(mq_conn *c, err_t *e, int code);
 /* mq_topology.c */
 int mq_declare_topology(mq_conn *c, err_t *e);
 int mq_start_consuming(mq_conn *c, err_t *e);
+int mq_start_reply_queue(mq_conn *c, err_t *e);
 int mq_retry_queue_name(const mq_conn *c, const char *kind, int tier, char *out, size_t n);
 
 /* mq_frames.c */

@@ -148,3 +148,33 @@ int mq_delete_topology(mq_conn *c, err_t *e)
     }
     return rc < 0 ? mq_broken(c, e, rc) : 0;
 }
+
+/* A private, server-named, exclusive queue for replies: it lives and dies with this
+ * connection, so a client that reconnects asks again for replies it still awaits. */
+int mq_start_reply_queue(mq_conn *c, err_t *e)
+{
+    amqp_queue_declare_ok_t *ok = amqp_queue_declare(c->st, CH_CONSUME, amqp_empty_bytes, 0,
+                                                     0, 1, 1, amqp_empty_table);
+    int rc = mq_err_reply(e, amqp_get_rpc_reply(c->st), "declaring reply queue");
+    if (rc == 0)
+        snprintf(c->reply_q, sizeof c->reply_q, "%.*s", (int)ok->queue.len,
+                 (const char *)ok->queue.bytes);
+    if (rc == 0 && c->reply_bind)
+        rc = bind_queue(c, c->reply_q, c->results_ex, c->reply_bind, e);
+    if (rc == 0) {
+        if (!c->kinds[0]) {
+            amqp_basic_qos(c->st, CH_CONSUME, 0, (uint16_t)c->prefetch, 0);
+            rc = mq_err_reply(e, amqp_get_rpc_reply(c->st), "setting prefetch");
+        }
+        amqp_basic_consume(c->st, CH_CONSUME, amqp_cstring_bytes(c->reply_q),
+                           amqp_cstring_bytes(MQ_KIND_REPLY), 0, 0, 1, amqp_empty_table);
+        if (rc == 0)
+            rc = mq_err_reply(e, amqp_get_rpc_reply(c->st), "consuming reply queue");
+    }
+    return rc < 0 ? mq_broken(c, e, rc) : 0;
+}
+
+const char *mq_reply_queue(const mq_conn *c)
+{
+    return c->reply_q;
+}

@@ -20,7 +20,8 @@ struct worker {
     worker_env env;        /* what handlers see; points into this struct */
     job_async *pending;    /* asynchronous jobs started and not done */
     size_t npending;
-    long long stop_at_ms;  /* shutdown deadline once a stop was requested, else 0 */
+    long long stop_at_ms;
+    const char *fault_point; /* DUO_FAULT_POINT (tests only), else NULL */  /* shutdown deadline once a stop was requested, else 0 */
 };
 
 /* Loads configuration, key, schemas; connects to PostgreSQL and RabbitMQ. On failure

@@ -80,6 +80,7 @@ int worker_open(const worker_def *def, worker **out, err_t *e)
         return err_set(e, ERR_NOMEM, "out of memory");
     w->def = def;
     w->env = (worker_env){.cfg = &w->cfg, .w = w};
+    w->fault_point = getenv("DUO_FAULT_POINT");
     int rc = config_load(&w->cfg, CONFIG_NEED_DB | CONFIG_NEED_MQ, e);
     if (rc < 0)
         return rc;

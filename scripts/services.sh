@@ -75,7 +75,7 @@ disk_free_limit.absolute = 50MB
 CONF
   if mq_running; then return 0; fi
   ( mq_env
-    nohup "$MQBIN/rabbitmq-server" >"$RUN/rabbit/server.out" 2>&1 &
+    setsid nohup "$MQBIN/rabbitmq-server" >"$RUN/rabbit/server.out" 2>&1 &
     echo $! > "$RUN/rabbit/server.wrapper.pid" )
   for _ in $(seq 1 120); do
     if ( mq_env; "$MQBIN/rabbitmq-diagnostics" -q check_port_connectivity >/dev/null 2>&1 ); then log "rabbitmq up on 127.0.0.1:$MQ_PORT"; return 0; fi
@@ -100,17 +100,22 @@ emu_script() { echo "$ROOT/tests/emulator/duo_emulator.py"; }
 
 emu_running() { [ -f "$RUN/emu/pid" ] && kill -0 "$(cat "$RUN/emu/pid")" 2>/dev/null; }
 
+emu_ping() {
+  curl -fsS --cacert "$RUN/emu/ca.crt" "https://127.0.0.1:$EMU_PORT/auth/v2/ping" >/dev/null 2>&1
+}
+
 emu_start() {
   [ -f "$(emu_script)" ] || return 0
   mkdir -p "$RUN/emu"
   "$ROOT/scripts/gen-ca.sh" "$RUN/emu" >/dev/null
-  if emu_running; then return 0; fi
-  nohup python3 "$(emu_script)" --host 127.0.0.1 --port "$EMU_PORT" \
+  if emu_running && emu_ping; then return 0; fi
+  emu_stop
+  setsid nohup python3 "$(emu_script)" --host 127.0.0.1 --port "$EMU_PORT" \
     --cert "$RUN/emu/server.crt" --key "$RUN/emu/server.key" \
     >"$RUN/emu/emulator.log" 2>&1 &
   echo $! > "$RUN/emu/pid"
   for _ in $(seq 1 100); do
-    if curl -fsS --cacert "$RUN/emu/ca.crt" "https://127.0.0.1:$EMU_PORT/auth/v2/ping" >/dev/null 2>&1; then
+    if emu_ping; then
       log "duo emulator up on https://127.0.0.1:$EMU_PORT"; return 0
     fi
     sleep 0.1
@@ -120,7 +125,13 @@ emu_start() {
 }
 
 emu_stop() {
-  if emu_running; then kill "$(cat "$RUN/emu/pid")" 2>/dev/null || true; log "duo emulator stopped"; fi
+  if emu_running; then
+    local pid; pid="$(cat "$RUN/emu/pid")"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    log "duo emulator stopped"
+  fi
   rm -f "$RUN/emu/pid"
 }
 
@@ -141,6 +152,7 @@ case "${1:-}" in
   stop) emu_stop; mq_stop; pg_stop ;;
   restart-mq) mq_stop; mq_start ;;
   restart-pg) pg_stop; pg_start ;;
+  restart-emu) emu_stop; emu_start ;;
   status)
     pg_running && echo "postgresql: up" || echo "postgresql: down"
     mq_running && echo "rabbitmq: up" || echo "rabbitmq: down"

@@ -1,0 +1,309 @@
+/* test_enroll.c - the enrollment worker end to end: real AMQP jobs and replies, a real
+ * database, the Duo emulator. Covers begin -> scan -> status success -> one device, the
+ * error codes an operator acts on, bad input (answered and dead-lettered while the
+ * worker keeps serving), and a worker killed between COMMIT and ack. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "testlib.h"
+#include "tl_stack.h"
+
+static tl_stack S;
+
+static int setup(void **state)
+{
+    (void)state;
+    setenv("MAX_MESSAGE_BYTES", "4096", 1);
+    if (tl_stack_init(&S, "enroll", 0) < 0)
+        return -1;
+    if (tl_stack_user(&S, "alice") < 0 || tl_stack_user(&S, "bob") < 0 ||
+        tl_stack_user(&S, "carol") < 0)
+        return -1;
+    return tl_stack_worker(&S, "enroll", NULL) > 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    tl_stack_fini(&S);
+    return 0;
+}
+
+static json_t *begin(const char *username, char *job_id, size_t n)
+{
+    tl_job_id(&S, job_id, n);
+    return tl_job(&S, "enroll.begin", job_id,
+                  json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "username", username),
+                  30000);
+}
+
+static json_t *status(const char *enrollment_id)
+{
+    char id[64];
+    tl_job_id(&S, id, sizeof id);
+    return tl_job(&S, "enroll.status", id,
+                  json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "enrollment_id",
+                            enrollment_id), 30000);
+}
+
+static void emu_enrollment(const char *code, const char *action)
+{
+    char body[512];
+    snprintf(body, sizeof body, "{\"account\":\"%s\",\"activation_code\":\"%s\",\"action\":\"%s\"}",
+             S.account, code, action);
+    assert_int_equal(tl_emu("POST", "/_emu/enrollment", body, NULL, 0), 200);
+}
+
+static int count(const char *sql)
+{
+    char out[32];
+    assert_int_equal(tl_query1(S.db, sql, out, sizeof out), 0);
+    return (int)strtol(out, NULL, 10);
+}
+
+static void test_enroll_end_to_end(void **state)
+{
+    (void)state;
+    char job_id[64];
+    json_t *r = begin("alice", job_id, sizeof job_id);
+    assert_non_null(r);
+    assert_string_equal(tl_str(r, "status"), "ok");
+    assert_string_equal(tl_str(r, "job_type"), "enroll.begin");
+    assert_string_equal(tl_str(r, "job_id"), job_id);
+    assert_true(strncmp(tl_str(r, "activation_code"), "duo://", 6) == 0);
+    assert_true(strlen(tl_str(r, "activation_barcode")) > 0);
+    assert_true(json_integer_value(json_object_get(r, "expires_at")) > 0);
+    assert_non_null(strstr(tl_str(r, "stage_name"), "Duo (enroll)"));
+    char enrollment[64], code[512];
+    snprintf(enrollment, sizeof enrollment, "%s", tl_str(r, "enrollment_id"));
+    snprintf(code, sizeof code, "%s", tl_str(r, "activation_code"));
+    json_decref(r);
+
+    r = status(enrollment);
+    assert_string_equal(tl_str(r, "enrollment_status"), "waiting");
+    json_decref(r);
+
+    emu_enrollment(code, "complete");
+    r = status(enrollment);
+    assert_string_equal(tl_str(r, "status"), "ok");
+    assert_string_equal(tl_str(r, "enrollment_status"), "success");
+    char device[64];
+    snprintf(device, sizeof device, "%s", tl_str(r, "device_id"));
+    assert_true(strlen(device) == 36);
+    json_decref(r);
+    assert_int_equal(count("SELECT count(*) FROM duo_device WHERE name = 'Duo Authenticator' "
+                           "AND confirmed"), 1);
+
+    /* Asking again answers the same device and stores nothing new. */
+    r = status(enrollment);
+    assert_string_equal(tl_str(r, "enrollment_status"), "success");
+    assert_string_equal(tl_str(r, "device_id"), device);
+    json_decref(r);
+    assert_int_equal(count("SELECT count(*) FROM duo_device"), 1);
+}
+
+static void test_repeated_job_id_answered_from_record(void **state)
+{
+    (void)state;
+    char job_id[64];
+    json_t *first = begin("carol", job_id, sizeof job_id);
+    assert_string_equal(tl_str(first, "status"), "ok");
+    /* The same job id again: the same reply, no second enrollment. */
+    json_t *again = tl_job(&S, "enroll.begin", job_id,
+                           json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "username", "carol"),
+                           30000);
+    assert_non_null(again);
+    assert_string_equal(tl_str(again, "enrollment_id"), tl_str(first, "enrollment_id"));
+    assert_int_equal(count("SELECT count(*) FROM duo_enrollment e JOIN app_user u ON "
+                           "u.id = e.user_id WHERE u.username = 'carol'"), 1);
+    json_decref(first);
+    json_decref(again);
+}
+
+static void test_expired_is_invalid(void **state)
+{
+    (void)state;
+    char job_id[64];
+    json_t *r = begin("bob", job_id, sizeof job_id);
+    char enrollment[64];
+    snprintf(enrollment, sizeof enrollment, "%s", tl_str(r, "enrollment_id"));
+    emu_enrollment(tl_str(r, "activation_code"), "expire");
+    json_decref(r);
+    r = status(enrollment);
+    assert_string_equal(tl_str(r, "enrollment_status"), "invalid");
+    json_decref(r);
+}
+
+static void test_operator_errors(void **state)
+{
+    (void)state;
+    /* A Duo user that already exists must be imported, not enrolled. */
+    char body[256];
+    snprintf(body, sizeof body, "{\"account\":\"%s\",\"users\":[{\"username\":\"dave\"}]}", S.account);
+    assert_int_equal(tl_emu("POST", "/_emu/users", body, NULL, 0), 200);
+    assert_int_equal(tl_stack_user(&S, "dave"), 0);
+    char job_id[64];
+    json_t *r = begin("dave", job_id, sizeof job_id);
+    assert_string_equal(tl_str(r, "status"), "error");
+    assert_string_equal(tl_code(r), "duo_user_exists");
+    assert_non_null(strstr(tl_str(json_object_get(r, "error"), "message"), "import"));
+    json_decref(r);
+
+    r = begin("nobody", job_id, sizeof job_id);
+    assert_string_equal(tl_code(r), "user_not_found");
+    json_decref(r);
+
+    tl_job_id(&S, job_id, sizeof job_id);
+    r = tl_job(&S, "enroll.begin", job_id,
+               json_pack("{s:s, s:s}", "stage_uuid", "00000000-0000-4000-8000-000000000000",
+                         "username", "alice"), 30000);
+    assert_string_equal(tl_code(r), "stage_not_found");
+    json_decref(r);
+
+    tl_job_id(&S, job_id, sizeof job_id);
+    r = tl_job(&S, "enroll.status", job_id,
+               json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "enrollment_id",
+                         "00000000-0000-4000-8000-000000000000"), 30000);
+    assert_string_equal(tl_code(r), "enrollment_not_found");
+    json_decref(r);
+}
+
+/* Publishes raw bytes and returns the error code of the reply. */
+static char *send_raw(const void *body, size_t len, const char *type, int with_id)
+{
+    char job_id[64];
+    tl_job_id(&S, job_id, sizeof job_id);
+    mq_msg m = {.routing_key = "enroll", .body = body, .body_len = len,
+                .message_id = with_id ? job_id : NULL, .correlation_id = job_id, .type = type,
+                .content_type = "application/msgpack"};
+    err_t e = {0};
+    assert_int_equal(jobs_send_raw(S.client, &m, &e), 0);
+    json_t *reply = NULL;
+    assert_int_equal(jobs_wait(S.client, job_id, 30000, &reply, NULL, &e), 1);
+    assert_string_equal(tl_str(reply, "status"), "error");
+    char *code = strdup(tl_code(reply));
+    json_decref(reply);
+    return code;
+}
+
+static int dead_count(void)
+{
+    char sql[256];
+    (void)sql;
+    /* Read the dead-letter queue through a consumer of the "dead" kind. */
+    mq_opts o = {.urls = tl_env("AMQP_URL"), .prefix = S.prefix,
+                 .kinds = (const char *const[]){MQ_KIND_DEAD, NULL}};
+    err_t e = {0};
+    mq_conn *c = mq_open(&o, &e);
+    assert_non_null(c);
+    int n = 0;
+    mq_delivery *d = NULL;
+    while (mq_poll(c, 1500, &d, &e) == 1) {
+        n++;
+        mq_delivery_free(d); /* unacked: returns to the queue on close */
+    }
+    mq_close(c);
+    return n;
+}
+
+static void test_bad_input_answered_and_dead_lettered(void **state)
+{
+    (void)state;
+    int before = dead_count();
+    static const unsigned char garbage[] = {0xc1, 0xff, 0x00, 0x13};
+    char *code = send_raw(garbage, sizeof garbage, "enroll.begin", 1);
+    assert_string_equal(code, "invalid_message");
+    free(code);
+
+    /* {"stage_uuid": 123, "username": "alice"}: a wrong type. */
+    static const unsigned char wrong_type[] = {0x82, 0xaa, 's', 't', 'a', 'g', 'e', '_', 'u',
+                                               'u', 'i', 'd', 0x7b, 0xa8, 'u', 's', 'e', 'r',
+                                               'n', 'a', 'm', 'e', 0xa5, 'a', 'l', 'i', 'c', 'e'};
+    code = send_raw(wrong_type, sizeof wrong_type, "enroll.begin", 1);
+    assert_string_equal(code, "schema_invalid");
+    free(code);
+
+    /* {"username": "alice"}: stage_uuid missing. */
+    static const unsigned char missing[] = {0x81, 0xa8, 'u', 's', 'e', 'r', 'n', 'a', 'm', 'e',
+                                            0xa5, 'a', 'l', 'i', 'c', 'e'};
+    code = send_raw(missing, sizeof missing, "enroll.begin", 1);
+    assert_string_equal(code, "schema_invalid");
+    free(code);
+
+    size_t big = 10000; /* over MAX_MESSAGE_BYTES=4096 */
+    unsigned char *huge = calloc(1, big);
+    code = send_raw(huge, big, "enroll.begin", 1);
+    assert_string_equal(code, "message_too_large");
+    free(code);
+    free(huge);
+
+    code = send_raw(missing, sizeof missing, "enroll.nonsense", 1);
+    assert_string_equal(code, "unknown_job_type");
+    free(code);
+
+    code = send_raw(missing, sizeof missing, "enroll.begin", 0);
+    assert_string_equal(code, "invalid_message");
+    free(code);
+
+    assert_int_equal(dead_count() - before, 6);
+
+    /* And the worker still serves. */
+    char job_id[64];
+    assert_int_equal(tl_stack_user(&S, "erin"), 0);
+    json_t *r = begin("erin", job_id, sizeof job_id);
+    assert_string_equal(tl_str(r, "status"), "ok");
+    json_decref(r);
+}
+
+static void test_crash_between_commit_and_ack(void **state)
+{
+    (void)state;
+    /* A second worker dies right after COMMIT, before replying; the first one is
+     * stopped so the job lands on the crashing one. */
+    while (S.nworkers)
+        tl_stack_signal(&S, S.workers[0], SIGTERM);
+    static const char *const fault[] = {"DUO_FAULT_POINT=after_commit", NULL};
+    pid_t crashing = tl_stack_worker(&S, "enroll", fault);
+    assert_int_equal(tl_stack_user(&S, "frank"), 0);
+    char job_id[64];
+    tl_job_id(&S, job_id, sizeof job_id);
+    err_t e = {0};
+    json_t *body = json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "username", "frank");
+    assert_int_equal(jobs_send(S.client, "enroll.begin", job_id, body, &e), 0);
+    json_decref(body);
+    int status = 0;
+    assert_int_equal(waitpid(crashing, &status, 0), crashing);
+    tl_stack_signal(&S, crashing, SIGKILL);
+    assert_int_equal(count("SELECT count(*) FROM job WHERE state = 'done'") > 0, 1);
+
+    /* A healthy worker takes the redelivery: the stored reply, no second enrollment. */
+    tl_stack_worker(&S, "enroll", NULL);
+    json_t *r = NULL;
+    assert_int_equal(jobs_wait(S.client, job_id, 30000, &r, NULL, &e), 1);
+    assert_string_equal(tl_str(r, "status"), "ok");
+    json_decref(r);
+    assert_int_equal(count("SELECT count(*) FROM duo_enrollment e JOIN app_user u ON "
+                           "u.id = e.user_id WHERE u.username = 'frank'"), 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_enroll_end_to_end),
+        cmocka_unit_test(test_repeated_job_id_answered_from_record),
+        cmocka_unit_test(test_expired_is_invalid),
+        cmocka_unit_test(test_operator_errors),
+        cmocka_unit_test(test_bad_input_answered_and_dead_lettered),
+        cmocka_unit_test(test_crash_between_commit_and_ack),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
