@@ -9,5 +9,8 @@ int cmd_api(int argc, char **argv);
 int cmd_stage(int argc, char **argv);
 int cmd_user(int argc, char **argv);
 int cmd_device(int argc, char **argv);
+int cmd_job(int argc, char **argv);
+int cmd_enroll(int argc, char **argv);
+int cmd_auth(int argc, char **argv);
 
 #endif
