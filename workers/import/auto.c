@@ -1,0 +1,121 @@
+/* auto.c - the import.auto job: preflight the stage's Admin API (licence, permission,
+ * credentials) with a one-user page, then create the run with all its pages in one
+ * statement and fan the pages out as import.page jobs. Nothing is written when the
+ * preflight fails; a stage has at most one running run. */
+#include <string.h>
+#include <time.h>
+
+#include "import.h"
+#include "log.h"
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void already_running(job_outcome *out, const import_run *run)
+{
+    job_fail(out, "import_already_running", "import run %s is already running for this stage "
+             "(%d of %d pages done); follow it or wait for it to finish", run->uuid,
+             run->pages_done, run->pages_total);
+}
+
+/* Asks Duo for the first user: proves the Admin API answers and gives the total. */
+static int preflight(const worker_env *env, duo_client *duo, long long *total, job_outcome *out)
+{
+    duo_users_page pg = {0};
+    duo_error de = {0};
+    long long t0 = now_ms();
+    int rc = duo_admin_users_page(duo, 1, 0, &pg, &de);
+    worker_duo_observe(env, "admin_users_page", now_ms() - t0, rc, &de);
+    *total = pg.total_objects;
+    duo_users_page_free(&pg);
+    if (rc == 0 && *total < 0) {
+        job_fail(out, "duo_bad_response", "Duo's user list carried no total_objects");
+        return -1;
+    }
+    if (rc == 0)
+        return 0;
+    if (de.cls == DUO_CLASS_LICENSE)
+        job_fail(out, "license_required", "Duo refused the Admin API (%d %s): automatic import "
+                 "needs a Duo MFA (Essentials) or higher plan and an Admin API integration "
+                 "with the \"Grant read resource\" permission", de.code, de.message);
+    else
+        job_fail_duo(out, rc, &de, "Admin API preflight");
+    return -1;
+}
+
+/* The job's own reply: the run as it stands. */
+static void reply_run(job_outcome *out, const import_run *run)
+{
+    out->fields = import_run_fields(run, strcmp(run->state, "running") == 0);
+}
+
+/* Our own run already exists (a redelivery after a crash): publish what may be missing. */
+static void resume(const worker_env *env, const import_run *run, job_outcome *out)
+{
+    err_t e = {0};
+    LOG(LOG_INFO, "import.auto redelivered; re-publishing pending pages", "run_id", run->uuid);
+    if (import_publish_pending(env, run, 0, &e) < 0)
+        job_retry(out, "publishing pages: %s", e.msg);
+    else
+        reply_run(out, run);
+}
+
+static void start(const worker_env *env, const job *j, const stage_rec *st, long long total,
+                  job_outcome *out)
+{
+    json_t *ps = json_object_get(j->body, "page_size");
+    import_run_new n = {
+        .stage_id = st->id, .job_id = j->id, .reply_to = j->reply_to,
+        .correlation_id = j->correlation_id ? j->correlation_id : j->id,
+        .dry_run = json_is_true(json_object_get(j->body, "dry_run")),
+        .page_size = ps ? (int)json_integer_value(ps) : env->cfg->import_page_size,
+        .total_objects = total, .rate_per_min = import_max_rate(env),
+        .first_slot_ms = (int)(60000.0 / import_max_rate(env))};
+    import_run run;
+    err_t e = {0};
+    int rc = store_import_run_start(env->db, &n, &run, &e);
+    if (rc == ERR_CONFLICT && store_import_run_running(env->db, st->id, &run, &e) == 0) {
+        already_running(out, &run);
+        return;
+    }
+    if (rc < 0) {
+        job_retry(out, "creating import run: %s", e.msg);
+        return;
+    }
+    LOG(LOG_INFO, "import run started", "run_id", run.uuid, "stage", st->name);
+    if (run.pages_total == 0) {
+        import_complete(env, st, run.uuid);
+        store_import_run_get(env->db, run.uuid, &run, &e);
+    } else if (import_publish_pending(env, &run, 0, &e) < 0) {
+        job_retry(out, "publishing pages: %s", e.msg); /* the redelivery resumes */
+        return;
+    }
+    reply_run(out, &run);
+}
+
+void import_auto(const worker_env *env, const job *j, job_outcome *out)
+{
+    stage_rec st;
+    if (worker_stage(env, json_string_value(json_object_get(j->body, "stage_uuid")), &st, out) < 0)
+        return;
+    duo_client *duo = import_admin_duo(env, &st, out);
+    import_run run;
+    err_t e = {0};
+    long long total = 0;
+    int rc = duo ? store_import_run_running(env->db, st.id, &run, &e) : 0;
+    if (!duo)
+        ; /* admin_api_not_configured (or no client) already set */
+    else if (rc == 0 && strcmp(run.job_id, j->id) == 0)
+        resume(env, &run, out);
+    else if (rc == 0)
+        already_running(out, &run);
+    else if (rc != ERR_NOTFOUND)
+        job_retry(out, "looking for a running import: %s", e.msg);
+    else if (preflight(env, duo, &total, out) == 0)
+        start(env, j, &st, total, out);
+    stage_rec_free(&st);
+}

@@ -1,0 +1,15 @@
+/* main.c - duo-import: consumes the import queue (import.manual, import.auto and the
+ * import.page jobs the worker fans out to itself and its peers). */
+#include "import.h"
+
+int main(int argc, char **argv)
+{
+    static const job_type_def types[] = {
+        {.type = "import.manual", .handle = import_manual},
+        {.type = "import.auto", .handle = import_auto},
+        {.type = "import.page", .handle = import_page},
+    };
+    static const worker_def def = {
+        .name = "import", .queue_kind = MQ_KIND_IMPORT, .types = types, .ntypes = 3};
+    return worker_main(&def, argc, argv);
+}

@@ -1,0 +1,155 @@
+/* page.c - one import.page job: wait for the run's shared page slot, fetch the page
+ * from the Admin API, apply it in one statement. A 429 slows the shared pace and the
+ * page is fetched again after a fresh slot. A page that cannot succeed is marked failed
+ * (the run still completes and reports it); a replayed page is a no-op. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "import.h"
+#include "log.h"
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Fetches the page, pacing every attempt. 0, or -1 with *o set (retry or failure). */
+static int fetch(const worker_env *env, duo_client *duo, const import_run *run, long long offset,
+                 int limit, duo_users_page *pg, job_outcome *o)
+{
+    err_t e = {0};
+    for (int i = 0; i < IMPORT_PAGE_TRIES; i++) {
+        if (import_pace_wait(env, run->id, o) < 0)
+            return -1;
+        duo_error de = {0};
+        long long t0 = now_ms();
+        int rc = duo_admin_users_page(duo, limit, offset, pg, &de);
+        worker_duo_observe(env, "admin_users_page", now_ms() - t0, rc, &de);
+        if (rc == 0)
+            return 0;
+        if (de.http_status != 429) {
+            job_fail_duo(o, rc, &de, "users page");
+            return -1;
+        }
+        if (store_import_pace_slow(env->db, run->id, IMPORT_PACE_SLOWDOWN, 1.0, &e) < 0)
+            LOG(LOG_WARN, "could not slow the import pace", "error", e.msg);
+    }
+    job_retry(o, "Duo kept answering 429 for this page");
+    return -1;
+}
+
+/* Applies the fetched users. 0, or -1 with *o set. */
+static int apply(const worker_env *env, const stage_rec *st, const import_run *run, int page_no,
+                 const duo_users_page *pg, import_page_result *res, job_outcome *o)
+{
+    size_t n = json_array_size(pg->users);
+    const char **ids = calloc(n ? n : 1, sizeof *ids), **names = calloc(n ? n : 1, sizeof *names);
+    int rc = ids && names ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        json_t *u = json_array_get(pg->users, i);
+        ids[i] = json_string_value(json_object_get(u, "user_id"));
+        names[i] = json_string_value(json_object_get(u, "username"));
+        if (!ids[i] || !names[i])
+            rc = -2;
+    }
+    err_t e = {0};
+    if (rc == -1)
+        job_retry(o, "out of memory");
+    else if (rc == -2)
+        job_fail(o, "duo_bad_response", "a user on the page has no user_id or username");
+    else if ((rc = store_import_page_apply(env->db, run->id, page_no, st->id, run->dry_run, n,
+                                           ids, names, IMPORT_PROGRESS_MS, res, &e)) == ERR_INVAL)
+        job_fail(o, "duo_bad_response", "%s", e.msg);
+    else if (rc < 0)
+        job_retry(o, "applying page: %s", e.msg);
+    free(ids);
+    free(names);
+    return rc < 0 ? -1 : 0;
+}
+
+/* A page that failed for good: recorded as failed so the run can still finish. */
+static void give_up(const worker_env *env, const import_run *run, int page_no, job_outcome *o)
+{
+    err_t e = {0};
+    int applied = 0;
+    if (store_import_page_fail(env->db, run->id, page_no, o->message, &applied, &e) < 0) {
+        job_retry(o, "recording failed page: %s", e.msg);
+        return;
+    }
+    if (o->retry) {
+        char why[sizeof o->message];
+        memcpy(why, o->message, sizeof why);
+        job_fail(o, "import_page_failed", "gave up on the page: %s", why);
+    }
+    o->dead_letter = 0;
+    LOG(LOG_WARN, "import page failed", "run_id", run->uuid, "reason", o->message);
+}
+
+static void page_fields(job_outcome *out, const import_run *run, long long offset, int limit,
+                        const import_page_result *res)
+{
+    out->fields = json_pack("{s:s, s:I, s:i, s:I, s:I, s:I}", "run_id", run->uuid, "offset",
+                            (json_int_t)offset, "limit", limit, "created",
+                            (json_int_t)res->created, "existing", (json_int_t)res->existing,
+                            "unknown_user", (json_int_t)res->unknown_user);
+}
+
+/* Fetches and applies a pending page of a running run. Returns 1 when the run may be
+ * complete now (its last page done, a replay, or a page given up). */
+static int run_page(const worker_env *env, const job *j, const stage_rec *st,
+                    const import_run *run, long long offset, int limit, job_outcome *out)
+{
+    int page_no = (int)(offset / run->page_size), check = 0;
+    import_page_result res = {0};
+    duo_users_page pg = {0};
+    duo_client *duo = import_admin_duo(env, st, out);
+    if (duo && fetch(env, duo, run, offset, limit, &pg, out) == 0 &&
+        apply(env, st, run, page_no, &pg, &res, out) == 0) {
+        page_fields(out, run, offset, limit, &res);
+        check = !res.applied || res.pages_done >= res.pages_total;
+        if (res.applied && res.progress_due && !check) {
+            import_run now;
+            err_t e = {0};
+            if (store_import_run_get(env->db, run->uuid, &now, &e) == 0)
+                import_send(env, &now, 1);
+        }
+    } else if (!out->retry || j->attempt >= env->cfg->max_attempts) {
+        give_up(env, run, page_no, out);
+        check = !out->retry;
+    }
+    duo_users_page_free(&pg);
+    return check;
+}
+
+void import_page(const worker_env *env, const job *j, job_outcome *out)
+{
+    const char *run_uuid = json_string_value(json_object_get(j->body, "run_id"));
+    long long offset = json_integer_value(json_object_get(j->body, "offset"));
+    int limit = (int)json_integer_value(json_object_get(j->body, "limit"));
+    import_run run;
+    err_t e = {0};
+    int rc = store_import_run_get(env->db, run_uuid, &run, &e);
+    if (rc == ERR_NOTFOUND || (rc == 0 && (limit != run.page_size || offset % run.page_size))) {
+        job_fail(out, "import_run_not_found", "no import run %.60s with a page at offset %lld",
+                 run_uuid, offset);
+        return;
+    }
+    if (rc < 0) {
+        job_retry(out, "loading import run: %s", e.msg);
+        return;
+    }
+    stage_rec st;
+    if (worker_stage(env, run.stage_uuid, &st, out) < 0)
+        return;
+    int check = strcmp(run.state, "running") != 0 || run_page(env, j, &st, &run, offset, limit, out);
+    if (check)
+        import_complete(env, &st, run.uuid);
+    if (!out->retry && !out->code && !out->fields) {
+        import_page_result none = {0};
+        page_fields(out, &run, offset, limit, &none);
+    }
+    stage_rec_free(&st);
+}

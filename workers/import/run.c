@@ -1,0 +1,218 @@
+/* run.c - what the import handlers share: the Admin API client, the shared pace, page
+ * job fan-out, run messages (progress and final) and the end of a run. Messages for a
+ * run are sent only after the rows they report were committed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "import.h"
+#include "log.h"
+#include "msg.h"
+
+#define PUBLISH_BATCH 500
+
+duo_client *import_admin_duo(const worker_env *env, const stage_rec *st, job_outcome *o)
+{
+    config one_try = *env->cfg;
+    one_try.duo_retry_attempts = 1;
+    worker_env e1 = *env;
+    e1.cfg = &one_try;
+    return worker_duo(&e1, st, 1, o);
+}
+
+double import_max_rate(const worker_env *env)
+{
+    return env->cfg->import_pages_per_min * IMPORT_PACE_HEADROOM;
+}
+
+int import_pace_wait(const worker_env *env, int64_t run_id, job_outcome *o)
+{
+    err_t e = {0};
+    long long wait = 0;
+    if (store_import_pace_take(env->db, run_id, import_max_rate(env), &wait, &e) < 0) {
+        job_retry(o, "reserving a page slot: %s", e.msg);
+        return -1;
+    }
+    while (wait > 0) {
+        long long slice = wait < 100 ? wait : 100;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = slice * 1000000L};
+        nanosleep(&ts, NULL);
+        wait -= slice;
+        if (worker_idle(env->w)) {
+            job_retry(o, "shutting down while waiting for a page slot");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Publishes one page job: body {run_id, offset, limit}, id "<run uuid>.<page_no>". */
+static int publish_page(const worker_env *env, const import_run *run, const import_page_ref *p,
+                        err_t *e)
+{
+    json_t *b = json_pack("{s:s, s:I, s:i}", "run_id", run->uuid, "offset",
+                          (json_int_t)p->offset, "limit", p->limit);
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = b ? msg_encode(b, &buf, &len, e) : err_set(e, ERR_NOMEM, "out of memory");
+    json_decref(b);
+    char id[64];
+    snprintf(id, sizeof id, "%s.%d", run->uuid, p->page_no);
+    mq_msg m = {.exchange = worker_jobs_exchange(env->w), .routing_key = MQ_KIND_IMPORT,
+                .body = buf, .body_len = len, .message_id = id, .type = "import.page",
+                .content_type = "application/msgpack"};
+    if (rc == 0)
+        rc = worker_publish(env->w, &m, e);
+    free(buf);
+    return rc;
+}
+
+int import_publish_pages(const worker_env *env, const import_run *run,
+                         const import_page_ref *pages, size_t n, err_t *e)
+{
+    for (size_t i = 0; i < n; i++)
+        if (publish_page(env, run, &pages[i], e) < 0)
+            return -1;
+    return 0;
+}
+
+int import_publish_pending(const worker_env *env, const import_run *run, int from, err_t *e)
+{
+    for (;;) {
+        import_page_ref *pages = NULL;
+        size_t n = 0;
+        if (store_import_pages_pending(env->db, run->id, from, PUBLISH_BATCH, &pages, &n, e) < 0)
+            return -1;
+        int rc = import_publish_pages(env, run, pages, n, e);
+        if (n > 0)
+            from = pages[n - 1].page_no + 1;
+        free(pages);
+        if (rc < 0)
+            return -1;
+        if (n < PUBLISH_BATCH)
+            return 0;
+    }
+}
+
+json_t *import_run_fields(const import_run *run, int progress)
+{
+    json_t *counts = json_pack("{s:I, s:i, s:i, s:I, s:I, s:I, s:i}", "total_objects",
+                               (json_int_t)run->total_objects, "pages_total", run->pages_total,
+                               "pages_done", run->pages_done, "created",
+                               (json_int_t)run->created, "existing", (json_int_t)run->existing,
+                               "unknown_user", (json_int_t)run->unknown_user, "errors",
+                               run->errors);
+    return json_pack("{s:s, s:s, s:b, s:b, s:o}", "run_id", run->uuid, "state", run->state,
+                     "progress", progress, "dry_run", run->dry_run, "counts", counts);
+}
+
+static void add_page_error(int64_t offset, const char *message, void *arg)
+{
+    json_array_append_new(arg, json_pack("{s:I, s:s%}", "offset", (json_int_t)offset,
+                                         "message", message, strlen(message) > 1000 ? (size_t)1000
+                                                                                  : strlen(message)));
+}
+
+/* The whole message: the run's fields as an import.auto result of its original job. */
+static json_t *run_message(const worker_env *env, const import_run *run, int progress)
+{
+    json_t *m = import_run_fields(run, progress);
+    json_object_set_new(m, "job_id", json_string(run->job_id));
+    json_object_set_new(m, "job_type", json_string("import.auto"));
+    json_object_set_new(m, "status", json_string("ok"));
+    if (!progress && run->errors > 0) {
+        json_t *errs = json_array();
+        err_t e = {0};
+        if (store_import_page_errors(env->db, run->id, 100, add_page_error, errs, &e) < 0)
+            LOG(LOG_WARN, "could not list page errors", "run_id", run->uuid, "error", e.msg);
+        json_object_set_new(m, "page_errors", errs);
+    }
+    return m;
+}
+
+int import_send(const worker_env *env, const import_run *run, int progress)
+{
+    json_t *m = run_message(env, run, progress);
+    void *buf = NULL;
+    size_t len = 0;
+    err_t e = {0};
+    int rc = msg_encode(m, &buf, &len, &e);
+    json_decref(m);
+    char results[200], id[80];
+    snprintf(results, sizeof results, "%s.results", env->cfg->mq_prefix);
+    snprintf(id, sizeof id, "%s.%s", run->uuid, progress ? "progress" : "final");
+    int direct = run->reply_to[0] != '\0';
+    mq_msg msg = {.exchange = direct ? "" : results,
+                  .routing_key = direct ? run->reply_to : "import.auto.result",
+                  .body = buf, .body_len = len, .message_id = id,
+                  .correlation_id = run->correlation_id, .type = "import.auto.result",
+                  .content_type = "application/msgpack"};
+    if (rc == 0)
+        rc = worker_publish(env->w, &msg, &e);
+    free(buf);
+    if (rc < 0)
+        LOG(LOG_WARN, "could not send import message", "run_id", run->uuid, "error", e.msg);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Asks Duo for the current total (a one-user page, paced like any page). -1 on failure. */
+static long long duo_total(const worker_env *env, const stage_rec *st, int64_t run_id)
+{
+    job_outcome o = {0};
+    duo_client *duo = import_admin_duo(env, st, &o);
+    if (!duo || import_pace_wait(env, run_id, &o) < 0)
+        return -1;
+    duo_users_page p = {0};
+    duo_error de = {0};
+    int rc = duo_admin_users_page(duo, 1, 0, &p, &de);
+    long long total = rc == 0 ? p.total_objects : -1;
+    duo_users_page_free(&p);
+    if (rc < 0)
+        LOG(LOG_WARN, "could not re-check the Duo user total", "error", de.message);
+    return total;
+}
+
+/* Adds and publishes pages for users Duo gained while the run paged. 1 when it did. */
+static int grow(const worker_env *env, const stage_rec *st, const import_run *run)
+{
+    long long total = duo_total(env, st, run->id);
+    if (total <= run->total_objects)
+        return 0;
+    err_t e = {0};
+    int first = 0, added = 0;
+    if (store_import_pages_extend(env->db, run->id, total, &first, &added, &e) < 0) {
+        LOG(LOG_WARN, "could not add pages for new Duo users", "error", e.msg);
+        return 0;
+    }
+    if (added == 0)
+        return 0;
+    LOG(LOG_INFO, "Duo gained users during the run; paging them too", "run_id", run->uuid);
+    if (import_publish_pending(env, run, first, &e) < 0)
+        LOG(LOG_WARN, "could not publish the new pages", "run_id", run->uuid, "error", e.msg);
+    return 1;
+}
+
+void import_complete(const worker_env *env, const stage_rec *st, const char *run_uuid)
+{
+    err_t e = {0};
+    import_run run;
+    int finished = 0;
+    if (store_import_run_get(env->db, run_uuid, &run, &e) < 0) {
+        LOG(LOG_WARN, "could not load the import run", "run_id", run_uuid, "error", e.msg);
+        return;
+    }
+    int running = strcmp(run.state, "running") == 0;
+    if ((running && run.pages_done < run.pages_total) || (!running && run.final_sent))
+        return;
+    if (running && (grow(env, st, &run) ||
+                    store_import_run_finish(env->db, run.id, &finished, &run, &e) < 0 ||
+                    !finished))
+        return; /* grew, failed, or another worker finished it and sends the message */
+    if (finished)
+        LOG(LOG_INFO, "import run finished", "run_id", run.uuid);
+    if (run.final_sent)
+        return;
+    if (import_send(env, &run, 0) == 0 && store_import_run_final_sent(env->db, run.id, &e) < 0)
+        LOG(LOG_WARN, "could not record the final message", "run_id", run.uuid, "error", e.msg);
+}
