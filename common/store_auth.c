@@ -1,0 +1,140 @@
+/* store_auth.c - devices, guard and challenge marks for the authentication worker. */
+#include "store_auth.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "store_admin.h"
+
+/* Left joins tell a missing stage, user or device apart in one round trip. */
+static const store_stmt st_for_user = {
+    "auth_device_for_user",
+    "SELECT st.id, u.id, u.active, d.id, d.uuid, d.duo_user_id, d.duo_user_kind "
+    "FROM (SELECT 1) one "
+    "LEFT JOIN duo_stage st ON st.uuid = $1::uuid "
+    "LEFT JOIN app_user u ON u.username = $2 "
+    "LEFT JOIN LATERAL (SELECT * FROM duo_device x WHERE x.user_id = u.id "
+    "  AND x.stage_id = st.id AND x.confirmed "
+    "  ORDER BY x.last_used DESC NULLS LAST, x.id LIMIT 1) d ON true"};
+static const store_stmt st_by_uuid = {
+    "auth_device_by_uuid",
+    "SELECT d.stage_id, d.user_id, u.active, d.id, d.uuid, d.duo_user_id, d.duo_user_kind, "
+    "st.uuid FROM duo_device d JOIN app_user u ON u.id = d.user_id "
+    "JOIN duo_stage st ON st.id = d.stage_id WHERE d.uuid = $1::uuid AND d.confirmed"};
+static const store_stmt st_take = {
+    "auth_take", "SELECT challenge_id, retry_after_secs, reason "
+                 "FROM auth_challenge_take($1::bigint, $2::bigint, $3, $4, $5)"};
+static const store_stmt st_decide = {
+    "auth_decide", "UPDATE auth_challenge SET result = $2, decided_at = clock_timestamp() "
+                   "WHERE id = $1::bigint"};
+static const store_stmt st_used = {
+    "auth_device_used", "UPDATE duo_device SET last_used = now() WHERE id = $1::bigint"};
+
+/* Fills out from a row: stage id, user id, active, device id, uuid, duo id, kind. */
+static void fill(const store_res *r, auth_device *out)
+{
+    if (store_res_isnull(r, 0, 0)) {
+        out->state = AUTH_DEV_NO_STAGE;
+        return;
+    }
+    store_res_i64(r, 0, 0, &out->stage_id);
+    if (store_res_isnull(r, 0, 1)) {
+        out->state = AUTH_DEV_NO_USER;
+        return;
+    }
+    store_res_i64(r, 0, 1, &out->user_id);
+    if (strcmp(store_res_get(r, 0, 2), "t") != 0) {
+        out->state = AUTH_DEV_INACTIVE;
+        return;
+    }
+    if (store_res_isnull(r, 0, 3)) {
+        out->state = AUTH_DEV_NO_DEVICE;
+        return;
+    }
+    store_res_i64(r, 0, 3, &out->id);
+    snprintf(out->uuid, sizeof out->uuid, "%s", store_res_get(r, 0, 4));
+    snprintf(out->duo_user_id, sizeof out->duo_user_id, "%s", store_res_get(r, 0, 5));
+    out->by_username = strcmp(store_res_get(r, 0, 6), "username") == 0;
+    out->state = AUTH_DEV_OK;
+}
+
+int store_auth_device_for_user(store *s, const char *stage_uuid, const char *username,
+                               auth_device *out, err_t *e)
+{
+    memset(out, 0, sizeof *out);
+    if (!store_is_uuid(stage_uuid))
+        return err_set(e, ERR_INVAL, "stage_uuid '%.60s' is not a uuid", stage_uuid);
+    const char *v[] = {stage_uuid, username};
+    store_res *r = NULL;
+    int rc = store_exec(s, &st_for_user, 2, v, &r, e);
+    if (rc == 0) {
+        fill(r, out);
+        snprintf(out->stage_uuid, sizeof out->stage_uuid, "%s", stage_uuid);
+    }
+    store_res_free(r);
+    return rc;
+}
+
+int store_auth_device_by_uuid(store *s, const char *device_uuid, auth_device *out, err_t *e)
+{
+    memset(out, 0, sizeof *out);
+    if (!store_is_uuid(device_uuid))
+        return err_set(e, ERR_INVAL, "device_id '%.60s' is not a uuid", device_uuid);
+    const char *v[] = {device_uuid};
+    store_res *r = NULL;
+    int rc = store_exec(s, &st_by_uuid, 1, v, &r, e);
+    if (rc == 0 && store_res_rows(r) == 0)
+        out->state = AUTH_DEV_NO_DEVICE;
+    else if (rc == 0) {
+        fill(r, out);
+        snprintf(out->stage_uuid, sizeof out->stage_uuid, "%s", store_res_get(r, 0, 7));
+    }
+    store_res_free(r);
+    return rc;
+}
+
+int store_auth_take(store *s, int64_t user_id, int64_t stage_id, const auth_guard *g,
+                    int64_t *challenge_id, int *retry_after_secs, const char **why, err_t *e)
+{
+    char uid[24], sid[24], cap[16], win[16], cool[16];
+    snprintf(uid, sizeof uid, "%lld", (long long)user_id);
+    snprintf(sid, sizeof sid, "%lld", (long long)stage_id);
+    snprintf(cap, sizeof cap, "%d", g->cap);
+    snprintf(win, sizeof win, "%d", g->window_secs);
+    snprintf(cool, sizeof cool, "%d", g->cooldown_secs);
+    const char *v[] = {uid, sid, cap, win, cool};
+    store_res *r = NULL;
+    *challenge_id = 0;
+    *retry_after_secs = 0;
+    *why = "ok";
+    int rc = store_exec(s, &st_take, 5, v, &r, e);
+    if (rc == 0 && store_res_rows(r) != 1)
+        rc = err_set(e, ERR_DB, "auth_challenge_take answered %d rows", store_res_rows(r));
+    if (rc == 0) {
+        int64_t secs = 0;
+        if (!store_res_isnull(r, 0, 0))
+            store_res_i64(r, 0, 0, challenge_id);
+        store_res_i64(r, 0, 1, &secs);
+        *retry_after_secs = (int)secs;
+        *why = strcmp(store_res_get(r, 0, 2), "cooldown") == 0 ? "cooldown"
+               : *challenge_id ? "ok" : "cap";
+    }
+    store_res_free(r);
+    return rc;
+}
+
+int store_auth_decide(store *s, int64_t challenge_id, const char *result, err_t *e)
+{
+    char id[24];
+    snprintf(id, sizeof id, "%lld", (long long)challenge_id);
+    const char *v[] = {id, result};
+    return store_exec(s, &st_decide, 2, v, NULL, e);
+}
+
+int store_auth_device_used(store *s, int64_t device_id, err_t *e)
+{
+    char id[24];
+    snprintf(id, sizeof id, "%lld", (long long)device_id);
+    const char *v[] = {id};
+    return store_exec(s, &st_used, 1, v, NULL, e);
+}

@@ -1,0 +1,65 @@
+/* store_auth.h - what the authentication worker reads and writes: the device a job
+ * addresses, the push-fatigue guard, and the marks left by a decided challenge.
+ *
+ * Invariant: the guard lives in PostgreSQL (auth_challenge, migrations/002_auth.sql)
+ * and takes a slot under the user's row lock, so the cap holds across any number of
+ * worker processes. Built only on store.h; ids crossing the API are uuids as text. */
+#ifndef DUO_STORE_AUTH_H
+#define DUO_STORE_AUTH_H
+
+#include <stdint.h>
+
+#include "store.h"
+
+/* Why a lookup found no usable device (AUTH_DEV_OK when it did). */
+typedef enum {
+    AUTH_DEV_OK = 0,
+    AUTH_DEV_NO_STAGE,     /* no stage with that uuid */
+    AUTH_DEV_NO_USER,      /* no local user with that name */
+    AUTH_DEV_NO_DEVICE,    /* no confirmed device for that user on that stage / uuid */
+    AUTH_DEV_INACTIVE,     /* the local user is deactivated */
+} auth_dev_state;
+
+/* A device as the worker needs it; plain values, owned by the caller's struct. */
+typedef struct auth_device {
+    auth_dev_state state;
+    int64_t id;
+    char uuid[40];
+    int64_t user_id;
+    int64_t stage_id;
+    char stage_uuid[40];
+    char duo_user_id[204];
+    int by_username;        /* duo_user_kind = 'username': address Duo by username */
+} auth_device;
+
+/* The user's confirmed device on the stage (the most recently used one when several).
+ * Returns 0 with out->state saying whether one was found, ERR_INVAL for a malformed
+ * stage uuid, or ERR_DB. */
+int store_auth_device_for_user(store *s, const char *stage_uuid, const char *username,
+                               auth_device *out, err_t *e);
+
+/* A confirmed device by its uuid. Same returns (ERR_INVAL for a malformed uuid). */
+int store_auth_device_by_uuid(store *s, const char *device_uuid, auth_device *out, err_t *e);
+
+/* The guard's settings. */
+typedef struct auth_guard {
+    int cap;              /* challenges per user per window */
+    int window_secs;
+    int cooldown_secs;    /* after a deny */
+} auth_guard;
+
+/* Takes a challenge slot for the user (autocommit, one round trip; must not run inside
+ * an open transaction of the caller). 0: *challenge_id > 0 when granted; when refused
+ * it is 0 and *retry_after_secs says when to try again and *why is "cap" or "cooldown"
+ * (static strings). ERR_DB otherwise. */
+int store_auth_take(store *s, int64_t user_id, int64_t stage_id, const auth_guard *g,
+                    int64_t *challenge_id, int *retry_after_secs, const char **why, err_t *e);
+
+/* Records the outcome of a challenge ("allow", "deny", "timeout", "error"); a "deny"
+ * starts the user's cool-down. Meant for the caller's open transaction. */
+int store_auth_decide(store *s, int64_t challenge_id, const char *result, err_t *e);
+
+/* Sets the device's last_used to now. */
+int store_auth_device_used(store *s, int64_t device_id, err_t *e);
+
+#endif

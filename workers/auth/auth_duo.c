@@ -1,0 +1,174 @@
+/* auth_duo.c - what an auth job sends to Duo, and what Duo's answer means for it.
+ *
+ * Invariant: result "allow" is produced only from a Duo answer whose result is exactly
+ * "allow" (duo_result_of); "waiting", unknown strings and every failure are never
+ * success. A bad passcode is a deny, not an error. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth_int.h"
+#include "log.h"
+
+static const char *str(const job *j, const char *key)
+{
+    return json_string_value(json_object_get(j->body, key));
+}
+
+static const char *factor_of(const job *j)
+{
+    const char *f = str(j, "factor");
+    return f ? f : "auto";
+}
+
+int auth_factor_guarded(const job *j)
+{
+    return strcmp(factor_of(j), "passcode") != 0;
+}
+
+/* Appends "k=v" (both percent-encoded) to *buf. */
+static int append_pair(char **buf, size_t *len, const char *k, const char *v)
+{
+    char *ek = NULL, *ev = NULL;
+    int rc = duo_percent_encode(k, strlen(k), &ek, NULL);
+    if (rc == 0)
+        rc = duo_percent_encode(v, strlen(v), &ev, NULL);
+    size_t add = rc == 0 ? strlen(ek) + strlen(ev) + 2 : 0;
+    char *nb = rc == 0 ? realloc(*buf, *len + add + 1) : NULL;
+    if (nb) {
+        snprintf(nb + *len, add + 1, "%s%s=%s", *len ? "&" : "", ek, ev);
+        *len += strlen(nb + *len);
+        *buf = nb;
+    }
+    free(ek);
+    free(ev);
+    return nb ? 0 : -1;
+}
+
+/* pushinfo {"k": "v", ...} -> "k=v&..." in the object's order. */
+static int encode_pushinfo(const json_t *obj, char **out)
+{
+    *out = NULL;
+    size_t len = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)obj, k, v) {
+        if (append_pair(out, &len, k, json_string_value(v) ? json_string_value(v) : "") < 0) {
+            free(*out);
+            *out = NULL;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int auth_params(const job *j, const auth_device *dev, duo_param *p, char **pushinfo,
+                job_outcome *o)
+{
+    size_t n = 0;
+    const char *factor = factor_of(j);
+    p[n++] = dev->by_username ? (duo_param){"username", dev->duo_user_id}
+                              : (duo_param){"user_id", dev->duo_user_id};
+    p[n++] = (duo_param){"factor", factor};
+    if (strcmp(factor, "passcode") != 0)
+        p[n++] = (duo_param){"device", str(j, "device") ? str(j, "device") : "auto"};
+    static const char *opt[] = {"passcode", "ipaddr", "type", "display_username"};
+    for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++)
+        if (str(j, opt[i]))
+            p[n++] = (duo_param){opt[i], str(j, opt[i])};
+    *pushinfo = NULL;
+    const json_t *pi = json_object_get(j->body, "pushinfo");
+    if (pi && json_object_size(pi) > 0) {
+        if (encode_pushinfo(pi, pushinfo) < 0) {
+            job_retry(o, "out of memory encoding pushinfo");
+            return -1;
+        }
+        p[n++] = (duo_param){"pushinfo", *pushinfo};
+    }
+    return (int)n;
+}
+
+/* Copies at most max bytes of s into a JSON string, cut on a UTF-8 boundary. */
+static json_t *clipped(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    }
+    return json_stringn(s, n);
+}
+
+static json_t *fields(const auth_call *c, const char *result, const json_t *resp)
+{
+    json_t *f = json_pack("{s:s, s:s}", "result", result, "device_id", c->dev.uuid);
+    const char *st = json_string_value(json_object_get(resp, "status"));
+    const char *msg = json_string_value(json_object_get(resp, "status_msg"));
+    if (st)
+        json_object_set_new(f, "duo_status", clipped(st, 64));
+    if (msg)
+        json_object_set_new(f, "duo_status_msg", clipped(msg, 1000));
+    return f;
+}
+
+/* A removed Duo user: 400 40002 naming the user parameter. */
+static int user_gone(const duo_error *de)
+{
+    return de->http_status == 400 && de->code == 40002 &&
+           (strstr(de->detail, "user_id") || strstr(de->detail, "username"));
+}
+
+static void fail(job_outcome *out, int rc, const duo_error *de)
+{
+    if (user_gone(de)) {
+        job_fail(out, "duo_user_not_found", "Duo has no such user (%s): the device refers to "
+                 "a Duo user that was removed", de->detail);
+    } else if (de->cls == DUO_CLASS_LICENSE) {
+        job_fail(out, "duo_integration_disabled", "Duo refused the call with 403 %d (%s): "
+                 "the stage's Auth API integration is disabled or not permitted", de->code,
+                 de->message);
+        out->dead_letter = 1;
+    } else if (de->cls == DUO_CLASS_TRANSIENT) {
+        job_fail(out, "duo_unavailable", "Duo could not be reached after %d attempt(s): %s "
+                 "(%s)", de->attempts, de->message, duo_error_code(de));
+    } else {
+        job_fail(out, duo_error_code(de), "Duo auth failed: %s%s%s (rc %d)", de->message,
+                 de->detail[0] ? ": " : "", de->detail, rc);
+        out->dead_letter = de->cls == DUO_CLASS_AUTH_CONFIG || de->cls == DUO_CLASS_TLS;
+    }
+}
+
+void auth_outcome(const auth_call *c, int rc, const json_t *resp, const duo_error *de,
+                  job_outcome *out, const char **decided)
+{
+    if (rc == ERR_TIMEOUT && de->fail == DUO_FAIL_TIMEOUT) {
+        /* Nobody answered by the job's deadline: an answer, not a system error. */
+        out->fields = fields(c, "timeout", NULL);
+        *decided = "timeout";
+        return;
+    }
+    if (rc < 0) {
+        fail(out, rc, de);
+        *decided = "error";
+        return;
+    }
+    const char *raw = json_string_value(json_object_get(resp, "result"));
+    const char *status = json_string_value(json_object_get(resp, "status"));
+    duo_result r = duo_result_of(raw);
+    if (r == DUO_RESULT_ALLOW) {
+        out->fields = fields(c, "allow", resp);
+        *decided = "allow";
+    } else if (r == DUO_RESULT_DENY && status && strcmp(status, "timeout") == 0) {
+        out->fields = fields(c, "timeout", resp); /* Duo gave up waiting for the user */
+        *decided = "timeout";
+    } else {
+        if (r != DUO_RESULT_DENY)
+            LOG(LOG_WARN, "Duo answered an unexpected auth result; treated as deny", "result",
+                raw ? raw : "(none)", "device_id", c->dev.uuid);
+        out->fields = fields(c, "deny", resp);
+        /* Only a refusal by the user starts the cool-down (not "sent" for sms). */
+        *decided = r == DUO_RESULT_DENY && status &&
+                   (strcmp(status, "deny") == 0 || strcmp(status, "fraud") == 0) ? "deny" : "other";
+    }
+}

@@ -1,0 +1,66 @@
+/* auth_int.h - state shared by the authentication worker's files: auth.c (job
+ * lifecycle), auth_duo.c (what is sent to Duo and what its answer means) and
+ * auth_stages.c (stage credentials, cached). Not for use outside workers/auth. */
+#ifndef DUO_AUTH_INT_H
+#define DUO_AUTH_INT_H
+
+#include <stdint.h>
+
+#include "auth.h"
+#include "duo_async.h"
+#include "store_auth.h"
+
+typedef struct auth_stages auth_stages;
+typedef struct auth_call auth_call;
+
+/* The worker's own state (env->app), created by auth_init, freed by auth_fini. */
+typedef struct auth_app {
+    duo_async *engine;
+    auth_stages *stages;
+    auth_call *calls;        /* jobs waiting for Duo */
+} auth_app;
+
+/* One job waiting for Duo; owned by the app until its job is done. */
+struct auth_call {
+    auth_app *app;
+    const worker_env *env;   /* borrowed: lives as long as the worker */
+    job_async *h;
+    duo_areq *req;
+    auth_device dev;
+    int64_t challenge_id;    /* 0 when the factor is not guarded (passcode) */
+    long long t0_ms;
+    auth_call *prev, *next;
+};
+
+/* ---- auth_stages.c ---- */
+
+/* NULL on out of memory. Free with auth_stages_free (accepts NULL). */
+auth_stages *auth_stages_new(void);
+void auth_stages_free(auth_stages *s);
+
+/* Fills *creds with the Auth API credentials of the stage (decrypted, cached for a
+ * short while). The strings are borrowed until the next call. -1 with *o set when the
+ * stage cannot be used. */
+int auth_stage_creds(const worker_env *env, auth_stages *s, const char *stage_uuid,
+                     duo_client_opts *creds, job_outcome *o);
+
+/* ---- auth_duo.c ---- */
+
+/* Most parameters an auth call sends. */
+#define AUTH_MAX_PARAMS 12
+
+/* Fills p (AUTH_MAX_PARAMS) with the /auth/v2/auth parameters for job j on device dev;
+ * *pushinfo receives the URL-encoded pushinfo (caller frees; NULL when none). Returns
+ * the count, or -1 with *o set. */
+int auth_params(const job *j, const auth_device *dev, duo_param *p, char **pushinfo,
+                job_outcome *o);
+
+/* 1 when the job's factor sends something to the user (guarded), 0 for passcode. */
+int auth_factor_guarded(const job *j);
+
+/* Turns Duo's answer (or failure) into the job outcome; *decided receives what the
+ * challenge row records ("allow", "deny", "timeout", "other", "error"; static). */
+void auth_outcome(const auth_call *c, int rc, const json_t *resp, const duo_error *de,
+                  job_outcome *out, const char **decided);
+
+#endif
