@@ -80,6 +80,9 @@ const char *jobs_reply_queue(const jobs_client *c)
 
 int jobs_send_raw(jobs_client *c, const mq_msg *m, err_t *e)
 {
+    /* A client outlives broker restarts: reconnect (a new reply queue) before sending. */
+    if (mq_is_broken(c->mq) && mq_reconnect(c->mq, 30000, e) < 0)
+        return ERR_MQ;
     mq_msg copy = *m;
     if (!copy.exchange)
         copy.exchange = mq_jobs_exchange(c->mq);
