@@ -104,7 +104,8 @@ static void check_example_dir(const schema_set *s, const char *root, const char 
     if (!sch)
         fail_msg("examples/%s: no schema of that name", name);
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s/%s", root, name);
+    if (snprintf(dir, sizeof dir, "%s/%s", root, name) >= (int)sizeof dir)
+        fail_msg("path too long");
     DIR *d = opendir(dir);
     assert_non_null(d);
     int nvalid = 0, ninvalid = 0;
