@@ -20,5 +20,12 @@ export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export LSAN_OPTIONS="suppressions=$ROOT/tests/lsan.supp"
 
+rm -f "$DUO_RUN_DIR/test-secrets.txt" "$DUO_RUN_DIR"/logs/*.log
 cd "$BUILD"
-ctest --output-on-failure -j2 "$@"
+status=0
+ctest --output-on-failure -j2 "$@" || status=$?
+if [ $# -eq 0 ]; then
+  # After a full run: no secret the tests used may appear in any log.
+  DUO_BUILD_DIR="$BUILD" "$ROOT/scripts/check-secret-logs.sh" || status=1
+fi
+exit $status

@@ -89,6 +89,19 @@ static int make_account(tl_stack *s, unsigned flags)
     return st == 200 ? 0 : -1;
 }
 
+/* Records the secrets a test hands out so scripts/check-secret-logs.sh can prove that
+ * none of them reaches a log. */
+static void record_secrets(const tl_stack *s)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/test-secrets.txt", tl_env("DUO_RUN_DIR"));
+    FILE *f = fopen(path, "a");
+    if (!f)
+        return;
+    fprintf(f, "%s\n%s\n%s\n", s->auth_skey, s->admin_skey, getenv("DUO_SECRET_KEY"));
+    fclose(f);
+}
+
 static void set_env(tl_stack *s)
 {
     setenv("DATABASE_URL", s->db, 1);
@@ -160,6 +173,7 @@ int tl_stack_init(tl_stack *s, const char *tag, unsigned flags)
     if (tl_create_db(tag, s->db, sizeof s->db) < 0)
         return -1;
     set_env(s);
+    record_secrets(s);
     char out[1024];
     if (tl_stack_duoctl(s, "migrate", out, sizeof out) != 0) {
         fprintf(stderr, "tl_stack: migrate failed: %s\n", out);
