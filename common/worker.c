@@ -74,6 +74,11 @@ int worker_publish(worker *w, const mq_msg *m, err_t *e)
     return rc;
 }
 
+void worker_set_app(worker *w, void *app)
+{
+    w->env.app = app;
+}
+
 const char *worker_jobs_exchange(const worker *w)
 {
     return mq_jobs_exchange(w->mq);

@@ -53,7 +53,12 @@ typedef struct worker_env {
     store *db;
     const secret_keyring *keys;
     worker *w;
+    void *app;             /* the worker's own state, set by its init (worker_set_app) */
 } worker_env;
+
+/* Stores a worker's own state (owned by the worker's code; freed by its fini) where
+ * start and poll find it: env->app. */
+void worker_set_app(worker *w, void *app);
 
 typedef void (*job_handler)(const worker_env *env, const job *j, job_outcome *out);
 
