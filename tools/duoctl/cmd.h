@@ -11,6 +11,7 @@ int cmd_user(int argc, char **argv);
 int cmd_device(int argc, char **argv);
 int cmd_job(int argc, char **argv);
 int cmd_enroll(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 int cmd_auth(int argc, char **argv);
 
 #endif

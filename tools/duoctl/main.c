@@ -16,6 +16,7 @@ static const command commands[] = {
     {"migrate", cmd_migrate, "apply pending SQL migrations (safe to run concurrently)"},
     {"api", cmd_api, "make one signed Duo API call and print the JSON response"},
     {"enroll", cmd_enroll, "start an enrollment or check it (enroll.begin / enroll.status jobs)"},
+    {"import", cmd_import, "import Duo users: manual (one user) or auto (whole tenant, --follow)"},
     {"auth", cmd_auth, "challenge a user's Duo device (auth job) and print allow/deny"},
     {"job", cmd_job, "send any job type with a JSON body and print its reply"},
     {"config-doc", cmd_config_doc, "print the configuration reference (Markdown)"},
