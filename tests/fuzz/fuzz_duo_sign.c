@@ -10,6 +10,7 @@
  * pairs; the canonical request is deterministic and holds the params line; signatures
  * are deterministic lower-case hex of the digest's length. Broken ones trap. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,15 +22,17 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Names the broken invariant on stderr, then traps so libFuzzer saves the input. */
+static void broken(const char *what, int line)
+{
+    fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, line, what);
+    __builtin_trap();
+}
+#define CHECK(cond) ((cond) ? (void)0 : broken(#cond, __LINE__))
+
 static const char *const methods[] = {"GET", "post", "DELETE", "Put"};
 static const char *const hosts[] = {"api-xxxxxxxx.duosecurity.com", "API-FOO.Example.COM",
                                     "127.0.0.1", "h"};
-
-static void check(int ok)
-{
-    if (!ok)
-        __builtin_trap();
-}
 
 static int hexval(char c)
 {
@@ -51,23 +54,23 @@ static void check_percent(const char *s)
 {
     char *enc = NULL;
     err_t e = {0};
-    check(duo_percent_encode(s, strlen(s), &enc, &e) == 0 && enc);
+    CHECK(duo_percent_encode(s, strlen(s), &enc, &e) == 0 && enc);
     const char *p = enc, *orig = s;
     while (*p) {
         unsigned char c;
         if (*p == '%') {
             int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
-            check(hi >= 0 && lo >= 0);
+            CHECK(hi >= 0 && lo >= 0);
             c = (unsigned char)(hi * 16 + lo);
-            check(!bare(c)); /* bare characters must not be escaped */
+            CHECK(!bare(c)); /* bare characters must not be escaped */
             p += 3;
         } else {
             c = (unsigned char)*p++;
-            check(bare(c));
+            CHECK(bare(c));
         }
-        check(*orig != '\0' && (unsigned char)*orig++ == c);
+        CHECK(*orig != '\0' && (unsigned char)*orig++ == c);
     }
-    check(*orig == '\0');
+    CHECK(*orig == '\0');
     free(enc);
 }
 
@@ -75,7 +78,7 @@ static char *canon_params(const duo_param *p, size_t n)
 {
     char *out = NULL;
     err_t e = {0};
-    check(duo_canon_params(p, n, &out, &e) == 0 && out);
+    CHECK(duo_canon_params(p, n, &out, &e) == 0 && out);
     return out;
 }
 
@@ -83,21 +86,21 @@ static char *canon_params(const duo_param *p, size_t n)
 static char *check_params_line(const duo_param *p, size_t n)
 {
     char *a = canon_params(p, n), *b = canon_params(p, n);
-    check(strcmp(a, b) == 0);
+    CHECK(strcmp(a, b) == 0);
     free(b);
     duo_param rev[MAX_PARAMS];
     for (size_t i = 0; i < n; i++)
         rev[i] = p[n - 1 - i];
     b = canon_params(rev, n);
-    check(strcmp(a, b) == 0);
+    CHECK(strcmp(a, b) == 0);
     free(b);
     size_t eq = 0, amp = 0;
     for (const char *c = a; *c; c++) {
         eq += *c == '=';
         amp += *c == '&';
-        check(bare((unsigned char)*c) || *c == '%' || *c == '=' || *c == '&');
+        CHECK(bare((unsigned char)*c) || *c == '%' || *c == '=' || *c == '&');
     }
-    check(eq == n && amp == (n ? n - 1 : 0));
+    CHECK(eq == n && amp == (n ? n - 1 : 0));
     return a;
 }
 
@@ -106,7 +109,7 @@ static char *check_params_line(const duo_param *p, size_t n)
 static json_t *expected_body(const duo_param *p, size_t n)
 {
     json_t *obj = json_object();
-    check(obj != NULL);
+    CHECK(obj != NULL);
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_string(p[i].value); /* NULL for invalid UTF-8 */
         int bad = v == NULL;
@@ -130,15 +133,15 @@ static void check_json_body(const duo_param *p, size_t n, char **body, size_t *l
     err_t e = {0};
     int rc = duo_json_body(p, n, body, len, &e);
     if (!want) {
-        check(rc == ERR_INVAL && *body == NULL);
+        CHECK(rc == ERR_INVAL && *body == NULL);
         return;
     }
-    check(rc == 0 && *body && strlen(*body) == *len);
+    CHECK(rc == 0 && *body && strlen(*body) == *len);
     for (size_t i = 0; i < *len; i++)
-        check((unsigned char)(*body)[i] >= 0x20 && (unsigned char)(*body)[i] < 0x7F);
+        CHECK((unsigned char)(*body)[i] >= 0x20 && (unsigned char)(*body)[i] < 0x7F);
     json_error_t je;
     json_t *got = json_loadb(*body, *len, JSON_REJECT_DUPLICATES, &je);
-    check(got && json_equal(got, want));
+    CHECK(got && json_equal(got, want));
     json_decref(got);
     json_decref(want);
 }
@@ -147,7 +150,7 @@ static char *canon_request(const duo_sign_input *in)
 {
     char *out = NULL;
     err_t e = {0};
-    check(duo_canon_request(in, &out, &e) == 0 && out);
+    CHECK(duo_canon_request(in, &out, &e) == 0 && out);
     return out;
 }
 
@@ -156,29 +159,29 @@ static char *canon_request(const duo_sign_input *in)
 static void check_request(const duo_sign_input *in, const char *params_line)
 {
     char *a = canon_request(in), *b = canon_request(in);
-    check(strcmp(a, b) == 0);
+    CHECK(strcmp(a, b) == 0);
     free(b);
     size_t lines = 1;
     const char *line5 = NULL;
     for (const char *c = a; *c; c++)
         if (*c == '\n' && ++lines == 5)
             line5 = c + 1;
-    check(lines == (in->sig_version == 5 ? 7u : 5u) && line5);
+    CHECK(lines == (in->sig_version == 5 ? 7u : 5u) && line5);
     size_t plen = strlen(params_line);
-    check(strncmp(line5, params_line, plen) == 0 &&
+    CHECK(strncmp(line5, params_line, plen) == 0 &&
           (line5[plen] == '\0' || line5[plen] == '\n'));
     free(a);
     char h1[DUO_HEX_LEN], h2[DUO_HEX_LEN];
     err_t e = {0};
-    check(duo_sign(in, "fuzz-skey-0123456789", h1, &e) == 0);
-    check(duo_sign(in, "fuzz-skey-0123456789", h2, &e) == 0 && strcmp(h1, h2) == 0);
+    CHECK(duo_sign(in, "fuzz-skey-0123456789", h1, &e) == 0);
+    CHECK(duo_sign(in, "fuzz-skey-0123456789", h2, &e) == 0 && strcmp(h1, h2) == 0);
     int sha1 = in->sig_version == 2 && in->digest == DUO_DIGEST_SHA1;
-    check(strlen(h1) == (sha1 ? 40u : 128u));
+    CHECK(strlen(h1) == (sha1 ? 40u : 128u));
     for (const char *c = h1; *c; c++)
-        check((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f'));
+        CHECK((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f'));
     char *auth = NULL;
-    check(duo_auth_header("DIXXXXXXXXXXXXXXXXXX", h1, &auth, &e) == 0 && auth);
-    check(strncmp(auth, "Basic ", 6) == 0);
+    CHECK(duo_auth_header("DIXXXXXXXXXXXXXXXXXX", h1, &auth, &e) == 0 && auth);
+    CHECK(strncmp(auth, "Basic ", 6) == 0);
     free(auth);
 }
 
@@ -204,7 +207,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     unsigned flags = data[0];
     char *buf = malloc(size); /* size - 1 bytes of params plus a NUL */
-    check(buf != NULL);
+    CHECK(buf != NULL);
     memcpy(buf, data + 1, size - 1);
     buf[size - 1] = '\0';
     duo_param p[MAX_PARAMS];

@@ -23,6 +23,14 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Names the broken invariant on stderr, then traps so libFuzzer saves the input. */
+static void broken(const char *what, int line)
+{
+    fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, line, what);
+    __builtin_trap();
+}
+#define CHECK(cond) ((cond) ? (void)0 : broken(#cond, __LINE__))
+
 /* The harness's only state: read-only after LLVMFuzzerInitialize, freed at exit by the
  * OS (libFuzzer has no teardown hook). */
 static schema_set *schemas;
@@ -50,8 +58,8 @@ static void validate_all(const json_t *doc)
     for (size_t i = 0; i < n; i++) {
         err_t e = {0};
         int rc = schema_validate(schema_set_at(schemas, i), doc, &e);
-        if (rc != 0 && (rc != ERR_INVAL || e.msg[0] == '\0'))
-            __builtin_trap(); /* a rejection must be ERR_INVAL with a reason */
+        /* A rejection must be ERR_INVAL with a reason. */
+        CHECK(rc == 0 || (rc == ERR_INVAL && e.msg[0] != '\0'));
     }
     /* The runtime's lookup path: the job type alone names its schema. */
     const char *type = json_string_value(json_object_get(doc, "job_type"));
@@ -70,14 +78,13 @@ static void check_round_trip(const json_t *doc)
     void *buf = NULL;
     size_t len = 0;
     err_t e = {0};
-    if (msg_encode(doc, &buf, &len, &e) != 0)
-        __builtin_trap();
+    CHECK(msg_encode(doc, &buf, &len, &e) == 0);
     msg_limits lim = {.max_bytes = 4 * MSG_DEFAULT_MAX_BYTES};
     json_t *again = NULL;
-    if (msg_decode(buf, len, &lim, &again, &e) != 0 || !json_equal(doc, again)) {
-        fprintf(stderr, "round trip failed: %s\n", e.msg);
-        __builtin_trap();
-    }
+    int rc = msg_decode(buf, len, &lim, &again, &e);
+    if (rc != 0)
+        fprintf(stderr, "re-decoding failed: %s\n", e.msg);
+    CHECK(rc == 0 && json_equal(doc, again));
     json_decref(again);
     free(buf);
 }
@@ -88,12 +95,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     err_t e = {0};
     int rc = msg_decode(data, size, NULL, &doc, &e);
     if (rc != 0) {
-        if (doc || (rc != ERR_INVAL && rc != ERR_NOMEM) || e.msg[0] == '\0')
-            __builtin_trap(); /* failure must leave nothing and say why */
+        /* A failure leaves nothing behind and says why. */
+        CHECK(doc == NULL && (rc == ERR_INVAL || rc == ERR_NOMEM) && e.msg[0] != '\0');
         return 0;
     }
-    if (!json_is_object(doc))
-        __builtin_trap();
+    CHECK(json_is_object(doc));
     validate_all(doc);
     check_round_trip(doc);
     json_decref(doc);
