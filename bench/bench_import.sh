@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# bench_import.sh - bulk import at scale, one command:  bash bench/bench_import.sh
+#
+# Uses the running local services (scripts/services.sh start), a Release build in
+# build-bench/, its own database, MQ prefix and emulator accounts (all removed at the end).
+#  1. 1,000,000 Duo users in the emulator (no page-rate limit), 1,000,000 local users;
+#     `duoctl import auto --follow` with N = 1 and 2 import workers: wall time, users/s,
+#     peak RSS (VmHWM) per worker.
+#  2. The reference's per-user pattern (look up user, look up device, insert: three
+#     autocommit statements per Duo user, sent one by one by psql) over a sample,
+#     extrapolated to 1,000,000.
+#  3. The emulator limited to 200 pages/min, IMPORT_PAGES_PER_MIN=200, for RATE_SECS:
+#     achieved fraction of the allowed rate, share of 429 answers.
+# Knobs (env): USERS (1000000), SAMPLE (20000), RATE_SECS (90), WORKERS ("1 2").
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+eval "$("$ROOT/scripts/services.sh" env)"
+USERS="${USERS:-1000000}"
+SAMPLE="${SAMPLE:-20000}"
+RATE_SECS="${RATE_SECS:-90}"
+WORKERS="${WORKERS:-1 2}"
+BUILD="$ROOT/build-bench"
+TAG="bimp$$"
+DB="bench_import_$$"
+PSQL=(psql -X -q -v ON_ERROR_STOP=1)
+
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$BUILD" -j2 --target duo-import duoctl >/dev/null
+BIN="$BUILD/bin"
+
+export DATABASE_URL="${DUO_PG_ADMIN_URL%/*}/$DB"
+export MQ_PREFIX="$TAG"
+export DUO_SECRET_KEY="YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMDA="
+export LOG_LEVEL=warn
+export PGOPTIONS="-c client_min_messages=warning"
+PIDS=()
+
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
+  sleep 1
+  "${PSQL[@]}" "$DUO_PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+emu() { curl -fsS --cacert "$DUO_CA_FILE" -X "$1" -H 'Content-Type: application/json' \
+          ${3:+-d "$3"} "$DUO_EMU_URL$2"; }
+sql() { "${PSQL[@]}" "$DATABASE_URL" -At -c "$1"; }
+ms() { date +%s%3N; }
+
+account() { # name pages_per_min
+  emu POST /_emu/account "{\"account\":\"$1\",\"integrations\":[{\"ikey\":\"DIA$TAG$1\",\"skey\":\"auth-secret-$TAG\",\"type\":\"auth\"},{\"ikey\":\"DIX$TAG$1\",\"skey\":\"admin-secret-$TAG\",\"type\":\"admin\"}],\"admin_licensed\":true,\"admin_pages_per_min\":$2}" >/dev/null
+  emu POST /_emu/users "{\"account\":\"$1\",\"generate\":{\"count\":$USERS,\"prefix\":\"b\",\"start\":0}}" >/dev/null
+}
+
+stage() { # name account
+  "$BIN/duoctl" stage create --name "$1" --api-hostname "$DUO_EMU_HOST" --client-id "DIA$TAG$2" \
+    --client-secret "auth-secret-$TAG" --admin-integration-key "DIX$TAG$2" \
+    --admin-secret-key "admin-secret-$TAG" | python3 -c 'import json,sys; print(json.load(sys.stdin)["uuid"])'
+}
+
+start_workers() { # n [extra env...]
+  local n="$1"; shift
+  PIDS=()
+  for _ in $(seq 1 "$n"); do
+    env "$@" "$BIN/duo-import" 2>>"/tmp/$TAG.worker.log" &
+    PIDS+=($!)
+  done
+  sleep 1
+}
+
+stop_workers() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  PIDS=()
+}
+
+hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+echo "== setup: $USERS Duo users, $USERS local users"
+"${PSQL[@]}" "$DUO_PG_ADMIN_URL" -c "CREATE DATABASE $DB" >/dev/null
+"$BIN/duoctl" migrate >/dev/null
+account "${TAG}a" 0
+S1=$(stage "bench-$TAG" "${TAG}a")
+sql "INSERT INTO app_user (username) SELECT 'b' || lpad(g::text, 7, '0') FROM generate_series(0, $USERS - 1) g"
+sql "ANALYZE"
+
+echo "== automatic import, no rate limit"
+for n in $WORKERS; do
+  sql "TRUNCATE duo_device, import_run CASCADE"
+  start_workers "$n" IMPORT_PAGES_PER_MIN=100000
+  t0=$(ms)
+  "$BIN/duoctl" import auto --stage "$S1" --follow --timeout 300 >"/tmp/$TAG.final.json"
+  t1=$(ms)
+  rss=""; for p in "${PIDS[@]}"; do rss="$rss $(hwm "$p")MB"; done
+  stop_workers
+  secs=$(echo "scale=2; ($t1 - $t0) / 1000" | bc)
+  created=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["counts"]; print(c["created"], c["existing"], c["unknown_user"], c["errors"], c["pages_total"])' <(tail -1 "/tmp/$TAG.final.json"))
+  echo "workers=$n wall=${secs}s users/s=$(echo "$USERS / $secs" | bc) created/existing/unknown/errors/pages=$created peak_rss=[$rss ]"
+  eval "WALL_$n=$secs"
+done
+
+echo "== reference per-user pattern (3 autocommit statements per user), sample $SAMPLE"
+sql "TRUNCATE duo_device CASCADE"
+SID=$(sql "SELECT id FROM duo_stage LIMIT 1")
+python3 - "$SAMPLE" "$SID" >"/tmp/$TAG.ref.sql" <<'PY'
+import sys
+n, sid = int(sys.argv[1]), sys.argv[2]
+for i in range(n):
+    u = "b%07d" % (i * 37 % 1000000)
+    d = "DUREF%015d" % i
+    print(f"SELECT id FROM app_user WHERE username = '{u}';")
+    print(f"SELECT id FROM duo_device WHERE stage_id = {sid} AND duo_user_id = '{d}';")
+    print(f"INSERT INTO duo_device (user_id, stage_id, duo_user_id, name) SELECT id, {sid}, '{d}', 'Imported Duo Authenticator' FROM app_user WHERE username = '{u}';")
+PY
+t0=$(ms)
+"${PSQL[@]}" "$DATABASE_URL" -f "/tmp/$TAG.ref.sql" >/dev/null
+t1=$(ms)
+ref_secs=$(echo "scale=2; ($t1 - $t0) / 1000" | bc)
+ref_full=$(echo "scale=1; $ref_secs * $USERS / $SAMPLE" | bc)
+echo "reference: $SAMPLE users in ${ref_secs}s -> $(echo "$SAMPLE * 1000 / ($t1 - $t0)" | bc) users/s, extrapolated to $USERS users: ${ref_full}s (database work only, no Duo calls)"
+for n in $WORKERS; do
+  w=$(eval echo "\$WALL_$n")
+  echo "speed-up with $n worker(s): $(echo "scale=1; $ref_full / $w" | bc)x"
+done
+rm -f "/tmp/$TAG.ref.sql"
+
+echo "== rate-limited emulator: 200 pages/min, IMPORT_PAGES_PER_MIN=200, ${RATE_SECS}s"
+sql "TRUNCATE duo_device, import_run CASCADE"
+account "${TAG}r" 200
+S2=$(stage "bench-rate-$TAG" "${TAG}r")
+start_workers 2 IMPORT_PAGES_PER_MIN=200
+"$BIN/duoctl" import auto --stage "$S2" --timeout 60 >/dev/null
+stats0=$(emu GET "/_emu/stats?account=${TAG}r")
+t0=$(ms)
+sleep "$RATE_SECS"
+stats=$(emu GET "/_emu/stats?account=${TAG}r")
+t1=$(ms)
+stop_workers
+python3 - "$stats0" "$stats" "$t0" "$t1" <<'PY'
+import json, sys
+a, s = json.loads(sys.argv[1]), json.loads(sys.argv[2]); secs = (int(sys.argv[4]) - int(sys.argv[3])) / 1000
+pages, thr = s["admin_pages"] - a["admin_pages"], s["throttled"] - a["throttled"]
+allowed = 200 * secs / 60
+print(f"pages served {pages} in {secs:.0f}s allowed {allowed:.0f}: "
+      f"{100 * pages / allowed:.1f}% of the allowed rate; 429s {thr} of {pages + thr} calls "
+      f"= {100 * thr / max(1, pages + thr):.2f}%")
+PY
