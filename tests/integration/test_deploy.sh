@@ -89,8 +89,8 @@ PY
 }
 
 # ------------------------------------------------------------------------ Dockerfile
-# Reproduces the build stage: copies exactly what its COPY lines copy, then configures
-# with its flags (sanitizers off) into a prefix of our own.
+# Reproduces the build stage: copies exactly what its COPY lines copy, then runs its
+# cmake RUN instruction verbatim with /build and /opt/duo-workers moved under $TMP.
 build_stage_copy() {
   local dst="$TMP/src"
   mkdir -p "$dst"
@@ -100,20 +100,17 @@ build_stage_copy() {
     mkdir -p "$dst/$(dirname "$to")"
     cp -a "$ROOT/${from%/}" "$dst/${to%/}" || return 1
   done <"$TMP/copies"
-  grep -q -- "-DCMAKE_BUILD_TYPE=Release" "$ROOT/Dockerfile" &&
-    grep -q "cmake --install" "$ROOT/Dockerfile"
 }
 
 build_and_install() {
-  local targets=(duoctl) d
-  for d in "$TMP"/src/workers/*/; do
-    compgen -G "$d*.c" >/dev/null && targets+=("duo-$(basename "$d")")
-  done
-  cmake -S "$TMP/src" -B "$TMP/build" -DCMAKE_BUILD_TYPE=Release -DDUO_SANITIZE=OFF \
-    -DCMAKE_INSTALL_PREFIX="$PREFIX" >"$TMP/cmake.log" 2>&1 &&
-    cmake --build "$TMP/build" -j2 --target "${targets[@]}" >>"$TMP/cmake.log" 2>&1 &&
-    cmake --install "$TMP/build" >>"$TMP/cmake.log" 2>&1 ||
-    { tail -20 "$TMP/cmake.log"; return 1; }
+  local run
+  run="$(awk '/^FROM /{n++} n==1 && /^RUN .*cmake -S/{f=1} f{print} f && !/\\$/{f=0}' \
+    "$ROOT/Dockerfile" | sed -e 's/\\$//' -e '1s/^RUN //' | tr '\n' ' ')"
+  grep -q -- "-DCMAKE_BUILD_TYPE=Release" <<<"$run" && grep -q "cmake --install" <<<"$run" ||
+    { echo "no Release build + cmake --install RUN in the build stage: $run"; return 1; }
+  run="${run//\/opt\/duo-workers/$PREFIX}"
+  run="${run// \/build/ $TMP/build}"
+  (cd "$TMP/src" && sh -ec "$run") >"$TMP/cmake.log" 2>&1 || { tail -20 "$TMP/cmake.log"; return 1; }
 }
 
 installed_files() {
