@@ -57,7 +57,7 @@ static json_t *status(const char *enrollment_id)
 
 static void emu_enrollment(const char *code, const char *action)
 {
-    char body[512];
+    char body[1024];
     snprintf(body, sizeof body, "{\"account\":\"%s\",\"activation_code\":\"%s\",\"action\":\"%s\"}",
              S.account, code, action);
     assert_int_equal(tl_emu("POST", "/_emu/enrollment", body, NULL, 0), 200);
