@@ -6,11 +6,16 @@
 
 #include "store_admin.h"
 
+/* Both lookups also (re)set the session's synchronous_commit to off (see
+ * store_auth.h): every job starts with one of them, so the setting survives a
+ * reconnect after at most one job, at no extra round trip. */
+#define ASYNC_COMMIT "set_config('synchronous_commit', 'off', false)"
+
 /* Left joins tell a missing stage, user or device apart in one round trip. */
 static const store_stmt st_for_user = {
     "auth_device_for_user",
-    "SELECT st.id, u.id, u.active, d.id, d.uuid, d.duo_user_id, d.duo_user_kind "
-    "FROM (SELECT 1) one "
+    "SELECT st.id, u.id, u.active, d.id, d.uuid, d.duo_user_id, d.duo_user_kind, "
+    ASYNC_COMMIT " FROM (SELECT 1) one "
     "LEFT JOIN duo_stage st ON st.uuid = $1::uuid "
     "LEFT JOIN app_user u ON u.username = $2 "
     "LEFT JOIN LATERAL (SELECT * FROM duo_device x WHERE x.user_id = u.id "
@@ -19,7 +24,7 @@ static const store_stmt st_for_user = {
 static const store_stmt st_by_uuid = {
     "auth_device_by_uuid",
     "SELECT d.stage_id, d.user_id, u.active, d.id, d.uuid, d.duo_user_id, d.duo_user_kind, "
-    "st.uuid FROM duo_device d JOIN app_user u ON u.id = d.user_id "
+    "st.uuid, " ASYNC_COMMIT " FROM duo_device d JOIN app_user u ON u.id = d.user_id "
     "JOIN duo_stage st ON st.id = d.stage_id WHERE d.uuid = $1::uuid AND d.confirmed"};
 static const store_stmt st_take = {
     "auth_take", "SELECT challenge_id, retry_after_secs, reason "

@@ -3,7 +3,14 @@
  *
  * Invariant: the guard lives in PostgreSQL (auth_challenge, migrations/002_auth.sql)
  * and takes a slot under the user's row lock, so the cap holds across any number of
- * worker processes. Built only on store.h; ids crossing the API are uuids as text. */
+ * worker processes. Built only on store.h; ids crossing the API are uuids as text.
+ *
+ * Durability trade: the device lookups switch the session to synchronous_commit=off,
+ * because one fsync per job (PostgreSQL's default) serialises the worker at a few
+ * hundred jobs/s. A database crash can then lose the last fraction of a second of
+ * commits (job records, last_used, challenge rows) of jobs already answered: such a
+ * job is never re-run (it was acked), and the guard may admit that many challenges
+ * again. Crash-safe ordering (commit before reply, reply before ack) is unchanged. */
 #ifndef DUO_STORE_AUTH_H
 #define DUO_STORE_AUTH_H
 
@@ -32,7 +39,8 @@ typedef struct auth_device {
     int by_username;        /* duo_user_kind = 'username': address Duo by username */
 } auth_device;
 
-/* The user's confirmed device on the stage (the most recently used one when several).
+/* The user's confirmed device on the stage (the most recently used one when several);
+ * sets the session's synchronous_commit to off (above).
  * Returns 0 with out->state saying whether one was found, ERR_INVAL for a malformed
  * stage uuid, or ERR_DB. */
 int store_auth_device_for_user(store *s, const char *stage_uuid, const char *username,

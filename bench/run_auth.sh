@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# run_auth.sh - the authentication worker benchmark in one command (see bench/README.md).
+# Builds an optimised tree (build-bench), prepares a private database, stage, emulator
+# account with BENCH_USERS users and their devices, and MQ prefix on the local services
+# of scripts/services.sh, runs bench_auth (held pushes, then the fast path next to
+# raw_roundtrip), and removes what it made. Loopback only; every phase is time-bounded.
+#   bench/run_auth.sh [RUNS]        (default 3 runs per figure; medians are printed)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${1:-3}
+BUILD=${BENCH_BUILD:-$ROOT/build-bench}
+eval "$("$ROOT/scripts/services.sh" env)"
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDUO_SANITIZE=OFF >/dev/null
+cmake --build "$BUILD" -j2 --target duo-auth duoctl bench_auth raw_roundtrip >/dev/null
+
+TAG=benchauth$$
+export DUO_BIN_DIR=$BUILD/bin
+export MQ_PREFIX=$TAG
+export DATABASE_URL=${DUO_PG_ADMIN_URL%/*}/$TAG
+export DUO_SECRET_KEY=$(head -c 32 /dev/urandom | base64)
+export BENCH_USERS=2000 BENCH_USER_PREFIX=bu BENCH_HOLD_MS=5000
+export BENCH_IKEY=DI$(head -c 9 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export BENCH_SKEY=$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# The worker under test: default prefetch (2000); a guard that never refuses the bench
+# (each user is pushed once per run); warnings only in its log.
+export PUSH_CAP=1000 PUSH_WINDOW_SECS=1 DENY_COOLDOWN_SECS=0 AUTH_DEADLINE_SECS=60 LOG_LEVEL=warn
+export TMPDIR=${TMPDIR:-/tmp}
+
+emu() { curl -sf --cacert "$DUO_CA_FILE" -H 'Content-Type: application/json' -d "$2" "$DUO_EMU_URL$1" >/dev/null; }
+cleanup() {
+  "$BUILD/bin/bench_auth" cleanup >/dev/null 2>&1 || true
+  psql -q "$DUO_PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $TAG WITH (FORCE)" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+psql -q "$DUO_PG_ADMIN_URL" -c "CREATE DATABASE $TAG" >/dev/null
+"$BUILD/bin/duoctl" migrate >/dev/null
+STAGE=$(printf '%s' "$BENCH_SKEY" | "$BUILD/bin/duoctl" stage create --name "$TAG" \
+  --api-hostname "$DUO_EMU_HOST" --client-id "$BENCH_IKEY" --client-secret-stdin |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["uuid"])')
+export BENCH_STAGE=$STAGE
+emu /_emu/account "{\"account\":\"$TAG\",\"integrations\":[{\"ikey\":\"$BENCH_IKEY\",\"skey\":\"$BENCH_SKEY\",\"type\":\"auth\"}]}"
+emu /_emu/users "{\"account\":\"$TAG\",\"generate\":{\"count\":$BENCH_USERS,\"prefix\":\"$BENCH_USER_PREFIX\"}}"
+emu /_emu/behavior "{\"account\":\"$TAG\",\"user\":\"*\",\"push\":\"allow\",\"delay_ms\":$BENCH_HOLD_MS}"
+psql -q "$DATABASE_URL" >/dev/null <<SQL
+INSERT INTO app_user (username)
+  SELECT '$BENCH_USER_PREFIX' || lpad(i::text, 7, '0') FROM generate_series(0, $BENCH_USERS - 1) i;
+INSERT INTO duo_device (user_id, stage_id, duo_user_id, duo_user_kind, name)
+  SELECT u.id, s.id, u.username, 'username', 'bench' FROM app_user u, duo_stage s;
+SQL
+
+echo "bench_auth: $(nproc) CPUs; broker, PostgreSQL, emulator and the worker share them"
+"$BUILD/bin/bench_auth" held 500,1000,2000 "$RUNS"
+"$BUILD/bin/bench_auth" fast 5000 256 "$RUNS"
