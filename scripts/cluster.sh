@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# cluster.sh - a three-node RabbitMQ cluster on loopback for the clustered chaos run and
+# for trying a multi-node deployment on one machine. State under .run/cluster/.
+#   cluster.sh start          start duoc1..3@localhost and join 2 and 3 to 1 (idempotent)
+#   cluster.sh stop           stop all three nodes
+#   cluster.sh stop-node N    stop node N (1..3) only: a node failure
+#   cluster.sh start-node N   start node N again; it rejoins the cluster by itself
+#   cluster.sh status         rabbitmqctl cluster_status as seen from the first live node
+#   cluster.sh urls           the AMQP_URL list (all three nodes, comma-separated)
+#   cluster.sh reset          stop and delete all cluster state
+# Nodes: duoc<N>@localhost, AMQP 127.0.0.1:5767<N+1>, distribution port 5768<N+1>, one
+# shared Erlang cookie. Quorum queues declared on the cluster get a replica on every node
+# (their default initial group size is the cluster size), so one node may fail.
+# Key invariant: the system's own single broker (scripts/services.sh) is never touched.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+RUN="${DUO_RUN_DIR:-$ROOT/.run}/cluster"
+MQBIN=/usr/lib/rabbitmq/bin
+BASE_PORT="${DUO_CLUSTER_PORT:-57672}"
+BASE_DIST="${DUO_CLUSTER_DIST_PORT:-57682}"
+
+log() { echo "cluster: $*" >&2; }
+
+node_name() { echo "duoc$1@localhost"; }
+node_port() { echo $((BASE_PORT + $1 - 1)); }
+
+# Environment of node N; run in a subshell.
+node_env() {
+  local n="$1" dir="$RUN/n$1"
+  export HOME="$RUN/home"   # holds the shared .erlang.cookie
+  export RABBITMQ_NODENAME; RABBITMQ_NODENAME="$(node_name "$n")"
+  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  export RABBITMQ_NODE_PORT; RABBITMQ_NODE_PORT="$(node_port "$n")"
+  export RABBITMQ_DIST_PORT=$((BASE_DIST + n - 1))
+  export RABBITMQ_MNESIA_BASE="$dir/mnesia"
+  export RABBITMQ_LOG_BASE="$dir/log"
+  export RABBITMQ_PID_FILE="$dir/rabbit.pid"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
+  export RABBITMQ_CONFIG_FILE="$dir/rabbitmq"
+  export ERL_EPMD_ADDRESS=127.0.0.1
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+}
+
+ctl() { local n="$1"; shift; ( node_env "$n"; "$MQBIN/rabbitmqctl" -n "$(node_name "$n")" "$@" ); }
+
+node_up() { ( node_env "$1"; "$MQBIN/rabbitmq-diagnostics" -n "$(node_name "$1")" -q ping >/dev/null 2>&1 ); }
+
+prepare() {
+  mkdir -p "$RUN/home"
+  if [ ! -f "$RUN/home/.erlang.cookie" ]; then
+    head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' > "$RUN/home/.erlang.cookie"
+  fi
+  chmod 400 "$RUN/home/.erlang.cookie"
+  for n in 1 2 3; do
+    mkdir -p "$RUN/n$n/mnesia" "$RUN/n$n/log"
+    echo '[].' > "$RUN/n$n/enabled_plugins"
+    cat > "$RUN/n$n/rabbitmq.conf" <<CONF
+loopback_users = none
+listeners.tcp.default = 127.0.0.1:$(node_port "$n")
+vm_memory_high_watermark.relative = 0.2
+disk_free_limit.absolute = 50MB
+CONF
+  done
+}
+
+start_node() {
+  local n="$1"
+  if node_up "$n"; then return 0; fi
+  ( node_env "$n"
+    setsid nohup "$MQBIN/rabbitmq-server" >"$RUN/n$n/server.out" 2>&1 & )
+  for _ in $(seq 1 180); do
+    if ( node_env "$n"; "$MQBIN/rabbitmq-diagnostics" -n "$(node_name "$n")" -q check_port_connectivity >/dev/null 2>&1 ); then
+      log "node $(node_name "$n") up on 127.0.0.1:$(node_port "$n")"; return 0
+    fi
+    sleep 0.5
+  done
+  log "node $n did not come up; see $RUN/n$n/log"
+  return 1
+}
+
+stop_node() {
+  local n="$1"
+  if node_up "$n"; then ctl "$n" -q stop >/dev/null 2>&1 || true; log "node $(node_name "$n") stopped"; fi
+}
+
+# Joins node N to node 1 unless it already is a member.
+join() {
+  local n="$1"
+  if ctl 1 -q cluster_status 2>/dev/null | grep -q "$(node_name "$n")"; then return 0; fi
+  ctl "$n" -q stop_app >/dev/null 2>&1
+  ctl "$n" -q join_cluster "$(node_name 1)" >/dev/null 2>&1
+  ctl "$n" -q start_app >/dev/null 2>&1
+  log "node $(node_name "$n") joined $(node_name 1)"
+}
+
+first_up() { for n in 1 2 3; do if node_up "$n"; then echo "$n"; return 0; fi; done; return 1; }
+
+check_n() { case "${1:-}" in 1|2|3) ;; *) echo "node must be 1, 2 or 3" >&2; exit 2 ;; esac; }
+
+case "${1:-}" in
+  start)
+    prepare
+    for n in 1 2 3; do start_node "$n"; done
+    join 2; join 3
+    ctl 1 -q await_online_nodes 3 >/dev/null 2>&1 || true ;;
+  stop) for n in 3 2 1; do stop_node "$n"; done ;;
+  stop-node) check_n "${2:-}"; stop_node "$2" ;;
+  start-node) check_n "${2:-}"; prepare; start_node "$2" ;;
+  status) n="$(first_up)" || { echo "cluster: no node up"; exit 1; }; ctl "$n" cluster_status ;;
+  urls) echo "amqp://guest:guest@127.0.0.1:$(node_port 1)/,amqp://guest:guest@127.0.0.1:$(node_port 2)/,amqp://guest:guest@127.0.0.1:$(node_port 3)/" ;;
+  reset) for n in 3 2 1; do stop_node "$n"; done; rm -rf "$RUN" ;;
+  *) echo "usage: $0 start|stop|stop-node N|start-node N|status|urls|reset" >&2; exit 2 ;;
+esac
