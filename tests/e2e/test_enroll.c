@@ -129,6 +129,29 @@ static void test_repeated_job_id_answered_from_record(void **state)
     json_decref(again);
 }
 
+static void test_second_device_for_duo_user_refused(void **state)
+{
+    (void)state;
+    assert_int_equal(tl_stack_user(&S, "gina"), 0);
+    char job_id[64];
+    json_t *r = begin("gina", job_id, sizeof job_id);
+    char enrollment[64], sql[512];
+    snprintf(enrollment, sizeof enrollment, "%s", tl_str(r, "enrollment_id"));
+    /* Another local user already holds a device for the Duo user this enrollment made. */
+    snprintf(sql, sizeof sql,
+             "INSERT INTO duo_device (user_id, stage_id, duo_user_id, name) "
+             "SELECT u.id, e.stage_id, e.duo_user_id, 'Imported Duo Authenticator' "
+             "FROM duo_enrollment e, app_user u WHERE e.uuid = '%s' AND u.username = 'alice'",
+             enrollment);
+    assert_int_equal(tl_exec(S.db, sql), 0);
+    emu_enrollment(tl_str(r, "activation_code"), "complete");
+    json_decref(r);
+    r = status(enrollment);
+    assert_string_equal(tl_str(r, "status"), "error");
+    assert_string_equal(tl_code(r), "device_exists");
+    json_decref(r);
+}
+
 static void test_expired_is_invalid(void **state)
 {
     (void)state;
@@ -301,6 +324,7 @@ int main(void)
         cmocka_unit_test(test_enroll_end_to_end),
         cmocka_unit_test(test_repeated_job_id_answered_from_record),
         cmocka_unit_test(test_expired_is_invalid),
+        cmocka_unit_test(test_second_device_for_duo_user_refused),
         cmocka_unit_test(test_operator_errors),
         cmocka_unit_test(test_bad_input_answered_and_dead_lettered),
         cmocka_unit_test(test_crash_between_commit_and_ack),
