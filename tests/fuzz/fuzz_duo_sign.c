@@ -45,8 +45,8 @@ static int hexval(char c)
 
 static int bare(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
 }
 
 /* Checks the encoding of s character by character and that it decodes back to s. */
@@ -168,8 +168,7 @@ static void check_request(const duo_sign_input *in, const char *params_line)
             line5 = c + 1;
     CHECK(lines == (in->sig_version == 5 ? 7u : 5u) && line5);
     size_t plen = strlen(params_line);
-    CHECK(strncmp(line5, params_line, plen) == 0 &&
-          (line5[plen] == '\0' || line5[plen] == '\n'));
+    CHECK(strncmp(line5, params_line, plen) == 0 && (line5[plen] == '\0' || line5[plen] == '\n'));
     free(a);
     char h1[DUO_HEX_LEN], h2[DUO_HEX_LEN];
     err_t e = {0};
@@ -220,13 +219,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *body = NULL;
     size_t body_len = 0;
     check_json_body(p, n, &body, &body_len);
-    duo_sign_input in = {
-        .sig_version = (flags & 1) ? 5 : 2,
-        .digest = (flags & 2) ? DUO_DIGEST_SHA1 : DUO_DIGEST_SHA512,
-        .method = methods[(flags >> 2) & 3], .host = hosts[(flags >> 4) & 3],
-        .path = "/admin/v1/users", .date = "Tue, 21 Aug 2012 17:29:18 -0000",
-        .params = p, .nparams = n, .body = body, .body_len = body_len,
-        .x_duo = p, .nx_duo = n};
+    duo_sign_input in = {.sig_version = (flags & 1) ? 5 : 2,
+                         .digest = (flags & 2) ? DUO_DIGEST_SHA1 : DUO_DIGEST_SHA512,
+                         .method = methods[(flags >> 2) & 3],
+                         .host = hosts[(flags >> 4) & 3],
+                         .path = "/admin/v1/users",
+                         .date = "Tue, 21 Aug 2012 17:29:18 -0000",
+                         .params = p,
+                         .nparams = n,
+                         .body = body,
+                         .body_len = body_len,
+                         .x_duo = p,
+                         .nx_duo = n};
     check_request(&in, line);
     /* A v5 POST signs its params in the body and leaves the params line empty. */
     if (in.sig_version == 5 && body) {

@@ -61,7 +61,8 @@ static void validate_all(const json_t *doc)
         /* A rejection must be ERR_INVAL with a reason. */
         CHECK(rc == 0 || (rc == ERR_INVAL && e.msg[0] != '\0'));
     }
-    /* The runtime's lookup path: the job type alone names its schema. */
+    /* schema_get with a fuzzer-chosen name (the runtime passes the AMQP type, which
+     * may name a job schema by its type alone, e.g. "auth"). */
     const char *type = json_string_value(json_object_get(doc, "job_type"));
     if (type) {
         const schema *s = schema_get(schemas, type);

@@ -73,7 +73,8 @@ replay_crashes() {
 }
 
 run_one() {
-  local name=$1 corpus="$out/corpus/$1" log="$out/$1.log" rc
+  local name=$1 corpus="$out/corpus/$1" log="$out/$1.log" rc dict=()
+  [[ -f $here/$name.dict ]] && dict=(-dict="$here/$name.dict")
   rm -rf "$corpus" "$out/artifacts/$name"
   mkdir -p "$corpus" "$out/artifacts/$name"
   cp "$here/corpus/$name"/* "$corpus"/ 2>/dev/null
@@ -82,7 +83,7 @@ run_one() {
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
   DUO_SOURCE_DIR="$src" "$out/fuzz_$name" -max_total_time="$seconds" \
     -max_len="${maxlen[$name]}" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="$out/artifacts/$name/" ${FUZZ_ARGS:-} "$corpus" >"$log" 2>&1
+    -artifact_prefix="$out/artifacts/$name/" "${dict[@]}" ${FUZZ_ARGS:-} "$corpus" >"$log" 2>&1
   rc=$?
   if [[ $rc -ne 0 ]] || ! report_artifacts "$name"; then
     echo "fuzz: $name: FAILED (exit $rc), log $log"
