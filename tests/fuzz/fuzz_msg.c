@@ -90,11 +90,27 @@ static void check_round_trip(const json_t *doc)
     free(buf);
 }
 
+/* Tight limits reach every limit check with short inputs. Whatever passes them must pass
+ * the defaults too, with the same value (doc is the default decode, or NULL). */
+static void check_tight_limits(const uint8_t *data, size_t size, const json_t *doc)
+{
+    msg_limits tight = {
+        .max_bytes = size / 2 + 1, .max_depth = 3, .max_string = 12, .max_items = 5};
+    json_t *small = NULL;
+    err_t e = {0};
+    int rc = msg_decode(data, size, &tight, &small, &e);
+    CHECK(rc == 0 || (small == NULL && e.msg[0] != '\0'));
+    if (rc == 0)
+        CHECK(doc != NULL && json_equal(doc, small));
+    json_decref(small);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     json_t *doc = NULL;
     err_t e = {0};
     int rc = msg_decode(data, size, NULL, &doc, &e);
+    check_tight_limits(data, size, doc);
     if (rc != 0) {
         /* A failure leaves nothing behind and says why. */
         CHECK(doc == NULL && (rc == ERR_INVAL || rc == ERR_NOMEM) && e.msg[0] != '\0');
