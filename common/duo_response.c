@@ -105,7 +105,7 @@ static int http_error(duo_error *err, long status, json_t *root)
     const char *msg = json_string_value(json_object_get(root, "message"));
     const char *detail = json_string_value(json_object_get(root, "message_detail"));
     err->code = json_is_integer(code) ? (int)json_integer_value(code) : 0;
-    if (msg)
+    if (msg && *msg) /* an empty message says nothing: use the fallback */
         duo_fail_set(err, ERR_DUO, DUO_FAIL_HTTP, class_of(status), "%s", msg);
     else
         duo_fail_set(err, ERR_DUO, DUO_FAIL_HTTP, class_of(status),
