@@ -14,6 +14,8 @@
  *       --bind the queue is first declared as a durable quorum queue bound to
  *       PREFIX.results with "#", so replies survive broker restarts. Reconnects across
  *       the URL list forever; with --idle-exit it exits once the queue stayed empty MS.
+ *   chaos cleanup URLS PREFIX
+ *       deletes every queue and exchange of PREFIX and the harness's PREFIX.chaos.replies.
  *
  * Key invariant: a message is acked only after its line reached stdout (fflush), so the
  * reply record loses nothing; a broker restart between the write and the ack shows up as
@@ -230,17 +232,22 @@ static int open_one(drainer *d, const char *url)
         amqp_channel_open(d->st, 1);
         rc = rpc_ok(d->st, "channel.open");
     }
-    if (rc == 0 && d->bind_prefix)
-        rc = declare_bound(d);
+    if (rc < 0) {
+        amqp_destroy_connection(d->st);
+        d->st = NULL;
+    }
+    return rc;
+}
+
+/* Declares (with --bind) and starts consuming d->queue on the open connection. */
+static int subscribe(drainer *d)
+{
+    int rc = d->bind_prefix ? declare_bound(d) : 0;
     if (rc == 0) {
         amqp_basic_qos(d->st, 1, 0, 500, 0);
         amqp_basic_consume(d->st, 1, amqp_cstring_bytes(d->queue), amqp_empty_bytes, 0, 0, 0,
                            amqp_empty_table);
         rc = rpc_ok(d->st, "basic.consume");
-    }
-    if (rc < 0) {
-        amqp_destroy_connection(d->st);
-        d->st = NULL;
     }
     return rc;
 }
@@ -257,8 +264,9 @@ static void connect_any(drainer *d)
     for (int attempt = 0; !d->st; attempt++) {
         const char *url = d->urls[d->next];
         d->next = (d->next + 1) % d->nurls;
-        if (open_one(d, url) == 0)
+        if (open_one(d, url) == 0 && subscribe(d) == 0)
             return;
+        drop(d);
         usleep(attempt < 10 ? 200000 : 1000000);
     }
 }
@@ -354,6 +362,30 @@ static int drain_main(int argc, char **argv)
     return rc;
 }
 
+/* ---- cleanup ----------------------------------------------------------------------- */
+
+static int cmd_cleanup(const char *urls, const char *prefix)
+{
+    err_t e = {0};
+    mq_opts o = {.urls = urls, .prefix = prefix, .conn_name = "chaos-cleanup"};
+    mq_conn *c = mq_open(&o, &e);
+    int rc = c ? mq_delete_topology(c, &e) : ERR_MQ;
+    mq_close(c);
+    char **list = NULL;
+    drainer d = {0};
+    if (mq_urls_parse(urls, &list, &e) > 0 && open_one(&d, list[0]) == 0) {
+        char q[300];
+        snprintf(q, sizeof q, "%s.chaos.replies", prefix);
+        amqp_queue_delete(d.st, 1, amqp_cstring_bytes(q), 0, 0);
+        amqp_connection_close(d.st, AMQP_REPLY_SUCCESS);
+        drop(&d);
+    }
+    mq_urls_free(list);
+    if (rc < 0)
+        fprintf(stderr, "chaos cleanup: %s\n", e.msg);
+    return rc < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -361,7 +393,10 @@ int main(int argc, char **argv)
         return cmd_send(argv[2], argv[3]);
     if (argc >= 4 && strcmp(argv[1], "drain") == 0)
         return drain_main(argc, argv);
+    if (argc >= 4 && strcmp(argv[1], "cleanup") == 0)
+        return cmd_cleanup(argv[2], argv[3]);
     fprintf(stderr, "usage: chaos send URLS PREFIX < jobs.jsonl\n"
-                    "       chaos drain URLS QUEUE [--bind PREFIX] [--idle-exit MS]\n");
+                    "       chaos drain URLS QUEUE [--bind PREFIX] [--idle-exit MS]\n"
+                    "       chaos cleanup URLS PREFIX\n");
     return 2;
 }
