@@ -194,6 +194,8 @@ static int next_reply(client *cl, int ms, char *result, size_t n, size_t *len)
 
 typedef struct {
     double secs;        /* first send to last reply */
+    double first_secs;  /* first send to first reply */
+    double sent_secs;   /* first send to last send */
     int answered, allowed;
     double lat_us[MAX_JOBS];
     size_t reply_len;
@@ -228,6 +230,10 @@ static void run_phase(client *cl, const target *t, int m, int w, body_fn body, p
         int idx = next_reply(cl, 1000, res, sizeof res, &ph->reply_len);
         if (idx < 0 || idx >= m)
             continue;
+        if (ph->answered == 0)
+            ph->first_secs = (now_us() - t0) / 1e6;
+        if (sent == m && ph->sent_secs == 0)
+            ph->sent_secs = (now_us() - t0) / 1e6;
         ph->lat_us[ph->answered++] = now_us() - sent_at[idx];
         ph->allowed += strcmp(res, "allow") == 0;
     }
@@ -330,25 +336,29 @@ static int held(client *cl, const target *t, char *list, int runs)
     int hold = (int)strtol(env("BENCH_HOLD_MS"), NULL, 10);
     printf("\n(a) pushes held %d ms by the emulator, one worker process, median of %d runs\n",
            hold, runs);
-    printf("%6s %12s %12s %10s %10s\n", "N", "complete_s", "x_hold", "allowed", "rss_MB");
+    printf("%6s %12s %8s %10s %10s %10s %12s\n", "N", "complete_s", "x_hold", "allowed",
+           "rss_MB", "first_s", "cpu_ms/job");
     for (char *s = list; s && *s;) {
         int n = (int)strtol(s, &s, 10);
         s += *s == ',';
-        double secs[16], rss[16], ok[16];
+        double secs[16], rss[16], ok[16], first[16], cpu[16];
         for (int r = 0; r < runs && r < 16; r++) {
             pid_t pid = start_worker(cl, t);
             if (pid < 0)
                 return 1;
             static phase ph;
+            double c0 = cpu_secs(pid);
             run_phase(cl, t, n, n, push_body, &ph);
+            cpu[r] = (cpu_secs(pid) - c0) * 1000.0 / n;
+            first[r] = ph.first_secs;
             secs[r] = ph.secs;
             ok[r] = ph.allowed;
             rss[r] = vm_hwm_kb(pid) / 1024.0;
             stop(pid);
         }
         double ms = median(secs, runs);
-        printf("%6d %12.2f %12.2f %10.0f %10.1f\n", n, ms, ms * 1000.0 / hold,
-               median(ok, runs), median(rss, runs));
+        printf("%6d %12.2f %8.2f %10.0f %10.1f %10.2f %12.3f\n", n, ms, ms * 1000.0 / hold,
+               median(ok, runs), median(rss, runs), median(first, runs), median(cpu, runs));
         fflush(stdout);
     }
     return 0;

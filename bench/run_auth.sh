@@ -4,10 +4,13 @@
 # account with BENCH_USERS users and their devices, and MQ prefix on the local services
 # of scripts/services.sh, runs bench_auth (held pushes, then the fast path next to
 # raw_roundtrip), and removes what it made. Loopback only; every phase is time-bounded.
-#   bench/run_auth.sh [RUNS]        (default 3 runs per figure; medians are printed)
+#   bench/run_auth.sh [RUNS [held|fast|all [N,N,..]]]
+#   (default: 3 runs per figure, all phases, N = 500,1000,2000; medians are printed)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${1:-3}
+WHAT=${2:-all}
+NS=${3:-500,1000,2000}
 BUILD=${BENCH_BUILD:-$ROOT/build-bench}
 eval "$("$ROOT/scripts/services.sh" env)"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDUO_SANITIZE=OFF >/dev/null
@@ -50,5 +53,5 @@ INSERT INTO duo_device (user_id, stage_id, duo_user_id, duo_user_kind, name)
 SQL
 
 echo "bench_auth: $(nproc) CPUs; broker, PostgreSQL, emulator and the worker share them"
-"$BUILD/bin/bench_auth" held 500,1000,2000 "$RUNS"
-"$BUILD/bin/bench_auth" fast 5000 256 "$RUNS"
+if [ "$WHAT" != fast ]; then "$BUILD/bin/bench_auth" held "$NS" "$RUNS"; fi
+if [ "$WHAT" != held ]; then "$BUILD/bin/bench_auth" fast 5000 256 "$RUNS"; fi

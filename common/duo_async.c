@@ -1,5 +1,7 @@
-/* duo_async.c - the asynchronous Duo engine (see duo_async.h): one curl multi handle,
- * one easy handle per request on the wire, a list of requests waiting out a backoff.
+/* duo_async.c - the asynchronous Duo engine (see duo_async.h): one curl multi handle
+ * driven by curl's socket interface on an epoll set (so a turn costs O(sockets ready),
+ * not O(requests): thousands of held pushes stay cheap), one easy handle per request on
+ * the wire, a list of requests waiting out a backoff.
  *
  * Invariant: a request is in exactly one place at a time - on the multi handle
  * (running) or on the waiting list - until it completes or is cancelled, and its
@@ -8,13 +10,19 @@
 #include "duo_async.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <openssl/ssl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
 #include <time.h>
+#include <unistd.h>
 
 #define POOL_MAX 64
+#define EVENTS_PER_TURN 256
 
 typedef struct {
     char *body;
@@ -40,6 +48,7 @@ struct duo_areq {
     duo_async_cb cb;
     void *arg;
     duo_areq *prev, *next;   /* all requests of the engine */
+    duo_areq *wprev, *wnext; /* the waiting list */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -48,7 +57,10 @@ struct duo_async {
     CURLSH *share;           /* TLS sessions and DNS shared by all transfers */
     duo_async_opts o;
     duo_areq *all;
+    duo_areq *waiting;       /* requests not on the wire: new, or backing off */
     size_t nactive, nrunning;
+    int epfd;                /* curl's sockets */
+    long long timer_ms;      /* curl's timer: when to call it back, -1 none */
     unsigned long long attempts;
     CURL *pool[POOL_MAX];    /* reset easy handles ready for reuse */
     size_t npool;
@@ -63,6 +75,32 @@ long long duo_async_now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* curl says which events a socket needs (or that it is done with it). */
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    (void)socketp;
+    duo_async *a = userp;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(a->epfd, EPOLL_CTL_DEL, fd, NULL);
+        return 0;
+    }
+    struct epoll_event ev = {.data.fd = fd};
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+    if (epoll_ctl(a->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 && errno == ENOENT)
+        epoll_ctl(a->epfd, EPOLL_CTL_ADD, fd, &ev);
+    return 0;
+}
+
+/* curl's single timer: -1 cancels it, 0 means "call me as soon as you can". */
+static int on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    duo_async *a = userp;
+    a->timer_ms = timeout_ms < 0 ? -1 : duo_async_now_ms() + timeout_ms;
+    return 0;
+}
+
 duo_async *duo_async_new(const duo_async_opts *o, err_t *e)
 {
     duo_async *a = calloc(1, sizeof *a);
@@ -73,8 +111,14 @@ duo_async *duo_async_new(const duo_async_opts *o, err_t *e)
     if (o)
         a->o = *o;
     if (a->o.buffer_size <= 0)
-        a->o.buffer_size = 8192;
+        a->o.buffer_size = 4096;
     a->rng = (unsigned)duo_async_now_ms() ^ (unsigned)(size_t)a;
+    a->timer_ms = -1;
+    a->epfd = -1;
+    if ((a->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+        err_set(e, ERR_IO, "epoll_create1 failed");
+        goto fail;
+    }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         err_set(e, ERR_NET, "libcurl initialisation failed");
         goto fail;
@@ -86,6 +130,10 @@ duo_async *duo_async_new(const duo_async_opts *o, err_t *e)
     }
     curl_share_setopt(a->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     curl_share_setopt(a->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_multi_setopt(a->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(a->multi, CURLMOPT_SOCKETDATA, a);
+    curl_multi_setopt(a->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(a->multi, CURLMOPT_TIMERDATA, a);
     if (a->o.max_host_connections > 0)
         curl_multi_setopt(a->multi, CURLMOPT_MAX_HOST_CONNECTIONS, a->o.max_host_connections);
     return a;
@@ -101,6 +149,35 @@ static void wipe_free(char *s)
     if (s)
         memset(s, 0, strlen(s));
     free(s);
+}
+
+static void wait_add(duo_areq *r, long long wake_ms)
+{
+    duo_async *a = r->a;
+    r->wake_ms = wake_ms;
+    if (r->waiting)
+        return;
+    r->waiting = 1;
+    r->wprev = NULL;
+    r->wnext = a->waiting;
+    if (a->waiting)
+        a->waiting->wprev = r;
+    a->waiting = r;
+}
+
+static void wait_del(duo_areq *r)
+{
+    duo_async *a = r->a;
+    if (!r->waiting)
+        return;
+    if (r->wprev)
+        r->wprev->wnext = r->wnext;
+    else
+        a->waiting = r->wnext;
+    if (r->wnext)
+        r->wnext->wprev = r->wprev;
+    r->waiting = 0;
+    r->wprev = r->wnext = NULL;
 }
 
 /* Takes the easy handle off the multi handle and back to the pool. */
@@ -134,6 +211,7 @@ static void attempt_clear(duo_areq *r)
 static void areq_free(duo_areq *r)
 {
     duo_async *a = r->a;
+    wait_del(r);
     detach_easy(r);
     attempt_clear(r);
     if (r->prev)
@@ -178,6 +256,8 @@ void duo_async_free(duo_async *a)
         curl_share_cleanup(a->share);
     if (a->curl_inited)
         curl_global_cleanup();
+    if (a->epfd >= 0)
+        close(a->epfd);
     free(a);
 }
 
@@ -270,6 +350,16 @@ static long min_l(long long a, long long b)
     return (long)(a < b ? a : b);
 }
 
+/* A held push leaves its TLS connection idle for seconds: let OpenSSL drop the idle
+ * connection's 2 x ~17 KiB record buffers meanwhile (thousands of them add up). */
+static CURLcode on_ssl_ctx(CURL *h, void *ssl_ctx, void *arg)
+{
+    (void)h;
+    (void)arg;
+    SSL_CTX_set_mode((SSL_CTX *)ssl_ctx, SSL_MODE_RELEASE_BUFFERS);
+    return CURLE_OK;
+}
+
 /* Options of one attempt; the time left before the deadline caps both timeouts. */
 static int set_opts(duo_areq *r, CURL *h, long long left)
 {
@@ -283,6 +373,11 @@ static int set_opts(duo_areq *r, CURL *h, long long left)
     bad |= curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_SHARE, r->a->share) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_BUFFERSIZE, r->a->o.buffer_size) != CURLE_OK;
+    /* libcurl copies every HTTPS request through an upload buffer (64 KiB by default,
+     * kept per handle): its minimum is plenty for a Duo request and saves ~48 KiB per
+     * request in flight. */
+    bad |= curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 16384L) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, min_l(r->o.connect_timeout_ms, left)) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, min_l(r->o.timeout_ms, left)) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
@@ -320,7 +415,7 @@ static int start_attempt(duo_areq *r, long long now)
     attempt_clear(r);
     r->r = (reply){.max = r->o.max_response_bytes, .retry_after_ms = -1};
     r->errbuf[0] = '\0';
-    r->waiting = 0;
+    wait_del(r);
     int rc = duo_request_build(&r->o, r->method, r->path, r->params, r->nparams, time(NULL),
                                &r->req, &be);
     if (rc < 0)
@@ -415,11 +510,12 @@ int duo_async_submit(duo_async *a, const duo_client_opts *creds, const char *met
     if (!r)
         return err_set(e, ERR_NOMEM, "out of memory starting a Duo call");
     *r = (duo_areq){.a = a, .deadline_ms = deadline_ms, .cb = cb, .arg = arg,
-                    .next = a->all, .waiting = 1, .wake_ms = 0};
+                    .next = a->all};
     if (a->all)
         a->all->prev = r;
     a->all = r;
     a->nactive++;
+    wait_add(r, 0);
     if (copy_call(r, creds, method, path, params, nparams) < 0) {
         areq_free(r);
         return err_set(e, ERR_NOMEM, "out of memory starting a Duo call");
@@ -512,8 +608,7 @@ static int finished(duo_areq *r, CURLcode cc)
     if (rc < 0 && retryable(rc, &de) && r->attempt < r->o.retry_attempts) {
         long long wake = now + backoff_ms(r);
         if (r->deadline_ms <= 0 || wake < r->deadline_ms) {
-            r->wake_ms = wake;
-            r->waiting = 1;
+            wait_add(r, wake);
             json_decref(resp);
             json_decref(meta);
             return 0;
@@ -543,45 +638,68 @@ static int read_done(duo_async *a)
 static long long fire_timers(duo_async *a, long long now, int *ran)
 {
     long long next = -1;
-    duo_areq *r = a->all;
+    duo_areq *r = a->waiting;
     while (r) {
-        duo_areq *nx = r->next;
-        if (r->waiting) {
-            if (r->wake_ms <= now) {
-                if (start_attempt(r, now) < 0) {
-                    (*ran)++; /* its callback may have freed others: walk again */
-                    next = -1;
-                    r = a->all;
-                    continue;
-                }
-            } else if (next < 0 || r->wake_ms - now < next) {
-                next = r->wake_ms - now;
+        duo_areq *nx = r->wnext;
+        if (r->wake_ms <= now) {
+            if (start_attempt(r, now) < 0) {
+                (*ran)++; /* its callback may have freed others: walk again */
+                next = -1;
+                r = a->waiting;
+                continue;
             }
+        } else if (next < 0 || r->wake_ms - now < next) {
+            next = r->wake_ms - now;
         }
         r = nx;
     }
     return next;
 }
 
+/* How long the wait may last: the caller's bound, a due retry, curl's timer. */
+static int wait_ms(const duo_async *a, int timeout_ms, long long next, long long now)
+{
+    long long w = timeout_ms < 0 ? 0 : timeout_ms;
+    if (next >= 0 && next < w)
+        w = next;
+    if (a->timer_ms >= 0 && a->timer_ms - now < w)
+        w = a->timer_ms - now;
+    return w < 0 ? 0 : (int)w;
+}
+
+/* Hands the ready sockets (and an expired timer) to curl. */
+static int drive(duo_async *a)
+{
+    int running = 0, bad = 0;
+    struct epoll_event ev[EVENTS_PER_TURN];
+    int n = epoll_wait(a->epfd, ev, EVENTS_PER_TURN, 0);
+    for (int i = 0; i < n; i++) {
+        int flags = ((ev[i].events & EPOLLIN) ? CURL_CSELECT_IN : 0) |
+                    ((ev[i].events & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                    ((ev[i].events & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
+        bad |= curl_multi_socket_action(a->multi, ev[i].data.fd, flags, &running) != CURLM_OK;
+    }
+    if (a->timer_ms >= 0 && duo_async_now_ms() >= a->timer_ms) {
+        a->timer_ms = -1; /* curl may set a new one from inside the call */
+        bad |= curl_multi_socket_action(a->multi, CURL_SOCKET_TIMEOUT, 0, &running) != CURLM_OK;
+    }
+    return bad ? ERR_NET : 0;
+}
+
 int duo_async_poll(duo_async *a, int extra_fd, int timeout_ms, int *extra_ready)
 {
-    int ran = 0, running = 0, numfds = 0;
+    int ran = 0;
     if (extra_ready)
         *extra_ready = 0;
-    long long next = a->nactive > a->nrunning ? fire_timers(a, duo_async_now_ms(), &ran) : -1;
-    long long wait = timeout_ms < 0 ? 0 : timeout_ms;
-    if (next >= 0 && next < wait)
-        wait = next;
-    if (ran)
-        wait = 0;
-    struct curl_waitfd wfd = {.fd = extra_fd, .events = CURL_WAIT_POLLIN};
-    CURLMcode mc = curl_multi_poll(a->multi, extra_fd >= 0 ? &wfd : NULL, extra_fd >= 0 ? 1 : 0,
-                                   (int)wait, &numfds);
-    if (mc != CURLM_OK)
+    long long now = duo_async_now_ms();
+    long long next = a->waiting ? fire_timers(a, now, &ran) : -1;
+    int wait = ran ? 0 : wait_ms(a, timeout_ms, next, now);
+    struct pollfd p[2] = {{.fd = a->epfd, .events = POLLIN}, {.fd = extra_fd, .events = POLLIN}};
+    if (poll(p, extra_fd >= 0 ? 2 : 1, wait) < 0 && errno != EINTR)
         return ERR_NET;
     if (extra_ready)
-        *extra_ready = extra_fd >= 0 && wfd.revents != 0;
-    if (curl_multi_perform(a->multi, &running) != CURLM_OK)
-        return ERR_NET;
-    return ran + read_done(a);
+        *extra_ready = extra_fd >= 0 && p[1].revents != 0;
+    int rc = drive(a);
+    ran += read_done(a);
+    return rc < 0 ? rc : ran;
 }
