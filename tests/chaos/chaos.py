@@ -281,7 +281,9 @@ def worker_loop(run):
                 run.counts["crashes"] += 1
                 run.crash_info.append("%s-%d exit %s" % (name, slot, p.returncode))
             killed.add(p.pid)
-            s.start_worker(name, slot)
+            np = s.start_worker(name, slot)
+            note(run, "%s-%d pid %d exited %s by itself; restarted as pid %d" % (
+                name, slot, p.pid, p.returncode, np.pid))
         if run.feeding_done.is_set() and stop_kills_at is None:
             stop_kills_at = time.time() + 5
         if run.args.kills and time.time() >= next_kill and run.counts["kills"] < run.args.kills \
@@ -291,6 +293,7 @@ def worker_loop(run):
             p.kill()
             p.wait()
             run.counts["kills"] += 1
+            note(run, "kill -9 %s-%d pid %d" % (name, slot, p.pid))
             time.sleep(random.uniform(0.1, 1.5))
             extra = None
             if random.random() < run.args.fault_point_share:
@@ -298,8 +301,17 @@ def worker_loop(run):
             np = s.start_worker(name, slot, extra)
             if extra:
                 faulted.add(np.pid)
+            note(run, "started %s-%d pid %d%s" % (name, slot, np.pid,
+                                                  " with DUO_FAULT_POINT" if extra else ""))
             next_kill = time.time() + random.uniform(*run.args.kill_gap)
         time.sleep(0.2)
+
+
+def note(run, what):
+    """One timestamped line in <workdir>/events.log, to line up with the worker logs."""
+    with open(os.path.join(run.s.workdir, "events.log"), "a") as f:
+        f.write("%s %s\n" % (time.strftime("%H:%M:%S", time.gmtime()) +
+                             ".%03d" % (int(time.time() * 1000) % 1000), what))
 
 
 def fault(run, key, path, status, count, retry_after=None):
@@ -309,6 +321,7 @@ def fault(run, key, path, status, count, retry_after=None):
         body["retry_after"] = retry_after
     run.s.emu.call("POST", "/_emu/faults", body)
     run.counts["fault_bursts"] += 1
+    note(run, "fault %s" % json.dumps(body))
 
 
 def event_loop(run):
@@ -341,18 +354,21 @@ def event_loop(run):
 
 
 def restart(run, what):
+    note(run, "restart-" + what)
     took = services(["scripts/services.sh", "restart-" + what])
     run.counts[what + "_restarts"] += 1
     print("chaos: restarted %s in %.1fs" % (what, took), file=sys.stderr)
 
 
 def stop_node(run, node):
+    note(run, "stop-node " + node)
     services(["scripts/cluster.sh", "stop-node", node])
     run.counts["node_stops"] += 1
     print("chaos: stopped cluster node %s" % node, file=sys.stderr)
 
 
 def start_node(run, node):
+    note(run, "start-node " + node)
     services(["scripts/cluster.sh", "start-node", node])
     print("chaos: started cluster node %s again" % node, file=sys.stderr)
 
@@ -504,10 +520,14 @@ def emu_faults(run):
 
 
 def dup_count(run):
+    """Duplicated final replies (beyond the first per job), and those of jobs the sender
+    itself published twice; the job ids go to <workdir>/dup-replies.txt."""
     dups = harness = 0
-    with run.lock:
+    with run.lock, open(os.path.join(run.s.workdir, "dup-replies.txt"), "w") as f:
         for j, bodies in run.finals.items():
             if len(bodies) > 1:
+                f.write("%s %d%s\n" % (j, len(bodies), " republished" if j in run.republished
+                                       else ""))
                 if j in run.republished:
                     harness += len(bodies) - 1
                 else:
@@ -619,6 +639,7 @@ def main():
         start_workers(run)
         pre_phase(run)
         t0 = time.time()
+        note(run, "main phase starts")
         deadline = t0 + a.send_secs + a.wait_secs
         threads = [thread(worker_loop, run), thread(event_loop, run), thread(run.feed)]
         threads[2].join(a.send_secs + a.wait_secs)

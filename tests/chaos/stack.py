@@ -72,7 +72,7 @@ class Stack:
             "DUO_SECRET_KEY": TEST_SECRET_KEY, "RETRY_DELAYS_MS": "300,1000,3000",
             "DUO_RETRY_BUDGET_MS": "20000", "JOB_MAX_ATTEMPTS": "10",
             "PUSH_CAP": "1000", "PUSH_WINDOW_SECS": "1", "DENY_COOLDOWN_SECS": "0",
-            "AMQP_HEARTBEAT_SECS": "5", "IMPORT_PAGES_PER_MIN": "100000",
+            "AMQP_HEARTBEAT_SECS": "5", "IMPORT_PAGES_PER_MIN": "300",
             "LOG_LEVEL": os.environ.get("CHAOS_LOG_LEVEL", "warn")})
         self.env.pop("DUO_FAULT_POINT", None)
         self.workers = {}          # name -> [Popen or None]
@@ -124,11 +124,13 @@ class Stack:
             f.write("".join(s + "\n" for s in self.record_secrets + [TEST_SECRET_KEY]))
 
     # ---- workers ------------------------------------------------------------------
-    def start_worker(self, name, slot, extra=None):
+    def start_worker(self, name, slot, extra=None, wrapper=None):
+        """Starts duo-<name> in slot (replacing what was there); wrapper, e.g. a valgrind
+        command line, goes before the program."""
         env = dict(self.env)
         env.update(extra or {})
         log = open(os.path.join(self.workdir, "%s-%d.log" % (name, slot)), "ab")
-        p = subprocess.Popen([os.path.join(self.bin, "duo-" + name)], env=env,
+        p = subprocess.Popen((wrapper or []) + [os.path.join(self.bin, "duo-" + name)], env=env,
                              stdout=subprocess.DEVNULL, stderr=log)
         log.close()
         with self.lock:
