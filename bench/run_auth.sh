@@ -11,7 +11,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${1:-3}
 WHAT=${2:-all}
 NS=${3:-500,1000,2000}
-BUILD=${BENCH_BUILD:-$ROOT/build-bench}
+BUILD=${BENCH_BUILD:-$ROOT/build-bench-auth}
 eval "$("$ROOT/scripts/services.sh" env)"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDUO_SANITIZE=OFF >/dev/null
 cmake --build "$BUILD" -j2 --target duo-auth duoctl bench_auth raw_roundtrip >/dev/null
