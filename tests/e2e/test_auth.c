@@ -248,6 +248,20 @@ static void test_errors(void **state)
     expect_result(auth_user("ivan", "passcode", "123456"), "allow", dev);
 }
 
+/* Duo busy (429 asking to come back after the job's deadline): an error at once, never a
+ * retry of the job later - the user is waiting now. */
+static void test_duo_unavailable(void **state)
+{
+    (void)state;
+    char dev[64], body[256];
+    user_with_device("bella", 0, dev, sizeof dev);
+    snprintf(body, sizeof body, "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/auth\","
+             "\"status\":429,\"count\":1,\"retry_after\":30}", S.account);
+    assert_int_equal(tl_emu("POST", "/_emu/faults", body, NULL, 0), 200);
+    expect_error(auth_user("bella", "push", NULL), "duo_unavailable");
+    expect_result(auth_user("bella", "passcode", "123456"), "allow", dev); /* fault used up */
+}
+
 /* Sends n jobs at once; counts the replies' results. */
 static void send_all(const char *const *users, int n, int *allow, int *limited, int *other)
 {
@@ -335,6 +349,7 @@ int main(void)
         cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_addressing),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_duo_unavailable),
         cmocka_unit_test(test_fatigue_cap_across_workers),
         cmocka_unit_test(test_many_concurrent),
     };
