@@ -157,12 +157,17 @@ static int publish(client *cl, const target *t, const char *id, const void *body
         ._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG |
                   AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG |
                   AMQP_BASIC_REPLY_TO_FLAG | AMQP_BASIC_TYPE_FLAG,
-        .delivery_mode = 2, .content_type = amqp_cstring_bytes("application/msgpack"),
-        .correlation_id = amqp_cstring_bytes(id), .message_id = amqp_cstring_bytes(id),
-        .reply_to = amqp_cstring_bytes(cl->reply_q), .type = amqp_cstring_bytes("auth")};
+        .delivery_mode = 2,
+        .content_type = amqp_cstring_bytes("application/msgpack"),
+        .correlation_id = amqp_cstring_bytes(id),
+        .message_id = amqp_cstring_bytes(id),
+        .reply_to = amqp_cstring_bytes(cl->reply_q),
+        .type = amqp_cstring_bytes("auth")};
     amqp_bytes_t b = {.len = len, .bytes = (void *)body};
-    return amqp_basic_publish(cl->c, 1, amqp_cstring_bytes(t->exchange),
-                              amqp_cstring_bytes(t->key), 0, 0, &p, b) == AMQP_STATUS_OK ? 0 : -1;
+    return amqp_basic_publish(cl->c, 1, amqp_cstring_bytes(t->exchange), amqp_cstring_bytes(t->key),
+                              0, 0, &p, b) == AMQP_STATUS_OK
+               ? 0
+               : -1;
 }
 
 /* Next reply within ms: its job index (from "<run>-<index>") and result; -1 timeout. */
@@ -193,9 +198,9 @@ static int next_reply(client *cl, int ms, char *result, size_t n, size_t *len)
 /* ---- phases ---------------------------------------------------------------------- */
 
 typedef struct {
-    double secs;        /* first send to last reply */
-    double first_secs;  /* first send to first reply */
-    double sent_secs;   /* first send to last send */
+    double secs;       /* first send to last reply */
+    double first_secs; /* first send to first reply */
+    double sent_secs;  /* first send to last send */
     int answered, allowed;
     double lat_us[MAX_JOBS];
     size_t reply_len;
@@ -290,8 +295,8 @@ static int wait_consumer(client *cl, const char *queue)
     for (int i = 0; i < 300; i++) {
         ch = ch >= 2000 ? 2 : ch + 1;
         amqp_channel_open(cl->c, ch);
-        amqp_queue_declare_ok_t *ok = amqp_queue_declare(cl->c, ch, amqp_cstring_bytes(queue),
-                                                         1, 0, 0, 0, amqp_empty_table);
+        amqp_queue_declare_ok_t *ok =
+            amqp_queue_declare(cl->c, ch, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
         int consumers = ok ? (int)ok->consumer_count : 0;
         if (ok) {
             amqp_channel_close(cl->c, ch, AMQP_REPLY_SUCCESS);
@@ -311,7 +316,8 @@ static pid_t start_worker(client *cl, const target *t)
 {
     char bin[512], log[600];
     snprintf(bin, sizeof bin, "%s/duo-auth", env("DUO_BIN_DIR"));
-    snprintf(log, sizeof log, "%s/bench-auth-worker.log", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    snprintf(log, sizeof log, "%s/bench-auth-worker.log",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     char *argv[] = {bin, NULL};
     pid_t pid = spawn(argv, log);
     char q[256];
@@ -334,10 +340,10 @@ static pid_t start_worker(client *cl, const target *t)
 static int held(client *cl, const target *t, char *list, int runs)
 {
     int hold = (int)strtol(env("BENCH_HOLD_MS"), NULL, 10);
-    printf("\n(a) pushes held %d ms by the emulator, one worker process, median of %d runs\n",
-           hold, runs);
-    printf("%6s %12s %8s %10s %10s %10s %12s\n", "N", "complete_s", "x_hold", "allowed",
-           "rss_MB", "first_s", "cpu_ms/job");
+    printf("\n(a) pushes held %d ms by the emulator, one worker process, median of %d runs\n", hold,
+           runs);
+    printf("%6s %12s %8s %10s %10s %10s %12s\n", "N", "complete_s", "x_hold", "allowed", "rss_MB",
+           "first_s", "cpu_ms/job");
     for (char *s = list; s && *s;) {
         int n = (int)strtol(s, &s, 10);
         s += *s == ',';
@@ -376,8 +382,8 @@ static void on_emu(void *arg, int rc, json_t *resp, json_t *meta, const duo_erro
     (void)err;
     emu_count *c = arg;
     c->done++;
-    c->ok += rc == 0 && duo_result_of(json_string_value(json_object_get(resp, "result"))) ==
-                            DUO_RESULT_ALLOW;
+    c->ok += rc == 0 &&
+             duo_result_of(json_string_value(json_object_get(resp, "result"))) == DUO_RESULT_ALLOW;
 }
 
 /* m passcode calls straight to the emulator with w in flight; jobs/s. */
@@ -456,8 +462,9 @@ static void fast_print(fast_run *runs, int n, int m, int w)
 {
     double v[9][16];
     for (int r = 0; r < n; r++) {
-        double row[9] = {runs[r].worker, runs[r].raw, runs[r].emu, runs[r].wp50, runs[r].wp99,
-                         runs[r].rp50, runs[r].rp99, runs[r].cpu_ms, runs[r].raw_cpu_ms};
+        double row[9] = {runs[r].worker, runs[r].raw,    runs[r].emu,
+                         runs[r].wp50,   runs[r].wp99,   runs[r].rp50,
+                         runs[r].rp99,   runs[r].cpu_ms, runs[r].raw_cpu_ms};
         for (int k = 0; k < 9; k++)
             v[k][r] = row[k];
     }
@@ -470,8 +477,8 @@ static void fast_print(fast_run *runs, int n, int m, int w)
     printf("  raw_roundtrip   %8.0f msgs/s\n", med[1]);
     printf("  emulator alone  %8.0f calls/s (duo_async, no broker)\n", med[2]);
     printf("  round trip, 1 in flight: worker p50 %.2f ms p99 %.2f ms; raw p50 %.2f ms p99 "
-           "%.2f ms; added by the worker p50 %.2f ms p99 %.2f ms\n", med[3], med[4], med[5],
-           med[6], med[3] - med[5], med[4] - med[6]);
+           "%.2f ms; added by the worker p50 %.2f ms p99 %.2f ms\n",
+           med[3], med[4], med[5], med[6], med[3] - med[5], med[4] - med[6]);
     printf("  CPU per job: worker %.3f ms, raw_roundtrip %.3f ms\n", med[7], med[8]);
 }
 

@@ -47,8 +47,8 @@ static amqp_connection_state_t connect_url(const char *url_in)
         amqp_destroy_connection(c);
         return NULL;
     }
-    amqp_rpc_reply_t r = amqp_login(c, ci.vhost, 0, 131072, 30, AMQP_SASL_METHOD_PLAIN,
-                                    ci.user, ci.password);
+    amqp_rpc_reply_t r =
+        amqp_login(c, ci.vhost, 0, 131072, 30, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         amqp_destroy_connection(c);
         return NULL;
@@ -68,9 +68,9 @@ static int setup(amqp_connection_state_t c, const char *queue, int prefetch)
     amqp_confirm_select(c, 2);
     if (!ok(c, "confirm.select"))
         return -1;
-    amqp_table_entry_t qt = {.key = amqp_cstring_bytes("x-queue-type"),
-                             .value = {.kind = AMQP_FIELD_KIND_UTF8,
-                                       .value.bytes = amqp_cstring_bytes("quorum")}};
+    amqp_table_entry_t qt = {
+        .key = amqp_cstring_bytes("x-queue-type"),
+        .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}};
     amqp_table_t args = {.num_entries = 1, .entries = &qt};
     amqp_queue_declare(c, 1, amqp_cstring_bytes(queue), 0, 1, 0, 0, args);
     if (!ok(c, "queue.declare"))
@@ -131,11 +131,12 @@ static int reply(amqp_connection_state_t c, uint64_t tag, const amqp_message_t *
     amqp_basic_properties_t p = {
         ._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG |
                   AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG,
-        .delivery_mode = 2, .content_type = amqp_cstring_bytes("application/msgpack"),
+        .delivery_mode = 2,
+        .content_type = amqp_cstring_bytes("application/msgpack"),
         .correlation_id = msg->properties.correlation_id,
         .message_id = msg->properties.message_id};
-    if (amqp_basic_publish(c, 2, amqp_empty_bytes, msg->properties.reply_to, 0, 0, &p,
-                           body) != AMQP_STATUS_OK ||
+    if (amqp_basic_publish(c, 2, amqp_empty_bytes, msg->properties.reply_to, 0, 0, &p, body) !=
+            AMQP_STATUS_OK ||
         wait_confirm(c, q) < 0)
         return -1;
     return amqp_basic_ack(c, 1, tag, 0) == AMQP_STATUS_OK ? 0 : -1;

@@ -33,16 +33,16 @@ typedef struct {
 
 struct duo_areq {
     duo_async *a;
-    CURL *easy;              /* while running; NULL while waiting */
-    duo_client_opts o;       /* strings point at the copies below */
+    CURL *easy;        /* while running; NULL while waiting */
+    duo_client_opts o; /* strings point at the copies below */
     char *host, *ikey, *skey, *ca_file, *method, *path;
-    duo_param *params;       /* keys and values heap copies */
+    duo_param *params; /* keys and values heap copies */
     size_t nparams;
     long long deadline_ms;
-    long long wake_ms;       /* waiting: when the next attempt starts */
-    int attempt;             /* attempts made so far */
-    int waiting;             /* on the waiting list */
-    duo_request *req;        /* current attempt (curl borrows its body) */
+    long long wake_ms; /* waiting: when the next attempt starts */
+    int attempt;       /* attempts made so far */
+    int waiting;       /* on the waiting list */
+    duo_request *req;  /* current attempt (curl borrows its body) */
     struct curl_slist *hdrs;
     reply r;
     duo_async_cb cb;
@@ -54,15 +54,15 @@ struct duo_areq {
 
 struct duo_async {
     CURLM *multi;
-    CURLSH *share;           /* TLS sessions and DNS shared by all transfers */
+    CURLSH *share; /* TLS sessions and DNS shared by all transfers */
     duo_async_opts o;
     duo_areq *all;
-    duo_areq *waiting;       /* requests not on the wire: new, or backing off */
+    duo_areq *waiting; /* requests not on the wire: new, or backing off */
     size_t nactive, nrunning;
-    int epfd;                /* curl's sockets */
-    long long timer_ms;      /* curl's timer: when to call it back, -1 none */
+    int epfd;           /* curl's sockets */
+    long long timer_ms; /* curl's timer: when to call it back, -1 none */
     unsigned long long attempts;
-    CURL *pool[POOL_MAX];    /* reset easy handles ready for reuse */
+    CURL *pool[POOL_MAX]; /* reset easy handles ready for reuse */
     size_t npool;
     unsigned rng;
     int curl_inited;
@@ -300,7 +300,6 @@ static int fail_local(duo_areq *r, int rc, duo_error_class cls, const char *what
     return rc;
 }
 
-
 /* ---- one attempt ------------------------------------------------------------------ */
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg)
@@ -378,7 +377,8 @@ static int set_opts(duo_areq *r, CURL *h, long long left)
      * request in flight. */
     bad |= curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 16384L) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, min_l(r->o.connect_timeout_ms, left)) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, min_l(r->o.connect_timeout_ms, left)) !=
+           CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, min_l(r->o.timeout_ms, left)) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_USERAGENT, "duo-workers/1.0") != CURLE_OK;
@@ -393,7 +393,8 @@ static int set_opts(duo_areq *r, CURL *h, long long left)
     if (strcmp(q->method, "GET") == 0) {
         bad |= curl_easy_setopt(h, CURLOPT_HTTPGET, 1L) != CURLE_OK;
     } else {
-        bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len) != CURLE_OK;
+        bad |=
+            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len) != CURLE_OK;
         bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, q->body ? q->body : "") != CURLE_OK;
         if (strcmp(q->method, "POST") != 0)
             bad |= curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, q->method) != CURLE_OK;
@@ -456,8 +457,8 @@ static int dup_opt(const char *s, char **out)
 }
 
 /* Copies everything a retry needs to sign again. */
-static int copy_call(duo_areq *r, const duo_client_opts *c, const char *method,
-                     const char *path, const duo_param *params, size_t n)
+static int copy_call(duo_areq *r, const duo_client_opts *c, const char *method, const char *path,
+                     const duo_param *params, size_t n)
 {
     r->o = *c;
     const char *ca = (c->ca_file && *c->ca_file) ? c->ca_file : getenv("DUO_CA_FILE");
@@ -498,8 +499,7 @@ static int check_call(const duo_client_opts *c, const char *method, const char *
 
 int duo_async_submit(duo_async *a, const duo_client_opts *creds, const char *method,
                      const char *path, const duo_param *params, size_t nparams,
-                     long long deadline_ms, duo_async_cb cb, void *arg, duo_areq **out,
-                     err_t *e)
+                     long long deadline_ms, duo_async_cb cb, void *arg, duo_areq **out, err_t *e)
 {
     if (out)
         *out = NULL;
@@ -509,8 +509,7 @@ int duo_async_submit(duo_async *a, const duo_client_opts *creds, const char *met
     duo_areq *r = calloc(1, sizeof *r);
     if (!r)
         return err_set(e, ERR_NOMEM, "out of memory starting a Duo call");
-    *r = (duo_areq){.a = a, .deadline_ms = deadline_ms, .cb = cb, .arg = arg,
-                    .next = a->all};
+    *r = (duo_areq){.a = a, .deadline_ms = deadline_ms, .cb = cb, .arg = arg, .next = a->all};
     if (a->all)
         a->all->prev = r;
     a->all = r;

@@ -54,8 +54,7 @@ void duo_async_free(duo_async *a);
  * Returns 0, or ERR_INVAL / ERR_NOMEM with *e set (nothing started, no callback). */
 int duo_async_submit(duo_async *a, const duo_client_opts *creds, const char *method,
                      const char *path, const duo_param *params, size_t nparams,
-                     long long deadline_ms, duo_async_cb cb, void *arg, duo_areq **out,
-                     err_t *e);
+                     long long deadline_ms, duo_async_cb cb, void *arg, duo_areq **out, err_t *e);
 
 /* Drops a request (closing its connection if a transfer is under way) without running
  * its callback; the handle is freed. */

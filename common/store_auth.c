@@ -14,8 +14,8 @@
 /* Left joins tell a missing stage, user or device apart in one round trip. */
 static const store_stmt st_for_user = {
     "auth_device_for_user",
-    "SELECT st.id, u.id, u.active, d.id, d.uuid, d.duo_user_id, d.duo_user_kind, "
-    ASYNC_COMMIT " FROM (SELECT 1) one "
+    "SELECT st.id, u.id, u.active, d.id, d.uuid, d.duo_user_id, d.duo_user_kind, " ASYNC_COMMIT
+    " FROM (SELECT 1) one "
     "LEFT JOIN duo_stage st ON st.uuid = $1::uuid "
     "LEFT JOIN app_user u ON u.username = $2 "
     "LEFT JOIN LATERAL (SELECT * FROM duo_device x WHERE x.user_id = u.id "
@@ -26,14 +26,14 @@ static const store_stmt st_by_uuid = {
     "SELECT d.stage_id, d.user_id, u.active, d.id, d.uuid, d.duo_user_id, d.duo_user_kind, "
     "st.uuid, " ASYNC_COMMIT " FROM duo_device d JOIN app_user u ON u.id = d.user_id "
     "JOIN duo_stage st ON st.id = d.stage_id WHERE d.uuid = $1::uuid AND d.confirmed"};
-static const store_stmt st_take = {
-    "auth_take", "SELECT challenge_id, retry_after_secs, reason "
-                 "FROM auth_challenge_take($1::bigint, $2::bigint, $3, $4, $5)"};
+static const store_stmt st_take = {"auth_take",
+                                   "SELECT challenge_id, retry_after_secs, reason "
+                                   "FROM auth_challenge_take($1::bigint, $2::bigint, $3, $4, $5)"};
 static const store_stmt st_decide = {
     "auth_decide", "UPDATE auth_challenge SET result = $2, decided_at = clock_timestamp() "
                    "WHERE id = $1::bigint"};
-static const store_stmt st_used = {
-    "auth_device_used", "UPDATE duo_device SET last_used = now() WHERE id = $1::bigint"};
+static const store_stmt st_used = {"auth_device_used",
+                                   "UPDATE duo_device SET last_used = now() WHERE id = $1::bigint"};
 
 /* Fills out from a row: stage id, user id, active, device id, uuid, duo id, kind. */
 static void fill(const store_res *r, auth_device *out)
@@ -122,7 +122,8 @@ int store_auth_take(store *s, int64_t user_id, int64_t stage_id, const auth_guar
         store_res_i64(r, 0, 1, &secs);
         *retry_after_secs = (int)secs;
         *why = strcmp(store_res_get(r, 0, 2), "cooldown") == 0 ? "cooldown"
-               : *challenge_id ? "ok" : "cap";
+               : *challenge_id                                 ? "ok"
+                                                               : "cap";
     }
     store_res_free(r);
     return rc;

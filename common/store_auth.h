@@ -21,10 +21,10 @@
 /* Why a lookup found no usable device (AUTH_DEV_OK when it did). */
 typedef enum {
     AUTH_DEV_OK = 0,
-    AUTH_DEV_NO_STAGE,     /* no stage with that uuid */
-    AUTH_DEV_NO_USER,      /* no local user with that name */
-    AUTH_DEV_NO_DEVICE,    /* no confirmed device for that user on that stage / uuid */
-    AUTH_DEV_INACTIVE,     /* the local user is deactivated */
+    AUTH_DEV_NO_STAGE,  /* no stage with that uuid */
+    AUTH_DEV_NO_USER,   /* no local user with that name */
+    AUTH_DEV_NO_DEVICE, /* no confirmed device for that user on that stage / uuid */
+    AUTH_DEV_INACTIVE,  /* the local user is deactivated */
 } auth_dev_state;
 
 /* A device as the worker needs it; plain values, owned by the caller's struct. */
@@ -36,7 +36,7 @@ typedef struct auth_device {
     int64_t stage_id;
     char stage_uuid[40];
     char duo_user_id[204];
-    int by_username;        /* duo_user_kind = 'username': address Duo by username */
+    int by_username; /* duo_user_kind = 'username': address Duo by username */
 } auth_device;
 
 /* The user's confirmed device on the stage (the most recently used one when several);
@@ -51,9 +51,9 @@ int store_auth_device_by_uuid(store *s, const char *device_uuid, auth_device *ou
 
 /* The guard's settings. */
 typedef struct auth_guard {
-    int cap;              /* challenges per user per window */
+    int cap; /* challenges per user per window */
     int window_secs;
-    int cooldown_secs;    /* after a deny */
+    int cooldown_secs; /* after a deny */
 } auth_guard;
 
 /* Takes a challenge slot for the user (autocommit, one round trip; must not run inside

@@ -26,8 +26,8 @@ static tl_stack S;
 static void user_with_device(const char *name, int by_username, char *device, size_t n)
 {
     char body[256], out[1024];
-    snprintf(body, sizeof body, "{\"account\":\"%s\",\"users\":[{\"username\":\"%s\"}]}",
-             S.account, name);
+    snprintf(body, sizeof body, "{\"account\":\"%s\",\"users\":[{\"username\":\"%s\"}]}", S.account,
+             name);
     assert_int_equal(tl_emu("POST", "/_emu/users", body, out, sizeof out), 200);
     json_t *j = json_loads(out, 0, NULL);
     json_t *u = json_array_get(json_object_get(json_object_get(j, "response"), "users"), 0);
@@ -41,8 +41,7 @@ static void user_with_device(const char *name, int by_username, char *device, si
              "INSERT INTO duo_device (user_id, stage_id, duo_user_id, duo_user_kind, name) "
              "SELECT u.id, st.id, '%s', '%s', 'test phone' FROM app_user u, duo_stage st "
              "WHERE u.username = '%s' AND st.uuid = '%s' RETURNING uuid",
-             by_username ? name : duo_id, by_username ? "username" : "user_id", name,
-             S.stage_uuid);
+             by_username ? name : duo_id, by_username ? "username" : "user_id", name, S.stage_uuid);
     assert_int_equal(tl_query1(S.db, sql, device, n), 0);
     json_decref(j);
 }
@@ -130,8 +129,10 @@ static void test_push_allow_updates_last_used(void **state)
     assert_string_equal(tl_str(r, "duo_status"), "allow");
     assert_true(strlen(tl_str(r, "duo_status_msg")) > 0);
     expect_result(r, "allow", dev);
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM duo_device WHERE uuid = '%s' AND "
-             "last_used IS NOT NULL", dev);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM duo_device WHERE uuid = '%s' AND "
+             "last_used IS NOT NULL",
+             dev);
     assert_int_equal(count(sql), 1);
 }
 
@@ -234,7 +235,8 @@ static void test_errors(void **state)
     tl_job_id(&S, id, sizeof id);
     expect_error(tl_job(&S, "auth", id,
                         json_pack("{s:s}", "device_id", "7e57ab1e-0000-4000-8000-00000000beef"),
-                        30000), "device_not_found");
+                        30000),
+                 "device_not_found");
     user_with_device("rita", 0, dev, sizeof dev);
     snprintf(body, sizeof body, "{\"account\":\"%s\",\"username\":\"rita\"}", S.account);
     assert_int_equal(tl_emu("POST", "/_emu/users/remove", body, NULL, 0), 200);
@@ -255,8 +257,10 @@ static void test_duo_unavailable(void **state)
     (void)state;
     char dev[64], body[256];
     user_with_device("bella", 0, dev, sizeof dev);
-    snprintf(body, sizeof body, "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/auth\","
-             "\"status\":429,\"count\":1,\"retry_after\":30}", S.account);
+    snprintf(body, sizeof body,
+             "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/auth\","
+             "\"status\":429,\"count\":1,\"retry_after\":30}",
+             S.account);
     assert_int_equal(tl_emu("POST", "/_emu/faults", body, NULL, 0), 200);
     expect_error(auth_user("bella", "push", NULL), "duo_unavailable");
     expect_result(auth_user("bella", "passcode", "123456"), "allow", dev); /* fault used up */
@@ -269,8 +273,8 @@ static void send_all(const char *const *users, int n, int *allow, int *limited, 
     char ids[MANY][64];
     for (int i = 0; i < n; i++) {
         tl_job_id(&S, ids[i], sizeof ids[i]);
-        json_t *b = json_pack("{s:s, s:s, s:s}", "stage_uuid", S.stage_uuid, "username",
-                              users[i], "factor", "push");
+        json_t *b = json_pack("{s:s, s:s, s:s}", "stage_uuid", S.stage_uuid, "username", users[i],
+                              "factor", "push");
         assert_int_equal(jobs_send(S.client, "auth", ids[i], b, &e), 0);
         json_decref(b);
     }
@@ -305,7 +309,8 @@ static void test_fatigue_cap_across_workers(void **state)
     assert_int_equal(limited, 8 - CAP);
     assert_int_equal(other, 0);
     assert_int_equal(count("SELECT count(*) FROM auth_challenge c JOIN app_user u ON "
-                           "u.id = c.user_id WHERE u.username = 'paul'"), CAP);
+                           "u.id = c.user_id WHERE u.username = 'paul'"),
+                     CAP);
 }
 
 /* MANY pushes held 2 s each by the emulator, all in flight together: all answered. */
@@ -313,19 +318,23 @@ static void test_many_concurrent(void **state)
 {
     (void)state;
     char sql[512], body[256];
-    snprintf(body, sizeof body, "{\"account\":\"%s\",\"generate\":{\"count\":%d,\"prefix\":"
-             "\"many\"}}", S.account, MANY);
+    snprintf(body, sizeof body,
+             "{\"account\":\"%s\",\"generate\":{\"count\":%d,\"prefix\":"
+             "\"many\"}}",
+             S.account, MANY);
     assert_int_equal(tl_emu("POST", "/_emu/users", body, NULL, 0), 200);
-    snprintf(sql, sizeof sql, "INSERT INTO app_user (username) SELECT 'many' || "
-             "lpad(i::text, 7, '0') FROM generate_series(0, %d) i", MANY - 1);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO app_user (username) SELECT 'many' || "
+             "lpad(i::text, 7, '0') FROM generate_series(0, %d) i",
+             MANY - 1);
     assert_int_equal(tl_exec(S.db, sql), 0);
-    snprintf(sql, sizeof sql, "INSERT INTO duo_device (user_id, stage_id, duo_user_id, "
+    snprintf(sql, sizeof sql,
+             "INSERT INTO duo_device (user_id, stage_id, duo_user_id, "
              "duo_user_kind, name) SELECT u.id, st.id, u.username, 'username', 'p' FROM "
              "app_user u, duo_stage st WHERE u.username LIKE 'many%%' AND st.uuid = '%s'",
              S.stage_uuid);
     assert_int_equal(tl_exec(S.db, sql), 0);
-    snprintf(body, sizeof body, "{\"account\":\"%s\",\"user\":\"*\",\"delay_ms\":2000}",
-             S.account);
+    snprintf(body, sizeof body, "{\"account\":\"%s\",\"user\":\"*\",\"delay_ms\":2000}", S.account);
     assert_int_equal(tl_emu("POST", "/_emu/behavior", body, NULL, 0), 200);
     static char names[MANY][16];
     const char *users[MANY];

@@ -81,26 +81,24 @@ static void new_account(emu_account *a)
              (long)time(NULL) % 100000);
     snprintf(a->ikey, sizeof a->ikey, "DIA%s", a->account);
     snprintf(a->skey, sizeof a->skey, "sk-%s-secret", a->account);
-    json_decref(emu("/_emu/account",
-                    json_pack("{s:s, s:[{s:s, s:s, s:s}], s:b}", "account", a->account,
-                              "integrations", "ikey", a->ikey, "skey", a->skey, "type", "auth",
-                              "admin_licensed", 1)));
-    json_decref(emu("/_emu/users", json_pack("{s:s, s:[{s:s}]}", "account", a->account,
-                                             "users", "username", "alice")));
+    json_decref(emu("/_emu/account", json_pack("{s:s, s:[{s:s, s:s, s:s}], s:b}", "account",
+                                               a->account, "integrations", "ikey", a->ikey, "skey",
+                                               a->skey, "type", "auth", "admin_licensed", 1)));
+    json_decref(emu("/_emu/users", json_pack("{s:s, s:[{s:s}]}", "account", a->account, "users",
+                                             "username", "alice")));
 }
 
 static void behave(const emu_account *a, const char *push, int delay_ms)
 {
     json_decref(emu("/_emu/behavior", json_pack("{s:s, s:s, s:s, s:i}", "account", a->account,
-                                                 "user", "*", "push", push, "delay_ms",
-                                                 delay_ms)));
+                                                "user", "*", "push", push, "delay_ms", delay_ms)));
 }
 
 static void fault(const emu_account *a, const char *path, int status, int count)
 {
-    json_decref(emu("/_emu/faults", json_pack("{s:s, s:s, s:i, s:i}", "account", a->account,
-                                              "path_prefix", path, "status", status, "count",
-                                              count)));
+    json_decref(
+        emu("/_emu/faults", json_pack("{s:s, s:s, s:i, s:i}", "account", a->account, "path_prefix",
+                                      path, "status", status, "count", count)));
 }
 
 static void opts_for(const emu_account *a, duo_client_opts *o)
@@ -144,13 +142,12 @@ static duo_async *engine(void)
     return a;
 }
 
-static void submit_auth(duo_async *a, const duo_client_opts *o, long long deadline,
-                        outcome *out)
+static void submit_auth(duo_async *a, const duo_client_opts *o, long long deadline, outcome *out)
 {
     duo_param p[] = {{"username", "alice"}, {"factor", "push"}, {"device", "auto"}};
     err_t e = {0};
-    assert_int_equal(duo_async_submit(a, o, "POST", "/auth/v2/auth", p, 3, deadline, on_done,
-                                      out, NULL, &e), 0);
+    assert_int_equal(
+        duo_async_submit(a, o, "POST", "/auth/v2/auth", p, 3, deadline, on_done, out, NULL, &e), 0);
 }
 
 /* 300 pushes held 1 s each are all in flight together and all come back allow. */
@@ -201,8 +198,8 @@ static void test_retry_429(void **state)
     duo_async *a = engine();
     outcome out = {0};
     err_t e = {0};
-    assert_int_equal(duo_async_submit(a, &o, "GET", "/auth/v2/check", NULL, 0, 0, on_done, &out,
-                                      NULL, &e), 0);
+    assert_int_equal(
+        duo_async_submit(a, &o, "GET", "/auth/v2/check", NULL, 0, 0, on_done, &out, NULL, &e), 0);
     run_until(a, &out.done, 1);
     assert_int_equal(out.done, 1);
     assert_int_equal(out.rc, 0);
@@ -223,8 +220,8 @@ static void test_5xx_exhausted(void **state)
     opts_for(&acc, &o);
     duo_async *a = engine();
     outcome out = {0};
-    assert_int_equal(duo_async_submit(a, &o, "GET", "/auth/v2/check", NULL, 0, 0, on_done, &out,
-                                      NULL, NULL), 0);
+    assert_int_equal(
+        duo_async_submit(a, &o, "GET", "/auth/v2/check", NULL, 0, 0, on_done, &out, NULL, NULL), 0);
     run_until(a, &out.done, 1);
     assert_int_equal(out.rc, ERR_DUO);
     assert_int_equal(out.err.cls, DUO_CLASS_TRANSIENT);
@@ -240,8 +237,8 @@ static void test_4xx_not_retried(void **state)
     (void)state;
     emu_account acc;
     new_account(&acc);
-    json_decref(emu("/_emu/users/remove", json_pack("{s:s, s:s}", "account", acc.account,
-                                                    "username", "alice")));
+    json_decref(emu("/_emu/users/remove",
+                    json_pack("{s:s, s:s}", "account", acc.account, "username", "alice")));
     duo_client_opts o;
     opts_for(&acc, &o);
     duo_async *a = engine();
@@ -289,8 +286,8 @@ static void test_cancel(void **state)
     outcome keep = {0}, drop = {0};
     duo_param p[] = {{"username", "alice"}, {"factor", "push"}};
     duo_areq *r = NULL;
-    assert_int_equal(duo_async_submit(a, &o, "POST", "/auth/v2/auth", p, 2, 0, on_done, &drop,
-                                      &r, NULL), 0);
+    assert_int_equal(
+        duo_async_submit(a, &o, "POST", "/auth/v2/auth", p, 2, 0, on_done, &drop, &r, NULL), 0);
     submit_auth(a, &o, 0, &keep);
     assert_int_equal(duo_async_poll(a, -1, 0, NULL), 0); /* both on the wire */
     duo_async_cancel(a, r);
@@ -337,8 +334,9 @@ static void test_bad_args(void **state)
     duo_client_opts_default(&o);
     outcome out = {0};
     err_t e = {0};
-    assert_int_equal(duo_async_submit(a, &o, "GET", "/auth/v2/check", NULL, 0, 0, on_done, &out,
-                                      NULL, &e), ERR_INVAL);
+    assert_int_equal(
+        duo_async_submit(a, &o, "GET", "/auth/v2/check", NULL, 0, 0, on_done, &out, NULL, &e),
+        ERR_INVAL);
     assert_int_equal(duo_async_active(a), 0);
     assert_int_equal(duo_async_poll(a, -1, 0, NULL), 0);
     assert_int_equal(out.done, 0);

@@ -30,8 +30,7 @@ static void raise_fd_limit(void)
 int auth_init(const worker_env *env, err_t *e)
 {
     auth_app *app = calloc(1, sizeof *app);
-    if (!app || !(app->stages = auth_stages_new()) ||
-        !(app->engine = duo_async_new(NULL, e))) {
+    if (!app || !(app->stages = auth_stages_new()) || !(app->engine = duo_async_new(NULL, e))) {
         if (app)
             auth_stages_free(app->stages);
         free(app);
@@ -93,8 +92,8 @@ static void record(const auth_call *c, const char *decided, job_outcome *out)
         rc = store_auth_device_used(db, c->dev.id, &e);
     if (rc < 0) {
         store_rollback(db);
-        LOG(LOG_WARN, "could not record the auth decision", "device_id", c->dev.uuid,
-            "error", e.msg);
+        LOG(LOG_WARN, "could not record the auth decision", "device_id", c->dev.uuid, "error",
+            e.msg);
         (void)out;
     }
 }
@@ -123,9 +122,9 @@ static int resolve(const worker_env *env, const job *j, auth_device *dev, job_ou
     err_t e = {0};
     const char *device_id = str(j, "device_id");
     const char *username = str(j, "username");
-    int rc = device_id ? store_auth_device_by_uuid(env->db, device_id, dev, &e)
-                       : store_auth_device_for_user(env->db, str(j, "stage_uuid"), username,
-                                                    dev, &e);
+    int rc = device_id
+                 ? store_auth_device_by_uuid(env->db, device_id, dev, &e)
+                 : store_auth_device_for_user(env->db, str(j, "stage_uuid"), username, dev, &e);
     if (rc == ERR_INVAL)
         job_fail(out, device_id ? "device_not_found" : "stage_not_found", "%s", e.msg);
     else if (rc < 0)
@@ -139,8 +138,10 @@ static int resolve(const worker_env *env, const job *j, auth_device *dev, job_ou
     else if (dev->state == AUTH_DEV_NO_DEVICE && device_id)
         job_fail(out, "device_not_found", "no confirmed Duo device with id %s", device_id);
     else if (dev->state == AUTH_DEV_NO_DEVICE)
-        job_fail(out, "no_device", "user '%.150s' has no confirmed Duo device on this stage: "
-                 "enroll one (enroll.begin) or import it", username);
+        job_fail(out, "no_device",
+                 "user '%.150s' has no confirmed Duo device on this stage: "
+                 "enroll one (enroll.begin) or import it",
+                 username);
     return rc < 0 || dev->state != AUTH_DEV_OK ? -1 : 0;
 }
 
@@ -153,8 +154,8 @@ static int guard(const worker_env *env, const auth_device *dev, int64_t *challen
     int after = 0;
     const char *why = NULL;
     err_t e = {0};
-    if (store_auth_take(env->db, dev->user_id, dev->stage_id, &g, challenge, &after, &why,
-                        &e) < 0) {
+    if (store_auth_take(env->db, dev->user_id, dev->stage_id, &g, challenge, &after, &why, &e) <
+        0) {
         job_retry(out, "push-fatigue guard: %s", e.msg);
         return -1;
     }
@@ -162,15 +163,19 @@ static int guard(const worker_env *env, const auth_device *dev, int64_t *challen
         return 0;
     char msg[256];
     if (strcmp(why, "cooldown") == 0)
-        snprintf(msg, sizeof msg, "a recent push was denied: new challenges for this user "
-                 "wait %d s after a deny; retry in %d s", g.cooldown_secs, after);
+        snprintf(msg, sizeof msg,
+                 "a recent push was denied: new challenges for this user "
+                 "wait %d s after a deny; retry in %d s",
+                 g.cooldown_secs, after);
     else
-        snprintf(msg, sizeof msg, "too many challenges: at most %d per %d s for this user; "
-                 "retry in %d s", g.cap, g.window_secs, after);
+        snprintf(msg, sizeof msg,
+                 "too many challenges: at most %d per %d s for this user; "
+                 "retry in %d s",
+                 g.cap, g.window_secs, after);
     out->fields = json_pack("{s:s, s:s, s:i, s:s}", "result", "rate_limited", "device_id",
                             dev->uuid, "retry_after_secs", after, "message", msg);
-    LOG(LOG_INFO, "challenge refused by the push-fatigue guard", "device_id", dev->uuid,
-        "reason", why);
+    LOG(LOG_INFO, "challenge refused by the push-fatigue guard", "device_id", dev->uuid, "reason",
+        why);
     return -1;
 }
 
@@ -188,8 +193,8 @@ static int submit(const worker_env *env, const job *j, auth_call *c, job_outcome
         return -1;
     err_t e = {0};
     long long deadline = c->t0_ms + (long long)env->cfg->auth_deadline_secs * 1000;
-    int rc = duo_async_submit(app->engine, &creds, "POST", "/auth/v2/auth", p, (size_t)n,
-                              deadline, on_duo, c, &c->req, &e);
+    int rc = duo_async_submit(app->engine, &creds, "POST", "/auth/v2/auth", p, (size_t)n, deadline,
+                              on_duo, c, &c->req, &e);
     free(pushinfo);
     if (rc < 0)
         job_fail(out, "duo_local_error", "cannot start the Duo call: %s", e.msg);

@@ -52,7 +52,8 @@ static int encode_pushinfo(const json_t *obj, char **out)
     size_t len = 0;
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)obj, k, v) {
+    json_object_foreach((json_t *)obj, k, v)
+    {
         if (append_pair(out, &len, k, json_string_value(v) ? json_string_value(v) : "") < 0) {
             free(*out);
             *out = NULL;
@@ -62,8 +63,7 @@ static int encode_pushinfo(const json_t *obj, char **out)
     return 0;
 }
 
-int auth_params(const job *j, const auth_device *dev, duo_param *p, char **pushinfo,
-                job_outcome *o)
+int auth_params(const job *j, const auth_device *dev, duo_param *p, char **pushinfo, job_outcome *o)
 {
     size_t n = 0;
     const char *factor = factor_of(j);
@@ -122,16 +122,21 @@ static int user_gone(const duo_error *de)
 static void fail(job_outcome *out, int rc, const duo_error *de)
 {
     if (user_gone(de)) {
-        job_fail(out, "duo_user_not_found", "Duo has no such user (%s): the device refers to "
-                 "a Duo user that was removed", de->detail);
+        job_fail(out, "duo_user_not_found",
+                 "Duo has no such user (%s): the device refers to "
+                 "a Duo user that was removed",
+                 de->detail);
     } else if (de->cls == DUO_CLASS_LICENSE) {
-        job_fail(out, "duo_integration_disabled", "Duo refused the call with 403 %d (%s): "
-                 "the stage's Auth API integration is disabled or not permitted", de->code,
-                 de->message);
+        job_fail(out, "duo_integration_disabled",
+                 "Duo refused the call with 403 %d (%s): "
+                 "the stage's Auth API integration is disabled or not permitted",
+                 de->code, de->message);
         out->dead_letter = 1;
     } else if (de->cls == DUO_CLASS_TRANSIENT) {
-        job_fail(out, "duo_unavailable", "Duo could not be reached after %d attempt(s): %s "
-                 "(%s)", de->attempts, de->message, duo_error_code(de));
+        job_fail(out, "duo_unavailable",
+                 "Duo could not be reached after %d attempt(s): %s "
+                 "(%s)",
+                 de->attempts, de->message, duo_error_code(de));
     } else {
         job_fail(out, duo_error_code(de), "Duo auth failed: %s%s%s (rc %d)", de->message,
                  de->detail[0] ? ": " : "", de->detail, rc);
@@ -169,6 +174,8 @@ void auth_outcome(const auth_call *c, int rc, const json_t *resp, const duo_erro
         out->fields = fields(c, "deny", resp);
         /* Only a refusal by the user starts the cool-down (not "sent" for sms). */
         *decided = r == DUO_RESULT_DENY && status &&
-                   (strcmp(status, "deny") == 0 || strcmp(status, "fraud") == 0) ? "deny" : "other";
+                           (strcmp(status, "deny") == 0 || strcmp(status, "fraud") == 0)
+                       ? "deny"
+                       : "other";
     }
 }

@@ -17,17 +17,17 @@ typedef struct auth_call auth_call;
 typedef struct auth_app {
     duo_async *engine;
     auth_stages *stages;
-    auth_call *calls;        /* jobs waiting for Duo */
+    auth_call *calls; /* jobs waiting for Duo */
 } auth_app;
 
 /* One job waiting for Duo; owned by the app until its job is done. */
 struct auth_call {
     auth_app *app;
-    const worker_env *env;   /* borrowed: lives as long as the worker */
+    const worker_env *env; /* borrowed: lives as long as the worker */
     job_async *h;
     duo_areq *req;
     auth_device dev;
-    int64_t challenge_id;    /* 0 when the factor is not guarded (passcode) */
+    int64_t challenge_id; /* 0 when the factor is not guarded (passcode) */
     long long t0_ms;
     auth_call *prev, *next;
 };

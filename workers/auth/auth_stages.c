@@ -15,8 +15,8 @@
 #define STAGE_TTL_MS 30000
 
 typedef struct {
-    stage_rec st;          /* st.uuid[0] == 0: empty slot */
-    char ca_path[256];     /* temp file with the stage's CA bundle, "" when none */
+    stage_rec st;      /* st.uuid[0] == 0: empty slot */
+    char ca_path[256]; /* temp file with the stage's CA bundle, "" when none */
     long long loaded_ms;
 } stage_slot;
 

@@ -11,8 +11,12 @@
 int main(int argc, char **argv)
 {
     static const job_type_def types[] = {{.type = "auth", .start = auth_start}};
-    static const worker_def def = {.name = "auth", .queue_kind = MQ_KIND_AUTH, .types = types,
-                                   .ntypes = 1, .poll = auth_poll, .init = auth_init,
+    static const worker_def def = {.name = "auth",
+                                   .queue_kind = MQ_KIND_AUTH,
+                                   .types = types,
+                                   .ntypes = 1,
+                                   .poll = auth_poll,
+                                   .init = auth_init,
                                    .fini = auth_fini};
     setenv("WORKER_PREFETCH", AUTH_DEFAULT_PREFETCH, 0);
     return worker_main(&def, argc, argv);
