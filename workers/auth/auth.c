@@ -192,7 +192,7 @@ static int submit(const worker_env *env, const job *j, auth_call *c, job_outcome
     if (n < 0)
         return -1;
     err_t e = {0};
-    long long deadline = c->t0_ms + (long long)env->cfg->auth_deadline_secs * 1000;
+    long long deadline = c->deadline_ms;
     int rc = duo_async_submit(app->engine, &creds, "POST", "/auth/v2/auth", p, (size_t)n, deadline,
                               on_duo, c, &c->req, &e);
     free(pushinfo);
@@ -209,7 +209,12 @@ int auth_start(const worker_env *env, const job *j, job_async *h, job_outcome *o
         job_retry(out, "out of memory");
         return 0;
     }
-    *c = (auth_call){.app = app, .env = env, .h = h, .t0_ms = duo_async_now_ms()};
+    long long t0 = duo_async_now_ms();
+    *c = (auth_call){.app = app,
+                     .env = env,
+                     .h = h,
+                     .t0_ms = t0,
+                     .deadline_ms = t0 + (long long)env->cfg->auth_deadline_secs * 1000};
     if (resolve(env, j, &c->dev, out) < 0 ||
         (auth_factor_guarded(j) && guard(env, &c->dev, &c->challenge_id, out) < 0) ||
         submit(env, j, c, out) < 0) {

@@ -10,6 +10,9 @@
 #include "auth_int.h"
 #include "log.h"
 
+/* curl may fire a timeout a few ms before the deadline it was given. */
+#define DEADLINE_SLACK_MS 100
+
 static const char *str(const job *j, const char *key)
 {
     return json_string_value(json_object_get(j->body, key));
@@ -147,8 +150,10 @@ static void fail(job_outcome *out, int rc, const duo_error *de)
 void auth_outcome(const auth_call *c, int rc, const json_t *resp, const duo_error *de,
                   job_outcome *out, const char **decided)
 {
-    if (rc == ERR_TIMEOUT && de->fail == DUO_FAIL_TIMEOUT) {
-        /* Nobody answered by the job's deadline: an answer, not a system error. */
+    /* Nobody answered by the job's deadline: an answer, not a system error. A timeout
+     * before it (connect, or one attempt's DUO_TIMEOUT_MS) is Duo's trouble. */
+    if (rc == ERR_TIMEOUT && de->fail == DUO_FAIL_TIMEOUT &&
+        duo_async_now_ms() >= c->deadline_ms - DEADLINE_SLACK_MS) {
         out->fields = fields(c, "timeout", NULL);
         *decided = "timeout";
         return;

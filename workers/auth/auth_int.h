@@ -29,6 +29,7 @@ struct auth_call {
     auth_device dev;
     int64_t challenge_id; /* 0 when the factor is not guarded (passcode) */
     long long t0_ms;
+    long long deadline_ms; /* t0 + AUTH_DEADLINE_SECS: past it the answer is timeout */
     auth_call *prev, *next;
 };
 
