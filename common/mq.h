@@ -132,6 +132,17 @@ void mq_delivery_free(mq_delivery *d);
 int mq_ack(mq_conn *c, const mq_delivery *d, err_t *e);
 int mq_reject(mq_conn *c, const mq_delivery *d, int requeue, err_t *e);
 
+/* A ticket settles a delivery later without keeping it: its tag and the connection it
+ * came on. Acting on a ticket of an earlier connection is refused like mq_ack's. */
+typedef struct mq_ticket {
+    uint64_t tag;
+    uint64_t gen;
+} mq_ticket;
+
+mq_ticket mq_ticket_of(const mq_delivery *d);
+/* requeue: 0 = ack, 1 = reject and requeue, -1 = reject without requeue (dead-letter). */
+int mq_settle(mq_conn *c, mq_ticket t, int how, err_t *e);
+
 /* Rejects without requeue so the queue dead-letters it to P.dead with its original
  * properties; `reason` (may be NULL) is logged. */
 int mq_dead_letter(mq_conn *c, const mq_delivery *d, const char *reason, err_t *e);

@@ -122,6 +122,24 @@ int mq_reject(mq_conn *c, const mq_delivery *d, int requeue, err_t *e)
     return rc == AMQP_STATUS_OK ? 0 : mq_broken(c, e, mq_err_status(e, rc, "rejecting"));
 }
 
+mq_ticket mq_ticket_of(const mq_delivery *d)
+{
+    return (mq_ticket){.tag = d->delivery_tag, .gen = d->priv->gen};
+}
+
+int mq_settle(mq_conn *c, mq_ticket t, int how, err_t *e)
+{
+    int rc = check_live(c, e);
+    if (rc == 0 && t.gen != c->gen)
+        rc = err_set(e, ERR_MQ, "delivery %llu is from an earlier AMQP connection",
+                     (unsigned long long)t.tag);
+    if (rc < 0)
+        return rc;
+    rc = how == 0 ? amqp_basic_ack(c->st, CH_CONSUME, t.tag, 0)
+                  : amqp_basic_reject(c->st, CH_CONSUME, t.tag, how > 0 ? 1 : 0);
+    return rc == AMQP_STATUS_OK ? 0 : mq_broken(c, e, mq_err_status(e, rc, "settling"));
+}
+
 int mq_dead_letter(mq_conn *c, const mq_delivery *d, const char *reason, err_t *e)
 {
     LOG(LOG_WARN, "dead-lettering message", "kind", d->kind, "message_id", d->message_id, "reason",

@@ -112,20 +112,83 @@ static json_t *reply_build(const char *job_id, const char *job_type, const job_o
     return r;
 }
 
-/* Publishes an encoded reply to d's reply_to (or the results exchange) and waits for the
- * broker's confirm. */
+/* A delivery whose reply is published and awaits the broker's confirm; then it is
+ * settled (acked, or rejected into the dead-letter queue). Waiting for confirms without
+ * blocking lets the next job run meanwhile. */
+struct settle {
+    uint64_t seq;
+    mq_ticket ticket;
+    int how;             /* 0 ack, -1 dead-letter */
+    struct settle *next;
+};
+
+/* Publishes an encoded reply to d's reply_to (or the results exchange) and queues d to be
+ * settled `how` once the broker confirms the reply. */
 static int reply_send(worker *w, const mq_delivery *d, const char *job_type, const void *buf,
-                      size_t len, err_t *e)
+                      size_t len, int how, err_t *e)
 {
     char type[128];
     snprintf(type, sizeof type, "%s.result", job_type ? job_type : "unknown");
     mq_msg m = {.body = buf, .body_len = len, .message_id = d->message_id,
                 .type = type, .content_type = "application/msgpack"};
-    uint64_t seq = 0;
-    int rc = mq_reply(w->mq, d, &m, &seq, e);
-    if (rc == 0)
-        rc = mq_wait_confirm(w->mq, seq, CONFIRM_TIMEOUT_MS, e);
-    return rc;
+    struct settle *s = calloc(1, sizeof *s);
+    if (!s)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    int rc = mq_reply(w->mq, d, &m, &s->seq, e);
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
+    s->ticket = mq_ticket_of(d);
+    s->how = how;
+    *(w->settle_tail ? &w->settle_tail->next : &w->settle_head) = s;
+    w->settle_tail = s;
+    w->nsettle++;
+    return 0;
+}
+
+/* Settles every delivery whose reply the broker has confirmed (or lost). */
+static void settle_confirmed(worker *w)
+{
+    struct settle **pp = &w->settle_head, *prev = NULL;
+    while (*pp) {
+        struct settle *s = *pp;
+        int c = mq_confirmed(w->mq, s->seq);
+        if (c == 0) {
+            prev = s;
+            pp = &s->next;
+            continue;
+        }
+        /* Lost or nacked: leave the delivery to the broker's redelivery (a requeue when
+         * the connection is still up), which re-sends the stored reply. */
+        mq_settle(w->mq, s->ticket, c == 1 ? s->how : 1, NULL);
+        *pp = s->next;
+        if (w->settle_tail == s)
+            w->settle_tail = prev;
+        w->nsettle--;
+        free(s);
+    }
+}
+
+/* Waits (servicing the connection) until every queued settle is done or timeout_ms. */
+static void settle_all(worker *w, int timeout_ms)
+{
+    long long end = now_ms() + timeout_ms;
+    while (w->settle_head && now_ms() < end && !mq_is_broken(w->mq)) {
+        mq_service(w->mq, NULL);
+        settle_confirmed(w);
+        if (w->settle_head) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    while (w->settle_head) {
+        struct settle *s = w->settle_head;
+        w->settle_head = s->next;
+        free(s);
+    }
+    w->settle_tail = NULL;
+    w->nsettle = 0;
 }
 
 /* Answers a message that never became a job (bad input) and dead-letters it. */
@@ -142,11 +205,12 @@ static void reject_input(worker *w, const mq_delivery *d, const char *code, cons
     err_t e = {0};
     int rc = msg_encode(r, &buf, &len, &e);
     json_decref(r);
-    if (rc == 0 && (d->reply_to || d->message_id))
-        rc = reply_send(w, d, d->type, buf, len, &e);
-    free(buf);
+    LOG(LOG_WARN, "dead-lettering message", "message_id", d->message_id, "reason", code);
     if (rc == 0)
+        rc = reply_send(w, d, d->type, buf, len, -1, &e);
+    else
         rc = mq_dead_letter(w->mq, d, code, &e);
+    free(buf);
     metrics_dead_letter(w);
     if (rc < 0)
         LOG(LOG_WARN, "could not finish rejecting a message", "error", e.msg);
@@ -240,10 +304,10 @@ static int commit_and_reply(worker *w, const mq_delivery *d, const job *j, job_o
     }
     store_job_release(w->db, j->id);
     fault_point(w, "after_commit");
-    rc = reply_send(w, d, j->type, buf, len, &e);
+    if (o->dead_letter)
+        LOG(LOG_WARN, "dead-lettering job", "job_id", j->id, "reason", o->code);
+    rc = reply_send(w, d, j->type, buf, len, o->dead_letter ? -1 : 0, &e);
     free(buf);
-    if (rc == 0)
-        rc = o->dead_letter ? mq_dead_letter(w->mq, d, o->code, &e) : mq_ack(w->mq, d, &e);
     if (rc < 0)
         LOG(LOG_WARN, "reply or ack failed after commit; redelivery will re-send it",
             "job_id", j->id, "error", e.msg);
@@ -256,9 +320,7 @@ static void resend_stored(worker *w, const mq_delivery *d, const job_claim *c)
     err_t e = {0};
     LOG(LOG_INFO, "job already done; re-sending its reply", "job_id", d->message_id);
     metrics_job(w, d->type, "duplicate");
-    int rc = reply_send(w, d, d->type, c->reply, c->reply_len, &e);
-    if (rc == 0)
-        rc = mq_ack(w->mq, d, &e);
+    int rc = reply_send(w, d, d->type, c->reply, c->reply_len, 0, &e);
     if (rc < 0)
         LOG(LOG_WARN, "could not re-send stored reply", "job_id", d->message_id, "error", e.msg);
 }
@@ -436,8 +498,9 @@ static int handle_delivery(worker *w, mq_delivery *d)
 /* One turn: let an asynchronous worker drive its I/O, then take every delivery. */
 static int poll_once(worker *w, mq_delivery **d, err_t *e)
 {
+    settle_confirmed(w);
     if (!w->def->poll)
-        return mq_poll(w->mq, 500, d, e);
+        return mq_poll(w->mq, w->nsettle ? 2 : 500, d, e);
     int wait = mq_pending_deliveries(w->mq) ? 0 : 200;
     w->def->poll(&w->env, mq_is_broken(w->mq) ? -1 : mq_fd(w->mq), wait);
     return mq_poll(w->mq, 0, d, e);
@@ -496,6 +559,7 @@ int worker_main(const worker_def *def, int argc, char **argv)
         return 1;
     }
     loop(w);
+    settle_all(w, 5000); /* let confirmed replies' deliveries be acked before closing */
     if (def->fini)
         def->fini(&w->env);
     LOG(LOG_INFO, "worker stopping");

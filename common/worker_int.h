@@ -18,6 +18,8 @@ struct worker {
     metrics *metrics;
     struct duo_cache *duo_cache; /* Duo clients by stage credentials (worker_duo.c) */
     worker_env env;        /* what handlers see; points into this struct */
+    struct settle *settle_head, *settle_tail; /* replies awaiting confirms (worker.c) */
+    size_t nsettle;
     job_async *pending;    /* asynchronous jobs started and not done */
     size_t npending;
     long long stop_at_ms;
