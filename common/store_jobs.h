@@ -32,12 +32,13 @@ typedef struct job_claim {
 int store_job_claim(store *s, const char *job_id, const char *job_type, job_claim *out,
                     err_t *e);
 
-/* Inside the caller's open transaction: marks the job done with its encoded reply. */
+/* Marks the job done with its encoded reply, inside the caller's transaction if one is
+ * open (else on its own), and releases the claim's lock. */
 int store_job_finish(store *s, const char *job_id, const void *reply, size_t len,
                      const char *error_code, err_t *e);
 
-/* Releases the advisory lock taken by store_job_claim (after COMMIT). Never fails
- * visibly: a lost connection released it already. */
+/* Releases the advisory lock taken by store_job_claim when the job is not finished
+ * (retries, failures). Never fails visibly: a lost connection released it already. */
 void store_job_release(store *s, const char *job_id);
 
 /* Frees the reply of a claim; accepts a zeroed claim. */

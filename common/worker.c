@@ -290,11 +290,12 @@ static int commit_and_reply(worker *w, const mq_delivery *d, const job *j, job_o
     size_t len = 0;
     int rc = msg_encode(r, &buf, &len, &e);
     json_decref(r);
-    if (rc == 0 && !store_in_tx(w->db))
-        rc = store_begin(w->db, &e);
+    /* With the handler's effect in an open transaction, the job record joins it; alone,
+     * the record is one autocommitted statement. */
+    int in_tx = store_in_tx(w->db);
     if (rc == 0)
         rc = store_job_finish(w->db, j->id, buf, len, o->code, &e);
-    if (rc == 0)
+    if (rc == 0 && in_tx)
         rc = store_commit(w->db, &e);
     if (rc < 0) {
         store_rollback(w->db);
@@ -302,7 +303,6 @@ static int commit_and_reply(worker *w, const mq_delivery *d, const job *j, job_o
         LOG(LOG_ERROR, "could not commit job", "job_id", j->id, "error", e.msg);
         return rc;
     }
-    store_job_release(w->db, j->id);
     fault_point(w, "after_commit");
     if (o->dead_letter)
         LOG(LOG_WARN, "dead-lettering job", "job_id", j->id, "reason", o->code);
