@@ -309,9 +309,10 @@ def worker_loop(run):
 
 def note(run, what):
     """One timestamped line in <workdir>/events.log, to line up with the worker logs."""
+    now = time.time()
     with open(os.path.join(run.s.workdir, "events.log"), "a") as f:
-        f.write("%s %s\n" % (time.strftime("%H:%M:%S", time.gmtime()) +
-                             ".%03d" % (int(time.time() * 1000) % 1000), what))
+        f.write("%s.%03d %s\n" % (time.strftime("%H:%M:%S", time.gmtime(now)),
+                                  int(now * 1000) % 1000, what))
 
 
 def fault(run, key, path, status, count, retry_after=None):
