@@ -11,7 +11,13 @@
 #     extrapolated to 1,000,000.
 #  3. The emulator limited to 200 pages/min, IMPORT_PAGES_PER_MIN=200, for RATE_SECS:
 #     achieved fraction of the allowed rate, share of 429 answers.
-# Knobs (env): USERS (1000000), SAMPLE (20000), RATE_SECS (90), WORKERS ("1 2").
+# During each import, CPU seconds per process group (import workers, this database's
+# PostgreSQL backends, other PostgreSQL processes, the emulator, the broker) from
+# /proc/<pid>/stat deltas. The emulator is the benchmark's own instance (this tree's
+# code, its own port), so its CPU is the benchmark's alone; after the imports, its own
+# page rate is measured with bench/import_pages (N clients, no broker, no database).
+# Knobs (env): USERS (1000000), SAMPLE (20000), RATE_SECS (90), WORKERS ("1 2"),
+# EMU_SECS (15, the emulator-alone phase per client count).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,13 +26,14 @@ USERS="${USERS:-1000000}"
 SAMPLE="${SAMPLE:-20000}"
 RATE_SECS="${RATE_SECS:-90}"
 WORKERS="${WORKERS:-1 2}"
+EMU_SECS="${EMU_SECS:-15}"
 BUILD="$ROOT/build-bench"
 TAG="bimp$$"
 DB="bench_import_$$"
 PSQL=(psql -X -q -v ON_ERROR_STOP=1)
 
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$BUILD" -j2 --target duo-import duoctl >/dev/null
+cmake --build "$BUILD" -j2 --target duo-import duoctl import_pages >/dev/null
 BIN="$BUILD/bin"
 
 export DATABASE_URL="${DUO_PG_ADMIN_URL%/*}/$DB"
@@ -35,9 +42,13 @@ export DUO_SECRET_KEY="YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXktMDA="
 export LOG_LEVEL=warn
 export PGOPTIONS="-c client_min_messages=warning"
 PIDS=()
+EMU_PID=""
+EMU_PORT=$((58600 + $$ % 300))
+export DUO_EMU_URL="https://127.0.0.1:$EMU_PORT" DUO_EMU_HOST="127.0.0.1:$EMU_PORT"
+HZ=$(getconf CLK_TCK)
 
 cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]:-}" "$EMU_PID"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
   sleep 1
   "${PSQL[@]}" "$DUO_PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
 }
@@ -75,9 +86,57 @@ stop_workers() {
   PIDS=()
 }
 
+start_emulator() {
+  python3 "$ROOT/tests/emulator/duo_emulator.py" --host 127.0.0.1 --port "$EMU_PORT" \
+    --cert "$DUO_RUN_DIR/emu/server.crt" --key "$DUO_RUN_DIR/emu/server.key" \
+    >"/tmp/$TAG.emu.log" 2>&1 &
+  EMU_PID=$!
+  for _ in $(seq 1 50); do
+    curl -fsS --cacert "$DUO_CA_FILE" "$DUO_EMU_URL/auth/v2/ping" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "emulator did not start; see /tmp/$TAG.emu.log" >&2; return 1
+}
+
+ticks() { # utime + stime of a pid (0 when gone)
+  local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+  s=${s##*) }; set -- $s; echo $(( ${12} + ${13} ))
+}
+
+cpu_snap() { # file: "group pid ticks" for every process of interest
+  {
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && echo "worker $p $(ticks "$p")"; done
+    echo "emulator $EMU_PID $(ticks "$EMU_PID")"
+    for p in $(pgrep -f "$DUO_RUN_DIR/rabbit/home" || true); do echo "broker $p $(ticks "$p")"; done
+    for p in $(pgrep -u postgres || true); do
+      if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q " $DB "; then g=pg_backends; else g=pg_other; fi
+      echo "$g $p $(ticks "$p")"
+    done
+    awk '/^cpu / {print "machine_busy 0", $2+$3+$4+$7+$8; print "machine_all 0", $2+$3+$4+$5+$6+$7+$8}' /proc/stat
+  } >"$1"
+}
+
+cpu_report() { # before after wall_secs
+  python3 - "$1" "$2" "$3" "$HZ" <<'PY'
+import sys
+def load(f):
+    return {(g, p): int(t) for g, p, t in (l.split() for l in open(f))}
+a, b, wall, hz = load(sys.argv[1]), load(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+sums = {}
+for k, t in b.items():
+    sums[k[0]] = sums.get(k[0], 0) + max(0, t - a.get(k, 0))
+all_ = sums.pop("machine_all", 1) or 1
+busy = sums.pop("machine_busy", 0)
+sums["others"] = max(0, busy - sum(sums.values()))
+parts = ["%s %.1fs (%.0f%%)" % (g, v / hz, 100 * v / hz / wall) for g, v in sorted(sums.items())]
+print("  cpu: " + ", ".join(parts) + "; machine busy %.0f%% of 2 cores" % (100 * busy / all_))
+PY
+}
+
 hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
 echo "== setup: $USERS Duo users, $USERS local users"
+start_emulator
 "${PSQL[@]}" "$DUO_PG_ADMIN_URL" -c "CREATE DATABASE $DB" >/dev/null
 "$BIN/duoctl" migrate >/dev/null
 account "${TAG}a" 0
@@ -89,15 +148,42 @@ echo "== automatic import, no rate limit"
 for n in $WORKERS; do
   sql "TRUNCATE duo_device, import_run CASCADE"
   start_workers "$n" IMPORT_PAGES_PER_MIN=100000
+  cpu_snap "/tmp/$TAG.cpu0"
   t0=$(ms)
   "$BIN/duoctl" import auto --stage "$S1" --follow --timeout 300 >"/tmp/$TAG.final.json"
   t1=$(ms)
+  cpu_snap "/tmp/$TAG.cpu1"
   rss=""; for p in "${PIDS[@]}"; do rss="$rss $(hwm "$p")MB"; done
   stop_workers
   secs=$(echo "scale=2; ($t1 - $t0) / 1000" | bc)
   created=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["counts"]; print(c["created"], c["existing"], c["unknown_user"], c["errors"], c["pages_total"])' <(tail -1 "/tmp/$TAG.final.json"))
   echo "workers=$n wall=${secs}s users/s=$(echo "$USERS / $secs" | bc) created/existing/unknown/errors/pages=$created peak_rss=[$rss ]"
+  cpu_report "/tmp/$TAG.cpu0" "/tmp/$TAG.cpu1" "$secs"
   eval "WALL_$n=$secs"
+done
+
+echo "== emulator alone: bench/import_pages, 300-user pages, ${EMU_SECS}s per client count"
+for n in $WORKERS; do
+  cpu_snap "/tmp/$TAG.cpu0"
+  CL=()
+  for i in $(seq 1 "$n"); do
+    "$BIN/import_pages" "$DUO_EMU_HOST" "DIX$TAG${TAG}a" "admin-secret-$TAG" "$EMU_SECS" 300 \
+      "$USERS" $((i * 1000)) >"/tmp/$TAG.pages.$i" &
+    CL+=($!)
+  done
+  for p in "${CL[@]}"; do wait "$p"; done
+  cpu_snap "/tmp/$TAG.cpu1"
+  python3 - "$n" /tmp/$TAG.pages.* <<'PY'
+import sys
+tot = cpu = 0.0
+for f in sys.argv[2:]:
+    kv = dict(x.split("=") for x in open(f).read().split())
+    tot += float(kv["pages/s"]); cpu += float(kv["cpu"])
+print(f"clients={sys.argv[1]} {tot:.1f} pages/s = {tot * 300:.0f} users/s -> 1M users in "
+      f"{1e6 / 300 / max(tot, 0.1):.1f}s; client CPU {cpu:.1f}s")
+PY
+  cpu_report "/tmp/$TAG.cpu0" "/tmp/$TAG.cpu1" "$EMU_SECS"
+  rm -f /tmp/$TAG.pages.*
 done
 
 echo "== reference per-user pattern (3 autocommit statements per user), sample $SAMPLE"
