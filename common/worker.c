@@ -386,12 +386,13 @@ static int claim(worker *w, const mq_delivery *d, const job_type_def *def)
         mq_reject(w->mq, d, 1, NULL);
         return 0;
     }
-    if (c.state == JOB_CLAIM_DONE)
+    job_claim_state state = c.state;
+    if (state == JOB_CLAIM_DONE)
         resend_stored(w, d, &c);
-    else if (c.state == JOB_CLAIM_BUSY) /* a twin runs elsewhere: look again later */
+    else if (state == JOB_CLAIM_BUSY) /* a twin runs elsewhere: look again later */
         mq_retry(w->mq, d, d->attempt + 1, CONFIRM_TIMEOUT_MS, NULL);
     job_claim_clear(&c);
-    return c.state == JOB_CLAIM_NEW || c.state == JOB_CLAIM_RERUN;
+    return state == JOB_CLAIM_NEW || state == JOB_CLAIM_RERUN;
 }
 
 /* Starts an asynchronous job; returns 1 when the runtime keeps d (job pending). */

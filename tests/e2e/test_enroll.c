@@ -123,6 +123,14 @@ static void test_repeated_job_id_answered_from_record(void **state)
                            30000);
     assert_non_null(again);
     assert_string_equal(tl_str(again, "enrollment_id"), tl_str(first, "enrollment_id"));
+    /* ... and the job did not run again: no further reply, one attempt on record. */
+    json_t *extra = NULL;
+    err_t e = {0};
+    assert_int_equal(jobs_wait(S.client, job_id, 3000, &extra, NULL, &e), 0);
+    char sql[256], out[32];
+    snprintf(sql, sizeof sql, "SELECT attempts FROM job WHERE job_id = '%s'", job_id);
+    assert_int_equal(tl_query1(S.db, sql, out, sizeof out), 0);
+    assert_string_equal(out, "1");
     assert_int_equal(count("SELECT count(*) FROM duo_enrollment e JOIN app_user u ON "
                            "u.id = e.user_id WHERE u.username = 'carol'"), 1);
     json_decref(first);
