@@ -16,8 +16,12 @@
 # /proc/<pid>/stat deltas. The emulator is the benchmark's own instance (this tree's
 # code, its own port), so its CPU is the benchmark's alone; after the imports, its own
 # page rate is measured with bench/import_pages (N clients, no broker, no database).
+# BASE_REV=<git rev> adds a "before" column from the same run: that revision's worker
+# and emulator (git archive into /tmp, Release build) are run alternately with this
+# tree's, on the same database and Duo users (the emulator restarts on its port).
 # Knobs (env): USERS (1000000), SAMPLE (20000), RATE_SECS (90), WORKERS ("1 2"),
-# EMU_SECS (15, the emulator-alone phase per client count).
+# RUNS (1; with more, each figure is the median), EMU_SECS (15, the emulator-alone
+# phase per client count), BASE_REV (unset).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -27,6 +31,8 @@ SAMPLE="${SAMPLE:-20000}"
 RATE_SECS="${RATE_SECS:-90}"
 WORKERS="${WORKERS:-1 2}"
 EMU_SECS="${EMU_SECS:-15}"
+RUNS="${RUNS:-1}"
+BASE_REV="${BASE_REV:-}"
 BUILD="$ROOT/build-bench"
 TAG="bimp$$"
 DB="bench_import_$$"
@@ -35,6 +41,17 @@ PSQL=(psql -X -q -v ON_ERROR_STOP=1)
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" -j2 --target duo-import duoctl import_pages >/dev/null
 BIN="$BUILD/bin"
+BASE_DIR="/tmp/bimp$$.base"
+VARIANTS="new"
+if [ -n "$BASE_REV" ]; then
+  rm -rf "$BASE_DIR"; mkdir -p "$BASE_DIR"
+  git -C "$ROOT" archive "$BASE_REV" | tar -x -C "$BASE_DIR"
+  cmake -S "$BASE_DIR" -B "$BASE_DIR/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$BASE_DIR/build" -j2 --target duo-import >/dev/null
+  VARIANTS="base new"
+fi
+variant_root() { if [ "$1" = base ]; then echo "$BASE_DIR"; else echo "$ROOT"; fi; }
+variant_bin() { if [ "$1" = base ]; then echo "$BASE_DIR/build/bin"; else echo "$BIN"; fi; }
 
 export DATABASE_URL="${DUO_PG_ADMIN_URL%/*}/$DB"
 export MQ_PREFIX="$TAG"
@@ -50,6 +67,7 @@ HZ=$(getconf CLK_TCK)
 cleanup() {
   for p in "${PIDS[@]:-}" "$EMU_PID"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
   sleep 1
+  rm -rf "$BASE_DIR" "/tmp/$TAG".*
   "${PSQL[@]}" "$DUO_PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -70,11 +88,11 @@ stage() { # name account
     --admin-secret-key "admin-secret-$TAG" | python3 -c 'import json,sys; print(json.load(sys.stdin)["uuid"])'
 }
 
-start_workers() { # n [extra env...]
-  local n="$1"; shift
+start_workers() { # variant n [extra env...]
+  local bin; bin="$(variant_bin "$1")"; local n="$2"; shift 2
   PIDS=()
   for _ in $(seq 1 "$n"); do
-    env "$@" "$BIN/duo-import" 2>>"/tmp/$TAG.worker.log" &
+    env "$@" "$bin/duo-import" 2>>"/tmp/$TAG.worker.log" &
     PIDS+=($!)
   done
   sleep 1
@@ -86,13 +104,19 @@ stop_workers() {
   PIDS=()
 }
 
-start_emulator() {
-  python3 "$ROOT/tests/emulator/duo_emulator.py" --host 127.0.0.1 --port "$EMU_PORT" \
+EMU_VARIANT=""
+start_emulator() { # variant: (re)starts the emulator with that tree's code, then the account
+  [ "$EMU_VARIANT" = "$1" ] && return 0
+  if [ -n "$EMU_PID" ]; then kill -TERM "$EMU_PID" 2>/dev/null || true; wait "$EMU_PID" 2>/dev/null || true; fi
+  EMU_VARIANT="$1"
+  python3 "$(variant_root "$1")/tests/emulator/duo_emulator.py" --host 127.0.0.1 --port "$EMU_PORT" \
     --cert "$DUO_RUN_DIR/emu/server.crt" --key "$DUO_RUN_DIR/emu/server.key" \
     >"/tmp/$TAG.emu.log" 2>&1 &
   EMU_PID=$!
   for _ in $(seq 1 50); do
-    curl -fsS --cacert "$DUO_CA_FILE" "$DUO_EMU_URL/auth/v2/ping" >/dev/null 2>&1 && return 0
+    if curl -fsS --cacert "$DUO_CA_FILE" "$DUO_EMU_URL/auth/v2/ping" >/dev/null 2>&1; then
+      account "${TAG}a" 0; return 0
+    fi
     sleep 0.2
   done
   echo "emulator did not start; see /tmp/$TAG.emu.log" >&2; return 1
@@ -135,19 +159,22 @@ PY
 
 hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
-echo "== setup: $USERS Duo users, $USERS local users"
-start_emulator
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+
+echo "== setup: $USERS Duo users, $USERS local users; variants: $VARIANTS${BASE_REV:+ (base = $BASE_REV)}"
+start_emulator new
 "${PSQL[@]}" "$DUO_PG_ADMIN_URL" -c "CREATE DATABASE $DB" >/dev/null
 "$BIN/duoctl" migrate >/dev/null
-account "${TAG}a" 0
 S1=$(stage "bench-$TAG" "${TAG}a")
 sql "INSERT INTO app_user (username) SELECT 'b' || lpad(g::text, 7, '0') FROM generate_series(0, $USERS - 1) g"
 sql "ANALYZE"
 
-echo "== automatic import, no rate limit"
-for n in $WORKERS; do
+import_once() { # variant n
+  local v="$1" n="$2"
+  start_emulator "$v"
   sql "TRUNCATE duo_device, import_run CASCADE"
-  start_workers "$n" IMPORT_PAGES_PER_MIN=100000
+  sql "VACUUM ANALYZE duo_device" 2>/dev/null || true
+  start_workers "$v" "$n" IMPORT_PAGES_PER_MIN=100000
   cpu_snap "/tmp/$TAG.cpu0"
   t0=$(ms)
   "$BIN/duoctl" import auto --stage "$S1" --follow --timeout 300 >"/tmp/$TAG.final.json"
@@ -157,13 +184,27 @@ for n in $WORKERS; do
   stop_workers
   secs=$(echo "scale=2; ($t1 - $t0) / 1000" | bc)
   created=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["counts"]; print(c["created"], c["existing"], c["unknown_user"], c["errors"], c["pages_total"])' <(tail -1 "/tmp/$TAG.final.json"))
-  echo "workers=$n wall=${secs}s users/s=$(echo "$USERS / $secs" | bc) created/existing/unknown/errors/pages=$created peak_rss=[$rss ]"
+  echo "$v workers=$n wall=${secs}s users/s=$(echo "$USERS / $secs" | bc) created/existing/unknown/errors/pages=$created peak_rss=[$rss ]"
   cpu_report "/tmp/$TAG.cpu0" "/tmp/$TAG.cpu1" "$secs"
-  eval "WALL_$n=$secs"
+  eval "ALL_${v}_$n=\"\${ALL_${v}_$n:-} $secs\""
+}
+
+echo "== automatic import, no rate limit ($RUNS run(s) per variant and worker count, alternating)"
+for n in $WORKERS; do
+  for _ in $(seq 1 "$RUNS"); do for v in $VARIANTS; do import_once "$v" "$n"; done; done
+done
+for n in $WORKERS; do
+  for v in $VARIANTS; do
+    m=$(eval echo "\$ALL_${v}_$n" | median)
+    echo "median $v workers=$n: ${m}s = $(echo "$USERS / $m" | bc) users/s (runs:$(eval echo "\$ALL_${v}_$n"))"
+    eval "WALL_${v}_$n=$m"
+  done
 done
 
 echo "== emulator alone: bench/import_pages, 300-user pages, ${EMU_SECS}s per client count"
-for n in $WORKERS; do
+for v in $VARIANTS; do for n in $WORKERS; do
+  start_emulator "$v"
+  echo -n "$v "
   cpu_snap "/tmp/$TAG.cpu0"
   CL=()
   for i in $(seq 1 "$n"); do
@@ -184,7 +225,8 @@ print(f"clients={sys.argv[1]} {tot:.1f} pages/s = {tot * 300:.0f} users/s -> 1M 
 PY
   cpu_report "/tmp/$TAG.cpu0" "/tmp/$TAG.cpu1" "$EMU_SECS"
   rm -f /tmp/$TAG.pages.*
-done
+done; done
+start_emulator new
 
 echo "== reference per-user pattern (3 autocommit statements per user), sample $SAMPLE"
 sql "TRUNCATE duo_device CASCADE"
@@ -205,17 +247,17 @@ t1=$(ms)
 ref_secs=$(echo "scale=2; ($t1 - $t0) / 1000" | bc)
 ref_full=$(echo "scale=1; $ref_secs * $USERS / $SAMPLE" | bc)
 echo "reference: $SAMPLE users in ${ref_secs}s -> $(echo "$SAMPLE * 1000 / ($t1 - $t0)" | bc) users/s, extrapolated to $USERS users: ${ref_full}s (database work only, no Duo calls)"
-for n in $WORKERS; do
-  w=$(eval echo "\$WALL_$n")
-  echo "speed-up with $n worker(s): $(echo "scale=1; $ref_full / $w" | bc)x"
-done
+for n in $WORKERS; do for v in $VARIANTS; do
+  w=$(eval echo "\$WALL_${v}_$n")
+  echo "speed-up, $v, $n worker(s): $(echo "scale=1; $ref_full / $w" | bc)x"
+done; done
 rm -f "/tmp/$TAG.ref.sql"
 
 echo "== rate-limited emulator: 200 pages/min, IMPORT_PAGES_PER_MIN=200, ${RATE_SECS}s"
 sql "TRUNCATE duo_device, import_run CASCADE"
 account "${TAG}r" 200
 S2=$(stage "bench-rate-$TAG" "${TAG}r")
-start_workers 2 IMPORT_PAGES_PER_MIN=200
+start_workers new 2 IMPORT_PAGES_PER_MIN=200
 "$BIN/duoctl" import auto --stage "$S2" --timeout 60 >/dev/null
 stats0=$(emu GET "/_emu/stats?account=${TAG}r")
 t0=$(ms)

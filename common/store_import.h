@@ -89,6 +89,14 @@ int store_import_pages_extend(store *s, int64_t run_id, int64_t new_total, int *
 int store_import_pace_take(store *s, int64_t run_id, double max_rate, long long *wait_ms,
                            err_t *e);
 
+/* Starts a page job in one round trip: loads the run (as store_import_run_get) and,
+ * when the run is running and its page at offset is still pending, sets *pending = 1 and
+ * reserves the run's next page slot (as store_import_pace_take; *wait_ms until it).
+ * Otherwise *pending = 0, *wait_ms = 0 and no slot is taken. 0, ERR_NOTFOUND (also for
+ * a malformed uuid), ERR_DB. Autocommit: call outside a transaction. */
+int store_import_page_begin(store *s, const char *run_uuid, long long offset, double max_rate,
+                            import_run *run, int *pending, long long *wait_ms, err_t *e);
+
 /* Slows the run's shared rate: rate = max(rate * factor, floor). Persisted. */
 int store_import_pace_slow(store *s, int64_t run_id, double factor, double floor, err_t *e);
 
@@ -107,7 +115,10 @@ typedef struct import_page_result {
  * single statement: devices for matching local usernames (ON CONFLICT DO NOTHING;
  * none in a dry run), the page marked done with its counts, the run's counters
  * advanced, and a progress message claimed when the last one is progress_ms old.
- * ERR_INVAL for a name or id that is empty or too long (nothing written). */
+ * ERR_INVAL for a name or id that is empty or too long (nothing written). Commits
+ * without waiting for the WAL flush: the page is durable once any later synchronous
+ * commit on the same database returned (the runtime's commit of the page job), so the
+ * job must not be acknowledged before one. */
 int store_import_page_apply(store *s, int64_t run_id, int page_no, int64_t stage_id,
                             int dry_run, size_t n, const char *const *ids,
                             const char *const *names, int progress_ms,

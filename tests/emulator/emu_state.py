@@ -9,6 +9,7 @@ index, so lookups by id or username and any page are computed on the fly.
 import bisect
 import collections
 import hashlib
+import json
 import time
 
 ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -18,22 +19,33 @@ DEFAULT_BEHAVIOR = {"push": "allow", "delay_ms": 0, "passcode": "123456",
 MAX_TX = 200000
 
 
+# Three base-36 digits per entry, least significant first: digest_id takes the digest's
+# digits three at a time (a page of 300 users needs 300 digests; this is its hot loop).
+DIGITS3 = tuple(ID_ALPHABET[c % 36] + ID_ALPHABET[c // 36 % 36] + ID_ALPHABET[c // 1296]
+                for c in range(36 ** 3))
+
+
 def digest_id(prefix, text, length=18):
-    """A deterministic id: prefix + `length` upper-case alphanumerics from SHA-256."""
+    """A deterministic id: prefix + `length` upper-case alphanumerics from SHA-256 (its
+    base-36 digits, least significant first)."""
     num = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest(), "big")
     out = []
-    for _ in range(length):
-        num, rem = divmod(num, 36)
-        out.append(ID_ALPHABET[rem])
-    return prefix + "".join(out)
+    for _ in range((length + 2) // 3):
+        num, rem = divmod(num, 46656)
+        out.append(DIGITS3[rem])
+    return prefix + "".join(out)[:length]
+
+
+BIG3 = tuple(d[::-1] for d in DIGITS3)
 
 
 def base36(num, width):
+    """The lowest `width` base-36 digits of num, most significant first."""
     out = []
-    for _ in range(width):
-        num, rem = divmod(num, 36)
-        out.append(ID_ALPHABET[rem])
-    return "".join(reversed(out))
+    for _ in range((width + 2) // 3):
+        num, rem = divmod(num, 46656)
+        out.append(BIG3[rem])
+    return "".join(reversed(out))[-width:]
 
 
 class User:
@@ -60,12 +72,13 @@ class GenRange:
         self.count = count
         self.width = width
         self.tag = digest_id("", "%s/%d/%s" % (salt, number, prefix), 7)
+        self.id_head = "DUG" + base36(number, 2)
 
     def username(self, i):
         return self.prefix + str(self.start + i).zfill(self.width)
 
     def user_id(self, i):
-        return "DUG" + base36(self.number, 2) + base36(i, 8) + self.tag
+        return self.id_head + base36(i, 8) + self.tag
 
     def index_of_id(self, user_id):
         if len(user_id) != 20 or not user_id.startswith("DUG") or user_id[13:] != self.tag:
@@ -184,7 +197,7 @@ class Account:
         gen_off = max(0, offset - n_exp)
         pos = self._visible_to_pos(gen_off)
         while len(out) < limit and pos < self.gen_total:
-            k = bisect.bisect_left(self.removed, pos)
+            k = bisect.bisect_left(self.removed, pos) if self.removed else 0
             if k < len(self.removed) and self.removed[k] == pos:
                 pos += 1
                 continue
@@ -265,6 +278,46 @@ def admin_user(view):
             "u2ftokens": [], "webauthncredentials": [], "desktoptokens": [],
             "groups": [], "created": view["created"], "last_directory_sync": None,
             "last_login": None}
+
+
+def plain(text):
+    """True if json.dumps writes text as itself between quotes (no escapes)."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+# admin_user() of an enrolled user with default email and realname, as json.dumps writes
+# it, split at the fields that vary: user_id, username, phone_id, created (in the order
+# USER_SLOTS says). Built from admin_user() itself, so the two cannot drift apart.
+def _user_template():
+    marks = {"user_id": "ZQUIDQZ", "username": "ZQNAMEQZ", "phone_id": "ZQPHONEQZ",
+             "created": "987654321987"}
+    obj = admin_user({"user_id": marks["user_id"], "username": marks["username"],
+                      "enrolled": True, "email": None, "realname": None,
+                      "created": int(marks["created"])})
+    obj["phones"][0]["phone_id"] = marks["phone_id"]
+    text = json.dumps(obj).replace("%", "%%")
+    for k, m in marks.items():
+        text = text.replace(m, "\0" + k + "\0")
+    pieces = text.split("\0")
+    fmt = "".join(p if n % 2 == 0 else ("%d" if p == "created" else "%s")
+                  for n, p in enumerate(pieces))
+    order = tuple(p for n, p in enumerate(pieces) if n % 2 == 1)
+    return fmt, order
+
+
+USER_FMT, USER_SLOTS = _user_template()
+
+
+def admin_user_json(view):
+    """json.dumps(admin_user(view)), from USER_FMT for the common case (a generated or
+    default user whose id and name need no escaping)."""
+    uid, name = view["user_id"], view["username"]
+    if (not view["enrolled"] or view["email"] is not None or view["realname"] is not None
+            or not plain(uid) or not plain(name)):
+        return json.dumps(admin_user(view))
+    vals = {"user_id": uid, "username": name, "phone_id": digest_id("DP", uid),
+            "created": view["created"]}
+    return USER_FMT % tuple(vals[k] for k in USER_SLOTS)
 
 
 def auth_device(view):

@@ -44,6 +44,10 @@ double import_max_rate(const worker_env *env);
  * or -1 with *o set (database trouble or shutdown: retry later). */
 int import_pace_wait(const worker_env *env, int64_t run_id, job_outcome *o);
 
+/* Sleeps until a slot already reserved wait ms ahead, servicing the broker meanwhile.
+ * 0, or -1 with *o set (shutdown: retry later). */
+int import_pace_sleep(const worker_env *env, long long wait, job_outcome *o);
+
 /* Publishes one import.page job for each page (confirmed). Returns 0 or -1 (*e). */
 int import_publish_pages(const worker_env *env, const import_run *run,
                          const import_page_ref *pages, size_t n, err_t *e);

@@ -1,5 +1,5 @@
-/* page.c - one import.page job: wait for the run's shared page slot, fetch the page
- * from the Admin API, apply it in one statement. A 429 slows the shared pace and the
+/* page.c - one import.page job: load the run and reserve the run's shared page slot (one
+ * statement), fetch the page from the Admin API, apply it in one statement. A 429 slows the shared pace and the
  * page is fetched again after a fresh slot. A page that cannot succeed is marked failed
  * (the run still completes and reports it); a replayed page is a no-op. */
 #include <stdlib.h>
@@ -16,13 +16,14 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Fetches the page, pacing every attempt. 0, or -1 with *o set (retry or failure). */
+/* Fetches the page, pacing every attempt: the first waits wait_ms for the slot the job
+ * reserved when it started, later ones reserve their own. 0, or -1 with *o set. */
 static int fetch(const worker_env *env, duo_client *duo, const import_run *run, long long offset,
-                 int limit, duo_users_page *pg, job_outcome *o)
+                 int limit, long long wait_ms, duo_users_page *pg, job_outcome *o)
 {
     err_t e = {0};
     for (int i = 0; i < IMPORT_PAGE_TRIES; i++) {
-        if (import_pace_wait(env, run->id, o) < 0)
+        if ((i == 0 ? import_pace_sleep(env, wait_ms, o) : import_pace_wait(env, run->id, o)) < 0)
             return -1;
         duo_error de = {0};
         long long t0 = now_ms();
@@ -97,16 +98,18 @@ static void page_fields(job_outcome *out, const import_run *run, long long offse
                             "unknown_user", (json_int_t)res->unknown_user);
 }
 
-/* Fetches and applies a pending page of a running run. Returns 1 when the run may be
- * complete now (its last page done, a replay, or a page given up). */
+/* Fetches and applies a pending page of a running run, its first slot reserved wait_ms
+ * ahead. Returns 1 when the run may be complete now (its last page done, a replay, or a
+ * page given up). */
 static int run_page(const worker_env *env, const job *j, const stage_rec *st,
-                    const import_run *run, long long offset, int limit, job_outcome *out)
+                    const import_run *run, long long offset, int limit, long long wait_ms,
+                    job_outcome *out)
 {
     int page_no = (int)(offset / run->page_size), check = 0;
     import_page_result res = {0};
     duo_users_page pg = {0};
     duo_client *duo = import_admin_duo(env, st, out);
-    if (duo && fetch(env, duo, run, offset, limit, &pg, out) == 0 &&
+    if (duo && fetch(env, duo, run, offset, limit, wait_ms, &pg, out) == 0 &&
         apply(env, st, run, page_no, &pg, &res, out) == 0) {
         page_fields(out, run, offset, limit, &res);
         check = !res.applied || res.pages_done >= res.pages_total;
@@ -131,7 +134,10 @@ void import_page(const worker_env *env, const job *j, job_outcome *out)
     int limit = (int)json_integer_value(json_object_get(j->body, "limit"));
     import_run run;
     err_t e = {0};
-    int rc = store_import_run_get(env->db, run_uuid, &run, &e);
+    int pending = 0;
+    long long wait_ms = 0;
+    int rc = store_import_page_begin(env->db, run_uuid, offset, import_max_rate(env), &run,
+                                     &pending, &wait_ms, &e);
     if (rc == ERR_NOTFOUND || (rc == 0 && (limit != run.page_size || offset % run.page_size))) {
         job_fail(out, "import_run_not_found", "no import run %.60s with a page at offset %lld",
                  run_uuid, offset);
@@ -144,7 +150,8 @@ void import_page(const worker_env *env, const job *j, job_outcome *out)
     stage_rec st;
     if (worker_stage(env, run.stage_uuid, &st, out) < 0)
         return;
-    int check = strcmp(run.state, "running") != 0 || run_page(env, j, &st, &run, offset, limit, out);
+    /* Not pending: a replay, or the run is over; either way only the end needs checking. */
+    int check = !pending || run_page(env, j, &st, &run, offset, limit, wait_ms, out);
     if (check)
         import_complete(env, &st, run.uuid);
     if (!out->retry && !out->code && !out->fields) {

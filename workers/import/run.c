@@ -34,6 +34,11 @@ int import_pace_wait(const worker_env *env, int64_t run_id, job_outcome *o)
         job_retry(o, "reserving a page slot: %s", e.msg);
         return -1;
     }
+    return import_pace_sleep(env, wait, o);
+}
+
+int import_pace_sleep(const worker_env *env, long long wait, job_outcome *o)
+{
     while (wait > 0) {
         long long slice = wait < 100 ? wait : 100;
         struct timespec ts = {.tv_sec = 0, .tv_nsec = slice * 1000000L};
