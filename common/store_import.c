@@ -110,7 +110,9 @@ static const store_stmt PACE_SLOW = {
 /* The page: devices, page row, run counters and the progress claim, in one statement.
  * pg locks the page while pending; a replay finds no pending row and every later CTE is
  * empty. existing = matched - created: a matched user not inserted conflicted with a
- * device already there. */
+ * device already there. The conflict target names the one unique index a device can
+ * collide on (id and uuid are generated): PostgreSQL then pre-checks only that index per
+ * row instead of every unique index. */
 static const store_stmt PAGE_APPLY = {
     "import_page_apply",
     "WITH pg AS (SELECT page_no FROM import_page WHERE run_id = $1::bigint"
@@ -122,7 +124,8 @@ static const store_stmt PAGE_APPLY = {
     " LEFT JOIN app_user u ON u.username = x.username WHERE EXISTS (SELECT 1 FROM pg)),"
     " ins AS (INSERT INTO duo_device (user_id, stage_id, duo_user_id, duo_user_kind, name,"
     " confirmed) SELECT uid, $3::bigint, duo_user_id, 'user_id', '" IMPORT_DEVICE_NAME "', true"
-    " FROM d WHERE uid IS NOT NULL AND NOT $4::boolean ON CONFLICT DO NOTHING RETURNING 1),"
+    " FROM d WHERE uid IS NOT NULL AND NOT $4::boolean"
+    " ON CONFLICT (stage_id, duo_user_id) DO NOTHING RETURNING 1),"
     " c AS (SELECT CASE WHEN $4::boolean THEN count(*) FILTER (WHERE uid IS NOT NULL AND NOT had)"
     " ELSE (SELECT count(*) FROM ins) END AS created,"
     " count(*) FILTER (WHERE uid IS NOT NULL) AS matched,"

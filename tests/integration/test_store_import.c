@@ -2,7 +2,8 @@
  * (and only one per stage), a page's batched upsert counts created / existing / unknown
  * users, a replayed page changes nothing, a dry run writes no device, pages applied
  * concurrently by several processes add up, failed pages still let the run finish
- * exactly once, the run grows when Duo's total grows, and the shared pace spaces slots. */
+ * exactly once, the run grows when Duo's total grows, the shared pace spaces slots, and
+ * a page job's start reserves a slot only for a page still pending. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -306,6 +307,51 @@ static void test_pace_spaces_and_slows(void **state)
     assert_int_equal(count(f, "SELECT rate_per_min::int FROM import_pace"), 1);
 }
 
+/* A page job's start: run loaded, slot reserved only for a pending page of a running run. */
+static void test_page_begin(void **state)
+{
+    fixture *f = *state;
+    load_users(f, 2, "u");
+    import_run run, got;
+    start(f, 650, 0, &run);
+    assert_int_equal(tl_exec(f->db, "UPDATE import_pace SET rate_per_min = 60"), 0);
+    err_t e = {0};
+    int pending = -1;
+    long long w1 = -1, w2 = -1, w3 = -1;
+    assert_int_equal(store_import_page_begin(f->s, run.uuid, 300, 60, &got, &pending, &w1, &e), 0);
+    assert_string_equal(got.uuid, run.uuid);
+    assert_int_equal(got.pages_total, 3);
+    assert_int_equal(pending, 1);
+    assert_true(w1 < 500);
+    assert_int_equal(store_import_page_begin(f->s, run.uuid, 600, 60, &got, &pending, &w2, &e), 0);
+    assert_int_equal(pending, 1);
+    assert_true(w2 > 500); /* the second slot a second after the first */
+    /* Page 1 applied: a replay of its job is not pending and takes no slot. */
+    const char *ids[] = {"DU1"}, *names[] = {"u1"};
+    import_page_result r;
+    assert_int_equal(store_import_page_apply(f->s, run.id, 1, f->stage_id, 0, 1, ids, names,
+                                             2000, &r, &e), 0);
+    char before[64], after[64];
+    assert_int_equal(tl_query1(f->db, "SELECT next_slot_at FROM import_pace", before, 64), 0);
+    assert_int_equal(store_import_page_begin(f->s, run.uuid, 300, 60, &got, &pending, &w3, &e), 0);
+    assert_int_equal(pending, 0);
+    assert_int_equal(w3, 0);
+    assert_int_equal(got.pages_done, 1);
+    assert_int_equal(tl_query1(f->db, "SELECT next_slot_at FROM import_pace", after, 64), 0);
+    assert_string_equal(before, after);
+    /* An offset that is not a page's start, a finished run, unknown runs. */
+    assert_int_equal(store_import_page_begin(f->s, run.uuid, 301, 60, &got, &pending, &w3, &e), 0);
+    assert_int_equal(pending, 0);
+    assert_int_equal(tl_exec(f->db, "UPDATE import_run SET state = 'done'"), 0);
+    assert_int_equal(store_import_page_begin(f->s, run.uuid, 0, 60, &got, &pending, &w3, &e), 0);
+    assert_int_equal(pending, 0);
+    assert_string_equal(got.state, "done");
+    assert_int_equal(store_import_page_begin(f->s, "00000000-0000-0000-0000-000000000000", 0, 60,
+                                             &got, &pending, &w3, &e), ERR_NOTFOUND);
+    assert_int_equal(store_import_page_begin(f->s, "nope", 0, 60, &got, &pending, &w3, &e),
+                     ERR_NOTFOUND);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -315,6 +361,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fail_finish_once_and_grow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pace_spaces_and_slows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_page_begin, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
