@@ -543,8 +543,8 @@ int worker_main(const worker_def *def, int argc, char **argv)
     worker *w = NULL;
     err_t e = {0};
     if (worker_open(def, &w, &e) < 0) {
-        fprintf(stderr, "duo-%s: %s\n", def->name, e.msg);
-        LOG(LOG_ERROR, "cannot start", "error", e.msg);
+        /* One line, in the log's format, naming the problem. */
+        LOG(LOG_ERROR, "cannot start", "worker", def->name, "error", e.msg);
         worker_close(w);
         return 1;
     }

@@ -11,6 +11,7 @@
 struct worker {
     const worker_def *def;
     config cfg;
+    int retry_ms[3];       /* RETRY_DELAYS_MS, parsed */
     store *db;
     mq_conn *mq;
     secret_keyring *keys;

@@ -49,9 +49,7 @@ static int open_mq(worker *w, err_t *e)
     char name[64];
     snprintf(name, sizeof name, "duo-%s pid %ld", w->def->name, (long)getpid());
     o.conn_name = name;
-    int rc = parse_delays(w->cfg.retry_delays_ms, o.retry_ms, e);
-    if (rc < 0)
-        return rc;
+    memcpy(o.retry_ms, w->retry_ms, sizeof o.retry_ms);
     for (int i = 0; i < 30 && !w->mq; i++) {
         w->mq = mq_open(&o, e);
         if (!w->mq)
@@ -82,7 +80,7 @@ int worker_open(const worker_def *def, worker **out, err_t *e)
     w->env = (worker_env){.cfg = &w->cfg, .w = w};
     w->fault_point = getenv("DUO_FAULT_POINT");
     int rc = config_load(&w->cfg, CONFIG_NEED_DB | CONFIG_NEED_MQ, e);
-    if (rc < 0)
+    if (rc < 0 || (rc = parse_delays(w->cfg.retry_delays_ms, w->retry_ms, e)) < 0)
         return rc;
     log_level lvl = LOG_INFO;
     log_parse_level(w->cfg.log_level, &lvl);
