@@ -18,6 +18,7 @@
 #include "tl_stack.h"
 
 static tl_stack S;
+static char metrics_port[32];
 
 static int setup(void **state)
 {
@@ -28,7 +29,10 @@ static int setup(void **state)
     if (tl_stack_user(&S, "alice") < 0 || tl_stack_user(&S, "bob") < 0 ||
         tl_stack_user(&S, "carol") < 0)
         return -1;
-    return tl_stack_worker(&S, "enroll", NULL) > 0 ? 0 : -1;
+    snprintf(metrics_port, sizeof metrics_port, "METRICS_PORT=%d", 20000 + getpid() % 20000);
+    static const char *env[2];
+    env[0] = metrics_port;
+    return tl_stack_worker(&S, "enroll", env) > 0 ? 0 : -1;
 }
 
 static int teardown(void **state)
@@ -326,6 +330,37 @@ static void test_crash_between_commit_and_ack(void **state)
                            "u.id = e.user_id WHERE u.username = 'frank'"), 1);
 }
 
+/* GETs http://127.0.0.1:<METRICS_PORT><path> into out; returns the HTTP status. */
+static int http_get(const char *path, char *out, size_t n)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "curl -s -o /dev/stdout -w '\\n%%{http_code}' http://127.0.0.1:%s%s",
+             strchr(metrics_port, '=') + 1, path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = '\0';
+    pclose(p);
+    char *last = strrchr(out, '\n');
+    return last ? (int)strtol(last + 1, NULL, 10) : -1;
+}
+
+static void test_metrics_and_health(void **state)
+{
+    (void)state;
+    static char page[65536];
+    assert_int_equal(http_get("/healthz", page, sizeof page), 200);
+    assert_non_null(strstr(page, "\"rabbitmq\":true"));
+    assert_int_equal(http_get("/metrics", page, sizeof page), 200);
+    /* Earlier tests ran begin jobs, bad input and Duo calls through this worker. */
+    assert_non_null(strstr(page, "duo_jobs_total{type=\"enroll.begin\",outcome=\"ok\"}"));
+    assert_non_null(strstr(page, "outcome=\"duo_user_exists\"}"));
+    assert_non_null(strstr(page, "duo_dead_letters_total{}"));
+    assert_non_null(strstr(page, "duo_api_seconds_bucket{call=\"enroll\",le=\"+Inf\"}"));
+    assert_non_null(strstr(page, "duo_up{dependency=\"postgres\"} 1"));
+    assert_int_equal(http_get("/nothing", page, sizeof page), 404);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -335,6 +370,7 @@ int main(void)
         cmocka_unit_test(test_second_device_for_duo_user_refused),
         cmocka_unit_test(test_operator_errors),
         cmocka_unit_test(test_bad_input_answered_and_dead_lettered),
+        cmocka_unit_test(test_metrics_and_health),
         cmocka_unit_test(test_crash_between_commit_and_ack),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
