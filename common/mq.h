@@ -14,7 +14,8 @@
  * process, idempotently, at connect and at every reconnect):
  *   P.jobs             direct exchange, durable; routing key K -> queue P.K
  *   P.K                quorum queue, dead-letters to P.dlx (routing key K), delivery limit 20
- *   P.K.retry.5s|30s|300s  classic queues; messages expire back to P.jobs with key K
+ *   P.K.retry.5s|30s|300s  quorum queues with a TTL; messages expire back to P.jobs
+ *                      with key K (at-least-once dead-lettering)
  *   P.dlx              fanout exchange -> P.dead (quorum queue)
  *   P.results          topic exchange for replies to jobs that carry no reply_to
  *

@@ -71,19 +71,28 @@ static int declare_kind(mq_conn *c, const char *kind, err_t *e)
     char q[256];
     if (snprintf(q, sizeof q, "%s.%s", c->prefix, kind) >= (int)sizeof q)
         return err_set(e, ERR_INVAL, "queue name too long");
-    amqp_table_entry_t a[4] = {
+    /* at-least-once dead-lettering (3.10+, needs reject-publish overflow): a message on
+     * its way to the dead-letter queue is not dropped when that queue is unavailable. */
+    amqp_table_entry_t a[6] = {
         str_arg("x-queue-type", "quorum"), str_arg("x-dead-letter-exchange", c->dlx_ex),
-        str_arg("x-dead-letter-routing-key", kind), int_arg("x-delivery-limit", DELIVERY_LIMIT)};
-    int rc = declare_queue(c, q, a, 4, e);
+        str_arg("x-dead-letter-routing-key", kind), int_arg("x-delivery-limit", DELIVERY_LIMIT),
+        str_arg("x-dead-letter-strategy", "at-least-once"), str_arg("x-overflow", "reject-publish")};
+    int rc = declare_queue(c, q, a, 6, e);
     if (rc == 0)
         rc = bind_queue(c, q, c->jobs_ex, kind, e);
     for (int tier = 0; rc == 0 && tier < 3; tier++) {
         if (mq_retry_queue_name(c, kind, tier, q, sizeof q) < 0)
             return err_set(e, ERR_INVAL, "queue name too long");
-        amqp_table_entry_t r[3] = {int_arg("x-message-ttl", c->retry_ms[tier]),
+        /* Retry tiers are quorum queues too: a classic queue lives on one node, and while
+         * that node is down nobody could even redeclare the topology to reconnect. Expired
+         * messages go back to the work queue at least once. */
+        amqp_table_entry_t r[6] = {str_arg("x-queue-type", "quorum"),
+                                   int_arg("x-message-ttl", c->retry_ms[tier]),
                                    str_arg("x-dead-letter-exchange", c->jobs_ex),
-                                   str_arg("x-dead-letter-routing-key", kind)};
-        rc = declare_queue(c, q, r, 3, e);
+                                   str_arg("x-dead-letter-routing-key", kind),
+                                   str_arg("x-dead-letter-strategy", "at-least-once"),
+                                   str_arg("x-overflow", "reject-publish")};
+        rc = declare_queue(c, q, r, 6, e);
     }
     return rc;
 }
