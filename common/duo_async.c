@@ -8,6 +8,7 @@
  * callback runs at most once, after it left both. Besides duo_http.c this is the only
  * file that includes curl. */
 #include "duo_async.h"
+#include "duo_body.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -24,12 +25,7 @@
 #define POOL_MAX 64
 #define EVENTS_PER_TURN 256
 
-typedef struct {
-    char *body;
-    size_t len, cap, max;
-    int oversize;
-    long retry_after_ms; /* -1 when absent */
-} reply;
+typedef duo_body reply;
 
 struct duo_areq {
     duo_async *a;
@@ -302,48 +298,6 @@ static int fail_local(duo_areq *r, int rc, duo_error_class cls, const char *what
 
 /* ---- one attempt ------------------------------------------------------------------ */
 
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
-{
-    reply *r = arg;
-    size_t add = size * n;
-    if (r->len + add > r->max) {
-        r->oversize = 1;
-        return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
-    }
-    if (r->len + add + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap : 1024;
-        while (cap < r->len + add + 1)
-            cap *= 2;
-        char *nb = realloc(r->body, cap);
-        if (!nb)
-            return 0;
-        r->body = nb;
-        r->cap = cap;
-    }
-    memcpy(r->body + r->len, p, add);
-    r->len += add;
-    r->body[r->len] = '\0';
-    return add;
-}
-
-/* Retry-After in seconds (an HTTP-date is ignored: the backoff applies then). */
-static size_t on_header(char *p, size_t size, size_t n, void *arg)
-{
-    reply *r = arg;
-    size_t len = size * n;
-    static const char name[] = "retry-after:";
-    if (len > sizeof name - 1 && len < 64 && strncasecmp(p, name, sizeof name - 1) == 0) {
-        char v[64];
-        memcpy(v, p + sizeof name - 1, len - (sizeof name - 1));
-        v[len - (sizeof name - 1)] = '\0';
-        char *end = NULL;
-        long secs = strtol(v, &end, 10);
-        if (end != v && secs >= 0 && secs < 86400)
-            r->retry_after_ms = secs * 1000;
-    }
-    return len;
-}
-
 static long min_l(long long a, long long b)
 {
     return (long)(a < b ? a : b);
@@ -383,9 +337,9 @@ static int set_opts(duo_areq *r, CURL *h, long long left)
     bad |= curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_USERAGENT, "duo-workers/1.0") != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, duo_body_on_data) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_WRITEDATA, &r->r) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, duo_body_on_header) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_HEADERDATA, &r->r) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_PRIVATE, r) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_URL, q->url) != CURLE_OK;

@@ -5,6 +5,7 @@
  * signed afresh; only 429, 5xx and connection failures are retried, within both the
  * attempt count and the time budget; the only library that sees curl is this file. */
 #include "duo.h"
+#include "duo_body.h"
 
 #include <curl/curl.h>
 #include <stdio.h>
@@ -25,12 +26,7 @@ struct duo_client {
 };
 
 /* What one attempt brought back. */
-typedef struct {
-    char *body;
-    size_t len, cap, max;
-    int oversize;
-    long retry_after_ms;   /* -1 when absent */
-} reply;
+typedef duo_body reply;
 
 void duo_client_opts_default(duo_client_opts *o)
 {
@@ -52,48 +48,6 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
-{
-    reply *r = arg;
-    size_t add = size * n;
-    if (r->len + add > r->max) {
-        r->oversize = 1;
-        return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
-    }
-    if (r->len + add + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap : 4096;
-        while (cap < r->len + add + 1)
-            cap *= 2;
-        char *nb = realloc(r->body, cap);
-        if (!nb)
-            return 0;
-        r->body = nb;
-        r->cap = cap;
-    }
-    memcpy(r->body + r->len, p, add);
-    r->len += add;
-    r->body[r->len] = '\0';
-    return add;
-}
-
-/* Retry-After in seconds (the HTTP-date form is ignored: backoff applies then). */
-static size_t on_header(char *p, size_t size, size_t n, void *arg)
-{
-    reply *r = arg;
-    size_t len = size * n;
-    static const char name[] = "retry-after:";
-    if (len > sizeof name - 1 && len < 64 && strncasecmp(p, name, sizeof name - 1) == 0) {
-        char v[64];
-        memcpy(v, p + sizeof name - 1, len - (sizeof name - 1));
-        v[len - (sizeof name - 1)] = '\0';
-        char *end = NULL;
-        long secs = strtol(v, &end, 10);
-        if (end != v && secs >= 0 && secs < 86400)
-            r->retry_after_ms = secs * 1000;
-    }
-    return len;
-}
-
 static int set_static_opts(duo_client *c)
 {
     CURL *h = c->easy;
@@ -109,8 +63,8 @@ static int set_static_opts(duo_client *c)
     bad |= curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_USERAGENT, "duo-workers/1.0") != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, duo_body_on_data) != CURLE_OK;
+    bad |= curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, duo_body_on_header) != CURLE_OK;
     return bad ? ERR_INVAL : 0;
 }
 
