@@ -9,12 +9,12 @@
 
 #include "store_admin.h"
 
-#define RUN_COLS                                                                            \
-    "r.id, r.uuid::text, r.stage_id, s.uuid::text, r.job_id, coalesce(r.reply_to, ''),"    \
-    " coalesce(r.correlation_id, ''), r.state, r.dry_run, r.page_size,"                   \
-    " coalesce(r.total_objects, 0), r.pages_total, r.pages_done, r.created, r.existing,"   \
-    " r.unknown_user, r.errors, r.final_sent_at IS NOT NULL,"                              \
-    " extract(epoch FROM coalesce(r.finished_at, clock_timestamp()) - r.started_at)::float8" \
+#define RUN_COLS                                                                                   \
+    "r.id, r.uuid::text, r.stage_id, s.uuid::text, r.job_id, coalesce(r.reply_to, ''),"            \
+    " coalesce(r.correlation_id, ''), r.state, r.dry_run, r.page_size,"                            \
+    " coalesce(r.total_objects, 0), r.pages_total, r.pages_done, r.created, r.existing,"           \
+    " r.unknown_user, r.errors, r.final_sent_at IS NOT NULL,"                                      \
+    " extract(epoch FROM coalesce(r.finished_at, clock_timestamp()) - r.started_at)::float8"       \
     " FROM import_run r JOIN duo_stage s ON s.id = r.stage_id "
 
 #define RUN_NCOLS 19
@@ -26,11 +26,13 @@
  * and its job together (redelivered, applied again). Saves one fsync wait per page. */
 #define ASYNC_COMMIT "set_config('synchronous_commit', 'off', true)"
 
-static const store_stmt RUN_BY_ID = {"import_run_by_id", "SELECT " RUN_COLS "WHERE r.id = $1::bigint"};
+static const store_stmt RUN_BY_ID = {"import_run_by_id",
+                                     "SELECT " RUN_COLS "WHERE r.id = $1::bigint"};
 static const store_stmt RUN_BY_UUID = {"import_run_by_uuid",
                                        "SELECT " RUN_COLS "WHERE r.uuid = $1::uuid"};
-static const store_stmt RUN_RUNNING = {
-    "import_run_running", "SELECT " RUN_COLS "WHERE r.stage_id = $1::bigint AND r.state = 'running'"};
+static const store_stmt RUN_RUNNING = {"import_run_running",
+                                       "SELECT " RUN_COLS
+                                       "WHERE r.stage_id = $1::bigint AND r.state = 'running'"};
 
 /* Run, its pages and its pace in one statement: all or nothing without a transaction. */
 static const store_stmt RUN_START = {
@@ -141,8 +143,8 @@ static const store_stmt PAGE_APPLY = {
     " FROM c WHERE r.id = $1::bigint AND EXISTS (SELECT 1 FROM p)"
     " RETURNING r.pages_done, r.pages_total, r.last_progress_at = now() AS due)"
     " SELECT c.created, c.matched - c.created, c.unknown, EXISTS (SELECT 1 FROM pg),"
-    " coalesce(r.pages_done, 0), coalesce(r.pages_total, 0), coalesce(r.due, false), "
-    ASYNC_COMMIT " FROM c LEFT JOIN r ON true"};
+    " coalesce(r.pages_done, 0), coalesce(r.pages_total, 0), coalesce(r.due, false), " ASYNC_COMMIT
+    " FROM c LEFT JOIN r ON true"};
 
 static const store_stmt PAGE_FAIL = {
     "import_page_fail",
@@ -205,8 +207,7 @@ static void run_read(const store_res *r, import_run *o)
 }
 
 /* Runs a one-parameter run query and reads its row. */
-static int run_query(store *s, const store_stmt *st, const char *param, import_run *out,
-                     err_t *e)
+static int run_query(store *s, const store_stmt *st, const char *param, import_run *out, err_t *e)
 {
     store_res *r = NULL;
     const char *v[] = {param};
@@ -250,8 +251,15 @@ int store_import_run_start(store *s, const import_run_new *n, import_run *out, e
     num(tot, n->total_objects);
     snprintf(rate, sizeof rate, "%.6f", n->rate_per_min);
     num(first, n->first_slot_ms);
-    const char *v[] = {sid, n->job_id, n->reply_to && *n->reply_to ? n->reply_to : NULL,
-                       n->correlation_id, n->dry_run ? "true" : "false", ps, tot, rate, first};
+    const char *v[] = {sid,
+                       n->job_id,
+                       n->reply_to && *n->reply_to ? n->reply_to : NULL,
+                       n->correlation_id,
+                       n->dry_run ? "true" : "false",
+                       ps,
+                       tot,
+                       rate,
+                       first};
     store_res *r = NULL;
     int rc = store_exec(s, &RUN_START, 9, v, &r, e);
     int64_t id = rc == 0 ? i64(r, 0, 0) : 0;
@@ -277,8 +285,8 @@ int store_import_pages_pending(store *s, int64_t run_id, int from_page, size_t m
     if (rows > 0 && !(*out = calloc((size_t)rows, sizeof **out)))
         rc = err_set(e, ERR_NOMEM, "out of memory");
     for (int i = 0; rc == 0 && i < rows; i++)
-        (*out)[i] = (import_page_ref){.page_no = (int)i64(r, i, 0), .offset = i64(r, i, 1),
-                                      .limit = (int)i64(r, i, 2)};
+        (*out)[i] = (import_page_ref){
+            .page_no = (int)i64(r, i, 0), .offset = i64(r, i, 1), .limit = (int)i64(r, i, 2)};
     if (rc == 0)
         *n = (size_t)rows;
     store_res_free(r);
@@ -311,8 +319,7 @@ int store_import_pages_extend(store *s, int64_t run_id, int64_t new_total, int *
     return rc;
 }
 
-int store_import_pace_take(store *s, int64_t run_id, double max_rate, long long *wait_ms,
-                           err_t *e)
+int store_import_pace_take(store *s, int64_t run_id, double max_rate, long long *wait_ms, err_t *e)
 {
     char id[24], rate[32];
     num(id, run_id);
@@ -414,10 +421,9 @@ static void page_result(const store_res *r, import_page_result *out)
     out->progress_due = is_true(r, 0, 6);
 }
 
-int store_import_page_apply(store *s, int64_t run_id, int page_no, int64_t stage_id,
-                            int dry_run, size_t n, const char *const *ids,
-                            const char *const *names, int progress_ms,
-                            import_page_result *out, err_t *e)
+int store_import_page_apply(store *s, int64_t run_id, int page_no, int64_t stage_id, int dry_run,
+                            size_t n, const char *const *ids, const char *const *names,
+                            int progress_ms, import_page_result *out, err_t *e)
 {
     memset(out, 0, sizeof *out);
     int bad = 0;
@@ -444,8 +450,8 @@ int store_import_page_apply(store *s, int64_t run_id, int page_no, int64_t stage
     return rc;
 }
 
-int store_import_page_fail(store *s, int64_t run_id, int page_no, const char *message,
-                           int *applied, err_t *e)
+int store_import_page_fail(store *s, int64_t run_id, int page_no, const char *message, int *applied,
+                           err_t *e)
 {
     char run[24], pg[24];
     num(run, run_id);
@@ -458,8 +464,7 @@ int store_import_page_fail(store *s, int64_t run_id, int page_no, const char *me
     return rc;
 }
 
-int store_import_run_finish(store *s, int64_t run_id, int *finished, import_run *out,
-                            err_t *e)
+int store_import_run_finish(store *s, int64_t run_id, int *finished, import_run *out, err_t *e)
 {
     char id[24];
     num(id, run_id);

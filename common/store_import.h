@@ -36,8 +36,8 @@ typedef struct import_run {
     int64_t existing;
     int64_t unknown_user;
     int errors;
-    int final_sent;           /* 1 once the final message went out */
-    double elapsed_s;         /* since the run started (or until it finished) */
+    int final_sent;   /* 1 once the final message went out */
+    double elapsed_s; /* since the run started (or until it finished) */
 } import_run;
 
 /* What starting a run needs; strings borrowed for the call (reply_to may be NULL). */
@@ -47,10 +47,10 @@ typedef struct import_run_new {
     const char *reply_to;
     const char *correlation_id;
     int dry_run;
-    int page_size;             /* 1..300 */
-    int64_t total_objects;     /* from the preflight page's metadata */
-    double rate_per_min;       /* initial shared page budget */
-    int first_slot_ms;         /* the next page may start this long from now */
+    int page_size;         /* 1..300 */
+    int64_t total_objects; /* from the preflight page's metadata */
+    double rate_per_min;   /* initial shared page budget */
+    int first_slot_ms;     /* the next page may start this long from now */
 } import_run_new;
 
 /* Creates the run, one pending page per offset range [k*page_size, total) and its pace
@@ -86,8 +86,7 @@ int store_import_pages_extend(store *s, int64_t run_id, int64_t new_total, int *
 /* Reserves the run's next page slot at its shared rate and returns in *wait_ms how long
  * until it (0 when it is now). Each reservation also lets a slowed rate recover a little
  * toward max_rate. Autocommit: call outside a transaction so the row is not held. */
-int store_import_pace_take(store *s, int64_t run_id, double max_rate, long long *wait_ms,
-                           err_t *e);
+int store_import_pace_take(store *s, int64_t run_id, double max_rate, long long *wait_ms, err_t *e);
 
 /* Starts a page job in one round trip: loads the run (as store_import_run_get) and,
  * when the run is running and its page at offset is still pending, sets *pending = 1 and
@@ -102,13 +101,13 @@ int store_import_pace_slow(store *s, int64_t run_id, double factor, double floor
 
 /* Result of applying one page. */
 typedef struct import_page_result {
-    int applied;           /* 0: the page was not pending (a replay): nothing changed */
-    int64_t created;       /* devices created (dry run: that would be created) */
-    int64_t existing;      /* Duo users whose device already exists on the stage */
-    int64_t unknown_user;  /* Duo users with no local user of that username */
-    int pages_done;        /* the run's counters after this page (applied only) */
+    int applied;          /* 0: the page was not pending (a replay): nothing changed */
+    int64_t created;      /* devices created (dry run: that would be created) */
+    int64_t existing;     /* Duo users whose device already exists on the stage */
+    int64_t unknown_user; /* Duo users with no local user of that username */
+    int pages_done;       /* the run's counters after this page (applied only) */
     int pages_total;
-    int progress_due;      /* 1 when this page claimed the run's next progress message */
+    int progress_due; /* 1 when this page claimed the run's next progress message */
 } import_page_result;
 
 /* Applies one page of n Duo users (ids[i], names[i]; both borrowed) to stage_id in a
@@ -119,21 +118,19 @@ typedef struct import_page_result {
  * without waiting for the WAL flush: the page is durable once any later synchronous
  * commit on the same database returned (the runtime's commit of the page job), so the
  * job must not be acknowledged before one. */
-int store_import_page_apply(store *s, int64_t run_id, int page_no, int64_t stage_id,
-                            int dry_run, size_t n, const char *const *ids,
-                            const char *const *names, int progress_ms,
-                            import_page_result *out, err_t *e);
+int store_import_page_apply(store *s, int64_t run_id, int page_no, int64_t stage_id, int dry_run,
+                            size_t n, const char *const *ids, const char *const *names,
+                            int progress_ms, import_page_result *out, err_t *e);
 
 /* Marks a pending page failed with a message, counting it as done and as an error in
  * the run (so the run still completes). *applied = 0 when it was not pending. */
-int store_import_page_fail(store *s, int64_t run_id, int page_no, const char *message,
-                           int *applied, err_t *e);
+int store_import_page_fail(store *s, int64_t run_id, int page_no, const char *message, int *applied,
+                           err_t *e);
 
 /* Sets a running run whose pages are all done to 'done'. *finished = 1 when this call
  * did it (the caller then sends the final message), 0 otherwise. Fills *out with the
  * run as it is after the call. */
-int store_import_run_finish(store *s, int64_t run_id, int *finished, import_run *out,
-                            err_t *e);
+int store_import_run_finish(store *s, int64_t run_id, int *finished, import_run *out, err_t *e);
 
 /* Records that the final message was sent. */
 int store_import_run_final_sent(store *s, int64_t run_id, err_t *e);

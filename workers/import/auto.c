@@ -17,9 +17,10 @@ static long long now_ms(void)
 
 static void already_running(job_outcome *out, const import_run *run)
 {
-    job_fail(out, "import_already_running", "import run %s is already running for this stage "
-             "(%d of %d pages done); follow it or wait for it to finish", run->uuid,
-             run->pages_done, run->pages_total);
+    job_fail(out, "import_already_running",
+             "import run %s is already running for this stage "
+             "(%d of %d pages done); follow it or wait for it to finish",
+             run->uuid, run->pages_done, run->pages_total);
 }
 
 /* Asks Duo for the first user: proves the Admin API answers and gives the total. */
@@ -39,9 +40,11 @@ static int preflight(const worker_env *env, duo_client *duo, long long *total, j
     if (rc == 0)
         return 0;
     if (de.cls == DUO_CLASS_LICENSE)
-        job_fail(out, "license_required", "Duo refused the Admin API (%d %s): automatic import "
+        job_fail(out, "license_required",
+                 "Duo refused the Admin API (%d %s): automatic import "
                  "needs a Duo MFA (Essentials) or higher plan and an Admin API integration "
-                 "with the \"Grant read resource\" permission", de.code, de.message);
+                 "with the \"Grant read resource\" permission",
+                 de.code, de.message);
     else
         job_fail_duo(out, rc, &de, "Admin API preflight");
     return -1;
@@ -68,13 +71,15 @@ static void start(const worker_env *env, const job *j, const stage_rec *st, long
                   job_outcome *out)
 {
     json_t *ps = json_object_get(j->body, "page_size");
-    import_run_new n = {
-        .stage_id = st->id, .job_id = j->id, .reply_to = j->reply_to,
-        .correlation_id = j->correlation_id ? j->correlation_id : j->id,
-        .dry_run = json_is_true(json_object_get(j->body, "dry_run")),
-        .page_size = ps ? (int)json_integer_value(ps) : env->cfg->import_page_size,
-        .total_objects = total, .rate_per_min = import_max_rate(env),
-        .first_slot_ms = (int)(60000.0 / import_max_rate(env))};
+    import_run_new n = {.stage_id = st->id,
+                        .job_id = j->id,
+                        .reply_to = j->reply_to,
+                        .correlation_id = j->correlation_id ? j->correlation_id : j->id,
+                        .dry_run = json_is_true(json_object_get(j->body, "dry_run")),
+                        .page_size = ps ? (int)json_integer_value(ps) : env->cfg->import_page_size,
+                        .total_objects = total,
+                        .rate_per_min = import_max_rate(env),
+                        .first_slot_ms = (int)(60000.0 / import_max_rate(env))};
     import_run run;
     err_t e = {0};
     int rc = store_import_run_start(env->db, &n, &run, &e);

@@ -49,8 +49,8 @@ int import_pace_wait(const worker_env *env, int64_t run_id, job_outcome *o);
 int import_pace_sleep(const worker_env *env, long long wait, job_outcome *o);
 
 /* Publishes one import.page job for each page (confirmed). Returns 0 or -1 (*e). */
-int import_publish_pages(const worker_env *env, const import_run *run,
-                         const import_page_ref *pages, size_t n, err_t *e);
+int import_publish_pages(const worker_env *env, const import_run *run, const import_page_ref *pages,
+                         size_t n, err_t *e);
 
 /* Publishes every pending page of the run from page_no `from` on. 0 or -1 (*e). */
 int import_publish_pending(const worker_env *env, const import_run *run, int from, err_t *e);

@@ -124,8 +124,8 @@ static void store_it(const worker_env *env, const stage_rec *st, const store_use
     char uuid[40] = "";
     int rc = store_begin(env->db, &e);
     if (rc == 0)
-        rc = store_device_add(env->db, u->id, st->id, r->duo_user_id, r->kind,
-                              IMPORT_DEVICE_NAME, &id, uuid, &e);
+        rc = store_device_add(env->db, u->id, st->id, r->duo_user_id, r->kind, IMPORT_DEVICE_NAME,
+                              &id, uuid, &e);
     if (rc == ERR_CONFLICT) {
         store_rollback(env->db);
         job_fail(out, "device_exists", "a device for Duo user %s already exists on this stage",
@@ -133,8 +133,8 @@ static void store_it(const worker_env *env, const stage_rec *st, const store_use
     } else if (rc < 0) {
         job_retry(out, "storing device: %s", e.msg);
     } else {
-        out->fields = json_pack("{s:s, s:s, s:s}", "device_id", uuid, "duo_user_id",
-                                r->duo_user_id, "resolved_from", r->from);
+        out->fields = json_pack("{s:s, s:s, s:s}", "device_id", uuid, "duo_user_id", r->duo_user_id,
+                                "resolved_from", r->from);
     }
 }
 

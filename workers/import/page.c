@@ -1,7 +1,7 @@
 /* page.c - one import.page job: load the run and reserve the run's shared page slot (one
- * statement), fetch the page from the Admin API, apply it in one statement. A 429 slows the shared pace and the
- * page is fetched again after a fresh slot. A page that cannot succeed is marked failed
- * (the run still completes and reports it); a replayed page is a no-op. */
+ * statement), fetch the page from the Admin API, apply it in one statement. A 429 slows the shared
+ * pace and the page is fetched again after a fresh slot. A page that cannot succeed is marked
+ * failed (the run still completes and reports it); a replayed page is a no-op. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -61,8 +61,8 @@ static int apply(const worker_env *env, const stage_rec *st, const import_run *r
         job_retry(o, "out of memory");
     else if (rc == -2)
         job_fail(o, "duo_bad_response", "a user on the page has no user_id or username");
-    else if ((rc = store_import_page_apply(env->db, run->id, page_no, st->id, run->dry_run, n,
-                                           ids, names, IMPORT_PROGRESS_MS, res, &e)) == ERR_INVAL)
+    else if ((rc = store_import_page_apply(env->db, run->id, page_no, st->id, run->dry_run, n, ids,
+                                           names, IMPORT_PROGRESS_MS, res, &e)) == ERR_INVAL)
         job_fail(o, "duo_bad_response", "%s", e.msg);
     else if (rc < 0)
         job_retry(o, "applying page: %s", e.msg);
@@ -93,17 +93,16 @@ static void page_fields(job_outcome *out, const import_run *run, long long offse
                         const import_page_result *res)
 {
     out->fields = json_pack("{s:s, s:I, s:i, s:I, s:I, s:I}", "run_id", run->uuid, "offset",
-                            (json_int_t)offset, "limit", limit, "created",
-                            (json_int_t)res->created, "existing", (json_int_t)res->existing,
-                            "unknown_user", (json_int_t)res->unknown_user);
+                            (json_int_t)offset, "limit", limit, "created", (json_int_t)res->created,
+                            "existing", (json_int_t)res->existing, "unknown_user",
+                            (json_int_t)res->unknown_user);
 }
 
 /* Fetches and applies a pending page of a running run, its first slot reserved wait_ms
  * ahead. Returns 1 when the run may be complete now (its last page done, a replay, or a
  * page given up). */
-static int run_page(const worker_env *env, const job *j, const stage_rec *st,
-                    const import_run *run, long long offset, int limit, long long wait_ms,
-                    job_outcome *out)
+static int run_page(const worker_env *env, const job *j, const stage_rec *st, const import_run *run,
+                    long long offset, int limit, long long wait_ms, job_outcome *out)
 {
     int page_no = (int)(offset / run->page_size), check = 0;
     import_page_result res = {0};

@@ -56,16 +56,20 @@ int import_pace_sleep(const worker_env *env, long long wait, job_outcome *o)
 static int publish_page(const worker_env *env, const import_run *run, const import_page_ref *p,
                         err_t *e)
 {
-    json_t *b = json_pack("{s:s, s:I, s:i}", "run_id", run->uuid, "offset",
-                          (json_int_t)p->offset, "limit", p->limit);
+    json_t *b = json_pack("{s:s, s:I, s:i}", "run_id", run->uuid, "offset", (json_int_t)p->offset,
+                          "limit", p->limit);
     void *buf = NULL;
     size_t len = 0;
     int rc = b ? msg_encode(b, &buf, &len, e) : err_set(e, ERR_NOMEM, "out of memory");
     json_decref(b);
     char id[64];
     snprintf(id, sizeof id, "%s.%d", run->uuid, p->page_no);
-    mq_msg m = {.exchange = worker_jobs_exchange(env->w), .routing_key = MQ_KIND_IMPORT,
-                .body = buf, .body_len = len, .message_id = id, .type = "import.page",
+    mq_msg m = {.exchange = worker_jobs_exchange(env->w),
+                .routing_key = MQ_KIND_IMPORT,
+                .body = buf,
+                .body_len = len,
+                .message_id = id,
+                .type = "import.page",
                 .content_type = "application/msgpack"};
     if (rc == 0)
         rc = worker_publish(env->w, &m, e);
@@ -73,8 +77,8 @@ static int publish_page(const worker_env *env, const import_run *run, const impo
     return rc;
 }
 
-int import_publish_pages(const worker_env *env, const import_run *run,
-                         const import_page_ref *pages, size_t n, err_t *e)
+int import_publish_pages(const worker_env *env, const import_run *run, const import_page_ref *pages,
+                         size_t n, err_t *e)
 {
     for (size_t i = 0; i < n; i++)
         if (publish_page(env, run, &pages[i], e) < 0)
@@ -104,19 +108,18 @@ json_t *import_run_fields(const import_run *run, int progress)
 {
     json_t *counts = json_pack("{s:I, s:i, s:i, s:I, s:I, s:I, s:i}", "total_objects",
                                (json_int_t)run->total_objects, "pages_total", run->pages_total,
-                               "pages_done", run->pages_done, "created",
-                               (json_int_t)run->created, "existing", (json_int_t)run->existing,
-                               "unknown_user", (json_int_t)run->unknown_user, "errors",
-                               run->errors);
+                               "pages_done", run->pages_done, "created", (json_int_t)run->created,
+                               "existing", (json_int_t)run->existing, "unknown_user",
+                               (json_int_t)run->unknown_user, "errors", run->errors);
     return json_pack("{s:s, s:s, s:b, s:b, s:o}", "run_id", run->uuid, "state", run->state,
                      "progress", progress, "dry_run", run->dry_run, "counts", counts);
 }
 
 static void add_page_error(int64_t offset, const char *message, void *arg)
 {
-    json_array_append_new(arg, json_pack("{s:I, s:s%}", "offset", (json_int_t)offset,
-                                         "message", message, strlen(message) > 1000 ? (size_t)1000
-                                                                                  : strlen(message)));
+    json_array_append_new(arg,
+                          json_pack("{s:I, s:s%}", "offset", (json_int_t)offset, "message", message,
+                                    strlen(message) > 1000 ? (size_t)1000 : strlen(message)));
 }
 
 /* The whole message: the run's fields as an import.auto result of its original job. */
@@ -150,8 +153,11 @@ int import_send(const worker_env *env, const import_run *run, int progress)
     int direct = run->reply_to[0] != '\0';
     mq_msg msg = {.exchange = direct ? "" : results,
                   .routing_key = direct ? run->reply_to : "import.auto.result",
-                  .body = buf, .body_len = len, .message_id = id,
-                  .correlation_id = run->correlation_id, .type = "import.auto.result",
+                  .body = buf,
+                  .body_len = len,
+                  .message_id = id,
+                  .correlation_id = run->correlation_id,
+                  .type = "import.auto.result",
                   .content_type = "application/msgpack"};
     if (rc == 0)
         rc = worker_publish(env->w, &msg, &e);
@@ -211,8 +217,7 @@ void import_complete(const worker_env *env, const stage_rec *st, const char *run
     if ((running && run.pages_done < run.pages_total) || (!running && run.final_sent))
         return;
     if (running && (grow(env, st, &run) ||
-                    store_import_run_finish(env->db, run.id, &finished, &run, &e) < 0 ||
-                    !finished))
+                    store_import_run_finish(env->db, run.id, &finished, &run, &e) < 0 || !finished))
         return; /* grew, failed, or another worker finished it and sends the message */
     if (finished)
         LOG(LOG_INFO, "import run finished", "run_id", run.uuid);
