@@ -29,11 +29,13 @@ static const store_stmt st_by_uuid = {
 static const store_stmt st_take = {"auth_take",
                                    "SELECT challenge_id, retry_after_secs, reason "
                                    "FROM auth_challenge_take($1::bigint, $2::bigint, $3, $4, $5)"};
-static const store_stmt st_decide = {
-    "auth_decide", "UPDATE auth_challenge SET result = $2, decided_at = clock_timestamp() "
-                   "WHERE id = $1::bigint"};
-static const store_stmt st_used = {"auth_device_used",
-                                   "UPDATE duo_device SET last_used = now() WHERE id = $1::bigint"};
+/* Both marks of a decided challenge in one round trip (an id of 0 matches no row). */
+static const store_stmt st_record = {
+    "auth_record",
+    "WITH c AS (UPDATE auth_challenge SET result = $2, decided_at = clock_timestamp() "
+    "WHERE id = $1::bigint RETURNING 1), "
+    "d AS (UPDATE duo_device SET last_used = now() WHERE id = $3::bigint RETURNING 1) "
+    "SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM d)"};
 
 /* Fills out from a row: stage id, user id, active, device id, uuid, duo id, kind. */
 static void fill(const store_res *r, auth_device *out)
@@ -129,18 +131,12 @@ int store_auth_take(store *s, int64_t user_id, int64_t stage_id, const auth_guar
     return rc;
 }
 
-int store_auth_decide(store *s, int64_t challenge_id, const char *result, err_t *e)
+int store_auth_record(store *s, int64_t challenge_id, const char *result, int64_t used_device_id,
+                      err_t *e)
 {
-    char id[24];
-    snprintf(id, sizeof id, "%lld", (long long)challenge_id);
-    const char *v[] = {id, result};
-    return store_exec(s, &st_decide, 2, v, NULL, e);
-}
-
-int store_auth_device_used(store *s, int64_t device_id, err_t *e)
-{
-    char id[24];
-    snprintf(id, sizeof id, "%lld", (long long)device_id);
-    const char *v[] = {id};
-    return store_exec(s, &st_used, 1, v, NULL, e);
+    char cid[24], did[24];
+    snprintf(cid, sizeof cid, "%lld", (long long)challenge_id);
+    snprintf(did, sizeof did, "%lld", (long long)used_device_id);
+    const char *v[] = {cid, result, did};
+    return store_exec(s, &st_record, 3, v, NULL, e);
 }

@@ -63,11 +63,10 @@ typedef struct auth_guard {
 int store_auth_take(store *s, int64_t user_id, int64_t stage_id, const auth_guard *g,
                     int64_t *challenge_id, int *retry_after_secs, const char **why, err_t *e);
 
-/* Records the outcome of a challenge ("allow", "deny", "timeout", "error"); a "deny"
- * starts the user's cool-down. Meant for the caller's open transaction. */
-int store_auth_decide(store *s, int64_t challenge_id, const char *result, err_t *e);
-
-/* Sets the device's last_used to now. */
-int store_auth_device_used(store *s, int64_t device_id, err_t *e);
+/* Records the outcome of a challenge ("allow", "deny", "timeout", "error"; challenge_id
+ * 0: none) and, with used_device_id non-zero, sets that device's last_used to now, in
+ * one statement. A "deny" starts the user's cool-down. */
+int store_auth_record(store *s, int64_t challenge_id, const char *result, int64_t used_device_id,
+                      err_t *e);
 
 #endif

@@ -77,7 +77,10 @@ void auth_poll(const worker_env *env, int mq_fd, int timeout_ms)
 
 /* ---- finishing ------------------------------------------------------------------- */
 
-/* Records the decision in the runtime's transaction (left open for it to commit). */
+/* Records the decision (challenge result, last_used) in one statement of its own, just
+ * before the runtime records the job: these marks need no atomicity with the job
+ * record (a crash in between reruns the job, and the guard then sees the decision), and
+ * one round trip instead of a transaction's four matters at thousands of logins/s. */
 static void record(const auth_call *c, const char *decided, job_outcome *out)
 {
     store *db = c->env->db;
@@ -85,13 +88,8 @@ static void record(const auth_call *c, const char *decided, job_outcome *out)
     int allow = strcmp(decided, "allow") == 0;
     if (!c->challenge_id && !allow)
         return;
-    int rc = store_begin(db, &e);
-    if (rc == 0 && c->challenge_id)
-        rc = store_auth_decide(db, c->challenge_id, decided, &e);
-    if (rc == 0 && allow)
-        rc = store_auth_device_used(db, c->dev.id, &e);
+    int rc = store_auth_record(db, c->challenge_id, decided, allow ? c->dev.id : 0, &e);
     if (rc < 0) {
-        store_rollback(db);
         LOG(LOG_WARN, "could not record the auth decision", "device_id", c->dev.uuid, "error",
             e.msg);
         (void)out;
