@@ -8,7 +8,7 @@
  * callback runs at most once, after it left both. Besides duo_http.c this is the only
  * file that includes curl. */
 #include "duo_async.h"
-#include "duo_body.h"
+#include "duo_transfer.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -481,66 +481,6 @@ int duo_async_submit(duo_async *a, const duo_client_opts *creds, const char *met
 
 /* ---- finished transfers ----------------------------------------------------------- */
 
-static int is_tls_error(CURLcode cc)
-{
-    switch (cc) {
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    case CURLE_SSL_CRL_BADFILE:
-    case CURLE_USE_SSL_FAILED:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-static int transfer_error(duo_areq *r, CURLcode cc, duo_error *de)
-{
-    const char *why = r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc);
-    int rc;
-    if (r->r.oversize)
-        rc = duo_fail_set(de, ERR_DUO, DUO_FAIL_BAD_RESPONSE, DUO_CLASS_PERMANENT,
-                          "malformed Duo response: body larger than %zu bytes",
-                          r->o.max_response_bytes);
-    else if (is_tls_error(cc))
-        rc = duo_fail_set(de, ERR_TLS, DUO_FAIL_TLS, DUO_CLASS_TLS,
-                          "TLS failure talking to Duo at %s (CA file: %s)", r->host,
-                          r->ca_file ? r->ca_file : "system default");
-    else if (cc == CURLE_OPERATION_TIMEDOUT)
-        rc = duo_fail_set(de, ERR_TIMEOUT, DUO_FAIL_TIMEOUT, DUO_CLASS_TRANSIENT,
-                          "Duo at %s did not answer in time", r->host);
-    else
-        rc = duo_fail_set(de, ERR_NET, DUO_FAIL_NETWORK, DUO_CLASS_TRANSIENT,
-                          "network failure talking to Duo at %s", r->host);
-    snprintf(de->detail, sizeof de->detail, "%s", why);
-    return rc;
-}
-
-static int retryable(int rc, const duo_error *e)
-{
-    if (rc == ERR_NET && e->fail == DUO_FAIL_NETWORK)
-        return 1;
-    return rc == ERR_DUO && e->fail == DUO_FAIL_HTTP &&
-           (e->http_status == 429 || e->http_status >= 500);
-}
-
-/* Backoff before attempt n+1: Retry-After when Duo sent one, else base * 2^(n-1)
- * (capped at 32x) plus up to one base of jitter. */
-static long long backoff_ms(duo_areq *r)
-{
-    if (r->r.retry_after_ms >= 0)
-        return r->r.retry_after_ms;
-    long long base = r->o.backoff_base_ms;
-    int shift = r->attempt - 1 < 5 ? r->attempt - 1 : 5;
-    long long jitter = base > 0 ? (long long)(rand_r(&r->a->rng) % (base + 1)) : 0;
-    return (base << shift) + jitter;
-}
-
 /* Decides what a finished transfer means: done (callback), or a retry later. */
 static int finished(duo_areq *r, CURLcode cc)
 {
@@ -550,7 +490,7 @@ static int finished(duo_areq *r, CURLcode cc)
     json_t *resp = NULL, *meta = NULL;
     int rc;
     if (cc != CURLE_OK) {
-        rc = transfer_error(r, cc, &de);
+        rc = duo_transfer_error(cc, &r->r, r->errbuf, r->host, r->ca_file, &de);
     } else {
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
         rc = duo_response_parse(status, r->r.body, r->r.len, &resp, &meta, &de);
@@ -558,8 +498,9 @@ static int finished(duo_areq *r, CURLcode cc)
     de.attempts = r->attempt;
     detach_easy(r);
     long long now = duo_async_now_ms();
-    if (rc < 0 && retryable(rc, &de) && r->attempt < r->o.retry_attempts) {
-        long long wake = now + backoff_ms(r);
+    if (rc < 0 && duo_transfer_retryable(rc, &de) && r->attempt < r->o.retry_attempts) {
+        long long wake = now + duo_transfer_backoff_ms(r->o.backoff_base_ms, r->attempt,
+                                                       r->r.retry_after_ms, &r->a->rng);
         if (r->deadline_ms <= 0 || wake < r->deadline_ms) {
             wait_add(r, wake);
             json_decref(resp);

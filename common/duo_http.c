@@ -5,7 +5,7 @@
  * signed afresh; only 429, 5xx and connection failures are retried, within both the
  * attempt count and the time budget; the only library that sees curl is this file. */
 #include "duo.h"
-#include "duo_body.h"
+#include "duo_transfer.h"
 
 #include <curl/curl.h>
 #include <stdio.h>
@@ -149,52 +149,6 @@ static int idle_says_stop(duo_client *c)
     return c->o.idle && c->o.idle(c->o.idle_arg) != 0;
 }
 
-static int is_tls_error(CURLcode cc)
-{
-    switch (cc) {
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    case CURLE_SSL_CRL_BADFILE:
-    case CURLE_SSL_ENGINE_NOTFOUND:
-    case CURLE_SSL_ENGINE_SETFAILED:
-    case CURLE_SSL_ENGINE_INITFAILED:
-    case CURLE_USE_SSL_FAILED:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-/* Converts a failed transfer into the caller's error; returns the ERR_* code. */
-static int transfer_error(duo_client *c, CURLcode cc, const reply *r, duo_error *err)
-{
-    const char *why = c->errbuf[0] ? c->errbuf : curl_easy_strerror(cc);
-    int rc;
-    if (r->oversize)
-        rc = duo_fail_set(err, ERR_DUO, DUO_FAIL_BAD_RESPONSE, DUO_CLASS_PERMANENT,
-                          "malformed Duo response: body larger than %zu bytes",
-                          c->o.max_response_bytes);
-    else if (is_tls_error(cc))
-        rc = duo_fail_set(err, ERR_TLS, DUO_FAIL_TLS, DUO_CLASS_TLS,
-                          "TLS failure talking to Duo at %s (CA file: %s)", c->host,
-                          c->ca_file ? c->ca_file : "system default");
-    else if (cc == CURLE_OPERATION_TIMEDOUT)
-        rc = duo_fail_set(err, ERR_TIMEOUT, DUO_FAIL_TIMEOUT, DUO_CLASS_TRANSIENT,
-                          "Duo at %s did not answer in time", c->host);
-    else
-        rc = duo_fail_set(err, ERR_NET, DUO_FAIL_NETWORK, DUO_CLASS_TRANSIENT,
-                          "network failure talking to Duo at %s", c->host);
-    if (err)
-        snprintf(err->detail, sizeof err->detail, "%s", why);
-    return rc;
-}
-
 /* Drives the easy handle through the multi handle until done, calling the idle hook
  * between polls of at most IDLE_SLICE_MS. */
 static int run_transfer(duo_client *c, CURLcode *result, duo_error *err)
@@ -271,7 +225,7 @@ static int attempt(duo_client *c, const duo_request *req, long *status, reply *r
     else
         rc = run_transfer(c, &cc, err);
     if (rc == 0 && cc != CURLE_OK)
-        rc = transfer_error(c, cc, r, err);
+        rc = duo_transfer_error(cc, r, c->errbuf, c->host, c->ca_file, err);
     if (rc == 0)
         curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, status);
     curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
@@ -291,26 +245,6 @@ static int sleep_sliced(duo_client *c, long long ms)
             return 1;
     }
     return 0;
-}
-
-/* Backoff before attempt n+1: Retry-After when Duo sent one, else base * 2^(n-1)
- * (capped at 32x) plus up to one base of jitter. */
-static long long backoff_ms(duo_client *c, int n, long retry_after_ms)
-{
-    if (retry_after_ms >= 0)
-        return retry_after_ms;
-    long long base = c->o.backoff_base_ms;
-    int shift = n - 1 < 5 ? n - 1 : 5;
-    long long jitter = base > 0 ? (long long)(rand_r(&c->rng) % (base + 1)) : 0;
-    return (base << shift) + jitter;
-}
-
-static int retryable(int rc, const duo_error *e)
-{
-    if (rc == ERR_NET && e->fail == DUO_FAIL_NETWORK)
-        return 1;
-    return rc == ERR_DUO && e->fail == DUO_FAIL_HTTP &&
-           (e->http_status == 429 || e->http_status >= 500);
 }
 
 /* Builds, signs and performs attempt n; parses the answer. */
@@ -353,9 +287,10 @@ int duo_call(duo_client *c, const char *method, const char *path, const duo_para
         free(r.body);
         *e = attempt_err;
         e->attempts = n;
-        if (rc == 0 || !retryable(rc, e) || n >= c->o.retry_attempts)
+        if (rc == 0 || !duo_transfer_retryable(rc, e) || n >= c->o.retry_attempts)
             return rc;
-        long long wait = backoff_ms(c, n, r.retry_after_ms);
+        long long wait =
+            duo_transfer_backoff_ms(c->o.backoff_base_ms, n, r.retry_after_ms, &c->rng);
         if (now_ms() - start + wait > c->o.retry_budget_ms)
             return rc;
         if (sleep_sliced(c, wait))
