@@ -274,9 +274,14 @@ static int db_ready(worker *w)
         return 0;
     err_t e = {0};
     metrics_reconnect(w, "postgres");
-    if (store_reconnect(w->db, DB_RECONNECT_MS, &e) < 0) {
-        LOG(LOG_ERROR, "PostgreSQL unreachable", "error", e.msg);
-        return -1;
+    /* Reconnect in one-second slices, servicing the broker in between, so a long
+     * database outage does not also cost the AMQP connection its heartbeats. */
+    long long end = now_ms() + DB_RECONNECT_MS;
+    while (store_reconnect(w->db, 1000, &e) < 0) {
+        if (worker_idle(w) || now_ms() > end) {
+            LOG(LOG_ERROR, "PostgreSQL unreachable", "error", e.msg);
+            return -1;
+        }
     }
     return 0;
 }
