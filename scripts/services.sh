@@ -20,29 +20,40 @@ MQ_NODE="duo${MQ_PORT}@localhost"
 
 log() { echo "services: $*" >&2; }
 
+# PostgreSQL runs as the postgres user, which must be able to reach its data folder. A
+# clone under a private home (e.g. /root) is not reachable: then the data lives in a
+# folder of its own under /var/tmp, named after this state folder.
+pg_dir() {
+  if [ "$(id -u)" -ne 0 ] || su postgres -s /bin/sh -c "test -x '$RUN'" 2>/dev/null; then
+    echo "$RUN/pg"
+  else
+    echo "/var/tmp/duo-workers-pg-$(printf '%s' "$RUN" | cksum | cut -d' ' -f1)"
+  fi
+}
+
 as_postgres() {
   if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi
 }
 
-pg_running() { "$PGBIN/pg_ctl" status -D "$RUN/pg/data" >/dev/null 2>&1 || as_postgres "$PGBIN/pg_ctl status -D '$RUN/pg/data'" >/dev/null 2>&1; }
+pg_running() { "$PGBIN/pg_ctl" status -D "$PGDIR/data" >/dev/null 2>&1 || as_postgres "$PGBIN/pg_ctl status -D '$PGDIR/data'" >/dev/null 2>&1; }
 
 pg_start() {
-  mkdir -p "$RUN/pg"
-  if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$RUN/pg"; fi
+  mkdir -p "$PGDIR"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$PGDIR"; fi
   chmod 755 "$RUN"
-  if [ ! -f "$RUN/pg/data/PG_VERSION" ]; then
-    rm -rf "$RUN/pg/data"
-    as_postgres "$PGBIN/initdb -D '$RUN/pg/data' -A trust -U postgres -E UTF8 --locale=C.UTF-8" >"$RUN/pg/initdb.log" 2>&1
+  if [ ! -f "$PGDIR/data/PG_VERSION" ]; then
+    rm -rf "$PGDIR/data"
+    as_postgres "$PGBIN/initdb -D '$PGDIR/data' -A trust -U postgres -E UTF8 --locale=C.UTF-8" >"$PGDIR/initdb.log" 2>&1
   fi
   if pg_running; then return 0; fi
-  rm -f "$RUN/pg/data/postmaster.pid"   # left by a crashed run; pg_ctl status said not running
-  as_postgres "$PGBIN/pg_ctl -D '$RUN/pg/data' -o \"-p $PG_PORT -k '$RUN/pg' -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${DUO_PG_FSYNC:-on}\" -l '$RUN/pg/postgres.log' -w -t 60 start" >/dev/null
+  rm -f "$PGDIR/data/postmaster.pid"   # left by a crashed run; pg_ctl status said not running
+  as_postgres "$PGBIN/pg_ctl -D '$PGDIR/data' -o \"-p $PG_PORT -k '$PGDIR' -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${DUO_PG_FSYNC:-on}\" -l '$PGDIR/postgres.log' -w -t 60 start" >/dev/null
   log "postgresql up on 127.0.0.1:$PG_PORT"
 }
 
 pg_stop() {
-  if [ -d "$RUN/pg/data" ] && pg_running; then
-    as_postgres "$PGBIN/pg_ctl -D '$RUN/pg/data' -m fast -w stop" >/dev/null || true
+  if [ -d "$PGDIR/data" ] && pg_running; then
+    as_postgres "$PGBIN/pg_ctl -D '$PGDIR/data' -m fast -w stop" >/dev/null || true
     log "postgresql stopped"
   fi
 }
@@ -146,6 +157,9 @@ export DUO_CA_FILE='$RUN/emu/ca.crt'
 export DUO_RUN_DIR='$RUN'
 ENV
 }
+
+mkdir -p "$RUN"
+PGDIR="$(pg_dir)"
 
 case "${1:-}" in
   start) mkdir -p "$RUN"; pg_start; mq_start; emu_start; print_env > "$RUN/env" ;;
