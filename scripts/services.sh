@@ -32,7 +32,8 @@ pg_dir() {
 }
 
 as_postgres() {
-  if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi
+  # From /, so the postgres user is not asked to enter a folder it cannot read.
+  if [ "$(id -u)" -eq 0 ]; then (cd / && su postgres -s /bin/sh -c "$*"); else sh -c "$*"; fi
 }
 
 pg_running() { "$PGBIN/pg_ctl" status -D "$PGDIR/data" >/dev/null 2>&1 || as_postgres "$PGBIN/pg_ctl status -D '$PGDIR/data'" >/dev/null 2>&1; }
