@@ -200,8 +200,8 @@ static int declare_bound(drainer *d)
     snprintf(ex, sizeof ex, "%s.results", d->bind_prefix);
     /* The workers declare the exchange too; declaring it here lets the harness start
      * first without a race. Same arguments as common/mq_topology.c: topic, durable. */
-    amqp_exchange_declare(d->st, 1, amqp_cstring_bytes(ex), amqp_cstring_bytes("topic"), 0, 1,
-                          0, 0, amqp_empty_table);
+    amqp_exchange_declare(d->st, 1, amqp_cstring_bytes(ex), amqp_cstring_bytes("topic"), 0, 1, 0, 0,
+                          amqp_empty_table);
     if (rpc_ok(d->st, "exchange.declare") < 0)
         return -1;
     amqp_queue_bind(d->st, 1, amqp_cstring_bytes(d->queue), amqp_cstring_bytes(ex),
@@ -222,9 +222,9 @@ static int open_one(drainer *d, const char *url)
     struct timeval tv = {5, 0};
     int rc = -1;
     if (s && amqp_socket_open_noblock(s, ci.host, ci.port, &tv) == AMQP_STATUS_OK) {
-        amqp_rpc_reply_t r = amqp_login(d->st, (ci.vhost && *ci.vhost) ? ci.vhost : "/", 0,
-                                        AMQP_DEFAULT_FRAME_SIZE, 10, AMQP_SASL_METHOD_PLAIN,
-                                        ci.user, ci.password);
+        amqp_rpc_reply_t r =
+            amqp_login(d->st, (ci.vhost && *ci.vhost) ? ci.vhost : "/", 0, AMQP_DEFAULT_FRAME_SIZE,
+                       10, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
         rc = r.reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
     }
     free(tmp);
@@ -281,10 +281,10 @@ static void print_envelope(const amqp_envelope_t *env)
 {
     const amqp_basic_properties_t *p = &env->message.properties;
     json_t *o = json_object();
-    json_object_set_new(o, "corr", jstr_or_null(p->correlation_id,
-                                                !!(p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG)));
-    json_object_set_new(o, "mid", jstr_or_null(p->message_id,
-                                               !!(p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)));
+    json_object_set_new(
+        o, "corr", jstr_or_null(p->correlation_id, !!(p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG)));
+    json_object_set_new(o, "mid",
+                        jstr_or_null(p->message_id, !!(p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)));
     json_object_set_new(o, "type", jstr_or_null(p->type, !!(p->_flags & AMQP_BASIC_TYPE_FLAG)));
     json_object_set_new(o, "rk", json_stringn(env->routing_key.bytes, env->routing_key.len));
     json_object_set_new(o, "redelivered", json_integer(env->redelivered ? 1 : 0));

@@ -14,43 +14,73 @@ typedef struct {
     const char *env;
     setting_type type;
     size_t offset;
-    const char *def;   /* NULL: no default */
-    long min, max;     /* T_INT bounds */
-    unsigned need;     /* CONFIG_NEED_* bits that make it required */
+    const char *def; /* NULL: no default */
+    long min, max;   /* T_INT bounds */
+    unsigned need;   /* CONFIG_NEED_* bits that make it required */
     const char *help;
 } setting;
 
-#define S(env, field, def, need, help) {env, T_STR, offsetof(config, field), def, 0, 0, need, help}
-#define I(env, field, def, min, max, help) {env, T_INT, offsetof(config, field), def, min, max, 0, help}
+#define S(env, field, def, need, help)                                                             \
+    {                                                                                              \
+        env, T_STR, offsetof(config, field), def, 0, 0, need, help                                 \
+    }
+#define I(env, field, def, min, max, help)                                                         \
+    {                                                                                              \
+        env, T_INT, offsetof(config, field), def, min, max, 0, help                                \
+    }
 
 static const setting settings[] = {
     S("DATABASE_URL", database_url, NULL, CONFIG_NEED_DB,
       "PostgreSQL connection: libpq conninfo (`host=... dbname=...`) or `postgres://` URL"),
     S("AMQP_URL", amqp_url, NULL, CONFIG_NEED_MQ,
-      "RabbitMQ broker URL `amqp://user:pass@host:port/vhost` (or `amqps://`); a comma-separated list for a cluster, tried in turn"),
+      "RabbitMQ broker URL `amqp://user:pass@host:port/vhost` (or `amqps://`); a comma-separated "
+      "list for a cluster, tried in turn"),
     S("MQ_PREFIX", mq_prefix, "duo", 0, "Prefix of every exchange and queue this project declares"),
-    I("AMQP_HEARTBEAT_SECS", amqp_heartbeat_secs, "30", 0, 600, "AMQP heartbeat interval (0 disables)"),
-    I("WORKER_PREFETCH", prefetch, "16", 1, 65535, "Unacknowledged deliveries a worker holds at once (bounds in-flight jobs)"),
-    I("JOB_MAX_ATTEMPTS", max_attempts, "5", 1, 100, "Attempts for a job failing transiently before it is dead-lettered"),
-    I("MAX_MESSAGE_BYTES", max_message_bytes, "65536", 1024, 16777216, "Largest job body accepted; larger ones are rejected and dead-lettered"),
-    I("SHUTDOWN_GRACE_MS", shutdown_grace_ms, "30000", 0, 600000, "On SIGTERM/SIGINT, time to finish in-flight jobs before returning them to the queue"),
-    S("RETRY_DELAYS_MS", retry_delays_ms, "5000,30000,300000", 0, "Delays of the three retry tiers for transiently failed jobs (milliseconds, comma-separated)"),
-    S("DUO_CA_FILE", duo_ca_file, NULL, 0, "CA bundle for Duo TLS (for TLS-inspecting proxies); a stage's own bundle takes precedence"),
-    I("DUO_CONNECT_TIMEOUT_MS", duo_connect_timeout_ms, "5000", 100, 120000, "TCP+TLS connect timeout for Duo calls"),
-    I("DUO_TIMEOUT_MS", duo_timeout_ms, "75000", 1000, 600000, "Total timeout of one Duo HTTP attempt (a synchronous push waits about 60 s)"),
-    I("DUO_RETRY_ATTEMPTS", duo_retry_attempts, "7", 1, 20, "Attempts per Duo call on 429, 5xx or network errors (4xx are never retried)"),
-    I("DUO_RETRY_BUDGET_MS", duo_retry_budget_ms, "90000", 0, 3600000, "Total time a Duo call may spend across its retries"),
-    I("DUO_SIG_VERSION", duo_sig_version, "5", 2, 5, "Default request signature version for stages that do not set one (5 or 2)"),
-    S("DUO_SECRET_KEY", secret_key, NULL, 0, "Base64 of the 32-byte AES-256-GCM key that encrypts stage secrets at rest"),
-    S("DUO_SECRET_KEY_FILE", secret_key_file, NULL, 0, "File holding the secret key (base64); used when DUO_SECRET_KEY is unset"),
-    S("DUO_SECRET_KEY_PREVIOUS", secret_key_previous, NULL, 0, "The previous key (base64), still accepted for decryption while `duoctl stage rotate-key` re-encrypts"),
-    I("AUTH_DEADLINE_SECS", auth_deadline_secs, "75", 5, 600, "Deadline of one authentication job; past it the reply is `timeout`"),
-    I("PUSH_CAP", push_cap, "5", 1, 1000, "Push-fatigue guard: challenges allowed per user per window"),
+    I("AMQP_HEARTBEAT_SECS", amqp_heartbeat_secs, "30", 0, 600,
+      "AMQP heartbeat interval (0 disables)"),
+    I("WORKER_PREFETCH", prefetch, "16", 1, 65535,
+      "Unacknowledged deliveries a worker holds at once (bounds in-flight jobs)"),
+    I("JOB_MAX_ATTEMPTS", max_attempts, "5", 1, 100,
+      "Attempts for a job failing transiently before it is dead-lettered"),
+    I("MAX_MESSAGE_BYTES", max_message_bytes, "65536", 1024, 16777216,
+      "Largest job body accepted; larger ones are rejected and dead-lettered"),
+    I("SHUTDOWN_GRACE_MS", shutdown_grace_ms, "30000", 0, 600000,
+      "On SIGTERM/SIGINT, time to finish in-flight jobs before returning them to the queue"),
+    S("RETRY_DELAYS_MS", retry_delays_ms, "5000,30000,300000", 0,
+      "Delays of the three retry tiers for transiently failed jobs (milliseconds, "
+      "comma-separated)"),
+    S("DUO_CA_FILE", duo_ca_file, NULL, 0,
+      "CA bundle for Duo TLS (for TLS-inspecting proxies); a stage's own bundle takes precedence"),
+    I("DUO_CONNECT_TIMEOUT_MS", duo_connect_timeout_ms, "5000", 100, 120000,
+      "TCP+TLS connect timeout for Duo calls"),
+    I("DUO_TIMEOUT_MS", duo_timeout_ms, "75000", 1000, 600000,
+      "Total timeout of one Duo HTTP attempt (a synchronous push waits about 60 s)"),
+    I("DUO_RETRY_ATTEMPTS", duo_retry_attempts, "7", 1, 20,
+      "Attempts per Duo call on 429, 5xx or network errors (4xx are never retried)"),
+    I("DUO_RETRY_BUDGET_MS", duo_retry_budget_ms, "90000", 0, 3600000,
+      "Total time a Duo call may spend across its retries"),
+    I("DUO_SIG_VERSION", duo_sig_version, "5", 2, 5,
+      "Default request signature version for stages that do not set one (5 or 2)"),
+    S("DUO_SECRET_KEY", secret_key, NULL, 0,
+      "Base64 of the 32-byte AES-256-GCM key that encrypts stage secrets at rest"),
+    S("DUO_SECRET_KEY_FILE", secret_key_file, NULL, 0,
+      "File holding the secret key (base64); used when DUO_SECRET_KEY is unset"),
+    S("DUO_SECRET_KEY_PREVIOUS", secret_key_previous, NULL, 0,
+      "The previous key (base64), still accepted for decryption while `duoctl stage rotate-key` "
+      "re-encrypts"),
+    I("AUTH_DEADLINE_SECS", auth_deadline_secs, "75", 5, 600,
+      "Deadline of one authentication job; past it the reply is `timeout`"),
+    I("PUSH_CAP", push_cap, "5", 1, 1000,
+      "Push-fatigue guard: challenges allowed per user per window"),
     I("PUSH_WINDOW_SECS", push_window_secs, "300", 1, 86400, "Push-fatigue guard: the window"),
-    I("DENY_COOLDOWN_SECS", deny_cooldown_secs, "60", 0, 86400, "After a denied push, further pushes for the user wait this long"),
-    I("IMPORT_PAGES_PER_MIN", import_pages_per_min, "200", 1, 100000, "Shared Admin API page budget of one import run, across all workers"),
-    I("IMPORT_PAGE_SIZE", import_page_size, "300", 1, 300, "Users per Admin API page (Duo's maximum is 300)"),
-    I("METRICS_PORT", metrics_port, "0", 0, 65535, "Port of the /metrics and /healthz endpoint; 0 turns it off"),
+    I("DENY_COOLDOWN_SECS", deny_cooldown_secs, "60", 0, 86400,
+      "After a denied push, further pushes for the user wait this long"),
+    I("IMPORT_PAGES_PER_MIN", import_pages_per_min, "200", 1, 100000,
+      "Shared Admin API page budget of one import run, across all workers"),
+    I("IMPORT_PAGE_SIZE", import_page_size, "300", 1, 300,
+      "Users per Admin API page (Duo's maximum is 300)"),
+    I("METRICS_PORT", metrics_port, "0", 0, 65535,
+      "Port of the /metrics and /healthz endpoint; 0 turns it off"),
     S("LOG_LEVEL", log_level, "info", 0, "debug, info, warn or error"),
 };
 
@@ -64,8 +94,8 @@ static int parse_int(const setting *s, const char *v, config *c, err_t *e)
     if (errno || end == v || *end != '\0')
         return err_set(e, ERR_CONFIG, "%s: '%s' is not an integer", s->env, v);
     if (n < s->min || n > s->max)
-        return err_set(e, ERR_CONFIG, "%s: %ld is out of range [%ld, %ld]", s->env, n,
-                       s->min, s->max);
+        return err_set(e, ERR_CONFIG, "%s: %ld is out of range [%ld, %ld]", s->env, n, s->min,
+                       s->max);
     *(int *)((char *)c + s->offset) = (int)n;
     return 0;
 }
@@ -100,7 +130,8 @@ static int check_urls(const config *c, err_t *e)
             while (*p == ' ')
                 p++;
             if (strncmp(p, "amqp://", 7) != 0 && strncmp(p, "amqps://", 8) != 0)
-                return err_set(e, ERR_CONFIG, "AMQP_URL: each URL must start with amqp:// or amqps://");
+                return err_set(e, ERR_CONFIG,
+                               "AMQP_URL: each URL must start with amqp:// or amqps://");
             const char *comma = strchr(p, ',');
             if (!comma)
                 break;

@@ -13,37 +13,37 @@
 
 typedef struct config {
     /* Connections */
-    char *database_url;          /* DATABASE_URL: libpq conninfo or postgres:// URL */
-    char *amqp_url;              /* AMQP_URL: amqp(s)://user:pass@host:port/vhost[,...] */
-    char *mq_prefix;             /* MQ_PREFIX: prefix of every exchange and queue name */
-    int amqp_heartbeat_secs;     /* AMQP_HEARTBEAT_SECS */
-    int prefetch;                /* WORKER_PREFETCH */
-    int max_attempts;            /* JOB_MAX_ATTEMPTS: deliveries before dead-lettering */
-    int max_message_bytes;       /* MAX_MESSAGE_BYTES */
-    int shutdown_grace_ms;       /* SHUTDOWN_GRACE_MS */
-    char *retry_delays_ms;       /* RETRY_DELAYS_MS: "5000,30000,300000" (three tiers) */
+    char *database_url;      /* DATABASE_URL: libpq conninfo or postgres:// URL */
+    char *amqp_url;          /* AMQP_URL: amqp(s)://user:pass@host:port/vhost[,...] */
+    char *mq_prefix;         /* MQ_PREFIX: prefix of every exchange and queue name */
+    int amqp_heartbeat_secs; /* AMQP_HEARTBEAT_SECS */
+    int prefetch;            /* WORKER_PREFETCH */
+    int max_attempts;        /* JOB_MAX_ATTEMPTS: deliveries before dead-lettering */
+    int max_message_bytes;   /* MAX_MESSAGE_BYTES */
+    int shutdown_grace_ms;   /* SHUTDOWN_GRACE_MS */
+    char *retry_delays_ms;   /* RETRY_DELAYS_MS: "5000,30000,300000" (three tiers) */
     /* Duo */
-    char *duo_ca_file;           /* DUO_CA_FILE: global CA bundle (stage bundle wins) */
-    int duo_connect_timeout_ms;  /* DUO_CONNECT_TIMEOUT_MS */
-    int duo_timeout_ms;          /* DUO_TIMEOUT_MS: total per HTTP attempt */
-    int duo_retry_attempts;      /* DUO_RETRY_ATTEMPTS: attempts for 429/5xx/network */
-    int duo_retry_budget_ms;     /* DUO_RETRY_BUDGET_MS: total time across attempts */
-    int duo_sig_version;         /* DUO_SIG_VERSION: 5 (default) or 2 */
+    char *duo_ca_file;          /* DUO_CA_FILE: global CA bundle (stage bundle wins) */
+    int duo_connect_timeout_ms; /* DUO_CONNECT_TIMEOUT_MS */
+    int duo_timeout_ms;         /* DUO_TIMEOUT_MS: total per HTTP attempt */
+    int duo_retry_attempts;     /* DUO_RETRY_ATTEMPTS: attempts for 429/5xx/network */
+    int duo_retry_budget_ms;    /* DUO_RETRY_BUDGET_MS: total time across attempts */
+    int duo_sig_version;        /* DUO_SIG_VERSION: 5 (default) or 2 */
     /* Secrets at rest */
-    char *secret_key;            /* DUO_SECRET_KEY: base64 of 32 bytes */
-    char *secret_key_file;       /* DUO_SECRET_KEY_FILE */
-    char *secret_key_previous;   /* DUO_SECRET_KEY_PREVIOUS: old key, readable during rotation */
+    char *secret_key;          /* DUO_SECRET_KEY: base64 of 32 bytes */
+    char *secret_key_file;     /* DUO_SECRET_KEY_FILE */
+    char *secret_key_previous; /* DUO_SECRET_KEY_PREVIOUS: old key, readable during rotation */
     /* Authentication worker */
-    int auth_deadline_secs;      /* AUTH_DEADLINE_SECS */
-    int push_cap;                /* PUSH_CAP: challenges per user per window */
-    int push_window_secs;        /* PUSH_WINDOW_SECS */
-    int deny_cooldown_secs;      /* DENY_COOLDOWN_SECS */
+    int auth_deadline_secs; /* AUTH_DEADLINE_SECS */
+    int push_cap;           /* PUSH_CAP: challenges per user per window */
+    int push_window_secs;   /* PUSH_WINDOW_SECS */
+    int deny_cooldown_secs; /* DENY_COOLDOWN_SECS */
     /* Import worker */
-    int import_pages_per_min;    /* IMPORT_PAGES_PER_MIN */
-    int import_page_size;        /* IMPORT_PAGE_SIZE */
+    int import_pages_per_min; /* IMPORT_PAGES_PER_MIN */
+    int import_page_size;     /* IMPORT_PAGE_SIZE */
     /* Operations */
-    int metrics_port;            /* METRICS_PORT: 0 = off */
-    char *log_level;             /* LOG_LEVEL */
+    int metrics_port; /* METRICS_PORT: 0 = off */
+    char *log_level;  /* LOG_LEVEL */
 } config;
 
 /* Which settings a program needs: a required one that is unset is an error. */

@@ -42,19 +42,19 @@ typedef enum {
     DUO_FAIL_NETWORK,      /* could not connect, connection dropped */
     DUO_FAIL_TIMEOUT,      /* connect or total timeout of an attempt */
     DUO_FAIL_TLS,
-    DUO_FAIL_CANCELLED,    /* the idle hook asked to stop */
-    DUO_FAIL_LOCAL,        /* bad arguments or out of memory, nothing was sent */
-    DUO_FAIL_NOT_FOUND,    /* a lookup found nothing (ERR_NOTFOUND) */
+    DUO_FAIL_CANCELLED, /* the idle hook asked to stop */
+    DUO_FAIL_LOCAL,     /* bad arguments or out of memory, nothing was sent */
+    DUO_FAIL_NOT_FOUND, /* a lookup found nothing (ERR_NOTFOUND) */
 } duo_fail;
 
 typedef struct duo_error {
-    int http_status;      /* HTTP status of the last attempt, 0 when none arrived */
-    int code;             /* Duo's code (e.g. 40103), 0 when none */
-    char message[256];    /* Duo's message or ours; never holds secrets */
-    char detail[512];     /* Duo's message_detail, or what we know (CA file, curl error) */
+    int http_status;   /* HTTP status of the last attempt, 0 when none arrived */
+    int code;          /* Duo's code (e.g. 40103), 0 when none */
+    char message[256]; /* Duo's message or ours; never holds secrets */
+    char detail[512];  /* Duo's message_detail, or what we know (CA file, curl error) */
     duo_error_class cls;
     duo_fail fail;
-    int attempts;         /* HTTP attempts made by the call */
+    int attempts; /* HTTP attempts made by the call */
 } duo_error;
 
 /* Static name of a class ("transient", "permanent", "auth_config", "license", "tls"). */
@@ -70,17 +70,17 @@ const char *duo_error_code(const duo_error *err);
 /* ---- client ------------------------------------------------------------------------ */
 
 typedef struct duo_client_opts {
-    const char *host;      /* "api-xxxx.duosecurity.com" or "127.0.0.1:58443" */
+    const char *host; /* "api-xxxx.duosecurity.com" or "127.0.0.1:58443" */
     const char *ikey;
-    const char *skey;      /* secret: never logged nor put in an error */
-    int sig_version;       /* 5 (default) or 2 */
-    duo_digest digest;     /* v2 only: SHA-512 (default) or SHA-1 */
-    const char *ca_file;   /* CA bundle; NULL/"" = $DUO_CA_FILE if set, else system CAs */
+    const char *skey;    /* secret: never logged nor put in an error */
+    int sig_version;     /* 5 (default) or 2 */
+    duo_digest digest;   /* v2 only: SHA-512 (default) or SHA-1 */
+    const char *ca_file; /* CA bundle; NULL/"" = $DUO_CA_FILE if set, else system CAs */
     long connect_timeout_ms;
-    long timeout_ms;       /* one attempt, transfer included */
-    int retry_attempts;    /* attempts in all (>= 1) */
-    long retry_budget_ms;  /* no retry starts once this much time has passed */
-    long backoff_base_ms;  /* first backoff; doubles up to 32x; jitter up to this much */
+    long timeout_ms;      /* one attempt, transfer included */
+    int retry_attempts;   /* attempts in all (>= 1) */
+    long retry_budget_ms; /* no retry starts once this much time has passed */
+    long backoff_base_ms; /* first backoff; doubles up to 32x; jitter up to this much */
     size_t max_response_bytes;
     /* Called at least every ~200 ms while a call waits (transfer or backoff). Returning
      * non-zero cancels the call (DUO_FAIL_CANCELLED, ERR_TIMEOUT). May be NULL. */
@@ -105,19 +105,19 @@ void duo_client_free(duo_client *c);
 
 /* One signed attempt, ready to send. All strings owned by the request. */
 typedef struct duo_request {
-    char *method;         /* upper case */
-    char *url;            /* https://host[:port]/path[?query] */
-    char *body;           /* NULL when none (GET/DELETE) */
+    char *method; /* upper case */
+    char *url;    /* https://host[:port]/path[?query] */
+    char *body;   /* NULL when none (GET/DELETE) */
     size_t body_len;
-    char *headers[4];     /* "Name: value" lines: Authorization, date, Content-Type */
+    char *headers[4]; /* "Name: value" lines: Authorization, date, Content-Type */
     size_t nheaders;
 } duo_request;
 
 /* Signs method+path+params for o (host, ikey, skey, sig_version, digest) at time now.
  * *out is owned by the caller: duo_request_free(). */
 int duo_request_build(const duo_client_opts *o, const char *method, const char *path,
-                      const duo_param *params, size_t nparams, time_t now,
-                      duo_request **out, err_t *e);
+                      const duo_param *params, size_t nparams, time_t now, duo_request **out,
+                      err_t *e);
 
 /* Accepts NULL. */
 void duo_request_free(duo_request *r);
@@ -149,7 +149,7 @@ typedef struct duo_enroll_result {
     char *activation_url;
     char *user_id;
     char *username;
-    long long expiration;     /* unix time */
+    long long expiration; /* unix time */
 } duo_enroll_result;
 
 /* username may be NULL (Duo picks one); valid_secs <= 0 leaves Duo's default. */
@@ -165,7 +165,12 @@ int duo_enroll_status(duo_client *c, const char *user_id, const char *activation
 
 /* Only exactly "allow" is ALLOW and "deny" DENY ("waiting" is WAITING); anything else,
  * including an unexpected string, is OTHER: never treat OTHER as success. */
-typedef enum { DUO_RESULT_OTHER = 0, DUO_RESULT_ALLOW, DUO_RESULT_DENY, DUO_RESULT_WAITING } duo_result;
+typedef enum {
+    DUO_RESULT_OTHER = 0,
+    DUO_RESULT_ALLOW,
+    DUO_RESULT_DENY,
+    DUO_RESULT_WAITING
+} duo_result;
 
 duo_result duo_result_of(const char *s);
 
@@ -186,16 +191,16 @@ int duo_preauth(duo_client *c, const char *user_id, const char *username, const 
                 duo_auth_result *out, duo_error *err);
 
 typedef struct duo_auth_req {
-    const char *user_id;          /* exactly one of user_id / username */
+    const char *user_id; /* exactly one of user_id / username */
     const char *username;
-    const char *factor;           /* NULL = "auto" */
-    const char *device;           /* NULL = "auto" (not sent for factor passcode) */
-    const char *passcode;         /* factor passcode */
-    const char *ipaddr;           /* the rest are optional (NULL = not sent) */
+    const char *factor;   /* NULL = "auto" */
+    const char *device;   /* NULL = "auto" (not sent for factor passcode) */
+    const char *passcode; /* factor passcode */
+    const char *ipaddr;   /* the rest are optional (NULL = not sent) */
     const char *type;
     const char *display_username;
-    const char *pushinfo;         /* URL-encoded pairs, sent as one value */
-    int async;                    /* 1: returns txid at once */
+    const char *pushinfo; /* URL-encoded pairs, sent as one value */
+    int async;            /* 1: returns txid at once */
 } duo_auth_req;
 
 /* Sync: result/status/status_msg. Async: txid (result OTHER, result_raw NULL). */
@@ -204,9 +209,9 @@ int duo_auth(duo_client *c, const duo_auth_req *req, duo_auth_result *out, duo_e
 int duo_auth_status(duo_client *c, const char *txid, duo_auth_result *out, duo_error *err);
 
 typedef struct duo_users_page {
-    json_t *users;            /* owned array of user objects */
-    long long total_objects;  /* -1 when Duo did not say */
-    long long next_offset;    /* -1 when absent or null: the last page */
+    json_t *users;           /* owned array of user objects */
+    long long total_objects; /* -1 when Duo did not say */
+    long long next_offset;   /* -1 when absent or null: the last page */
 } duo_users_page;
 
 /* limit 1..300. */
@@ -215,17 +220,15 @@ int duo_admin_users_page(duo_client *c, int limit, long long offset, duo_users_p
 void duo_users_page_free(duo_users_page *p);
 
 /* *user: a new reference to the user object; ERR_NOTFOUND when no such user. */
-int duo_admin_user_by_username(duo_client *c, const char *username, json_t **user,
-                               duo_error *err);
+int duo_admin_user_by_username(duo_client *c, const char *username, json_t **user, duo_error *err);
 
 /* *user_count from /admin/v1/info/summary; *summary (may be NULL) a new reference. */
-int duo_admin_info_summary(duo_client *c, long long *user_count, json_t **summary,
-                           duo_error *err);
+int duo_admin_info_summary(duo_client *c, long long *user_count, json_t **summary, duo_error *err);
 
 /* ---- internal helpers shared by the duo_*.c files (not for other modules) ---------- */
 
 /* Fills err (may be NULL) and returns rc. */
-int duo_fail_set(duo_error *err, int rc, duo_fail fail, duo_error_class cls,
-                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+int duo_fail_set(duo_error *err, int rc, duo_fail fail, duo_error_class cls, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 #endif

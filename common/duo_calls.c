@@ -136,8 +136,8 @@ int duo_enroll_status(duo_client *c, const char *user_id, const char *activation
         *state = DUO_ENROLL_INVALID;
     else
         rc = duo_fail_set(err, ERR_DUO, DUO_FAIL_BAD_RESPONSE, DUO_CLASS_PERMANENT,
-                          "malformed Duo response: enroll_status answered %s%s%s",
-                          s ? "'" : "", s ? s : "a non-string", s ? "'" : "");
+                          "malformed Duo response: enroll_status answered %s%s%s", s ? "'" : "",
+                          s ? s : "a non-string", s ? "'" : "");
     json_decref(resp);
     return rc;
 }
@@ -223,8 +223,10 @@ static size_t auth_params(const duo_auth_req *req, duo_param *p, size_t n)
     p[n++] = (duo_param){"factor", factor};
     if (strcmp(factor, "passcode") != 0)
         p[n++] = (duo_param){"device", req->device ? req->device : "auto"};
-    const duo_param opt[] = {{"passcode", req->passcode}, {"ipaddr", req->ipaddr},
-                             {"type", req->type}, {"display_username", req->display_username},
+    const duo_param opt[] = {{"passcode", req->passcode},
+                             {"ipaddr", req->ipaddr},
+                             {"type", req->type},
+                             {"display_username", req->display_username},
                              {"pushinfo", req->pushinfo}};
     for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++)
         if (opt[i].value)
@@ -311,8 +313,7 @@ int duo_admin_users_page(duo_client *c, int limit, long long offset, duo_users_p
     return rc;
 }
 
-int duo_admin_user_by_username(duo_client *c, const char *username, json_t **user,
-                               duo_error *err)
+int duo_admin_user_by_username(duo_client *c, const char *username, json_t **user, duo_error *err)
 {
     *user = NULL;
     if (!username)
@@ -335,8 +336,7 @@ int duo_admin_user_by_username(duo_client *c, const char *username, json_t **use
     return rc;
 }
 
-int duo_admin_info_summary(duo_client *c, long long *user_count, json_t **summary,
-                           duo_error *err)
+int duo_admin_info_summary(duo_client *c, long long *user_count, json_t **summary, duo_error *err)
 {
     if (summary)
         *summary = NULL;

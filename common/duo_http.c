@@ -16,12 +16,12 @@
 #define IDLE_SLICE_MS 200
 
 struct duo_client {
-    duo_client_opts o;     /* strings point at the copies below */
+    duo_client_opts o; /* strings point at the copies below */
     char *host, *ikey, *skey, *ca_file;
     CURLM *multi;
     CURL *easy;
-    unsigned rng;          /* jitter state, per client */
-    int curl_inited;       /* curl_global_init succeeded: cleanup owed */
+    unsigned rng;    /* jitter state, per client */
+    int curl_inited; /* curl_global_init succeeded: cleanup owed */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -196,7 +196,8 @@ static int set_request_opts(duo_client *c, const duo_request *req, struct curl_s
         bad |= curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, (char *)NULL) != CURLE_OK;
     } else {
         const char *b = req->body ? req->body : "";
-        bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len) != CURLE_OK;
+        bad |=
+            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len) != CURLE_OK;
         bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, b) != CURLE_OK;
         bad |= curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST,
                                 strcmp(req->method, "POST") == 0 ? NULL : req->method) != CURLE_OK;
@@ -205,8 +206,7 @@ static int set_request_opts(duo_client *c, const duo_request *req, struct curl_s
 }
 
 /* One HTTP exchange. 0: *status and r hold the answer; negative: transfer failed. */
-static int attempt(duo_client *c, const duo_request *req, long *status, reply *r,
-                   duo_error *err)
+static int attempt(duo_client *c, const duo_request *req, long *status, reply *r, duo_error *err)
 {
     struct curl_slist *hdrs = NULL, *tmp;
     for (size_t i = 0; i < req->nheaders; i++) {
@@ -248,9 +248,8 @@ static int sleep_sliced(duo_client *c, long long ms)
 }
 
 /* Builds, signs and performs attempt n; parses the answer. */
-static int one_attempt(duo_client *c, const char *method, const char *path,
-                       const duo_param *params, size_t nparams, reply *r, json_t **response,
-                       json_t **metadata, duo_error *e)
+static int one_attempt(duo_client *c, const char *method, const char *path, const duo_param *params,
+                       size_t nparams, reply *r, json_t **response, json_t **metadata, duo_error *e)
 {
     duo_request *req = NULL;
     err_t be = {0};
@@ -282,8 +281,8 @@ int duo_call(duo_client *c, const char *method, const char *path, const duo_para
         reply r = {.max = c->o.max_response_bytes, .retry_after_ms = -1};
         duo_error attempt_err;
         memset(&attempt_err, 0, sizeof attempt_err);
-        int rc = one_attempt(c, method, path, params, nparams, &r, response, metadata,
-                             &attempt_err);
+        int rc =
+            one_attempt(c, method, path, params, nparams, &r, response, metadata, &attempt_err);
         free(r.body);
         *e = attempt_err;
         e->attempts = n;

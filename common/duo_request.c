@@ -67,8 +67,7 @@ static int add_header(duo_request *r, err_t *e, const char *name, const char *va
     return 0;
 }
 
-static int set_url(duo_request *r, const char *host, const char *path, const char *query,
-                   err_t *e)
+static int set_url(duo_request *r, const char *host, const char *path, const char *query, err_t *e)
 {
     size_t len = 8 + strlen(host) + strlen(path) + 1 + (query ? strlen(query) : 0) + 1;
     if (!(r->url = malloc(len)))
@@ -79,8 +78,8 @@ static int set_url(duo_request *r, const char *host, const char *path, const cha
 }
 
 /* Chooses where params travel, builds body/query, and fills in.params/body. */
-static int place_params(duo_request *r, const duo_client_opts *o, const duo_param *params,
-                        size_t n, char **query, duo_sign_input *in, err_t *e)
+static int place_params(duo_request *r, const duo_client_opts *o, const duo_param *params, size_t n,
+                        char **query, duo_sign_input *in, err_t *e)
 {
     int rc = 0;
     if (!has_body(r->method)) {
@@ -130,8 +129,8 @@ static int check_build_args(const duo_client_opts *o, const char *method, const 
 }
 
 int duo_request_build(const duo_client_opts *o, const char *method, const char *path,
-                      const duo_param *params, size_t nparams, time_t now,
-                      duo_request **out, err_t *e)
+                      const duo_param *params, size_t nparams, time_t now, duo_request **out,
+                      err_t *e)
 {
     *out = NULL;
     int rc = check_build_args(o, method, path, e);
@@ -151,9 +150,14 @@ int duo_request_build(const duo_client_opts *o, const char *method, const char *
         if (*m >= 'a' && *m <= 'z')
             *m = (char)(*m - 'a' + 'A');
     duo_param xdate = {"X-Duo-Date", date};
-    duo_sign_input in = {.sig_version = o->sig_version, .digest = o->digest,
-                         .method = r->method, .host = host, .path = path, .date = date,
-                         .params = params, .nparams = nparams,
+    duo_sign_input in = {.sig_version = o->sig_version,
+                         .digest = o->digest,
+                         .method = r->method,
+                         .host = host,
+                         .path = path,
+                         .date = date,
+                         .params = params,
+                         .nparams = nparams,
                          .x_duo = o->sig_version == 5 ? &xdate : NULL,
                          .nx_duo = o->sig_version == 5 ? 1 : 0};
     char *query = NULL;

@@ -8,8 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-int duo_fail_set(duo_error *err, int rc, duo_fail fail, duo_error_class cls,
-                 const char *fmt, ...)
+int duo_fail_set(duo_error *err, int rc, duo_fail fail, duo_error_class cls, const char *fmt, ...)
 {
     if (!err)
         return rc;
@@ -25,12 +24,18 @@ int duo_fail_set(duo_error *err, int rc, duo_fail fail, duo_error_class cls,
 const char *duo_error_class_name(duo_error_class cls)
 {
     switch (cls) {
-    case DUO_CLASS_NONE: return "none";
-    case DUO_CLASS_TRANSIENT: return "transient";
-    case DUO_CLASS_PERMANENT: return "permanent";
-    case DUO_CLASS_AUTH_CONFIG: return "auth_config";
-    case DUO_CLASS_LICENSE: return "license";
-    case DUO_CLASS_TLS: return "tls";
+    case DUO_CLASS_NONE:
+        return "none";
+    case DUO_CLASS_TRANSIENT:
+        return "transient";
+    case DUO_CLASS_PERMANENT:
+        return "permanent";
+    case DUO_CLASS_AUTH_CONFIG:
+        return "auth_config";
+    case DUO_CLASS_LICENSE:
+        return "license";
+    case DUO_CLASS_TLS:
+        return "tls";
     }
     return "unknown";
 }
@@ -38,12 +43,17 @@ const char *duo_error_class_name(duo_error_class cls)
 static const char *http_code_name(int status, int code)
 {
     switch (code) {
-    case 40101: return "duo_missing_credentials";
-    case 40102: return "duo_bad_integration_key";
-    case 40103: return "duo_bad_signature";
+    case 40101:
+        return "duo_missing_credentials";
+    case 40102:
+        return "duo_bad_integration_key";
+    case 40103:
+        return "duo_bad_signature";
     case 40104:
-    case 40105: return "duo_timestamp";
-    default: break;
+    case 40105:
+        return "duo_timestamp";
+    default:
+        break;
     }
     if (status == 429)
         return "duo_rate_limited";
@@ -63,15 +73,24 @@ const char *duo_error_code(const duo_error *err)
     if (!err)
         return "duo_local_error";
     switch (err->fail) {
-    case DUO_FAIL_HTTP: return http_code_name(err->http_status, err->code);
-    case DUO_FAIL_BAD_RESPONSE: return "duo_bad_response";
-    case DUO_FAIL_NETWORK: return "duo_network";
-    case DUO_FAIL_TIMEOUT: return "duo_timeout";
-    case DUO_FAIL_TLS: return "duo_tls";
-    case DUO_FAIL_CANCELLED: return "duo_cancelled";
-    case DUO_FAIL_LOCAL: return "duo_local_error";
-    case DUO_FAIL_NOT_FOUND: return "duo_user_not_found";
-    case DUO_FAIL_NONE: break;
+    case DUO_FAIL_HTTP:
+        return http_code_name(err->http_status, err->code);
+    case DUO_FAIL_BAD_RESPONSE:
+        return "duo_bad_response";
+    case DUO_FAIL_NETWORK:
+        return "duo_network";
+    case DUO_FAIL_TIMEOUT:
+        return "duo_timeout";
+    case DUO_FAIL_TLS:
+        return "duo_tls";
+    case DUO_FAIL_CANCELLED:
+        return "duo_cancelled";
+    case DUO_FAIL_LOCAL:
+        return "duo_local_error";
+    case DUO_FAIL_NOT_FOUND:
+        return "duo_user_not_found";
+    case DUO_FAIL_NONE:
+        break;
     }
     return "duo_ok";
 }
@@ -108,9 +127,8 @@ static int http_error(duo_error *err, long status, json_t *root)
     if (msg && *msg) /* an empty message says nothing: use the fallback */
         duo_fail_set(err, ERR_DUO, DUO_FAIL_HTTP, class_of(status), "%s", msg);
     else
-        duo_fail_set(err, ERR_DUO, DUO_FAIL_HTTP, class_of(status),
-                     "Duo answered HTTP %ld%s", status,
-                     root ? "" : " with a body that is not a Duo error envelope");
+        duo_fail_set(err, ERR_DUO, DUO_FAIL_HTTP, class_of(status), "Duo answered HTTP %ld%s",
+                     status, root ? "" : " with a body that is not a Duo error envelope");
     snprintf(err->detail, sizeof err->detail, "%s", detail ? detail : "");
     return ERR_DUO;
 }

@@ -79,16 +79,15 @@ int duo_format_date(time_t t, char out[DUO_DATE_LEN])
     static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     struct tm tm;
-    if (!gmtime_r(&t, &tm) || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 ||
-        tm.tm_mon > 11) {
+    if (!gmtime_r(&t, &tm) || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 || tm.tm_mon > 11) {
         out[0] = '\0';
         return ERR_INVAL;
     }
     /* Years past 9999 would not fit; a wide scratch buffer keeps snprintf honest. */
     char tmp[96];
-    int n = snprintf(tmp, sizeof tmp, "%s, %02d %s %04d %02d:%02d:%02d -0000",
-                     days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
-                     tm.tm_hour, tm.tm_min, tm.tm_sec);
+    int n = snprintf(tmp, sizeof tmp, "%s, %02d %s %04d %02d:%02d:%02d -0000", days[tm.tm_wday],
+                     tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec);
     if (n < 0 || n >= DUO_DATE_LEN) {
         out[0] = '\0';
         return ERR_INVAL;
@@ -99,8 +98,8 @@ int duo_format_date(time_t t, char out[DUO_DATE_LEN])
 
 static int unreserved(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
 }
 
 static void sb_encode(sbuf *b, const char *s, size_t len)
@@ -206,8 +205,13 @@ static size_t utf8_decode(const unsigned char *s, size_t left, uint32_t *cp)
 
 static void sb_u16(sbuf *b, uint32_t u)
 {
-    char esc[7] = {'\\', 'u', hexdig_lower[(u >> 12) & 15], hexdig_lower[(u >> 8) & 15],
-                   hexdig_lower[(u >> 4) & 15], hexdig_lower[u & 15], 0};
+    char esc[7] = {'\\',
+                   'u',
+                   hexdig_lower[(u >> 12) & 15],
+                   hexdig_lower[(u >> 8) & 15],
+                   hexdig_lower[(u >> 4) & 15],
+                   hexdig_lower[u & 15],
+                   0};
     sb_put(b, esc, 6);
 }
 
@@ -224,14 +228,29 @@ static int sb_json_string(sbuf *b, const char *s)
             return ERR_INVAL;
         const char *short_esc = NULL;
         switch (cp) {
-        case '"': short_esc = "\\\""; break;
-        case '\\': short_esc = "\\\\"; break;
-        case '\n': short_esc = "\\n"; break;
-        case '\r': short_esc = "\\r"; break;
-        case '\t': short_esc = "\\t"; break;
-        case '\b': short_esc = "\\b"; break;
-        case '\f': short_esc = "\\f"; break;
-        default: break;
+        case '"':
+            short_esc = "\\\"";
+            break;
+        case '\\':
+            short_esc = "\\\\";
+            break;
+        case '\n':
+            short_esc = "\\n";
+            break;
+        case '\r':
+            short_esc = "\\r";
+            break;
+        case '\t':
+            short_esc = "\\t";
+            break;
+        case '\b':
+            short_esc = "\\b";
+            break;
+        case '\f':
+            short_esc = "\\f";
+            break;
+        default:
+            break;
         }
         if (short_esc) {
             sb_str(b, short_esc);
@@ -272,8 +291,8 @@ int duo_json_body(const duo_param *p, size_t n, char **out, size_t *len, err_t *
         if (!sorted[i]->key || !sorted[i]->value)
             rc = err_set(e, ERR_INVAL, "Duo parameter has no key or value");
         else if (i && strcmp(sorted[i - 1]->key, sorted[i]->key) == 0)
-            rc = err_set(e, ERR_INVAL, "Duo parameter '%s' repeated in a JSON body",
-                         sorted[i]->key);
+            rc =
+                err_set(e, ERR_INVAL, "Duo parameter '%s' repeated in a JSON body", sorted[i]->key);
         else if (i)
             sb_put(&b, ",", 1);
         if (rc == 0 && (sb_json_string(&b, sorted[i]->key) < 0 ||
@@ -408,8 +427,8 @@ int duo_sign(const duo_sign_input *in, const char *skey, char hex[DUO_HEX_LEN], 
     int rc = duo_canon_request(in, &canon, e);
     if (rc < 0)
         return rc;
-    const EVP_MD *md = (in->sig_version == 2 && in->digest == DUO_DIGEST_SHA1) ? EVP_sha1()
-                                                                               : EVP_sha512();
+    const EVP_MD *md =
+        (in->sig_version == 2 && in->digest == DUO_DIGEST_SHA1) ? EVP_sha1() : EVP_sha512();
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int maclen = 0;
     if (!HMAC(md, skey, (int)strlen(skey), (const unsigned char *)canon, strlen(canon), mac,

@@ -30,12 +30,12 @@ typedef enum { DUO_DIGEST_SHA512 = 0, DUO_DIGEST_SHA1 = 1 } duo_digest;
  * travel in `body`. `body` is the exact body bytes (v5 only; NULL means empty).
  * `x_duo` lists the X-Duo-* headers sent (v5 only; other names are ignored). */
 typedef struct duo_sign_input {
-    int sig_version;          /* 2 or 5 */
-    duo_digest digest;        /* v2 only; v5 is always SHA-512 */
-    const char *method;       /* any case; upper-cased */
-    const char *host;         /* any case, without port; lower-cased */
-    const char *path;         /* e.g. "/auth/v2/check" */
-    const char *date;         /* RFC 2822, as sent in Date or X-Duo-Date */
+    int sig_version;    /* 2 or 5 */
+    duo_digest digest;  /* v2 only; v5 is always SHA-512 */
+    const char *method; /* any case; upper-cased */
+    const char *host;   /* any case, without port; lower-cased */
+    const char *path;   /* e.g. "/auth/v2/check" */
+    const char *date;   /* RFC 2822, as sent in Date or X-Duo-Date */
     const duo_param *params;
     size_t nparams;
     const char *body;

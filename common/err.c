@@ -47,20 +47,35 @@ int err_wrap(err_t *e, int code, const char *fmt, ...)
 const char *err_name(int code)
 {
     switch (code) {
-    case ERR_OK: return "ERR_OK";
-    case ERR_NOMEM: return "ERR_NOMEM";
-    case ERR_INVAL: return "ERR_INVAL";
-    case ERR_IO: return "ERR_IO";
-    case ERR_DB: return "ERR_DB";
-    case ERR_MQ: return "ERR_MQ";
-    case ERR_DUO: return "ERR_DUO";
-    case ERR_TLS: return "ERR_TLS";
-    case ERR_NOTFOUND: return "ERR_NOTFOUND";
-    case ERR_CONFLICT: return "ERR_CONFLICT";
-    case ERR_TIMEOUT: return "ERR_TIMEOUT";
-    case ERR_CRYPTO: return "ERR_CRYPTO";
-    case ERR_CONFIG: return "ERR_CONFIG";
-    case ERR_NET: return "ERR_NET";
-    default: return "ERR_UNKNOWN";
+    case ERR_OK:
+        return "ERR_OK";
+    case ERR_NOMEM:
+        return "ERR_NOMEM";
+    case ERR_INVAL:
+        return "ERR_INVAL";
+    case ERR_IO:
+        return "ERR_IO";
+    case ERR_DB:
+        return "ERR_DB";
+    case ERR_MQ:
+        return "ERR_MQ";
+    case ERR_DUO:
+        return "ERR_DUO";
+    case ERR_TLS:
+        return "ERR_TLS";
+    case ERR_NOTFOUND:
+        return "ERR_NOTFOUND";
+    case ERR_CONFLICT:
+        return "ERR_CONFLICT";
+    case ERR_TIMEOUT:
+        return "ERR_TIMEOUT";
+    case ERR_CRYPTO:
+        return "ERR_CRYPTO";
+    case ERR_CONFIG:
+        return "ERR_CONFIG";
+    case ERR_NET:
+        return "ERR_NET";
+    default:
+        return "ERR_UNKNOWN";
     }
 }

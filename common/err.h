@@ -11,24 +11,24 @@
 
 enum {
     ERR_OK = 0,
-    ERR_NOMEM = -1,     /* allocation failed */
-    ERR_INVAL = -2,     /* bad input: a message, an argument, a configuration value */
-    ERR_IO = -3,        /* local I/O: files, sockets */
-    ERR_DB = -4,        /* PostgreSQL */
-    ERR_MQ = -5,        /* RabbitMQ */
-    ERR_DUO = -6,       /* Duo answered an error (see duo_error for detail) */
-    ERR_TLS = -7,       /* TLS handshake or certificate verification */
-    ERR_NOTFOUND = -8,  /* a looked-up row or object does not exist */
-    ERR_CONFLICT = -9,  /* a uniqueness or state conflict */
-    ERR_TIMEOUT = -10,  /* a deadline passed */
-    ERR_CRYPTO = -11,   /* encryption, decryption or key problems */
-    ERR_CONFIG = -12,   /* missing or malformed configuration */
-    ERR_NET = -13,      /* network failure talking to a remote */
+    ERR_NOMEM = -1,    /* allocation failed */
+    ERR_INVAL = -2,    /* bad input: a message, an argument, a configuration value */
+    ERR_IO = -3,       /* local I/O: files, sockets */
+    ERR_DB = -4,       /* PostgreSQL */
+    ERR_MQ = -5,       /* RabbitMQ */
+    ERR_DUO = -6,      /* Duo answered an error (see duo_error for detail) */
+    ERR_TLS = -7,      /* TLS handshake or certificate verification */
+    ERR_NOTFOUND = -8, /* a looked-up row or object does not exist */
+    ERR_CONFLICT = -9, /* a uniqueness or state conflict */
+    ERR_TIMEOUT = -10, /* a deadline passed */
+    ERR_CRYPTO = -11,  /* encryption, decryption or key problems */
+    ERR_CONFIG = -12,  /* missing or malformed configuration */
+    ERR_NET = -13,     /* network failure talking to a remote */
 };
 
 typedef struct err {
-    int code;        /* one of ERR_*, 0 when unset */
-    char msg[512];   /* NUL-terminated, never holds secrets */
+    int code;      /* one of ERR_*, 0 when unset */
+    char msg[512]; /* NUL-terminated, never holds secrets */
 } err_t;
 
 /* Sets *e (if non-NULL) to code and a printf-formatted message; returns code so

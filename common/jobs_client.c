@@ -28,8 +28,13 @@ jobs_client *jobs_client_open(const char *urls, const char *prefix, const char *
         err_set(e, ERR_NOMEM, "out of memory");
         return NULL;
     }
-    mq_opts o = {.urls = urls, .prefix = prefix, .heartbeat_secs = 30, .prefetch = 1000,
-                 .reply_queue = 1, .reply_bind = results_bind, .conn_name = "jobs client",
+    mq_opts o = {.urls = urls,
+                 .prefix = prefix,
+                 .heartbeat_secs = 30,
+                 .prefetch = 1000,
+                 .reply_queue = 1,
+                 .reply_bind = results_bind,
+                 .conn_name = "jobs client",
                  .max_message_bytes = 16u << 20};
     c->mq = mq_open(&o, e);
     if (!c->mq) {
@@ -95,8 +100,7 @@ int jobs_send_raw(jobs_client *c, const mq_msg *m, err_t *e)
     return rc;
 }
 
-int jobs_send(jobs_client *c, const char *type, const char *job_id, const json_t *body,
-              err_t *e)
+int jobs_send(jobs_client *c, const char *type, const char *job_id, const json_t *body, err_t *e)
 {
     const char *kind = jobs_kind_of(type);
     if (!kind)
@@ -106,8 +110,13 @@ int jobs_send(jobs_client *c, const char *type, const char *job_id, const json_t
     int rc = msg_encode(body, &buf, &len, e);
     if (rc < 0)
         return rc;
-    mq_msg m = {.routing_key = kind, .body = buf, .body_len = len, .message_id = job_id,
-                .correlation_id = job_id, .type = type, .content_type = "application/msgpack"};
+    mq_msg m = {.routing_key = kind,
+                .body = buf,
+                .body_len = len,
+                .message_id = job_id,
+                .correlation_id = job_id,
+                .type = type,
+                .content_type = "application/msgpack"};
     rc = jobs_send_raw(c, &m, e);
     free(buf);
     return rc;

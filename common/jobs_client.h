@@ -25,8 +25,7 @@ void jobs_client_close(jobs_client *c);
 const char *jobs_kind_of(const char *type);
 
 /* Publishes a job (confirmed). body is borrowed. job_id doubles as correlation id. */
-int jobs_send(jobs_client *c, const char *type, const char *job_id, const json_t *body,
-              err_t *e);
+int jobs_send(jobs_client *c, const char *type, const char *job_id, const json_t *body, err_t *e);
 
 /* Publishes raw bytes with explicit properties (tests of bad input); m->reply_to NULL
  * means this client's reply queue, m->exchange NULL means P.jobs. */
@@ -39,8 +38,7 @@ int jobs_wait(jobs_client *c, const char *job_id, int timeout_ms, json_t **reply
               err_t *e);
 
 /* Waits for the next reply of any job: like jobs_wait, plus *correlation_id (caller frees). */
-int jobs_next(jobs_client *c, int timeout_ms, json_t **reply, char **correlation_id,
-              err_t *e);
+int jobs_next(jobs_client *c, int timeout_ms, json_t **reply, char **correlation_id, err_t *e);
 
 /* The current reply queue name (borrowed). */
 const char *jobs_reply_queue(const jobs_client *c);

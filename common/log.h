@@ -21,10 +21,10 @@ int log_parse_level(const char *s, log_level *out);
  * value is written as JSON null. Use the LOG macro, not this. */
 void log_write(log_level level, const char *msg, ...);
 
-#define LOG(level, ...)                                                                  \
-    do {                                                                                 \
-        if ((level) >= log_min_level)                                                    \
-            log_write((level), __VA_ARGS__, (const char *)0);                            \
+#define LOG(level, ...)                                                                            \
+    do {                                                                                           \
+        if ((level) >= log_min_level)                                                              \
+            log_write((level), __VA_ARGS__, (const char *)0);                                      \
     } while (0)
 
 #endif

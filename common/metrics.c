@@ -19,8 +19,8 @@ static const double buckets[NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 typedef struct {
     const char *name;
     char labels[160];
-    double value;                 /* counter/gauge value, or histogram sum */
-    unsigned long count;          /* histogram */
+    double value;        /* counter/gauge value, or histogram sum */
+    unsigned long count; /* histogram */
     unsigned long bucket[NBUCKETS];
     int histogram;
 } series;
@@ -183,8 +183,9 @@ char *metrics_render(metrics *m, size_t *len)
             if (strcmp(m->s[i].name, m->f[f].name) == 0)
                 render_series(&t, &m->s[i]);
     }
-    emit(&t, "# HELP duo_up Broker and database connections (1 = up)\n# TYPE duo_up gauge\n"
-             "duo_up{dependency=\"rabbitmq\"} %d\nduo_up{dependency=\"postgres\"} %d\n",
+    emit(&t,
+         "# HELP duo_up Broker and database connections (1 = up)\n# TYPE duo_up gauge\n"
+         "duo_up{dependency=\"rabbitmq\"} %d\nduo_up{dependency=\"postgres\"} %d\n",
          m->broker_up, m->db_up);
     pthread_mutex_unlock(&m->lock);
     if (len)
@@ -218,8 +219,8 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
     } else {
         status = MHD_HTTP_NOT_FOUND;
     }
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(len, body ? body : (char *)"", body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        len, body ? body : (char *)"", body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     enum MHD_Result ret = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
     return ret;
@@ -227,8 +228,8 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 
 int metrics_serve(metrics *m, int port, err_t *e)
 {
-    m->http = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-                               (uint16_t)port, NULL, NULL, answer, m, MHD_OPTION_END);
+    m->http = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port,
+                               NULL, NULL, answer, m, MHD_OPTION_END);
     if (!m->http)
         return err_set(e, ERR_IO, "cannot serve metrics on port %d (in use?)", port);
     return 0;

@@ -46,7 +46,7 @@ struct mq_conn {
     int rpc_timeout_ms;
     int want_reply_queue;
     char *reply_bind;
-    char reply_q[256];        /* server-named private reply queue, "" when none */
+    char reply_q[256]; /* server-named private reply queue, "" when none */
     char *jobs_ex, *results_ex, *dlx_ex, *dead_q;
     unsigned rnd_state;
 

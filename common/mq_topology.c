@@ -73,10 +73,12 @@ static int declare_kind(mq_conn *c, const char *kind, err_t *e)
         return err_set(e, ERR_INVAL, "queue name too long");
     /* at-least-once dead-lettering (3.10+, needs reject-publish overflow): a message on
      * its way to the dead-letter queue is not dropped when that queue is unavailable. */
-    amqp_table_entry_t a[6] = {
-        str_arg("x-queue-type", "quorum"), str_arg("x-dead-letter-exchange", c->dlx_ex),
-        str_arg("x-dead-letter-routing-key", kind), int_arg("x-delivery-limit", DELIVERY_LIMIT),
-        str_arg("x-dead-letter-strategy", "at-least-once"), str_arg("x-overflow", "reject-publish")};
+    amqp_table_entry_t a[6] = {str_arg("x-queue-type", "quorum"),
+                               str_arg("x-dead-letter-exchange", c->dlx_ex),
+                               str_arg("x-dead-letter-routing-key", kind),
+                               int_arg("x-delivery-limit", DELIVERY_LIMIT),
+                               str_arg("x-dead-letter-strategy", "at-least-once"),
+                               str_arg("x-overflow", "reject-publish")};
     int rc = declare_queue(c, q, a, 6, e);
     if (rc == 0)
         rc = bind_queue(c, q, c->jobs_ex, kind, e);
@@ -162,8 +164,8 @@ int mq_delete_topology(mq_conn *c, err_t *e)
  * connection, so a client that reconnects asks again for replies it still awaits. */
 int mq_start_reply_queue(mq_conn *c, err_t *e)
 {
-    amqp_queue_declare_ok_t *ok = amqp_queue_declare(c->st, CH_CONSUME, amqp_empty_bytes, 0,
-                                                     0, 1, 1, amqp_empty_table);
+    amqp_queue_declare_ok_t *ok =
+        amqp_queue_declare(c->st, CH_CONSUME, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
     int rc = mq_err_reply(e, amqp_get_rpc_reply(c->st), "declaring reply queue");
     if (rc == 0)
         snprintf(c->reply_q, sizeof c->reply_q, "%.*s", (int)ok->queue.len,

@@ -194,8 +194,8 @@ int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *val
     return 0;
 }
 
-int store_exec(store *s, const store_stmt *st, int n, const char *const *values,
-               store_res **out, err_t *e)
+int store_exec(store *s, const store_stmt *st, int n, const char *const *values, store_res **out,
+               err_t *e)
 {
     return store_exec_bin(s, st, n, values, NULL, NULL, out, e);
 }

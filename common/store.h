@@ -47,8 +47,8 @@ int store_in_tx(const store *s);
  * unique violations (23505), ERR_NOTFOUND never (check rows), ERR_DB otherwise, with
  * the server's message in e. A lost connection is reported as ERR_DB with
  * store_ok() == 0 afterwards. */
-int store_exec(store *s, const store_stmt *st, int n, const char *const *values,
-               store_res **out, err_t *e);
+int store_exec(store *s, const store_stmt *st, int n, const char *const *values, store_res **out,
+               err_t *e);
 
 /* Same with explicit per-parameter lengths and binary flags (for bytea). */
 int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *values,

@@ -6,8 +6,8 @@
 
 #include "store_admin.h"
 
-static const store_stmt st_user = {
-    "user_by_name", "SELECT id, uuid, active FROM app_user WHERE username = $1"};
+static const store_stmt st_user = {"user_by_name",
+                                   "SELECT id, uuid, active FROM app_user WHERE username = $1"};
 static const store_stmt st_enr_add = {
     "enrollment_add",
     "INSERT INTO duo_enrollment (stage_id, user_id, duo_user_id, activation_code, expires_at) "
@@ -19,9 +19,8 @@ static const store_stmt st_enr_get = {
     "FROM duo_enrollment e LEFT JOIN duo_device d ON d.id = e.device_id "
     "WHERE e.uuid = $1::uuid AND e.stage_id = $2::bigint"};
 static const store_stmt st_enr_close = {
-    "enrollment_close",
-    "UPDATE duo_enrollment SET state = $2, device_id = nullif($3::bigint, 0), "
-    "closed_at = now() WHERE id = $1::bigint AND state = 'pending'"};
+    "enrollment_close", "UPDATE duo_enrollment SET state = $2, device_id = nullif($3::bigint, 0), "
+                        "closed_at = now() WHERE id = $1::bigint AND state = 'pending'"};
 static const store_stmt st_dev_add = {
     "device_add",
     "INSERT INTO duo_device (user_id, stage_id, duo_user_id, duo_user_kind, name, confirmed) "
@@ -49,8 +48,8 @@ int store_user_by_name(store *s, const char *username, store_user *out, err_t *e
 }
 
 int store_enrollment_add(store *s, int64_t stage_id, int64_t user_id, const char *duo_user_id,
-                         const char *activation_code, int64_t expires_at,
-                         store_enrollment *out, err_t *e)
+                         const char *activation_code, int64_t expires_at, store_enrollment *out,
+                         err_t *e)
 {
     char sid[24], uid[24], exp[24];
     snprintf(sid, sizeof sid, "%lld", (long long)stage_id);
@@ -94,8 +93,8 @@ int store_enrollment_get(store *s, int64_t stage_id, const char *uuid, store_enr
     return rc;
 }
 
-int store_enrollment_close(store *s, int64_t enrollment_id, const char *state,
-                           int64_t device_id, err_t *e)
+int store_enrollment_close(store *s, int64_t enrollment_id, const char *state, int64_t device_id,
+                           err_t *e)
 {
     char id[24], dev[24];
     snprintf(id, sizeof id, "%lld", (long long)enrollment_id);
@@ -105,8 +104,7 @@ int store_enrollment_close(store *s, int64_t enrollment_id, const char *state,
 }
 
 int store_device_add(store *s, int64_t user_id, int64_t stage_id, const char *duo_user_id,
-                     const char *kind, const char *name, int64_t *id_out, char *uuid_out,
-                     err_t *e)
+                     const char *kind, const char *name, int64_t *id_out, char *uuid_out, err_t *e)
 {
     char uid[24], sid[24];
     snprintf(uid, sizeof uid, "%lld", (long long)user_id);

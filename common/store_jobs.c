@@ -15,15 +15,14 @@ static const store_stmt st_claim = {
     "WHERE job.state = 'running' RETURNING attempts) "
     "SELECT l.got, (SELECT attempts FROM ins), j.state, j.reply "
     "FROM l LEFT JOIN job j ON j.job_id = $1 AND l.got"};
-static const store_stmt st_unlock = {
-    "job_unlock", "SELECT pg_advisory_unlock(hashtextextended($1, 7))"};
+static const store_stmt st_unlock = {"job_unlock",
+                                     "SELECT pg_advisory_unlock(hashtextextended($1, 7))"};
 /* Finishing also drops the claim's lock. That is safe before COMMIT: a twin that takes
  * the lock then blocks on this row in its INSERT ... ON CONFLICT until we commit, and
  * then sees 'done'. */
 static const store_stmt st_finish = {
-    "job_finish",
-    "UPDATE job SET state = 'done', reply = $2, error_code = $3, finished_at = now() "
-    "WHERE job_id = $1 RETURNING pg_advisory_unlock(hashtextextended($1, 7))"};
+    "job_finish", "UPDATE job SET state = 'done', reply = $2, error_code = $3, finished_at = now() "
+                  "WHERE job_id = $1 RETURNING pg_advisory_unlock(hashtextextended($1, 7))"};
 
 static int claim_result(store_res *r, const char *job_id, job_claim *out, err_t *e)
 {
@@ -47,8 +46,7 @@ static int claim_result(store_res *r, const char *job_id, job_claim *out, err_t 
     return 0;
 }
 
-int store_job_claim(store *s, const char *job_id, const char *job_type, job_claim *out,
-                    err_t *e)
+int store_job_claim(store *s, const char *job_id, const char *job_type, job_claim *out, err_t *e)
 {
     memset(out, 0, sizeof *out);
     store_res *r = NULL;

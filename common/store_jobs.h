@@ -14,23 +14,22 @@
 #include "store.h"
 
 typedef enum {
-    JOB_CLAIM_NEW,      /* first time seen: run it */
-    JOB_CLAIM_RERUN,    /* an earlier attempt died before committing: run it again */
-    JOB_CLAIM_DONE,     /* already committed: re-send the stored reply */
-    JOB_CLAIM_BUSY,     /* another worker holds it right now: retry later */
+    JOB_CLAIM_NEW,   /* first time seen: run it */
+    JOB_CLAIM_RERUN, /* an earlier attempt died before committing: run it again */
+    JOB_CLAIM_DONE,  /* already committed: re-send the stored reply */
+    JOB_CLAIM_BUSY,  /* another worker holds it right now: retry later */
 } job_claim_state;
 
 typedef struct job_claim {
     job_claim_state state;
-    int attempts;            /* including this one */
-    unsigned char *reply;    /* JOB_CLAIM_DONE only: owned, free() */
+    int attempts;         /* including this one */
+    unsigned char *reply; /* JOB_CLAIM_DONE only: owned, free() */
     size_t reply_len;
 } job_claim;
 
 /* Claims job_id (outside any transaction). On success the caller must eventually call
  * store_job_release() unless state is DONE or BUSY (no lock is held then). */
-int store_job_claim(store *s, const char *job_id, const char *job_type, job_claim *out,
-                    err_t *e);
+int store_job_claim(store *s, const char *job_id, const char *job_type, job_claim *out, err_t *e);
 
 /* Marks the job done with its encoded reply, inside the caller's transaction if one is
  * open (else on its own), and releases the claim's lock. */

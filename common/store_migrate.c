@@ -13,8 +13,8 @@
 
 static const store_stmt st_lock = {"migrate_lock", "SELECT pg_advisory_lock($1::bigint)"};
 static const store_stmt st_unlock = {"migrate_unlock", "SELECT pg_advisory_unlock($1::bigint)"};
-static const store_stmt st_version = {
-    "migrate_version", "SELECT coalesce(max(version), 0) FROM schema_migrations"};
+static const store_stmt st_version = {"migrate_version",
+                                      "SELECT coalesce(max(version), 0) FROM schema_migrations"};
 static const store_stmt st_record = {
     "migrate_record", "INSERT INTO schema_migrations (version, name) VALUES ($1::int, $2)"};
 
@@ -62,8 +62,8 @@ static int list_migrations(const char *dir, migration **out, int *n, err_t *e)
     qsort(list, (size_t)count, sizeof *list, cmp_migration);
     for (int i = 1; i < count; i++)
         if (list[i].version == list[i - 1].version) {
-            err_set(e, ERR_CONFIG, "two migrations share version %d: %s and %s",
-                    list[i].version, list[i - 1].name, list[i].name);
+            err_set(e, ERR_CONFIG, "two migrations share version %d: %s and %s", list[i].version,
+                    list[i - 1].name, list[i].name);
             free(list);
             return ERR_CONFIG;
         }
@@ -133,9 +133,11 @@ static int current_version(store *s, int *version, err_t *e)
 
 static int migrate_locked(store *s, const char *dir, int *applied, err_t *e)
 {
-    int rc = store_exec_script(s,
+    int rc = store_exec_script(
+        s,
         "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
-        "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())", e);
+        "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+        e);
     migration *list = NULL;
     int n = 0, have = 0;
     if (rc == 0)

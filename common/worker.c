@@ -104,8 +104,8 @@ static json_t *reply_build(const char *job_id, const char *job_type, const job_o
     json_object_set_new(r, "job_type", json_string(job_type ? job_type : "unknown"));
     if (o->code) {
         json_object_set_new(r, "status", json_string("error"));
-        json_object_set_new(r, "error", json_pack("{s:s, s:s}", "code", o->code, "message",
-                                                  o->message));
+        json_object_set_new(r, "error",
+                            json_pack("{s:s, s:s}", "code", o->code, "message", o->message));
     } else {
         json_object_set_new(r, "status", json_string("ok"));
     }
@@ -118,7 +118,7 @@ static json_t *reply_build(const char *job_id, const char *job_type, const job_o
 struct settle {
     uint64_t seq;
     mq_ticket ticket;
-    int how;             /* 0 ack, -1 dead-letter */
+    int how; /* 0 ack, -1 dead-letter */
     struct settle *next;
 };
 
@@ -129,8 +129,11 @@ static int reply_send(worker *w, const mq_delivery *d, const char *job_type, con
 {
     char type[128];
     snprintf(type, sizeof type, "%s.result", job_type ? job_type : "unknown");
-    mq_msg m = {.body = buf, .body_len = len, .message_id = d->message_id,
-                .type = type, .content_type = "application/msgpack"};
+    mq_msg m = {.body = buf,
+                .body_len = len,
+                .message_id = d->message_id,
+                .type = type,
+                .content_type = "application/msgpack"};
     struct settle *s = calloc(1, sizeof *s);
     if (!s)
         return err_set(e, ERR_NOMEM, "out of memory");
@@ -233,8 +236,7 @@ static int refuse(worker *w, const mq_delivery *d, const char *code, const char 
 }
 
 /* Decodes and validates d into *body; answers and dead-letters it when it can't. */
-static int accept_input(worker *w, const mq_delivery *d, const job_type_def **def,
-                        json_t **body)
+static int accept_input(worker *w, const mq_delivery *d, const job_type_def **def, json_t **body)
 {
     char why[700];
     err_t e = {0};
@@ -314,8 +316,8 @@ static int commit_and_reply(worker *w, const mq_delivery *d, const job *j, job_o
     rc = reply_send(w, d, j->type, buf, len, o->dead_letter ? -1 : 0, &e);
     free(buf);
     if (rc < 0)
-        LOG(LOG_WARN, "reply or ack failed after commit; redelivery will re-send it",
-            "job_id", j->id, "error", e.msg);
+        LOG(LOG_WARN, "reply or ack failed after commit; redelivery will re-send it", "job_id",
+            j->id, "error", e.msg);
     return 0;
 }
 
@@ -357,9 +359,9 @@ static void retry_or_give_up(worker *w, const mq_delivery *d, const job *j, job_
 
 struct job_async {
     worker *w;
-    mq_delivery *d;        /* owned */
-    json_t *body;          /* owned */
-    job j;                 /* points into d and body */
+    mq_delivery *d; /* owned */
+    json_t *body;   /* owned */
+    job j;          /* points into d and body */
     void *data;
     job_async *prev, *next;
 };
@@ -409,9 +411,13 @@ static int start_async(worker *w, mq_delivery *d, const job_type_def *def, json_
         store_job_release(w->db, d->message_id);
         return 0;
     }
-    *h = (job_async){.w = w, .d = d, .body = json_incref(body),
-                     .j = {.id = d->message_id, .type = def->type,
-                           .correlation_id = d->correlation_id, .reply_to = d->reply_to,
+    *h = (job_async){.w = w,
+                     .d = d,
+                     .body = json_incref(body),
+                     .j = {.id = d->message_id,
+                           .type = def->type,
+                           .correlation_id = d->correlation_id,
+                           .reply_to = d->reply_to,
                            .attempt = d->attempt + 1,
                            .body = body}};
     job_outcome o = {0};
@@ -483,9 +489,12 @@ static int handle_delivery(worker *w, mq_delivery *d)
         if (def->start) {
             kept = start_async(w, d, def, body);
         } else {
-            job j = {.id = d->message_id, .type = def->type,
-                     .correlation_id = d->correlation_id, .reply_to = d->reply_to,
-                     .attempt = d->attempt + 1, .body = body};
+            job j = {.id = d->message_id,
+                     .type = def->type,
+                     .correlation_id = d->correlation_id,
+                     .reply_to = d->reply_to,
+                     .attempt = d->attempt + 1,
+                     .body = body};
             job_outcome o = {0};
             long long t0 = now_ms();
             metrics_inflight(w, 1);

@@ -26,22 +26,22 @@ typedef struct worker worker;
 
 /* One job as a handler sees it. Everything is borrowed and valid during the call. */
 typedef struct job {
-    const char *id;              /* AMQP message_id: the job id */
-    const char *type;            /* AMQP type: "enroll.begin", ... */
-    const char *correlation_id;  /* may be NULL */
-    const char *reply_to;        /* AMQP reply_to; may be NULL */
-    int attempt;                 /* 1 for the first attempt */
-    const json_t *body;          /* decoded and valid against the job type's schema */
+    const char *id;             /* AMQP message_id: the job id */
+    const char *type;           /* AMQP type: "enroll.begin", ... */
+    const char *correlation_id; /* may be NULL */
+    const char *reply_to;       /* AMQP reply_to; may be NULL */
+    int attempt;                /* 1 for the first attempt */
+    const json_t *body;         /* decoded and valid against the job type's schema */
 } job;
 
 /* What a handler decided. Start zeroed; set exactly one of: fields (success), an error
  * (job_fail), or a retry (job_retry). */
 typedef struct job_outcome {
-    json_t *fields;        /* success: result fields; the runtime takes the reference */
-    const char *code;      /* error: stable snake_case code (static storage) */
-    char message[512];     /* error: one human sentence; never a secret */
-    int retry;             /* transient failure: nothing committed, try again later */
-    int dead_letter;       /* with an error: also dead-letter (operator must look) */
+    json_t *fields;    /* success: result fields; the runtime takes the reference */
+    const char *code;  /* error: stable snake_case code (static storage) */
+    char message[512]; /* error: one human sentence; never a secret */
+    int retry;         /* transient failure: nothing committed, try again later */
+    int dead_letter;   /* with an error: also dead-letter (operator must look) */
 } job_outcome;
 
 /* What a handler may use; all borrowed, valid during the call. The handler may open a
@@ -53,7 +53,7 @@ typedef struct worker_env {
     store *db;
     const secret_keyring *keys;
     worker *w;
-    void *app;             /* the worker's own state, set by its init (worker_set_app) */
+    void *app; /* the worker's own state, set by its init (worker_set_app) */
 } worker_env;
 
 /* Stores a worker's own state (owned by the worker's code; freed by its fini) where
@@ -88,14 +88,14 @@ void *worker_job_data(const job_async *h);
 size_t worker_pending(const worker *w);
 
 typedef struct job_type_def {
-    const char *type;          /* AMQP type property value, also the schema name */
-    job_handler handle;        /* synchronous handler, or NULL when `start` is set */
-    job_start start;           /* asynchronous start (see above), or NULL */
+    const char *type;   /* AMQP type property value, also the schema name */
+    job_handler handle; /* synchronous handler, or NULL when `start` is set */
+    job_start start;    /* asynchronous start (see above), or NULL */
 } job_type_def;
 
 typedef struct worker_def {
-    const char *name;          /* "enroll": log component "duo-enroll" */
-    const char *queue_kind;    /* MQ_KIND_ENROLL, ... */
+    const char *name;       /* "enroll": log component "duo-enroll" */
+    const char *queue_kind; /* MQ_KIND_ENROLL, ... */
     const job_type_def *types;
     size_t ntypes;
     /* Asynchronous workers only: waits up to timeout_ms for the worker's own I/O and for

@@ -13,9 +13,9 @@
 #define CACHE_SLOTS 16
 
 typedef struct {
-    uint64_t key;          /* identity of (stage, which API, credentials, CA) */
+    uint64_t key; /* identity of (stage, which API, credentials, CA) */
     duo_client *client;
-    char ca_path[256];     /* temp file holding the stage's CA bundle, "" when none */
+    char ca_path[256]; /* temp file holding the stage's CA bundle, "" when none */
     long long used;
 } cached_client;
 
@@ -39,10 +39,13 @@ int worker_stage(const worker_env *env, const char *stage_uuid, stage_rec *out, 
     if (rc == 0)
         return 0;
     if (rc == ERR_NOTFOUND || rc == ERR_INVAL)
-        job_fail(o, "stage_not_found", "no Duo stage with uuid '%.80s': stage_uuid must be the "
-                 "uuid of a Duo Authenticator Setup stage", stage_uuid);
+        job_fail(o, "stage_not_found",
+                 "no Duo stage with uuid '%.80s': stage_uuid must be the "
+                 "uuid of a Duo Authenticator Setup stage",
+                 stage_uuid);
     else if (rc == ERR_CRYPTO) {
-        job_fail(o, "stage_secret_unreadable", "the stage's secrets cannot be decrypted: %s", e.msg);
+        job_fail(o, "stage_secret_unreadable", "the stage's secrets cannot be decrypted: %s",
+                 e.msg);
         o->dead_letter = 1;
     } else
         job_retry(o, "loading stage: %s", e.msg);
@@ -107,13 +110,17 @@ static duo_client *make_client(const worker_env *env, const stage_rec *st, int a
 duo_client *worker_duo(const worker_env *env, const stage_rec *st, int admin, job_outcome *o)
 {
     if (admin && (!st->admin_integration_key || !st->admin_secret_key)) {
-        job_fail(o, "admin_api_not_configured", "stage '%s' has no Admin API credentials "
-                 "(admin integration key and admin secret key)", st->name);
+        job_fail(o, "admin_api_not_configured",
+                 "stage '%s' has no Admin API credentials "
+                 "(admin integration key and admin secret key)",
+                 st->name);
         return NULL;
     }
     uint64_t key = fnv(fnv(fnv(fnv(fnv(fnv(14695981039346656037ULL, st->uuid), admin ? "a" : "u"),
-                   st->api_hostname), admin ? st->admin_integration_key : st->client_id),
-                   admin ? st->admin_secret_key : st->client_secret), st->ca_bundle);
+                                   st->api_hostname),
+                               admin ? st->admin_integration_key : st->client_id),
+                           admin ? st->admin_secret_key : st->client_secret),
+                       st->ca_bundle);
     key = fnv(key, st->sig_version == 2 ? "2" : "5");
     worker *w = env->w;
     if (!w->duo_cache && !(w->duo_cache = calloc(1, sizeof *w->duo_cache))) {
@@ -143,9 +150,10 @@ void job_fail_duo(job_outcome *o, int rc, const duo_error *de, const char *what)
         job_retry(o, "Duo %s: %s (%s)", what, de->message, code);
         return;
     case DUO_CLASS_LICENSE:
-        job_fail(o, "duo_forbidden", "Duo refused %s with 403 %d (%s): the integration is "
-                 "disabled, of the wrong type, or not permitted this call", what, de->code,
-                 de->message);
+        job_fail(o, "duo_forbidden",
+                 "Duo refused %s with 403 %d (%s): the integration is "
+                 "disabled, of the wrong type, or not permitted this call",
+                 what, de->code, de->message);
         o->dead_letter = 1;
         return;
     case DUO_CLASS_AUTH_CONFIG:

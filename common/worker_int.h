@@ -11,20 +11,20 @@
 struct worker {
     const worker_def *def;
     config cfg;
-    int retry_ms[3];       /* RETRY_DELAYS_MS, parsed */
+    int retry_ms[3]; /* RETRY_DELAYS_MS, parsed */
     store *db;
     mq_conn *mq;
     secret_keyring *keys;
     schema_set *schemas;
     metrics *metrics;
-    struct duo_cache *duo_cache; /* Duo clients by stage credentials (worker_duo.c) */
-    worker_env env;        /* what handlers see; points into this struct */
+    struct duo_cache *duo_cache;              /* Duo clients by stage credentials (worker_duo.c) */
+    worker_env env;                           /* what handlers see; points into this struct */
     struct settle *settle_head, *settle_tail; /* replies awaiting confirms (worker.c) */
     size_t nsettle;
-    job_async *pending;    /* asynchronous jobs started and not done */
+    job_async *pending; /* asynchronous jobs started and not done */
     size_t npending;
-    long long stop_at_ms;
-    const char *fault_point; /* DUO_FAULT_POINT (tests only), else NULL */  /* shutdown deadline once a stop was requested, else 0 */
+    long long stop_at_ms;    /* shutdown deadline once a stop was requested, else 0 */
+    const char *fault_point; /* DUO_FAULT_POINT (tests only), else NULL */
 };
 
 /* Loads configuration, key, schemas; connects to PostgreSQL and RabbitMQ. On failure

@@ -17,8 +17,10 @@ static int parse_delays(const char *s, int out[3], err_t *e)
     for (int i = 0; i < 3; i++) {
         long v = strtol(p, &end, 10);
         if (end == p || v < 1 || v > 86400000 || (i < 2 && *end != ',') || (i == 2 && *end))
-            return err_set(e, ERR_CONFIG, "RETRY_DELAYS_MS: expected three delays in ms like "
-                           "\"5000,30000,300000\", got '%s'", s);
+            return err_set(e, ERR_CONFIG,
+                           "RETRY_DELAYS_MS: expected three delays in ms like "
+                           "\"5000,30000,300000\", got '%s'",
+                           s);
         out[i] = (int)v;
         p = end + 1;
     }
@@ -43,8 +45,11 @@ static int open_db(worker *w, err_t *e)
 static int open_mq(worker *w, err_t *e)
 {
     const char *kinds[] = {w->def->queue_kind, NULL};
-    mq_opts o = {.urls = w->cfg.amqp_url, .prefix = w->cfg.mq_prefix, .kinds = kinds,
-                 .heartbeat_secs = w->cfg.amqp_heartbeat_secs, .prefetch = w->cfg.prefetch,
+    mq_opts o = {.urls = w->cfg.amqp_url,
+                 .prefix = w->cfg.mq_prefix,
+                 .kinds = kinds,
+                 .heartbeat_secs = w->cfg.amqp_heartbeat_secs,
+                 .prefetch = w->cfg.prefetch,
                  .max_message_bytes = (size_t)w->cfg.max_message_bytes};
     char name[64];
     snprintf(name, sizeof name, "duo-%s pid %ld", w->def->name, (long)getpid());
@@ -60,7 +65,8 @@ static int open_mq(worker *w, err_t *e)
 
 static void describe(metrics *m)
 {
-    metrics_describe(m, "duo_jobs_total", "counter", "Jobs finished, by job type and outcome (ok or error code)");
+    metrics_describe(m, "duo_jobs_total", "counter",
+                     "Jobs finished, by job type and outcome (ok or error code)");
     metrics_describe(m, "duo_job_seconds", "histogram", "Time a handler spent on a job");
     metrics_describe(m, "duo_retries_total", "counter", "Jobs sent to a delayed-retry tier");
     metrics_describe(m, "duo_dead_letters_total", "counter", "Messages dead-lettered");

@@ -8,3 +8,13 @@ if grep -nE '\b(sprintf|vsprintf|strcpy|strcat|strtok|atoi|atol|gets)\s*\(' \
   echo "check-style: unsafe call above (use snprintf, memcpy with lengths, strtol)" >&2
   exit 1
 fi
+# Formatting by tool: every C file as .clang-format says (Debian's clang-format 14).
+if command -v clang-format >/dev/null 2>&1; then
+  if ! clang-format --dry-run -Werror $(git ls-files '*.c' '*.h') 2>/tmp/clang-format.$$; then
+    head -20 /tmp/clang-format.$$ >&2
+    rm -f /tmp/clang-format.$$
+    echo "check-style: run clang-format -i on the files above" >&2
+    exit 1
+  fi
+  rm -f /tmp/clang-format.$$
+fi

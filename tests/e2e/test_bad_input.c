@@ -38,7 +38,7 @@ typedef struct {
     const char *name;
     const unsigned char *bytes;
     size_t len;
-    const char *type;       /* AMQP type; NULL = absent */
+    const char *type; /* AMQP type; NULL = absent */
     const char *want_code;
 } bad_msg;
 
@@ -46,8 +46,12 @@ static char *send_bad(const bad_msg *b)
 {
     char id[64];
     tl_job_id(&S, id, sizeof id);
-    mq_msg m = {.routing_key = "enroll", .body = b->bytes, .body_len = b->len,
-                .message_id = id, .correlation_id = id, .type = b->type,
+    mq_msg m = {.routing_key = "enroll",
+                .body = b->bytes,
+                .body_len = b->len,
+                .message_id = id,
+                .correlation_id = id,
+                .type = b->type,
                 .content_type = "application/msgpack"};
     err_t e = {0};
     assert_int_equal(jobs_send_raw(S.client, &m, &e), 0);
@@ -69,8 +73,9 @@ static void good_job_still_works(void)
     snprintf(user, sizeof user, "ok%d", n++);
     assert_int_equal(tl_stack_user(&S, user), 0);
     tl_job_id(&S, id, sizeof id);
-    json_t *r = tl_job(&S, "enroll.begin", id,
-                       json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "username", user), 30000);
+    json_t *r =
+        tl_job(&S, "enroll.begin", id,
+               json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "username", user), 30000);
     assert_non_null(r);
     assert_string_equal(tl_str(r, "status"), "ok");
     json_decref(r);
@@ -82,8 +87,8 @@ static void test_malformed_messages(void **state)
     /* map of 2 with only one entry */
     static const unsigned char truncated[] = {0x82, 0xa1, 'a', 0xa1};
     /* {"username": <str of 70000 bytes>} header only: declared far longer than sent */
-    static const unsigned char huge_decl[] = {0x81, 0xa8, 'u', 's', 'e', 'r', 'n', 'a', 'm', 'e',
-                                              0xdb, 0x00, 0x10, 0x00, 0x00, 'x'};
+    static const unsigned char huge_decl[] = {0x81, 0xa8, 'u',  's',  'e',  'r',  'n',  'a',
+                                              'm',  'e',  0xdb, 0x00, 0x10, 0x00, 0x00, 'x'};
     /* {"a": [[[[...]]]]} 40 levels deep */
     static unsigned char deep[64];
     size_t dl = 0;
@@ -94,16 +99,16 @@ static void test_malformed_messages(void **state)
         deep[dl++] = 0x91;
     deep[dl++] = 0xc0;
     /* {"username": "\xff\xfe"}: invalid UTF-8 */
-    static const unsigned char bad_utf8[] = {0x81, 0xa8, 'u', 's', 'e', 'r', 'n', 'a', 'm', 'e',
-                                             0xa2, 0xff, 0xfe};
+    static const unsigned char bad_utf8[] = {0x81, 0xa8, 'u', 's',  'e',  'r', 'n',
+                                             'a',  'm',  'e', 0xa2, 0xff, 0xfe};
     /* {"a": 1, "a": 2}: a duplicated key */
     static const unsigned char dup_keys[] = {0x82, 0xa1, 'a', 0x01, 0xa1, 'a', 0x02};
     /* a valid body, but no type property */
-    static const unsigned char valid[] = {0x81, 0xa8, 'u', 's', 'e', 'r', 'n', 'a', 'm', 'e',
-                                          0xa1, 'x'};
+    static const unsigned char valid[] = {0x81, 0xa8, 'u', 's', 'e',  'r',
+                                          'n',  'a',  'm', 'e', 0xa1, 'x'};
     /* {"username": 1.5}: a wrong type */
-    static const unsigned char wrong_type[] = {0x81, 0xa8, 'u', 's', 'e', 'r', 'n', 'a', 'm', 'e',
-                                               0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0};
+    static const unsigned char wrong_type[] = {0x81, 0xa8, 'u',  's', 'e', 'r', 'n', 'a', 'm', 'e',
+                                               0xcb, 0x3f, 0xf8, 0,   0,   0,   0,   0,   0};
     const bad_msg corpus[] = {
         {"truncated", truncated, sizeof truncated, "enroll.begin", "invalid_message"},
         {"huge declared string", huge_decl, sizeof huge_decl, "enroll.begin", "invalid_message"},
@@ -128,8 +133,10 @@ static void test_malformed_messages(void **state)
 static void duo_fault(const char *json_fields)
 {
     char body[1024];
-    snprintf(body, sizeof body, "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/enroll\","
-             "\"count\":1,%s}", S.account, json_fields);
+    snprintf(body, sizeof body,
+             "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/enroll\","
+             "\"count\":1,%s}",
+             S.account, json_fields);
     assert_int_equal(tl_emu("POST", "/_emu/faults", body, NULL, 0), 200);
 }
 
@@ -140,8 +147,9 @@ static char *begin_code(void)
     snprintf(user, sizeof user, "duo%d", n++);
     assert_int_equal(tl_stack_user(&S, user), 0);
     tl_job_id(&S, id, sizeof id);
-    json_t *r = tl_job(&S, "enroll.begin", id,
-                       json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "username", user), 60000);
+    json_t *r =
+        tl_job(&S, "enroll.begin", id,
+               json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "username", user), 60000);
     assert_non_null(r);
     assert_string_equal(tl_str(r, "status"), "error");
     char *code = strdup(tl_code(r));
@@ -176,8 +184,10 @@ static void test_malformed_duo_answers(void **state)
     size_t n = 5u << 20;
     char *big = malloc(n + 200);
     assert_non_null(big);
-    int k = snprintf(big, 200, "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/enroll\","
-                     "\"count\":1,\"body\":\"", S.account);
+    int k = snprintf(big, 200,
+                     "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/enroll\","
+                     "\"count\":1,\"body\":\"",
+                     S.account);
     memset(big + k, 'x', n);
     memcpy(big + k + n, "\"}", 3);
     assert_int_equal(tl_emu("POST", "/_emu/faults", big, NULL, 0), 200);

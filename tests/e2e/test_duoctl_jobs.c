@@ -47,11 +47,13 @@ static void test_enroll_then_auth(void **state)
     (void)state;
     char args[512], body[512];
     /* The stage by name: duoctl looks its uuid up. */
-    snprintf(args, sizeof args, "enroll begin --stage %s --username hal --timeout 60", S.stage_name);
+    snprintf(args, sizeof args, "enroll begin --stage %s --username hal --timeout 60",
+             S.stage_name);
     json_t *r = run_json(args, 0);
     assert_string_equal(tl_str(r, "status"), "ok");
-    snprintf(body, sizeof body, "{\"account\":\"%s\",\"activation_code\":\"%s\",\"action\":\"complete\"}",
-             S.account, tl_str(r, "activation_code"));
+    snprintf(body, sizeof body,
+             "{\"account\":\"%s\",\"activation_code\":\"%s\",\"action\":\"complete\"}", S.account,
+             tl_str(r, "activation_code"));
     assert_int_equal(tl_emu("POST", "/_emu/enrollment", body, NULL, 0), 200);
     snprintf(args, sizeof args, "enroll status --stage %s --enrollment %s", S.stage_uuid,
              tl_str(r, "enrollment_id"));
@@ -60,13 +62,15 @@ static void test_enroll_then_auth(void **state)
     assert_string_equal(tl_str(r, "enrollment_status"), "success");
     json_decref(r);
 
-    snprintf(args, sizeof args, "auth --stage %s --username hal --factor push "
-             "--pushinfo 'Domain=login.example.com' --ipaddr 203.0.113.9", S.stage_uuid);
+    snprintf(args, sizeof args,
+             "auth --stage %s --username hal --factor push "
+             "--pushinfo 'Domain=login.example.com' --ipaddr 203.0.113.9",
+             S.stage_uuid);
     r = run_json(args, 0);
     assert_string_equal(tl_str(r, "result"), "allow");
     json_decref(r);
-    snprintf(args, sizeof args, "auth --stage %s --username hal --factor passcode --passcode 000000",
-             S.stage_uuid);
+    snprintf(args, sizeof args,
+             "auth --stage %s --username hal --factor passcode --passcode 000000", S.stage_uuid);
     r = run_json(args, 0);
     assert_string_equal(tl_str(r, "result"), "deny");
     json_decref(r);
@@ -88,11 +92,13 @@ static void test_errors_and_usage(void **state)
     json_decref(r);
     assert_int_equal(tl_stack_duoctl(&S, "enroll", NULL, 0), 2);
     assert_int_equal(tl_stack_duoctl(&S, "job enroll.begin 'not json'", NULL, 0), 2);
-    assert_int_equal(tl_stack_duoctl(&S, "enroll begin --stage no-such-stage --username hal",
-                                     NULL, 0), 1);
+    assert_int_equal(
+        tl_stack_duoctl(&S, "enroll begin --stage no-such-stage --username hal", NULL, 0), 1);
     /* No worker serves import here: no reply in time is exit 3. */
-    snprintf(args, sizeof args, "job import.manual '{\"stage_uuid\":\"%s\",\"duo_user_id\":\"x\","
-             "\"username\":\"hal\"}' --timeout 2", S.stage_uuid);
+    snprintf(args, sizeof args,
+             "job import.manual '{\"stage_uuid\":\"%s\",\"duo_user_id\":\"x\","
+             "\"username\":\"hal\"}' --timeout 2",
+             S.stage_uuid);
     assert_int_equal(tl_stack_duoctl(&S, args, NULL, 0), 3);
 }
 

@@ -46,17 +46,16 @@ static json_t *begin(const char *username, char *job_id, size_t n)
 {
     tl_job_id(&S, job_id, n);
     return tl_job(&S, "enroll.begin", job_id,
-                  json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "username", username),
-                  30000);
+                  json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "username", username), 30000);
 }
 
 static json_t *status(const char *enrollment_id)
 {
     char id[64];
     tl_job_id(&S, id, sizeof id);
-    return tl_job(&S, "enroll.status", id,
-                  json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "enrollment_id",
-                            enrollment_id), 30000);
+    return tl_job(
+        &S, "enroll.status", id,
+        json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "enrollment_id", enrollment_id), 30000);
 }
 
 static void emu_enrollment(const char *code, const char *action)
@@ -105,7 +104,8 @@ static void test_enroll_end_to_end(void **state)
     assert_true(strlen(device) == 36);
     json_decref(r);
     assert_int_equal(count("SELECT count(*) FROM duo_device WHERE name = 'Duo Authenticator' "
-                           "AND confirmed"), 1);
+                           "AND confirmed"),
+                     1);
 
     /* Asking again answers the same device and stores nothing new. */
     r = status(enrollment);
@@ -122,9 +122,9 @@ static void test_repeated_job_id_answered_from_record(void **state)
     json_t *first = begin("carol", job_id, sizeof job_id);
     assert_string_equal(tl_str(first, "status"), "ok");
     /* The same job id again: the same reply, no second enrollment. */
-    json_t *again = tl_job(&S, "enroll.begin", job_id,
-                           json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "username", "carol"),
-                           30000);
+    json_t *again =
+        tl_job(&S, "enroll.begin", job_id,
+               json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "username", "carol"), 30000);
     assert_non_null(again);
     assert_string_equal(tl_str(again, "enrollment_id"), tl_str(first, "enrollment_id"));
     /* ... and the job did not run again: no further reply, one attempt on record. */
@@ -136,7 +136,8 @@ static void test_repeated_job_id_answered_from_record(void **state)
     assert_int_equal(tl_query1(S.db, sql, out, sizeof out), 0);
     assert_string_equal(out, "1");
     assert_int_equal(count("SELECT count(*) FROM duo_enrollment e JOIN app_user u ON "
-                           "u.id = e.user_id WHERE u.username = 'carol'"), 1);
+                           "u.id = e.user_id WHERE u.username = 'carol'"),
+                     1);
     json_decref(first);
     json_decref(again);
 }
@@ -183,7 +184,8 @@ static void test_operator_errors(void **state)
     (void)state;
     /* A Duo user that already exists must be imported, not enrolled. */
     char body[256];
-    snprintf(body, sizeof body, "{\"account\":\"%s\",\"users\":[{\"username\":\"dave\"}]}", S.account);
+    snprintf(body, sizeof body, "{\"account\":\"%s\",\"users\":[{\"username\":\"dave\"}]}",
+             S.account);
     assert_int_equal(tl_emu("POST", "/_emu/users", body, NULL, 0), 200);
     assert_int_equal(tl_stack_user(&S, "dave"), 0);
     char job_id[64];
@@ -200,14 +202,16 @@ static void test_operator_errors(void **state)
     tl_job_id(&S, job_id, sizeof job_id);
     r = tl_job(&S, "enroll.begin", job_id,
                json_pack("{s:s, s:s}", "stage_uuid", "00000000-0000-4000-8000-000000000000",
-                         "username", "alice"), 30000);
+                         "username", "alice"),
+               30000);
     assert_string_equal(tl_code(r), "stage_not_found");
     json_decref(r);
 
     tl_job_id(&S, job_id, sizeof job_id);
     r = tl_job(&S, "enroll.status", job_id,
                json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "enrollment_id",
-                         "00000000-0000-4000-8000-000000000000"), 30000);
+                         "00000000-0000-4000-8000-000000000000"),
+               30000);
     assert_string_equal(tl_code(r), "enrollment_not_found");
     json_decref(r);
 }
@@ -217,8 +221,12 @@ static char *send_raw(const void *body, size_t len, const char *type, int with_i
 {
     char job_id[64];
     tl_job_id(&S, job_id, sizeof job_id);
-    mq_msg m = {.routing_key = "enroll", .body = body, .body_len = len,
-                .message_id = with_id ? job_id : NULL, .correlation_id = job_id, .type = type,
+    mq_msg m = {.routing_key = "enroll",
+                .body = body,
+                .body_len = len,
+                .message_id = with_id ? job_id : NULL,
+                .correlation_id = job_id,
+                .type = type,
                 .content_type = "application/msgpack"};
     err_t e = {0};
     assert_int_equal(jobs_send_raw(S.client, &m, &e), 0);
@@ -235,7 +243,8 @@ static int dead_count(void)
     char sql[256];
     (void)sql;
     /* Read the dead-letter queue through a consumer of the "dead" kind. */
-    mq_opts o = {.urls = tl_env("AMQP_URL"), .prefix = S.prefix,
+    mq_opts o = {.urls = tl_env("AMQP_URL"),
+                 .prefix = S.prefix,
                  .kinds = (const char *const[]){MQ_KIND_DEAD, NULL}};
     err_t e = {0};
     mq_conn *c = mq_open(&o, &e);
@@ -260,16 +269,16 @@ static void test_bad_input_answered_and_dead_lettered(void **state)
     free(code);
 
     /* {"stage_uuid": 123, "username": "alice"}: a wrong type. */
-    static const unsigned char wrong_type[] = {0x82, 0xaa, 's', 't', 'a', 'g', 'e', '_', 'u',
-                                               'u', 'i', 'd', 0x7b, 0xa8, 'u', 's', 'e', 'r',
-                                               'n', 'a', 'm', 'e', 0xa5, 'a', 'l', 'i', 'c', 'e'};
+    static const unsigned char wrong_type[] = {0x82, 0xaa, 's',  't',  'a', 'g', 'e', '_', 'u', 'u',
+                                               'i',  'd',  0x7b, 0xa8, 'u', 's', 'e', 'r', 'n', 'a',
+                                               'm',  'e',  0xa5, 'a',  'l', 'i', 'c', 'e'};
     code = send_raw(wrong_type, sizeof wrong_type, "enroll.begin", 1);
     assert_string_equal(code, "schema_invalid");
     free(code);
 
     /* {"username": "alice"}: stage_uuid missing. */
-    static const unsigned char missing[] = {0x81, 0xa8, 'u', 's', 'e', 'r', 'n', 'a', 'm', 'e',
-                                            0xa5, 'a', 'l', 'i', 'c', 'e'};
+    static const unsigned char missing[] = {0x81, 0xa8, 'u',  's', 'e', 'r', 'n', 'a',
+                                            'm',  'e',  0xa5, 'a', 'l', 'i', 'c', 'e'};
     code = send_raw(missing, sizeof missing, "enroll.begin", 1);
     assert_string_equal(code, "schema_invalid");
     free(code);
@@ -327,7 +336,8 @@ static void test_crash_between_commit_and_ack(void **state)
     assert_string_equal(tl_str(r, "status"), "ok");
     json_decref(r);
     assert_int_equal(count("SELECT count(*) FROM duo_enrollment e JOIN app_user u ON "
-                           "u.id = e.user_id WHERE u.username = 'frank'"), 1);
+                           "u.id = e.user_id WHERE u.username = 'frank'"),
+                     1);
 }
 
 /* GETs http://127.0.0.1:<METRICS_PORT><path> into out; returns the HTTP status. */

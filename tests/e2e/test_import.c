@@ -17,8 +17,8 @@
 #include "testlib.h"
 #include "tl_stack.h"
 
-static tl_stack S;      /* licensed, with admin credentials, two import workers */
-static tl_stack T;      /* a stack for one special-case test */
+static tl_stack S; /* licensed, with admin credentials, two import workers */
+static tl_stack T; /* a stack for one special-case test */
 static pid_t workers[2];
 
 static const char *const worker_env[] = {"IMPORT_PAGES_PER_MIN=1200", NULL};
@@ -61,8 +61,10 @@ static void duo_users(const tl_stack *s, const char *prefix, int n)
 static void local_users(const tl_stack *s, const char *prefix, int n)
 {
     char sql[256];
-    snprintf(sql, sizeof sql, "INSERT INTO app_user (username) SELECT '%s' || "
-             "lpad(g::text, 7, '0') FROM generate_series(0, %d) g", prefix, n - 1);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO app_user (username) SELECT '%s' || "
+             "lpad(g::text, 7, '0') FROM generate_series(0, %d) g",
+             prefix, n - 1);
     assert_int_equal(tl_exec(s->db, sql), 0);
 }
 
@@ -72,7 +74,8 @@ static json_t *manual(tl_stack *s, const char *duo_user_id, const char *username
     tl_job_id(s, id, sizeof id);
     return tl_job(s, "import.manual", id,
                   json_pack("{s:s, s:s, s:s}", "stage_uuid", s->stage_uuid, "duo_user_id",
-                            duo_user_id, "username", username), 30000);
+                            duo_user_id, "username", username),
+                  30000);
 }
 
 static void send_auto(tl_stack *s, char *id, size_t n, int page_size)
@@ -126,7 +129,8 @@ static void test_manual_by_id_and_username(void **state)
     assert_int_equal(strlen(stored), 20);
     assert_memory_equal(stored, "DU", 2);
     assert_int_equal(count(&S, "SELECT count(*) FROM duo_device WHERE duo_user_kind = 'user_id'"
-                               " AND name = 'Imported Duo Authenticator' AND confirmed"), 1);
+                               " AND name = 'Imported Duo Authenticator' AND confirmed"),
+                     1);
     char again[21];
     snprintf(again, sizeof again, "%s", stored);
     json_decref(r);
@@ -144,7 +148,8 @@ static void test_manual_by_id_and_username(void **state)
     assert_string_equal(tl_code(r), "user_not_found");
     json_decref(r);
     assert_int_equal(count(&S, "DELETE FROM duo_device WHERE duo_user_id = 'DUAAAAAAAAAAAAAAAAA1'"
-                               " RETURNING 1"), 1);
+                               " RETURNING 1"),
+                     1);
 }
 
 /* 1000 Duo users, 800 local ones, one of them (g0000005) already imported manually. */
@@ -153,7 +158,8 @@ static void test_auto_counts_and_existing_untouched(void **state)
     (void)state;
     char before[160], id[64];
     assert_int_equal(tl_query1(S.db, "SELECT uuid::text || created_at::text FROM duo_device",
-                               before, sizeof before), 0);
+                               before, sizeof before),
+                     0);
     send_auto(&S, id, sizeof id, 100);
     json_t *r = next_reply(&S, id, 60000);
     assert_non_null(r);
@@ -172,8 +178,10 @@ static void test_auto_counts_and_existing_untouched(void **state)
     assert_int_equal(count(&S, "SELECT count(*) FROM duo_device"), 800);
     assert_int_equal(count(&S, "SELECT count(DISTINCT duo_user_id) FROM duo_device"), 800);
     char q[400];
-    snprintf(q, sizeof q, "SELECT count(*) FROM duo_device WHERE uuid::text || created_at::text"
-             " = '%s'", before);
+    snprintf(q, sizeof q,
+             "SELECT count(*) FROM duo_device WHERE uuid::text || created_at::text"
+             " = '%s'",
+             before);
     assert_int_equal(count(&S, q), 1); /* the manually imported device is the same row */
 }
 
@@ -191,7 +199,8 @@ static void test_worker_killed_mid_run(void **state)
     json_decref(r);
     /* Wait until pages are being applied, then kill one worker outright. */
     for (int i = 0; i < 200 && count(&S, "SELECT coalesce(max(pages_done), 0) FROM import_run "
-                                          "WHERE state = 'running'") < 5; i++)
+                                         "WHERE state = 'running'") < 5;
+         i++)
         usleep(50000);
     tl_stack_signal(&S, workers[0], SIGKILL);
     r = final_reply(&S, id);
@@ -216,12 +225,14 @@ static void test_two_requests_for_one_stage(void **state)
     json_t *ra = next_reply(&S, a, 60000), *rb = next_reply(&S, b, 60000);
     assert_non_null(ra);
     assert_non_null(rb);
-    int a_ok = strcmp(tl_str(ra, "status"), "ok") == 0, b_ok = strcmp(tl_str(rb, "status"), "ok") == 0;
+    int a_ok = strcmp(tl_str(ra, "status"), "ok") == 0,
+        b_ok = strcmp(tl_str(rb, "status"), "ok") == 0;
     assert_int_equal(a_ok + b_ok, 1);
     json_t *loser = a_ok ? rb : ra;
     assert_string_equal(tl_code(loser), "import_already_running");
     const char *run = tl_str(a_ok ? ra : rb, "run_id");
-    const char *msg = json_string_value(json_object_get(json_object_get(loser, "error"), "message"));
+    const char *msg =
+        json_string_value(json_object_get(json_object_get(loser, "error"), "message"));
     assert_non_null(strstr(msg, run)); /* the refusal names the running run */
     json_t *fin = final_reply(&S, a_ok ? a : b);
     assert_int_equal(counted(fin, "created"), 0);
@@ -296,7 +307,8 @@ static void test_admin_missing_and_manual_by_preauth(void **state)
     assert_string_equal(tl_str(r, "duo_user_id"), "ann");
     json_decref(r);
     assert_int_equal(count(&T, "SELECT count(*) FROM duo_device WHERE duo_user_kind = 'username'"
-                               " AND duo_user_id = 'ann'"), 1);
+                               " AND duo_user_id = 'ann'"),
+                     1);
     r = manual(&T, "nobody-in-duo", "ben");
     assert_string_equal(tl_code(r), "duo_user_not_found");
     json_decref(r);
@@ -312,8 +324,8 @@ int main(void)
     };
     const struct CMUnitTest own_stack[] = {
         cmocka_unit_test_setup_teardown(test_license_required, setup_unlicensed, teardown_t),
-        cmocka_unit_test_setup_teardown(test_admin_missing_and_manual_by_preauth,
-                                        setup_no_admin, teardown_t),
+        cmocka_unit_test_setup_teardown(test_admin_missing_and_manual_by_preauth, setup_no_admin,
+                                        teardown_t),
     };
     int failed = cmocka_run_group_tests(main_stack, setup, teardown);
     return failed + cmocka_run_group_tests(own_stack, NULL, NULL);

@@ -38,8 +38,8 @@ static int teardown(void **state)
 static void services(const char *what)
 {
     char cmd[600];
-    snprintf(cmd, sizeof cmd, "%s/scripts/services.sh %s >/dev/null 2>&1",
-             tl_env("DUO_SOURCE_DIR"), what);
+    snprintf(cmd, sizeof cmd, "%s/scripts/services.sh %s >/dev/null 2>&1", tl_env("DUO_SOURCE_DIR"),
+             what);
     assert_int_equal(system(cmd), 0);
 }
 
@@ -109,9 +109,11 @@ static void test_broker_restart_loses_nothing(void **state)
     /* Every job committed exactly once (quorum queues kept them through the restart). */
     char out[32] = "";
     for (int tries = 0; tries < 180; tries++) {
-        assert_int_equal(tl_query1(S.db, "SELECT count(*) FROM duo_enrollment e JOIN app_user u "
-                                   "ON u.id = e.user_id WHERE u.username LIKE 'mq%'", out,
-                                   sizeof out), 0);
+        assert_int_equal(tl_query1(S.db,
+                                   "SELECT count(*) FROM duo_enrollment e JOIN app_user u "
+                                   "ON u.id = e.user_id WHERE u.username LIKE 'mq%'",
+                                   out, sizeof out),
+                         0);
         if (strtol(out, NULL, 10) >= 20)
             break;
         sleep(1);
@@ -131,8 +133,10 @@ static void test_heartbeats_during_slow_duo(void **state)
     (void)state;
     /* Duo takes 7 s (over three 2-second heartbeat intervals) to answer. */
     char body[256];
-    snprintf(body, sizeof body, "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/enroll\","
-             "\"count\":1,\"latency_ms\":7000}", S.account);
+    snprintf(body, sizeof body,
+             "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/enroll\","
+             "\"count\":1,\"latency_ms\":7000}",
+             S.account);
     int st = tl_emu("POST", "/_emu/faults", body, NULL, 0);
     assert_int_equal(st, 200);
     assert_int_equal(send_and_collect(S.client, "slow", 1, -1, NULL), 1);
@@ -151,8 +155,10 @@ static void test_sigterm_finishes_job_in_hand(void **state)
 {
     (void)state;
     char body[256];
-    snprintf(body, sizeof body, "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/enroll\","
-             "\"count\":1,\"latency_ms\":3000}", S.account);
+    snprintf(body, sizeof body,
+             "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/enroll\","
+             "\"count\":1,\"latency_ms\":3000}",
+             S.account);
     assert_int_equal(tl_emu("POST", "/_emu/faults", body, NULL, 0), 200);
     assert_int_equal(tl_stack_user(&S, "term"), 0);
     char id[64];

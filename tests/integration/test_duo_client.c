@@ -81,8 +81,8 @@ static void new_account(emu_account *a, int licensed)
     snprintf(a->skey, sizeof a->skey, "sk-%s-secret", a->account);
     emu_post("/_emu/account",
              json_pack("{s:s, s:[{s:s, s:s, s:s}, {s:s, s:s, s:s}], s:b, s:i}", "account",
-                       a->account, "integrations", "ikey", a->auth_ikey, "skey", a->skey,
-                       "type", "auth", "ikey", a->admin_ikey, "skey", a->skey, "type", "admin",
+                       a->account, "integrations", "ikey", a->auth_ikey, "skey", a->skey, "type",
+                       "auth", "ikey", a->admin_ikey, "skey", a->skey, "type", "admin",
                        "admin_licensed", licensed, "admin_pages_per_min", 0));
 }
 
@@ -128,8 +128,8 @@ static long long sig_count(const emu_account *a, const char *kind)
     return v;
 }
 
-static void fault(const emu_account *a, const char *path, int status, int count,
-                  int retry_after, const char *body)
+static void fault(const emu_account *a, const char *path, int status, int count, int retry_after,
+                  const char *body)
 {
     json_t *f = json_pack("{s:s, s:s, s:i, s:i}", "account", a->account, "path_prefix", path,
                           "status", status, "count", count);
@@ -145,9 +145,13 @@ static void test_ping_check_and_signatures(void **state)
     (void)state;
     emu_account a;
     new_account(&a, 1);
-    struct { int sig; duo_digest d; const char *kind; } v[] = {
-        {5, DUO_DIGEST_SHA512, "v5"}, {2, DUO_DIGEST_SHA512, "v2-sha512"},
-        {2, DUO_DIGEST_SHA1, "v2-sha1"}};
+    struct {
+        int sig;
+        duo_digest d;
+        const char *kind;
+    } v[] = {{5, DUO_DIGEST_SHA512, "v5"},
+             {2, DUO_DIGEST_SHA512, "v2-sha512"},
+             {2, DUO_DIGEST_SHA1, "v2-sha1"}};
     for (size_t i = 0; i < 3; i++) {
         duo_client *c = client(&a, 0, v[i].sig, v[i].d);
         duo_error e;
@@ -181,9 +185,9 @@ static void test_enroll_flow(void **state)
     duo_enroll_state st = 0;
     assert_int_equal(duo_enroll_status(c, r.user_id, r.activation_code, &st, &e), 0);
     assert_int_equal(st, DUO_ENROLL_WAITING);
-    emu_post("/_emu/enrollment", json_pack("{s:s, s:s, s:s}", "account", a.account,
-                                           "activation_code", r.activation_code, "action",
-                                           "complete"));
+    emu_post("/_emu/enrollment",
+             json_pack("{s:s, s:s, s:s}", "account", a.account, "activation_code",
+                       r.activation_code, "action", "complete"));
     assert_int_equal(duo_enroll_status(c, r.user_id, r.activation_code, &st, &e), 0);
     assert_int_equal(st, DUO_ENROLL_SUCCESS);
     /* A second enroll of the same name: 400, permanent, never retried. */
@@ -199,9 +203,9 @@ static void test_enroll_flow(void **state)
     duo_enroll_result_free(&r);
     /* Expired activation: invalid. */
     assert_int_equal(duo_enroll(c, "bob", 0, &r, &e), 0);
-    emu_post("/_emu/enrollment", json_pack("{s:s, s:s, s:s}", "account", a.account,
-                                           "activation_code", r.activation_code, "action",
-                                           "expire"));
+    emu_post("/_emu/enrollment",
+             json_pack("{s:s, s:s, s:s}", "account", a.account, "activation_code",
+                       r.activation_code, "action", "expire"));
     assert_int_equal(duo_enroll_status(c, r.user_id, r.activation_code, &st, &e), 0);
     assert_int_equal(st, DUO_ENROLL_INVALID);
     duo_enroll_result_free(&r);
@@ -210,8 +214,8 @@ static void test_enroll_flow(void **state)
 
 static void add_user(const emu_account *a, const char *name)
 {
-    emu_post("/_emu/users", json_pack("{s:s, s:[{s:s}]}", "account", a->account, "users",
-                                      "username", name));
+    emu_post("/_emu/users",
+             json_pack("{s:s, s:[{s:s}]}", "account", a->account, "users", "username", name));
 }
 
 static void behavior(const emu_account *a, const char *user, const char *push, int delay)
@@ -233,8 +237,11 @@ static void test_preauth_auth(void **state)
     assert_string_equal(r.result_raw, "auth");
     assert_int_equal(r.result, DUO_RESULT_OTHER);
     duo_auth_result_free(&r);
-    duo_auth_req req = {.username = "carol", .ipaddr = "203.0.113.7", .type = "Acme Login",
-                        .display_username = "Carol", .pushinfo = "Domain=x.test&App=Mail"};
+    duo_auth_req req = {.username = "carol",
+                        .ipaddr = "203.0.113.7",
+                        .type = "Acme Login",
+                        .display_username = "Carol",
+                        .pushinfo = "Domain=x.test&App=Mail"};
     assert_int_equal(duo_auth(c, &req, &r, &e), 0);
     assert_int_equal(r.result, DUO_RESULT_ALLOW);
     duo_auth_result_free(&r);
@@ -291,8 +298,8 @@ static void test_admin_calls(void **state)
     (void)state;
     emu_account a;
     new_account(&a, 1);
-    emu_post("/_emu/users", json_pack("{s:s, s:{s:i, s:s, s:i}}", "account", a.account,
-                                      "generate", "count", 650, "prefix", "gen", "start", 0));
+    emu_post("/_emu/users", json_pack("{s:s, s:{s:i, s:s, s:i}}", "account", a.account, "generate",
+                                      "count", 650, "prefix", "gen", "start", 0));
     duo_client *c = client(&a, 1, 5, DUO_DIGEST_SHA512);
     duo_error e;
     long long count = 0, seen = 0, offset = 0;

@@ -47,8 +47,11 @@ static int setup(void **state)
     memset(&c, 0, sizeof c);
     c.secret_key = KEY_A;
     f->k = secret_keyring_load(&c, &e);
-    stage_fields in = {.name = "s1", .api_hostname = "h", .client_id = "c",
-                       .client_secret = "x", .sig_version = 5};
+    stage_fields in = {.name = "s1",
+                       .api_hostname = "h",
+                       .client_id = "c",
+                       .client_secret = "x",
+                       .sig_version = 5};
     if (!f->k || store_stage_create(f->s, f->k, &in, f->stage_uuid, &e) < 0)
         return -1;
     char id[32];
@@ -73,9 +76,15 @@ static int teardown(void **state)
 
 static void start(fixture *f, long long total, int dry_run, import_run *run)
 {
-    import_run_new n = {.stage_id = f->stage_id, .job_id = "job-1", .reply_to = "rq",
-                        .correlation_id = "corr", .dry_run = dry_run, .page_size = 300,
-                        .total_objects = total, .rate_per_min = 6000, .first_slot_ms = 0};
+    import_run_new n = {.stage_id = f->stage_id,
+                        .job_id = "job-1",
+                        .reply_to = "rq",
+                        .correlation_id = "corr",
+                        .dry_run = dry_run,
+                        .page_size = 300,
+                        .total_objects = total,
+                        .rate_per_min = 6000,
+                        .first_slot_ms = 0};
     err_t e = {0};
     assert_int_equal(store_import_run_start(f->s, &n, run, &e), 0);
 }
@@ -114,8 +123,12 @@ static void test_start_pages_and_one_per_stage(void **state)
     assert_int_equal(pages[2].offset, 600);
     assert_int_equal(pages[2].limit, 300);
     free(pages);
-    import_run_new dup = {.stage_id = f->stage_id, .job_id = "job-2", .page_size = 100,
-                          .total_objects = 5, .rate_per_min = 10, .correlation_id = "c"};
+    import_run_new dup = {.stage_id = f->stage_id,
+                          .job_id = "job-2",
+                          .page_size = 100,
+                          .total_objects = 5,
+                          .rate_per_min = 10,
+                          .correlation_id = "c"};
     assert_int_equal(store_import_run_start(f->s, &dup, &again, &e), ERR_CONFLICT);
     assert_int_equal(count(f, "SELECT count(*) FROM import_run"), 1);
     assert_int_equal(store_import_run_running(f->s, f->stage_id, &again, &e), 0);
@@ -129,7 +142,8 @@ static void test_page_counts_and_replay(void **state)
     load_users(f, 4, "u");
     assert_int_equal(tl_exec(f->db, "INSERT INTO app_user (username) VALUES ('q\"uo\\te')"), 0);
     char sql[300];
-    snprintf(sql, sizeof sql, "INSERT INTO duo_device (user_id, stage_id, duo_user_id, name) "
+    snprintf(sql, sizeof sql,
+             "INSERT INTO duo_device (user_id, stage_id, duo_user_id, name) "
              "SELECT id, %lld, 'DU3', 'old' FROM app_user WHERE username = 'u3'",
              (long long)f->stage_id);
     assert_int_equal(tl_exec(f->db, sql), 0);
@@ -139,8 +153,8 @@ static void test_page_counts_and_replay(void **state)
     const char *names[] = {"u1", "u2", "u3", "ghost", "q\"uo\\te", "u4"};
     import_page_result r;
     err_t e = {0};
-    assert_int_equal(store_import_page_apply(f->s, run.id, 0, f->stage_id, 0, 6, ids, names,
-                                             2000, &r, &e), 0);
+    assert_int_equal(
+        store_import_page_apply(f->s, run.id, 0, f->stage_id, 0, 6, ids, names, 2000, &r, &e), 0);
     assert_int_equal(r.applied, 1);
     assert_int_equal(r.created, 4);
     assert_int_equal(r.existing, 1);
@@ -150,10 +164,11 @@ static void test_page_counts_and_replay(void **state)
     assert_int_equal(r.progress_due, 1);
     assert_int_equal(count(f, "SELECT count(*) FROM duo_device WHERE name = 'old'"), 1);
     assert_int_equal(count(f, "SELECT count(*) FROM duo_device WHERE name = '" IMPORT_DEVICE_NAME
-                              "' AND confirmed AND duo_user_kind = 'user_id'"), 4);
+                              "' AND confirmed AND duo_user_kind = 'user_id'"),
+                     4);
     /* A replay (redelivered page job) changes nothing. */
-    assert_int_equal(store_import_page_apply(f->s, run.id, 0, f->stage_id, 0, 6, ids, names,
-                                             2000, &r, &e), 0);
+    assert_int_equal(
+        store_import_page_apply(f->s, run.id, 0, f->stage_id, 0, 6, ids, names, 2000, &r, &e), 0);
     assert_int_equal(r.applied, 0);
     import_run now;
     assert_int_equal(store_import_run_get(f->s, run.uuid, &now, &e), 0);
@@ -164,8 +179,9 @@ static void test_page_counts_and_replay(void **state)
     assert_int_equal(count(f, "SELECT count(*) FROM duo_device"), 5);
     /* Bad input is refused before anything is written. */
     const char *empty[] = {""};
-    assert_int_equal(store_import_page_apply(f->s, run.id, 0, f->stage_id, 0, 1, empty, names,
-                                             2000, &r, &e), ERR_INVAL);
+    assert_int_equal(
+        store_import_page_apply(f->s, run.id, 0, f->stage_id, 0, 1, empty, names, 2000, &r, &e),
+        ERR_INVAL);
 }
 
 static void test_dry_run_writes_nothing(void **state)
@@ -178,8 +194,8 @@ static void test_dry_run_writes_nothing(void **state)
     const char *names[] = {"d1", "d2", "d3", "nobody"};
     import_page_result r;
     err_t e = {0};
-    assert_int_equal(store_import_page_apply(f->s, run.id, 0, f->stage_id, 1, 4, ids, names,
-                                             2000, &r, &e), 0);
+    assert_int_equal(
+        store_import_page_apply(f->s, run.id, 0, f->stage_id, 1, 4, ids, names, 2000, &r, &e), 0);
     assert_int_equal(r.created, 3);
     assert_int_equal(r.existing, 0);
     assert_int_equal(r.unknown_user, 1);
@@ -200,8 +216,9 @@ static int child_apply(fixture *f, int64_t run_id, int p)
         names[i] = name_buf[i];
     }
     import_page_result r;
-    int rc = s ? store_import_page_apply(s, run_id, p, f->stage_id, 0, 300, ids, names, 2000,
-                                         &r, &e) : -1;
+    int rc =
+        s ? store_import_page_apply(s, run_id, p, f->stage_id, 0, 300, ids, names, 2000, &r, &e)
+          : -1;
     store_close(s);
     return rc == 0 && r.applied ? 0 : rc == 0 ? 3 : 1;
 }
@@ -251,8 +268,8 @@ static void test_fail_finish_once_and_grow(void **state)
     assert_int_equal(done, 0); /* pages pending */
     const char *ids[] = {"DU1"}, *names[] = {"nobody"};
     import_page_result r;
-    assert_int_equal(store_import_page_apply(f->s, run.id, 0, f->stage_id, 0, 1, ids, names,
-                                             2000, &r, &e), 0);
+    assert_int_equal(
+        store_import_page_apply(f->s, run.id, 0, f->stage_id, 0, 1, ids, names, 2000, &r, &e), 0);
     /* Duo grew from 600 to 700 users: one more page at offset 600. */
     int first = 0, added = 0;
     assert_int_equal(store_import_pages_extend(f->s, run.id, 700, &first, &added, &e), 0);
@@ -297,8 +314,8 @@ static void test_pace_spaces_and_slows(void **state)
     long long w1 = -1, w2 = -1, w3 = -1;
     assert_int_equal(store_import_pace_take(f->s, run.id, 60, &w1, &e), 0);
     assert_int_equal(store_import_pace_take(f->s, run.id, 60, &w2, &e), 0);
-    assert_true(w1 < 500);  /* the first slot is (about) now */
-    assert_true(w2 > 500);  /* the next one a second later at 60 pages/min */
+    assert_true(w1 < 500); /* the first slot is (about) now */
+    assert_true(w2 > 500); /* the next one a second later at 60 pages/min */
     assert_int_equal(store_import_pace_slow(f->s, run.id, 0.5, 1, &e), 0);
     assert_int_equal(count(f, "SELECT rate_per_min::int FROM import_pace"), 30);
     assert_int_equal(store_import_pace_take(f->s, run.id, 60, &w3, &e), 0);
@@ -329,8 +346,8 @@ static void test_page_begin(void **state)
     /* Page 1 applied: a replay of its job is not pending and takes no slot. */
     const char *ids[] = {"DU1"}, *names[] = {"u1"};
     import_page_result r;
-    assert_int_equal(store_import_page_apply(f->s, run.id, 1, f->stage_id, 0, 1, ids, names,
-                                             2000, &r, &e), 0);
+    assert_int_equal(
+        store_import_page_apply(f->s, run.id, 1, f->stage_id, 0, 1, ids, names, 2000, &r, &e), 0);
     char before[64], after[64];
     assert_int_equal(tl_query1(f->db, "SELECT next_slot_at FROM import_pace", before, 64), 0);
     assert_int_equal(store_import_page_begin(f->s, run.uuid, 300, 60, &got, &pending, &w3, &e), 0);
@@ -347,7 +364,8 @@ static void test_page_begin(void **state)
     assert_int_equal(pending, 0);
     assert_string_equal(got.state, "done");
     assert_int_equal(store_import_page_begin(f->s, "00000000-0000-0000-0000-000000000000", 0, 60,
-                                             &got, &pending, &w3, &e), ERR_NOTFOUND);
+                                             &got, &pending, &w3, &e),
+                     ERR_NOTFOUND);
     assert_int_equal(store_import_page_begin(f->s, "nope", 0, 60, &got, &pending, &w3, &e),
                      ERR_NOTFOUND);
 }

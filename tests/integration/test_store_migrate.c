@@ -79,14 +79,15 @@ static void test_concurrent_migrate(void **state)
 
 static void seed(void)
 {
-    assert_int_equal(tl_exec(db,
-        "INSERT INTO duo_stage (name, api_hostname, client_id, client_secret_enc) "
-        "VALUES ('s1', 'api-x.duosecurity.com', 'DIX', 'v1:k:x'), "
-        "('s2', 'api-y.duosecurity.com', 'DIY', 'v1:k:y');"
-        "INSERT INTO app_user (username) VALUES ('alice'), ('bob');"
-        "INSERT INTO duo_device (user_id, stage_id, duo_user_id, name) "
-        "SELECT u.id, s.id, 'DU' || u.username || s.name, 'Duo Authenticator' "
-        "FROM app_user u, duo_stage s"), 0);
+    assert_int_equal(
+        tl_exec(db, "INSERT INTO duo_stage (name, api_hostname, client_id, client_secret_enc) "
+                    "VALUES ('s1', 'api-x.duosecurity.com', 'DIX', 'v1:k:x'), "
+                    "('s2', 'api-y.duosecurity.com', 'DIY', 'v1:k:y');"
+                    "INSERT INTO app_user (username) VALUES ('alice'), ('bob');"
+                    "INSERT INTO duo_device (user_id, stage_id, duo_user_id, name) "
+                    "SELECT u.id, s.id, 'DU' || u.username || s.name, 'Duo Authenticator' "
+                    "FROM app_user u, duo_stage s"),
+        0);
 }
 
 static void test_constraints(void **state)
@@ -95,19 +96,22 @@ static void test_constraints(void **state)
     seed();
     char out[64];
     /* Same Duo user id twice on one stage is refused, whatever the local user. */
-    assert_int_not_equal(tl_exec(db,
-        "INSERT INTO duo_device (user_id, stage_id, duo_user_id, name) "
-        "SELECT (SELECT id FROM app_user WHERE username='bob'), id, 'DUalices1', 'x' "
-        "FROM duo_stage WHERE name='s1'"), 0);
+    assert_int_not_equal(
+        tl_exec(db, "INSERT INTO duo_device (user_id, stage_id, duo_user_id, name) "
+                    "SELECT (SELECT id FROM app_user WHERE username='bob'), id, 'DUalices1', 'x' "
+                    "FROM duo_stage WHERE name='s1'"),
+        0);
     /* Usernames and stage names are unique. */
     assert_int_not_equal(tl_exec(db, "INSERT INTO app_user (username) VALUES ('alice')"), 0);
-    assert_int_not_equal(tl_exec(db,
-        "INSERT INTO duo_stage (name, api_hostname, client_id, client_secret_enc) "
-        "VALUES ('s1', 'h', 'c', 'v1:k:z')"), 0);
+    assert_int_not_equal(
+        tl_exec(db, "INSERT INTO duo_stage (name, api_hostname, client_id, client_secret_enc) "
+                    "VALUES ('s1', 'h', 'c', 'v1:k:z')"),
+        0);
     /* Admin key and admin secret go together. */
-    assert_int_not_equal(tl_exec(db,
-        "INSERT INTO duo_stage (name, api_hostname, client_id, client_secret_enc, "
-        "admin_integration_key) VALUES ('s3', 'h', 'c', 'v1:k:z', 'DIADMIN')"), 0);
+    assert_int_not_equal(
+        tl_exec(db, "INSERT INTO duo_stage (name, api_hostname, client_id, client_secret_enc, "
+                    "admin_integration_key) VALUES ('s3', 'h', 'c', 'v1:k:z', 'DIADMIN')"),
+        0);
 
     /* Deleting a stage deletes its devices, and only its devices. */
     assert_int_equal(tl_exec(db, "DELETE FROM duo_stage WHERE name='s1'"), 0);
@@ -119,12 +123,12 @@ static void test_constraints(void **state)
     assert_string_equal(out, "1");
 
     /* One running import per stage. */
-    assert_int_equal(tl_exec(db,
-        "INSERT INTO import_run (stage_id, job_id, page_size) "
-        "SELECT id, 'j1', 300 FROM duo_stage WHERE name='s2'"), 0);
-    assert_int_not_equal(tl_exec(db,
-        "INSERT INTO import_run (stage_id, job_id, page_size) "
-        "SELECT id, 'j2', 300 FROM duo_stage WHERE name='s2'"), 0);
+    assert_int_equal(tl_exec(db, "INSERT INTO import_run (stage_id, job_id, page_size) "
+                                 "SELECT id, 'j1', 300 FROM duo_stage WHERE name='s2'"),
+                     0);
+    assert_int_not_equal(tl_exec(db, "INSERT INTO import_run (stage_id, job_id, page_size) "
+                                     "SELECT id, 'j2', 300 FROM duo_stage WHERE name='s2'"),
+                         0);
 }
 
 static void test_conflict_code(void **state)

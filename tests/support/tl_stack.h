@@ -15,9 +15,9 @@
 #include "jobs_client.h"
 
 enum {
-    TL_NO_ADMIN = 1,       /* the stage gets no Admin API credentials */
-    TL_UNLICENSED = 2,     /* the emulator account refuses the Admin API (403 40301) */
-    TL_SIG_V2 = 4,         /* the stage signs with v2 */
+    TL_NO_ADMIN = 1,   /* the stage gets no Admin API credentials */
+    TL_UNLICENSED = 2, /* the emulator account refuses the Admin API (403 40301) */
+    TL_SIG_V2 = 4,     /* the stage signs with v2 */
 };
 
 #define TL_MAX_WORKERS 16

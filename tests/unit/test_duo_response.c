@@ -80,8 +80,8 @@ static void expect_fail(long status, int code, duo_error_class cls, const char *
 {
     char body[256];
     snprintf(body, sizeof body,
-             "{\"stat\":\"FAIL\",\"code\":%d,\"message\":\"m%d\",\"message_detail\":\"d\"}",
-             code, code);
+             "{\"stat\":\"FAIL\",\"code\":%d,\"message\":\"m%d\",\"message_detail\":\"d\"}", code,
+             code);
     duo_error e;
     json_t *resp = NULL;
     assert_int_equal(parse(status, body, &e, &resp), ERR_DUO);
@@ -150,9 +150,13 @@ static void test_request_build(void **state)
     assert_string_equal(header(r, "X-Duo-Date: "), "Tue, 21 Aug 2012 17:29:18 -0000");
     assert_string_equal(header(r, "Content-Type: "), "application/json");
     /* The signature covers the lower-cased host without its port. */
-    duo_sign_input in = {.sig_version = 5, .method = "POST", .host = "example.com",
-                         .path = "/auth/v2/enroll", .date = "Tue, 21 Aug 2012 17:29:18 -0000",
-                         .body = r->body, .body_len = r->body_len,
+    duo_sign_input in = {.sig_version = 5,
+                         .method = "POST",
+                         .host = "example.com",
+                         .path = "/auth/v2/enroll",
+                         .date = "Tue, 21 Aug 2012 17:29:18 -0000",
+                         .body = r->body,
+                         .body_len = r->body_len,
                          .x_duo = &(duo_param){"X-Duo-Date", "Tue, 21 Aug 2012 17:29:18 -0000"},
                          .nx_duo = 1};
     char hex[DUO_HEX_LEN], *auth = NULL;

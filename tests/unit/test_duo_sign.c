@@ -19,7 +19,8 @@ static json_t *load_vectors(void)
 {
     const char *src = getenv("DUO_SOURCE_DIR");
     char path[1024];
-    snprintf(path, sizeof path, "%s/../shared/duo/signing-vectors.json", src ? src : DUO_SOURCE_DIR);
+    snprintf(path, sizeof path, "%s/../shared/duo/signing-vectors.json",
+             src ? src : DUO_SOURCE_DIR);
     json_error_t je;
     json_t *v = json_load_file(path, 0, &je);
     if (!v)
@@ -59,7 +60,8 @@ static void test_params_vectors(void **state)
     assert_true(json_array_size(vecs) > 0);
     size_t i;
     json_t *v;
-    json_array_foreach(vecs, i, v) {
+    json_array_foreach(vecs, i, v)
+    {
         size_t n;
         duo_param *p = params_of(json_object_get(v, "params"), &n);
         char *canon = NULL;
@@ -75,8 +77,7 @@ static void test_params_vectors(void **state)
 
 static int is_body_method(const char *m)
 {
-    return strcasecmp(m, "POST") == 0 || strcasecmp(m, "PUT") == 0 ||
-           strcasecmp(m, "PATCH") == 0;
+    return strcasecmp(m, "POST") == 0 || strcasecmp(m, "PUT") == 0 || strcasecmp(m, "PATCH") == 0;
 }
 
 /* Builds the v5 body from the params (checked against the vector's body), then the
@@ -88,11 +89,17 @@ static void check_request_vector(json_t *v)
     duo_param *p = params_of(json_object_get(v, "params"), &n);
     json_t *xh = json_object_get(v, "x_duo_headers");
     duo_param *h = xh ? params_of(xh, &nh) : NULL;
-    duo_sign_input in = {
-        .sig_version = (int)json_integer_value(json_object_get(v, "sig_version")),
-        .digest = strcmp(str(v, "digest"), "sha1") == 0 ? DUO_DIGEST_SHA1 : DUO_DIGEST_SHA512,
-        .method = str(v, "method"), .host = str(v, "host"), .path = str(v, "path"),
-        .date = str(v, "date"), .params = p, .nparams = n, .x_duo = h, .nx_duo = nh};
+    duo_sign_input in = {.sig_version = (int)json_integer_value(json_object_get(v, "sig_version")),
+                         .digest = strcmp(str(v, "digest"), "sha1") == 0 ? DUO_DIGEST_SHA1
+                                                                         : DUO_DIGEST_SHA512,
+                         .method = str(v, "method"),
+                         .host = str(v, "host"),
+                         .path = str(v, "path"),
+                         .date = str(v, "date"),
+                         .params = p,
+                         .nparams = n,
+                         .x_duo = h,
+                         .nx_duo = nh};
     char *body = NULL;
     err_t e = {0};
     if (in.sig_version == 5 && is_body_method(in.method)) {
@@ -243,9 +250,12 @@ static void test_sources_avoid_strftime(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_params_vectors),   cmocka_unit_test(test_request_vectors),
-        cmocka_unit_test(test_canon_edges),      cmocka_unit_test(test_json_body),
-        cmocka_unit_test(test_date_format),      cmocka_unit_test(test_date_ignores_locale),
+        cmocka_unit_test(test_params_vectors),
+        cmocka_unit_test(test_request_vectors),
+        cmocka_unit_test(test_canon_edges),
+        cmocka_unit_test(test_json_body),
+        cmocka_unit_test(test_date_format),
+        cmocka_unit_test(test_date_ignores_locale),
         cmocka_unit_test(test_sources_avoid_strftime),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

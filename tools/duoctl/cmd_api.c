@@ -133,8 +133,9 @@ static void print_error(int rc, const duo_error *e)
 {
     fprintf(stderr, "duoctl api: %s (%s, class %s)\n", e->message[0] ? e->message : err_name(rc),
             duo_error_code(e), duo_error_class_name(e->cls));
-    fprintf(stderr, "  http_status: %d\n  code: %d\n  message: %s\n  detail: %s\n"
-                    "  attempts: %d\n",
+    fprintf(stderr,
+            "  http_status: %d\n  code: %d\n  message: %s\n  detail: %s\n"
+            "  attempts: %d\n",
             e->http_status, e->code, e->message, e->detail, e->attempts);
 }
 

@@ -12,11 +12,11 @@
 #include "job_send.h"
 #include "jobs_client.h"
 
-#define USAGE                                                                                \
-    "usage: duoctl import manual --stage S --duo-user-id ID_OR_DUO_USERNAME --username U\n"   \
-    "       duoctl import auto --stage S [--page-size N] [--dry-run] [--follow]\n"           \
-    "  common: [--timeout SECS (90; with --follow: per message)]\n"                          \
-    "  Needs AMQP_URL (and DATABASE_URL to look a stage up by name). Prints the reply as\n"  \
+#define USAGE                                                                                      \
+    "usage: duoctl import manual --stage S --duo-user-id ID_OR_DUO_USERNAME --username U\n"        \
+    "       duoctl import auto --stage S [--page-size N] [--dry-run] [--follow]\n"                 \
+    "  common: [--timeout SECS (90; with --follow: per message)]\n"                                \
+    "  Needs AMQP_URL (and DATABASE_URL to look a stage up by name). Prints the reply as\n"        \
     "  JSON; exit 0 ok, 1 error reply, 3 no reply in time.\n"
 
 typedef struct {
@@ -86,13 +86,15 @@ static double now_s(void)
 static void show(const json_t *r, double elapsed, int tty)
 {
     long long done = count_of(r, "pages_done"), total = count_of(r, "pages_total");
-    long long users = count_of(r, "created") + count_of(r, "existing") + count_of(r, "unknown_user");
+    long long users =
+        count_of(r, "created") + count_of(r, "existing") + count_of(r, "unknown_user");
     double rate = elapsed > 0 ? users / elapsed : 0;
     double eta = done > 0 ? (double)(total - done) * elapsed / (double)done : -1;
     if (!tty) {
         printf("pages %lld/%lld users %lld (%.0f/s) created %lld existing %lld unknown %lld "
-               "errors %lld eta %.0fs\n", done, total, users, rate, count_of(r, "created"),
-               count_of(r, "existing"), count_of(r, "unknown_user"), count_of(r, "errors"), eta);
+               "errors %lld eta %.0fs\n",
+               done, total, users, rate, count_of(r, "created"), count_of(r, "existing"),
+               count_of(r, "unknown_user"), count_of(r, "errors"), eta);
         fflush(stdout);
         return;
     }
@@ -161,7 +163,8 @@ static int send_auto(const import_args *a, json_t *body)
         rc = jobs_wait(jc, id, a->timeout * 1000, &r, NULL, &e);
     int status = rc == 1 ? 0 : rc == 0 ? 3 : 1;
     if (rc != 1)
-        fprintf(stderr, "duoctl: import.auto job %s: %s\n", id, rc == 0 ? "no reply in time" : e.msg);
+        fprintf(stderr, "duoctl: import.auto job %s: %s\n", id,
+                rc == 0 ? "no reply in time" : e.msg);
     else
         print_json(r);
     const char *st = json_string_value(json_object_get(r, "status"));

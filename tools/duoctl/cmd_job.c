@@ -8,9 +8,9 @@
 #include "job_send.h"
 
 typedef struct {
-    const char *option;  /* "--username" */
-    const char *field;   /* "username" */
-    int integer;         /* 1: JSON integer, 2: boolean flag (no value) */
+    const char *option; /* "--username" */
+    const char *field;  /* "username" */
+    int integer;        /* 1: JSON integer, 2: boolean flag (no value) */
 } field_opt;
 
 typedef struct {
@@ -81,8 +81,7 @@ static int resolve_stage(json_t *body)
     return 0;
 }
 
-static int run(const char *type, int argc, char **argv, const field_opt *fields,
-               const char *usage)
+static int run(const char *type, int argc, char **argv, const field_opt *fields, const char *usage)
 {
     job_args a = {0};
     if (argc == 0 || parse(argc, argv, fields, &a) != 0) {
@@ -97,19 +96,22 @@ static int run(const char *type, int argc, char **argv, const field_opt *fields,
     return job_send(type, a.id, a.body, a.wait_secs);
 }
 
-#define COMMON "  common: [--id JOB_ID] [--timeout SECS (90)] [--no-wait]\n" \
-               "  Needs AMQP_URL (and DATABASE_URL to look a stage up by name). Prints the reply\n" \
-               "  as JSON; exit 0 ok, 1 error reply, 3 no reply in time.\n"
+#define COMMON                                                                                     \
+    "  common: [--id JOB_ID] [--timeout SECS (90)] [--no-wait]\n"                                  \
+    "  Needs AMQP_URL (and DATABASE_URL to look a stage up by name). Prints the reply\n"           \
+    "  as JSON; exit 0 ok, 1 error reply, 3 no reply in time.\n"
 
 int cmd_enroll(int argc, char **argv)
 {
     static const char usage[] =
         "usage: duoctl enroll begin --stage S --username U [--valid-secs N]\n"
         "       duoctl enroll status --stage S --enrollment ENROLLMENT_ID\n" COMMON;
-    static const field_opt begin[] = {{"--stage", "stage_uuid", 0}, {"--username", "username", 0},
-                                      {"--valid-secs", "valid_secs", 1}, {NULL, NULL, 0}};
-    static const field_opt status[] = {{"--stage", "stage_uuid", 0},
-                                       {"--enrollment", "enrollment_id", 0}, {NULL, NULL, 0}};
+    static const field_opt begin[] = {{"--stage", "stage_uuid", 0},
+                                      {"--username", "username", 0},
+                                      {"--valid-secs", "valid_secs", 1},
+                                      {NULL, NULL, 0}};
+    static const field_opt status[] = {
+        {"--stage", "stage_uuid", 0}, {"--enrollment", "enrollment_id", 0}, {NULL, NULL, 0}};
     if (argc >= 1 && strcmp(argv[0], "begin") == 0)
         return run("enroll.begin", argc - 1, argv + 1, begin, usage);
     if (argc >= 1 && strcmp(argv[0], "status") == 0)
@@ -121,15 +123,20 @@ int cmd_enroll(int argc, char **argv)
 int cmd_auth(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: duoctl auth (--stage S --username U | --device-id D) [--factor auto|push|passcode|phone|sms]\n"
+        "usage: duoctl auth (--stage S --username U | --device-id D) [--factor "
+        "auto|push|passcode|phone|sms]\n"
         "       [--passcode P] [--device auto|ID] [--ipaddr IP] [--type T] [--display-username N]\n"
         "       [--pushinfo KEY=VALUE ...]\n" COMMON;
-    static const field_opt f[] = {
-        {"--stage", "stage_uuid", 0}, {"--username", "username", 0},
-        {"--device-id", "device_id", 0}, {"--factor", "factor", 0},
-        {"--passcode", "passcode", 0}, {"--device", "device", 0}, {"--ipaddr", "ipaddr", 0},
-        {"--type", "type", 0}, {"--display-username", "display_username", 0},
-        {NULL, NULL, 0}};
+    static const field_opt f[] = {{"--stage", "stage_uuid", 0},
+                                  {"--username", "username", 0},
+                                  {"--device-id", "device_id", 0},
+                                  {"--factor", "factor", 0},
+                                  {"--passcode", "passcode", 0},
+                                  {"--device", "device", 0},
+                                  {"--ipaddr", "ipaddr", 0},
+                                  {"--type", "type", 0},
+                                  {"--display-username", "display_username", 0},
+                                  {NULL, NULL, 0}};
     return run("auth", argc, argv, f, usage);
 }
 

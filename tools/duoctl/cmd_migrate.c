@@ -23,7 +23,8 @@ int cmd_migrate(int argc, char **argv)
     char found[4096];
     if (!dir) {
         if (paths_find("migrations", found, sizeof found) < 0) {
-            fprintf(stderr, "duoctl migrate: no migrations folder found (set DUO_MIGRATIONS_DIR)\n");
+            fprintf(stderr,
+                    "duoctl migrate: no migrations folder found (set DUO_MIGRATIONS_DIR)\n");
             return 1;
         }
         dir = found;

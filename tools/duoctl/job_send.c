@@ -26,7 +26,8 @@ int job_stage_uuid(const char *ref, char *out)
     config c;
     err_t e = {0};
     if (config_load(&c, CONFIG_NEED_DB, &e) < 0) {
-        fprintf(stderr, "duoctl: stage '%s' is not a uuid and it cannot be looked up: %s\n", ref, e.msg);
+        fprintf(stderr, "duoctl: stage '%s' is not a uuid and it cannot be looked up: %s\n", ref,
+                e.msg);
         return -1;
     }
     store *s = store_open(c.database_url, &e);
@@ -51,9 +52,9 @@ static void fresh_id(char *out, size_t n)
         fclose(f);
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, n, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-             b[13], b[14], b[15]);
+    snprintf(out, n, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
 }
 
 int job_send(const char *type, const char *job_id, json_t *body, int wait_secs)

@@ -22,8 +22,7 @@ static long long now_ms(void)
 }
 
 /* Loads the local user a job names; fails the job when it does not exist. */
-static int load_user(const worker_env *env, const char *username, store_user *u,
-                     job_outcome *out)
+static int load_user(const worker_env *env, const char *username, store_user *u, job_outcome *out)
 {
     err_t e = {0};
     int rc = store_user_by_name(env->db, username, u, &e);
@@ -47,9 +46,11 @@ static int is_existing_duo_user(const duo_error *de)
 static void fail_enroll(job_outcome *out, int rc, const duo_error *de, const char *username)
 {
     if (is_existing_duo_user(de))
-        job_fail(out, "duo_user_exists", "Duo already has a user named '%.150s': import it "
+        job_fail(out, "duo_user_exists",
+                 "Duo already has a user named '%.150s': import it "
                  "(job import.manual with its Duo user id or username) instead of enrolling "
-                 "it again", username);
+                 "it again",
+                 username);
     else
         job_fail_duo(out, rc, de, "enroll");
 }
@@ -67,11 +68,11 @@ static void begin_record(const worker_env *env, const stage_rec *st, const store
         job_retry(out, "recording enrollment: %s", e.msg);
         return;
     }
-    out->fields = json_pack("{s:s, s:s, s:s, s:I, s:s}", "enrollment_id", en.uuid,
-                            "activation_barcode", r->activation_barcode, "activation_code",
-                            r->activation_code, "expires_at", (json_int_t)r->expiration,
-                            "stage_name", st->friendly_name && *st->friendly_name
-                                              ? st->friendly_name : st->name);
+    out->fields =
+        json_pack("{s:s, s:s, s:s, s:I, s:s}", "enrollment_id", en.uuid, "activation_barcode",
+                  r->activation_barcode, "activation_code", r->activation_code, "expires_at",
+                  (json_int_t)r->expiration, "stage_name",
+                  st->friendly_name && *st->friendly_name ? st->friendly_name : st->name);
     if (r->activation_url)
         json_object_set_new(out->fields, "activation_url", json_string(r->activation_url));
 }
@@ -119,8 +120,10 @@ static void status_success(const worker_env *env, const store_enrollment *en, jo
                               "Duo Authenticator", &device_id, device_uuid, &e);
     if (rc == ERR_CONFLICT) {
         store_rollback(env->db);
-        job_fail(out, "device_exists", "a Duo device for Duo user %s already exists on this "
-                 "stage", en->duo_user_id);
+        job_fail(out, "device_exists",
+                 "a Duo device for Duo user %s already exists on this "
+                 "stage",
+                 en->duo_user_id);
         return;
     }
     if (rc == 0)
