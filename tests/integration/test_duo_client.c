@@ -16,6 +16,7 @@
 
 #include "duo.h"
 #include "testlib.h"
+#include "tl_stack.h"
 
 typedef struct {
     char account[48];
@@ -23,44 +24,9 @@ typedef struct {
     char skey[128];
 } emu_account;
 
-static size_t sink(char *p, size_t s, size_t n, void *arg)
-{
-    char **buf = arg;
-    size_t old = *buf ? strlen(*buf) : 0;
-    char *nb = realloc(*buf, old + s * n + 1);
-    if (!nb)
-        return 0;
-    memcpy(nb + old, p, s * n);
-    nb[old + s * n] = '\0';
-    *buf = nb;
-    return s * n;
-}
-
-/* GET (body NULL) or POST JSON to the emulator's control API; returns the parsed answer. */
 static json_t *emu(const char *path, const char *body)
 {
-    char url[512];
-    snprintf(url, sizeof url, "%s%s", tl_env("DUO_EMU_URL"), path);
-    CURL *h = curl_easy_init();
-    char *out = NULL;
-    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_CAINFO, tl_env("DUO_CA_FILE"));
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &out);
-    if (body)
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    CURLcode cc = curl_easy_perform(h);
-    curl_slist_free_all(hd);
-    curl_easy_cleanup(h);
-    if (cc != CURLE_OK)
-        fail_msg("emulator %s: %s", path, curl_easy_strerror(cc));
-    json_t *j = out ? json_loads(out, 0, NULL) : NULL;
-    if (!j)
-        fail_msg("emulator %s answered %s", path, out ? out : "(nothing)");
-    free(out);
-    return j;
+    return tl_emu_json(path, body);
 }
 
 static void emu_post(const char *path, json_t *body)

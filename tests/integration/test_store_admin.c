@@ -10,7 +10,6 @@
 
 #include <cmocka.h>
 
-#include "paths.h"
 #include "store_admin.h"
 #include "testlib.h"
 
@@ -38,16 +37,8 @@ static secret_keyring *ring(const char *cur, const char *prev)
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    char dir[1024];
-    err_t e = {0};
-    if (!f || tl_create_db("stadmin", f->db, sizeof f->db) < 0 ||
-        paths_find("migrations", dir, sizeof dir) < 0)
+    if (!f || !(f->s = tl_migrated_store("stadmin", f->db, sizeof f->db)))
         return -1;
-    f->s = store_open(f->db, &e);
-    if (!f->s || store_migrate(f->s, dir, NULL, &e) < 0) {
-        fprintf(stderr, "setup: %s\n", e.msg);
-        return -1;
-    }
     f->k = ring(KEY_A, NULL);
     *state = f;
     return 0;

@@ -15,7 +15,6 @@
 
 #include <cmocka.h>
 
-#include "paths.h"
 #include "store_admin.h"
 #include "store_import.h"
 #include "testlib.h"
@@ -33,16 +32,9 @@ typedef struct {
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    char dir[1024];
+    if (!f || !(f->s = tl_migrated_store("stimport", f->db, sizeof f->db)))
+        return -1;
     err_t e = {0};
-    if (!f || tl_create_db("stimport", f->db, sizeof f->db) < 0 ||
-        paths_find("migrations", dir, sizeof dir) < 0)
-        return -1;
-    f->s = store_open(f->db, &e);
-    if (!f->s || store_migrate(f->s, dir, NULL, &e) < 0) {
-        fprintf(stderr, "setup: %s\n", e.msg);
-        return -1;
-    }
     config c;
     memset(&c, 0, sizeof c);
     c.secret_key = KEY_A;

@@ -9,6 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "paths.h"
+#include "store.h"
+
 const char *tl_env(const char *name)
 {
     const char *v = getenv(name);
@@ -83,6 +86,21 @@ int tl_create_db(const char *tag, char *out, size_t outlen)
     const char *slash = strrchr(admin, '/');
     snprintf(out, outlen, "%.*s/%s", (int)(slash - admin), admin, name);
     return 0;
+}
+
+store *tl_migrated_store(const char *tag, char *db, size_t dblen)
+{
+    char dir[1024];
+    err_t e = {0};
+    if (tl_create_db(tag, db, dblen) < 0 || paths_find("migrations", dir, sizeof dir) < 0)
+        return NULL;
+    store *s = store_open(db, &e);
+    if (!s || store_migrate(s, dir, NULL, &e) < 0) {
+        fprintf(stderr, "testlib: migrating %s: %s\n", db, e.msg);
+        store_close(s);
+        return NULL;
+    }
+    return s;
 }
 
 void tl_drop_db(const char *url)

@@ -16,6 +16,11 @@ const char *tl_env(const char *name);
  * URL to out. Returns 0 or -1. */
 int tl_create_db(const char *tag, char *out, size_t outlen);
 
+/* Creates a fresh database (tl_create_db; URL in db), applies every migration and returns
+ * a store on it (caller store_close()s), or NULL with a message on stderr. */
+struct store;
+struct store *tl_migrated_store(const char *tag, char *db, size_t dblen);
+
 /* Drops a database created by tl_create_db (terminating its connections). */
 void tl_drop_db(const char *url);
 

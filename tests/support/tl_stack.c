@@ -73,6 +73,25 @@ int tl_emu(const char *method, const char *path, const char *body, char *out, si
     return (int)status;
 }
 
+json_t *tl_emu_json(const char *path, const char *body)
+{
+    size_t cap = 1u << 20;
+    char *out = malloc(cap);
+    if (!out) {
+        fprintf(stderr, "tl_emu_json: out of memory\n");
+        exit(1);
+    }
+    int st = tl_emu(body ? "POST" : "GET", path, body, out, cap);
+    json_t *j = st == 200 ? json_loads(out, 0, NULL) : NULL;
+    if (!j) {
+        fprintf(stderr, "tl_emu_json: emulator %s answered HTTP %d: %.300s\n", path, st, out);
+        free(out);
+        exit(1);
+    }
+    free(out);
+    return j;
+}
+
 static int make_account(tl_stack *s, unsigned flags)
 {
     char body[1024];

@@ -61,6 +61,11 @@ int tl_stack_duoctl(tl_stack *s, const char *args, char *out, size_t outlen);
  * Returns the HTTP status (or -1) and the answer in out. */
 int tl_emu(const char *method, const char *path, const char *body, char *out, size_t outlen);
 
+/* The emulator's control API answering JSON: POST body (a JSON text) or, with body NULL,
+ * GET. Returns the parsed answer (caller json_decref()s); fails the test when the call or
+ * the answer is unusable. */
+json_t *tl_emu_json(const char *path, const char *body);
+
 /* Sends a job (body stolen) and waits up to timeout_ms for its reply. Returns the reply
  * (caller json_decref()s) or NULL on timeout/error (message on stderr). */
 json_t *tl_job(tl_stack *s, const char *type, const char *job_id, json_t *body, int timeout_ms);
