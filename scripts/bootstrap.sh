@@ -8,7 +8,8 @@ PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       librabbitmq-dev libcurl4-openssl-dev libssl-dev libmsgpack-dev libpq-dev
       libcmocka-dev libjansson-dev libmicrohttpd-dev
       postgresql-15 postgresql-client-15 rabbitmq-server
-      python3 openssl curl docker-compose clang-format)
+      python3 openssl curl docker-compose clang-format
+      python3-pika python3-msgpack python3-jsonschema)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -22,8 +23,10 @@ echo "bootstrap: installing ${missing[*]}" >&2
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
+# Another apt run (a second checkout's bootstrap) may hold the lock: wait for it.
+LOCK=(-o DPkg::Lock::Timeout=900)
+$SUDO apt-get "${LOCK[@]}" update -qq
 # The rabbitmq-server package tries to start its system service; we never use it.
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+$SUDO apt-get "${LOCK[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Leave no half-started system broker holding ports or the default cookie.
 pkill -u rabbitmq -f beam 2>/dev/null || true

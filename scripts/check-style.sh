@@ -18,3 +18,10 @@ if command -v clang-format >/dev/null 2>&1; then
   fi
   rm -f /tmp/clang-format.$$
 fi
+# The repository stands alone: no tracked file may reach for a folder beside the clone
+# (the project was started from notes kept next to it; everything it needs is copied in).
+if git ls-files -z 2>/dev/null | xargs -0 grep -lE '(\.\./|/work/)shared\b' -- 2>/dev/null \
+     | grep -v '^scripts/check-style.sh$'; then
+  echo "check-style: the files above refer to a shared folder outside the repository" >&2
+  exit 1
+fi

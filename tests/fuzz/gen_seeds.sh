@@ -2,7 +2,7 @@
 # gen_seeds.sh - regenerates the hand-made seeds of tests/fuzz/corpus/ (msgpack bodies
 # from schemas/examples, Duo envelopes, the signing vectors' params).
 #
-# Invariant: seeds are derived from checked-in sources only (schemas/examples, the shared
+# Invariant: seeds are derived from checked-in sources only (schemas/examples, the checked-in
 # signing vectors) and written under fixed names, so rerunning changes nothing unless the
 # sources changed. Inputs the fuzzer found are merged separately (run.sh, FUZZ_MERGE=1).
 set -euo pipefail
@@ -10,7 +10,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 src=$(cd "$here/../.." && pwd)
 out=${FUZZ_BUILD_DIR:-$src/build-fuzz}
-vectors=${DUO_SIGNING_VECTORS:-$src/../shared/duo/signing-vectors.json}
+vectors=${DUO_SIGNING_VECTORS:-$src/tests/data/duo-signing-vectors.json}
 mkdir -p "$out" "$here/corpus/msg" "$here/corpus/duo_response" "$here/corpus/duo_sign"
 
 clang -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I"$src/common" \

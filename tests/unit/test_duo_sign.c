@@ -1,5 +1,5 @@
 /* test_duo_sign.c - duo_sign against every vector computed by Duo's official Python
- * client (../shared/duo/signing-vectors.json), plus canonicalisation edge cases and a
+ * client (tests/data/duo-signing-vectors.json), plus canonicalisation edge cases and a
  * locale-independent date. A vector that does not reproduce fails the test. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,7 +19,7 @@ static json_t *load_vectors(void)
 {
     const char *src = getenv("DUO_SOURCE_DIR");
     char path[1024];
-    snprintf(path, sizeof path, "%s/../shared/duo/signing-vectors.json",
+    snprintf(path, sizeof path, "%s/tests/data/duo-signing-vectors.json",
              src ? src : DUO_SOURCE_DIR);
     json_error_t je;
     json_t *v = json_load_file(path, 0, &je);
