@@ -222,6 +222,11 @@ void duo_users_page_free(duo_users_page *p);
 /* *user: a new reference to the user object; ERR_NOTFOUND when no such user. */
 int duo_admin_user_by_username(duo_client *c, const char *username, json_t **user, duo_error *err);
 
+/* GET /admin/v1/users/<user_id>. *user: a new reference to the user object; ERR_NOTFOUND
+ * (with err->code 40401) when Duo has no such user; ERR_INVAL for an id that is not
+ * letters and digits (it goes into the path). */
+int duo_admin_user_by_id(duo_client *c, const char *user_id, json_t **user, duo_error *err);
+
 /* *user_count from /admin/v1/info/summary; *summary (may be NULL) a new reference. */
 int duo_admin_info_summary(duo_client *c, long long *user_count, json_t **summary, duo_error *err);
 

@@ -336,6 +336,31 @@ int duo_admin_user_by_username(duo_client *c, const char *username, json_t **use
     return rc;
 }
 
+int duo_admin_user_by_id(duo_client *c, const char *user_id, json_t **user, duo_error *err)
+{
+    *user = NULL;
+    size_t n = user_id ? strlen(user_id) : 0;
+    if (n == 0 || n > 64 || strspn(user_id, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != n)
+        return bad_arg(err, "user lookup needs a Duo user id (letters and digits)");
+    char path[96];
+    snprintf(path, sizeof path, "/admin/v1/users/%s", user_id);
+    json_t *resp = NULL;
+    int rc = duo_call(c, "GET", path, NULL, 0, &resp, NULL, err);
+    if (rc < 0 && err && err->http_status == 404) {
+        /* Keep Duo's code and message; the caller only needs to know it is not there. */
+        err->fail = DUO_FAIL_NOT_FOUND;
+        return ERR_NOTFOUND;
+    }
+    if (rc < 0)
+        return rc;
+    if (!json_is_object(resp))
+        rc = missing(err, "user lookup", "user object");
+    else
+        *user = json_incref(resp);
+    json_decref(resp);
+    return rc;
+}
+
 int duo_admin_info_summary(duo_client *c, long long *user_count, json_t **summary, duo_error *err)
 {
     if (summary)

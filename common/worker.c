@@ -103,9 +103,13 @@ static json_t *reply_build(const char *job_id, const char *job_type, const job_o
     json_object_set_new(r, "job_id", json_string(job_id ? job_id : ""));
     json_object_set_new(r, "job_type", json_string(job_type ? job_type : "unknown"));
     if (o->code) {
+        json_t *err = o->error_fields ? json_deep_copy(o->error_fields) : json_object();
+        json_object_set_new(err, "code", json_string(o->code));
+        json_object_set_new(err, "message", json_string(o->message));
+        if (o->duo_code > 0)
+            json_object_set_new(err, "duo_code", json_integer(o->duo_code));
         json_object_set_new(r, "status", json_string("error"));
-        json_object_set_new(r, "error",
-                            json_pack("{s:s, s:s}", "code", o->code, "message", o->message));
+        json_object_set_new(r, "error", err);
     } else {
         json_object_set_new(r, "status", json_string("ok"));
     }
@@ -129,9 +133,13 @@ static int reply_send(worker *w, const mq_delivery *d, const char *job_type, con
 {
     char type[128];
     snprintf(type, sizeof type, "%s.result", job_type ? job_type : "unknown");
+    /* A job without a usable id (missing or empty) gets a reply without message_id; its
+     * correlation_id, when it had one, is the only way to match it. */
+    const char *id = d->message_id && *d->message_id ? d->message_id : NULL;
     mq_msg m = {.body = buf,
                 .body_len = len,
-                .message_id = d->message_id,
+                .message_id = id,
+                .correlation_id = d->correlation_id && *d->correlation_id ? d->correlation_id : id,
                 .type = type,
                 .content_type = "application/msgpack"};
     struct settle *s = calloc(1, sizeof *s);
@@ -380,6 +388,8 @@ static void finish_job(worker *w, const mq_delivery *d, const job *j, job_outcom
     }
     json_decref(o->fields);
     o->fields = NULL;
+    json_decref(o->error_fields);
+    o->error_fields = NULL;
 }
 
 /* Claims the job; returns 1 when it should run, 0 when the claim already dealt with it. */

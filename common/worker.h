@@ -37,11 +37,14 @@ typedef struct job {
 /* What a handler decided. Start zeroed; set exactly one of: fields (success), an error
  * (job_fail), or a retry (job_retry). */
 typedef struct job_outcome {
-    json_t *fields;    /* success: result fields; the runtime takes the reference */
-    const char *code;  /* error: stable snake_case code (static storage) */
-    char message[512]; /* error: one human sentence; never a secret */
-    int retry;         /* transient failure: nothing committed, try again later */
-    int dead_letter;   /* with an error: also dead-letter (operator must look) */
+    json_t *fields;       /* success: result fields; the runtime takes the reference */
+    const char *code;     /* error: stable snake_case code (static storage) */
+    char message[512];    /* error: one human sentence; never a secret */
+    int retry;            /* transient failure: nothing committed, try again later */
+    int dead_letter;      /* with an error: also dead-letter (operator must look) */
+    int duo_code;         /* with an error that Duo answered: Duo's numeric code (e.g. 40301) */
+    json_t *error_fields; /* with an error: extra members of the reply's error object
+                           * (e.g. run_id); the runtime takes the reference */
 } job_outcome;
 
 /* What a handler may use; all borrowed, valid during the call. The handler may open a
@@ -147,10 +150,16 @@ int worker_stage(const worker_env *env, const char *stage_uuid, stage_rec *out, 
  * (`admin_api_not_configured` when admin credentials are missing). */
 duo_client *worker_duo(const worker_env *env, const stage_rec *st, int admin, job_outcome *o);
 
-/* Turns a failed Duo call into an outcome: transient classes retry, credential and TLS
- * problems and 403 refusals fail dead-lettered (an operator must fix the stage),
- * anything else fails with duo_error_code(). `what` names the call. */
+/* Turns a failed Auth API call into an outcome: transient classes retry, credential and
+ * TLS problems and 403 refusals fail dead-lettered (an operator must fix the stage; 40301
+ * is `duo_integration_disabled`, another 403 `duo_forbidden`), anything else fails with
+ * duo_error_code(). Duo's numeric code, when it sent one, goes in o->duo_code. `what`
+ * names the call. */
 void job_fail_duo(job_outcome *o, int rc, const duo_error *de, const char *what);
+
+/* The same for an Admin API call, except that a 403 is `license_required` (the plan or
+ * the integration's permissions do not allow the Admin API), not dead-lettered. */
+void job_fail_duo_admin(job_outcome *o, int rc, const duo_error *de, const char *what);
 
 /* Records a Duo call's latency and, on failure, its error code in the metrics. */
 void worker_duo_observe(const worker_env *env, const char *call, long long ms, int rc,

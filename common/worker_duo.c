@@ -145,15 +145,24 @@ duo_client *worker_duo(const worker_env *env, const stage_rec *st, int admin, jo
 void job_fail_duo(job_outcome *o, int rc, const duo_error *de, const char *what)
 {
     const char *code = duo_error_code(de);
+    o->duo_code = de->code;
     switch (de->cls) {
     case DUO_CLASS_TRANSIENT:
         job_retry(o, "Duo %s: %s (%s)", what, de->message, code);
         return;
     case DUO_CLASS_LICENSE:
-        job_fail(o, "duo_forbidden",
-                 "Duo refused %s with 403 %d (%s): the integration is "
-                 "disabled, of the wrong type, or not permitted this call",
-                 what, de->code, de->message);
+        /* The same Duo answer gets the same code whatever the job: 40301 from the Auth
+         * API means the stage's integration is disabled (or of the wrong type). */
+        if (de->code == 40301)
+            job_fail(o, "duo_integration_disabled",
+                     "Duo refused %s with 403 %d (%s): the stage's Auth API integration is "
+                     "disabled or not permitted this call",
+                     what, de->code, de->message);
+        else
+            job_fail(o, "duo_forbidden",
+                     "Duo refused %s with 403 %d (%s): check the integration's type and "
+                     "permissions",
+                     what, de->code, de->message);
         o->dead_letter = 1;
         return;
     case DUO_CLASS_AUTH_CONFIG:
@@ -166,6 +175,20 @@ void job_fail_duo(job_outcome *o, int rc, const duo_error *de, const char *what)
         job_fail(o, code, "Duo %s failed: %s%s%s (rc %d)", what, de->message,
                  de->detail[0] ? ": " : "", de->detail, rc);
     }
+}
+
+void job_fail_duo_admin(job_outcome *o, int rc, const duo_error *de, const char *what)
+{
+    if (de->cls != DUO_CLASS_LICENSE) {
+        job_fail_duo(o, rc, de, what);
+        return;
+    }
+    job_fail(o, "license_required",
+             "Duo refused the Admin API for %s (403 %d %s): automatic import needs a Duo MFA "
+             "(Essentials) or higher plan and an Admin API integration with the "
+             "\"Grant read resource\" permission",
+             what, de->code, de->message);
+    o->duo_code = de->code;
 }
 
 void worker_duo_observe(const worker_env *env, const char *call, long long ms, int rc,

@@ -111,6 +111,21 @@ static json_t *final_reply(tl_stack *s, const char *id)
     return NULL;
 }
 
+/* Adds one user to the stack's emulator account, with the given Duo user id. */
+static void emu_user(const tl_stack *s, const char *username, const char *user_id)
+{
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"account\":\"%s\",\"users\":[{\"username\":\"%s\",\"user_id\":\"%s\"}]}",
+             s->account, username, user_id);
+    assert_int_equal(tl_emu("POST", "/_emu/users", body, NULL, 0), 200);
+}
+
+static long long duo_code_of(const json_t *r)
+{
+    return json_integer_value(json_object_get(json_object_get(r, "error"), "duo_code"));
+}
+
 static long long counted(const json_t *r, const char *key)
 {
     return json_integer_value(json_object_get(json_object_get(r, "counts"), key));
@@ -137,19 +152,32 @@ static void test_manual_by_id_and_username(void **state)
     r = manual(&S, again, "g0000006"); /* the same Duo user id for another user */
     assert_string_equal(tl_code(r), "device_exists");
     json_decref(r);
-    r = manual(&S, "DUAAAAAAAAAAAAAAAAA1", "g0000007"); /* a user id is stored as is */
+    emu_user(&S, "idonly", "DUAAAAAAAAAAAAAAAAA1");
+    r = manual(&S, "DUAAAAAAAAAAAAAAAAA1", "g0000007"); /* a user id Duo has: stored as is */
     assert_string_equal(tl_str(r, "resolved_from"), "user_id");
     assert_string_equal(tl_str(r, "duo_user_id"), "DUAAAAAAAAAAAAAAAAA1");
+    json_decref(r);
+    r = manual(&S, "DUBBBBBBBBBBBBBBBBB2", "g0000008"); /* Admin API: 404 40401 */
+    assert_string_equal(tl_code(r), "duo_user_not_found");
+    assert_int_equal(duo_code_of(r), 40401);
     json_decref(r);
     r = manual(&S, "no-such-duo-user", "g0000008");
     assert_string_equal(tl_code(r), "duo_user_not_found");
     json_decref(r);
+    assert_int_equal(count(&S, "SELECT count(*) FROM duo_device d JOIN app_user u ON u.id = "
+                               "d.user_id WHERE u.username = 'g0000008'"),
+                     0);
     r = manual(&S, "g0000009", "no-such-local-user");
     assert_string_equal(tl_code(r), "user_not_found");
     json_decref(r);
     assert_int_equal(count(&S, "DELETE FROM duo_device WHERE duo_user_id = 'DUAAAAAAAAAAAAAAAAA1'"
                                " RETURNING 1"),
                      1);
+    /* The automatic import tests count the 1000 generated users only. */
+    char body[160];
+    snprintf(body, sizeof body, "{\"account\":\"%s\",\"user_id\":\"DUAAAAAAAAAAAAAAAAA1\"}",
+             S.account);
+    assert_int_equal(tl_emu("POST", "/_emu/users/remove", body, NULL, 0), 200);
 }
 
 /* 1000 Duo users, 800 local ones, one of them (g0000005) already imported manually. */
@@ -234,6 +262,10 @@ static void test_two_requests_for_one_stage(void **state)
     const char *msg =
         json_string_value(json_object_get(json_object_get(loser, "error"), "message"));
     assert_non_null(strstr(msg, run)); /* the refusal names the running run */
+    const char *named =
+        json_string_value(json_object_get(json_object_get(loser, "error"), "run_id"));
+    assert_non_null(named); /* ... as a field, not only in the text */
+    assert_string_equal(named, run);
     json_t *fin = final_reply(&S, a_ok ? a : b);
     assert_int_equal(counted(fin, "created"), 0);
     assert_int_equal(counted(fin, "existing"), 3800);
@@ -312,6 +344,28 @@ static void test_admin_missing_and_manual_by_preauth(void **state)
     r = manual(&T, "nobody-in-duo", "ben");
     assert_string_equal(tl_code(r), "duo_user_not_found");
     json_decref(r);
+    /* By user id without the Admin API: preauth with user_id, which Duo refuses (40002)
+     * for an id it does not have. */
+    emu_user(&T, "cid", "DUCCCCCCCCCCCCCCCCC3");
+    r = manual(&T, "DUCCCCCCCCCCCCCCCCC3", "ben");
+    assert_string_equal(tl_str(r, "status"), "ok");
+    assert_string_equal(tl_str(r, "resolved_from"), "user_id");
+    json_decref(r);
+    assert_int_equal(tl_stack_user(&T, "cal"), 0);
+    r = manual(&T, "DUDDDDDDDDDDDDDDDDD4", "cal");
+    assert_string_equal(tl_code(r), "duo_user_not_found");
+    assert_int_equal(duo_code_of(r), 40002);
+    json_decref(r);
+    /* preauth `allow` for a username proves nothing: not imported. */
+    snprintf(body, sizeof body, "{\"account\":\"%s\",\"user\":\"cid\",\"preauth\":\"allow\"}",
+             T.account);
+    assert_int_equal(tl_emu("POST", "/_emu/behavior", body, NULL, 0), 200);
+    r = manual(&T, "cid", "cal");
+    assert_string_equal(tl_code(r), "duo_user_unverified");
+    json_decref(r);
+    assert_int_equal(count(&T, "SELECT count(*) FROM duo_device d JOIN app_user u ON u.id = "
+                               "d.user_id WHERE u.username = 'cal'"),
+                     0);
 }
 
 int main(void)

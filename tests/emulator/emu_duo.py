@@ -147,6 +147,8 @@ async def handle(emu, req):
     if resp is not None:
         return resp, account
     route = ROUTES.get(req.path)
+    if route is None and req.path.startswith(USER_PREFIX) and "/" not in req.path[len(USER_PREFIX):]:
+        route = (("GET",), h_user_by_id)
     denied = check_access(emu, req, account) if account is not None else None
     if account is None:
         denied = unverified_failure(emu, req)
@@ -353,6 +355,16 @@ async def h_users(account, req, params):
     # objects rendered from a template (a 300-user page is most of the emulator's work).
     return emu_http.Response(200, ('{"stat": "OK", "response": [%s], "metadata": %s}' % (
         users, json.dumps(meta))).encode())
+
+
+USER_PREFIX = "/admin/v1/users/"
+
+
+async def h_user_by_id(account, req, params):
+    view = account.find(user_id=urllib.parse.unquote(req.path[len(USER_PREFIX):]))
+    if view is None:
+        return fail(404, 40401, "Resource not found", "user_id")
+    return ok(admin_user(view))
 
 
 async def h_summary(account, req, params):

@@ -293,6 +293,19 @@ static void test_admin_calls(void **state)
     assert_int_equal(duo_admin_user_by_username(c, name, &u, &e), 0);
     assert_string_equal(json_string_value(json_object_get(u, "username")), name);
     json_decref(u);
+    /* By id: the same user; an id Duo does not have is 404 40401 -> ERR_NOTFOUND; an id
+     * that could escape the path is refused before any request. */
+    const char *uid = json_string_value(json_object_get(first, "user_id"));
+    assert_int_equal(duo_admin_user_by_id(c, uid, &u, &e), 0);
+    assert_string_equal(json_string_value(json_object_get(u, "username")), name);
+    json_decref(u);
+    assert_int_equal(duo_admin_user_by_id(c, "DUNOSUCHUSER00000000", &u, &e), ERR_NOTFOUND);
+    assert_null(u);
+    assert_int_equal(e.http_status, 404);
+    assert_int_equal(e.code, 40401);
+    assert_string_equal(duo_error_code(&e), "duo_user_not_found");
+    assert_int_equal(duo_admin_user_by_id(c, "../users", &u, &e), ERR_INVAL);
+    assert_int_equal(duo_admin_user_by_id(c, "", &u, &e), ERR_INVAL);
     duo_users_page_free(&p);
     assert_int_equal(duo_admin_user_by_username(c, "nobody-here", &u, &e), ERR_NOTFOUND);
     assert_null(u);

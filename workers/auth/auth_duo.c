@@ -130,11 +130,7 @@ static void fail(job_outcome *out, int rc, const duo_error *de)
                  "a Duo user that was removed",
                  de->detail);
     } else if (de->cls == DUO_CLASS_LICENSE) {
-        job_fail(out, "duo_integration_disabled",
-                 "Duo refused the call with 403 %d (%s): "
-                 "the stage's Auth API integration is disabled or not permitted",
-                 de->code, de->message);
-        out->dead_letter = 1;
+        job_fail_duo(out, rc, de, "auth");
     } else if (de->cls == DUO_CLASS_TRANSIENT) {
         job_fail(out, "duo_unavailable",
                  "Duo could not be reached after %d attempt(s): %s "
@@ -145,6 +141,7 @@ static void fail(job_outcome *out, int rc, const duo_error *de)
                  de->detail[0] ? ": " : "", de->detail, rc);
         out->dead_letter = de->cls == DUO_CLASS_AUTH_CONFIG || de->cls == DUO_CLASS_TLS;
     }
+    out->duo_code = de->code;
 }
 
 void auth_outcome(const auth_call *c, int rc, const json_t *resp, const duo_error *de,

@@ -45,13 +45,14 @@ static int is_existing_duo_user(const duo_error *de)
 
 static void fail_enroll(job_outcome *out, int rc, const duo_error *de, const char *username)
 {
-    if (is_existing_duo_user(de))
+    if (is_existing_duo_user(de)) {
         job_fail(out, "duo_user_exists",
                  "Duo already has a user named '%.150s': import it "
                  "(job import.manual with its Duo user id or username) instead of enrolling "
                  "it again",
                  username);
-    else
+        out->duo_code = de->code;
+    } else
         job_fail_duo(out, rc, de, "enroll");
 }
 

@@ -15,12 +15,15 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* One answer for a second run on a stage: this error, with the running run's id as a
+ * field of the error so a caller can follow that run. */
 static void already_running(job_outcome *out, const import_run *run)
 {
     job_fail(out, "import_already_running",
              "import run %s is already running for this stage "
              "(%d of %d pages done); follow it or wait for it to finish",
              run->uuid, run->pages_done, run->pages_total);
+    out->error_fields = json_pack("{s:s}", "run_id", run->uuid);
 }
 
 /* Asks Duo for the first user: proves the Admin API answers and gives the total. */
@@ -39,14 +42,7 @@ static int preflight(const worker_env *env, duo_client *duo, long long *total, j
     }
     if (rc == 0)
         return 0;
-    if (de.cls == DUO_CLASS_LICENSE)
-        job_fail(out, "license_required",
-                 "Duo refused the Admin API (%d %s): automatic import "
-                 "needs a Duo MFA (Essentials) or higher plan and an Admin API integration "
-                 "with the \"Grant read resource\" permission",
-                 de.code, de.message);
-    else
-        job_fail_duo(out, rc, &de, "Admin API preflight");
+    job_fail_duo_admin(out, rc, &de, "the Admin API preflight");
     return -1;
 }
 
@@ -56,12 +52,29 @@ static void reply_run(job_outcome *out, const import_run *run)
     out->fields = import_run_fields(run, strcmp(run->state, "running") == 0);
 }
 
+/* A run with no pages ends at once, and the job's own reply is its final reply (no
+ * separate final message). 0, or -1 with *out set to a retry. */
+static int finish_empty(const worker_env *env, import_run *run, job_outcome *out)
+{
+    err_t e = {0};
+    int finished = 0;
+    if (store_import_run_finish(env->db, run->id, &finished, run, &e) < 0 ||
+        store_import_run_final_sent(env->db, run->id, &e) < 0) {
+        job_retry(out, "finishing an empty import run: %s", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
 /* Our own run already exists (a redelivery after a crash): publish what may be missing. */
-static void resume(const worker_env *env, const import_run *run, job_outcome *out)
+static void resume(const worker_env *env, import_run *run, job_outcome *out)
 {
     err_t e = {0};
     LOG(LOG_INFO, "import.auto redelivered; re-publishing pending pages", "run_id", run->uuid);
-    if (import_publish_pending(env, run, 0, &e) < 0)
+    if (run->pages_total == 0) {
+        if (finish_empty(env, run, out) == 0)
+            reply_run(out, run);
+    } else if (import_publish_pending(env, run, 0, &e) < 0)
         job_retry(out, "publishing pages: %s", e.msg);
     else
         reply_run(out, run);
@@ -93,8 +106,8 @@ static void start(const worker_env *env, const job *j, const stage_rec *st, long
     }
     LOG(LOG_INFO, "import run started", "run_id", run.uuid, "stage", st->name);
     if (run.pages_total == 0) {
-        import_complete(env, st, run.uuid);
-        store_import_run_get(env->db, run.uuid, &run, &e);
+        if (finish_empty(env, &run, out) < 0)
+            return;
     } else if (import_publish_pending(env, &run, 0, &e) < 0) {
         job_retry(out, "publishing pages: %s", e.msg); /* the redelivery resumes */
         return;

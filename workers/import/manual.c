@@ -1,8 +1,12 @@
 /* manual.c - the import.manual job: one Duo user becomes a confirmed device of a local
- * user. Operators paste either a Duo user id or a Duo username; a username is resolved
- * to the user id through the Admin API when the stage has it, or else verified with
- * preauth and stored as a username (duo_user_kind 'username'), so a later push never
- * sends a username where Duo expects a user id. */
+ * user. Operators paste either a Duo user id or a Duo username. Either is verified with
+ * Duo before anything is stored: through the Admin API when the stage has it (a username
+ * is resolved to its user id), or else with preauth, and a username preauth verified is
+ * stored as a username (duo_user_kind 'username'), so a later push never sends a
+ * username where Duo expects a user id.
+ *
+ * Invariant: a device is stored only for a user Duo proved it has. preauth's `allow` for
+ * a username proves nothing (Duo allows unknown users under an "allow" new-user policy). */
 #include <ctype.h>
 #include <string.h>
 #include <time.h>
@@ -36,9 +40,34 @@ static int looks_like_user_id(const char *s)
     return 1;
 }
 
-static void not_found(job_outcome *out, const char *name)
+static void not_found(job_outcome *out, const char *name, int duo_code)
 {
     job_fail(out, "duo_user_not_found", "Duo has no user with id or username '%.150s'", name);
+    out->duo_code = duo_code;
+}
+
+/* Admin API: does Duo have this user id? 0, 1 (Admin API refused: try preauth), or -1. */
+static int by_admin_id(const worker_env *env, duo_client *duo, const char *id, resolved *r,
+                       job_outcome *out)
+{
+    json_t *user = NULL;
+    duo_error de = {0};
+    long long t0 = now_ms();
+    int rc = duo_admin_user_by_id(duo, id, &user, &de);
+    worker_duo_observe(env, "admin_user_by_id", now_ms() - t0, rc, &de);
+    json_decref(user);
+    if (rc == 0) {
+        memcpy(r->duo_user_id, id, strlen(id) + 1);
+        r->kind = "user_id";
+        return 0;
+    }
+    if (rc == ERR_NOTFOUND)
+        not_found(out, id, de.code);
+    else if (de.cls == DUO_CLASS_LICENSE)
+        return 1;
+    else
+        job_fail_duo_admin(out, rc, &de, "the user lookup");
+    return -1;
 }
 
 /* Admin API: username -> user id. 0, 1 (Admin API refused: try preauth), or -1 (*out). */
@@ -58,20 +87,43 @@ static int by_admin(const worker_env *env, duo_client *duo, const char *name, re
         job_fail(out, "duo_bad_response", "Duo's user object for '%.150s' has no usable user_id",
                  name);
     } else if (rc == ERR_NOTFOUND) {
-        not_found(out, name);
+        not_found(out, name, 0);
     } else if (de.cls == DUO_CLASS_LICENSE) {
         json_decref(user);
         return 1;
     } else {
-        job_fail_duo(out, rc, &de, "user lookup");
+        job_fail_duo_admin(out, rc, &de, "the user lookup");
     }
     json_decref(user);
     return out->code || out->retry ? -1 : 0;
 }
 
-/* Auth API preauth: does Duo know this username (result auth or allow)? */
-static int by_preauth(const worker_env *env, const stage_rec *st, const char *name, resolved *r,
-                      job_outcome *out)
+/* What a preauth answer proves. For a user id, any answer does (Duo refuses an unknown
+ * id with 40002); for a username only `auth` does: `enroll` is an unknown or unenrolled
+ * user, and `allow` may be Duo's new-user policy letting an unknown name through. */
+static void judge_preauth(const char *given, int is_id, const char *result, resolved *r,
+                          job_outcome *out)
+{
+    if (strcmp(result, "deny") == 0) {
+        job_fail(out, "duo_user_denied", "Duo denies user '%.150s' (preauth: deny); not imported",
+                 given);
+    } else if (is_id || strcmp(result, "auth") == 0) {
+        memcpy(r->duo_user_id, given, strlen(given) + 1);
+        r->kind = is_id ? "user_id" : "username";
+    } else if (strcmp(result, "allow") == 0) {
+        job_fail(out, "duo_user_unverified",
+                 "Duo allows '%.150s' without a second factor (preauth: allow), which its "
+                 "new-user policy also does for users it does not have; not imported. Import "
+                 "it by Duo user id, or give the stage Admin API credentials",
+                 given);
+    } else {
+        not_found(out, given, 0); /* "enroll": unknown, or never enrolled */
+    }
+}
+
+/* Auth API preauth by user id or username. 0 or -1 (*out set). */
+static int by_preauth(const worker_env *env, const stage_rec *st, const char *given, int is_id,
+                      resolved *r, job_outcome *out)
 {
     duo_client *duo = worker_duo(env, st, 0, out);
     if (!duo)
@@ -79,19 +131,15 @@ static int by_preauth(const worker_env *env, const stage_rec *st, const char *na
     duo_auth_result res = {0};
     duo_error de = {0};
     long long t0 = now_ms();
-    int rc = duo_preauth(duo, NULL, name, NULL, &res, &de);
+    int rc = duo_preauth(duo, is_id ? given : NULL, is_id ? NULL : given, NULL, &res, &de);
     worker_duo_observe(env, "preauth", now_ms() - t0, rc, &de);
-    const char *result = res.result_raw ? res.result_raw : "";
-    if (rc < 0)
+    if (rc < 0 && is_id && de.http_status == 400 && de.code == 40002 &&
+        strstr(de.detail, "user_id"))
+        not_found(out, given, de.code);
+    else if (rc < 0)
         job_fail_duo(out, rc, &de, "preauth");
-    else if (strcmp(result, "auth") == 0 || strcmp(result, "allow") == 0) {
-        memcpy(r->duo_user_id, name, strlen(name) + 1);
-        r->kind = "username";
-    } else if (strcmp(result, "deny") == 0)
-        job_fail(out, "duo_user_denied", "Duo denies user '%.150s' (preauth: deny); not imported",
-                 name);
     else
-        not_found(out, name); /* "enroll": unknown or never enrolled */
+        judge_preauth(given, is_id, res.result_raw ? res.result_raw : "", r, out);
     duo_auth_result_free(&res);
     return out->code || out->retry ? -1 : 0;
 }
@@ -100,20 +148,18 @@ static int by_preauth(const worker_env *env, const stage_rec *st, const char *na
 static int resolve(const worker_env *env, const stage_rec *st, const char *given, resolved *r,
                    job_outcome *out)
 {
-    if (looks_like_user_id(given)) {
-        memcpy(r->duo_user_id, given, strlen(given) + 1);
-        r->kind = r->from = "user_id";
-        return 0;
-    }
-    r->from = "username";
+    int is_id = looks_like_user_id(given);
+    r->from = is_id ? "user_id" : "username";
     if (st->admin_integration_key && st->admin_secret_key) {
         duo_client *duo = import_admin_duo(env, st, out);
-        int rc = duo ? by_admin(env, duo, given, r, out) : -1;
+        int rc = !duo    ? -1
+                 : is_id ? by_admin_id(env, duo, given, r, out)
+                         : by_admin(env, duo, given, r, out);
         if (rc <= 0)
             return rc;
-        LOG(LOG_INFO, "Admin API refused the lookup; verifying the username with preauth");
+        LOG(LOG_INFO, "Admin API refused the lookup; verifying the user with preauth");
     }
-    return by_preauth(env, st, given, r, out);
+    return by_preauth(env, st, given, is_id, r, out);
 }
 
 static void store_it(const worker_env *env, const stage_rec *st, const store_user *u,

@@ -32,7 +32,7 @@ static int fetch(const worker_env *env, duo_client *duo, const import_run *run, 
         if (rc == 0)
             return 0;
         if (de.http_status != 429) {
-            job_fail_duo(o, rc, &de, "users page");
+            job_fail_duo_admin(o, rc, &de, "users page");
             return -1;
         }
         if (store_import_pace_slow(env->db, run->id, IMPORT_PACE_SLOWDOWN, 1.0, &e) < 0)

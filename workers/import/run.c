@@ -149,7 +149,12 @@ int import_send(const worker_env *env, const import_run *run, int progress)
     json_decref(m);
     char results[200], id[80];
     snprintf(results, sizeof results, "%s.results", env->cfg->mq_prefix);
-    snprintf(id, sizeof id, "%s.%s", run->uuid, progress ? "progress" : "final");
+    /* A reply's message_id names that reply (schemas/README.md "Several replies"): a copy
+     * re-sent after a crash repeats it, a later progress message never does. */
+    if (progress)
+        snprintf(id, sizeof id, "%s.progress.%d", run->uuid, run->pages_done);
+    else
+        snprintf(id, sizeof id, "%s.final", run->uuid);
     int direct = run->reply_to[0] != '\0';
     mq_msg msg = {.exchange = direct ? "" : results,
                   .routing_key = direct ? run->reply_to : "import.auto.result",
