@@ -55,6 +55,7 @@ typedef struct duo_error {
     duo_error_class cls;
     duo_fail fail;
     int attempts; /* HTTP attempts made by the call */
+    int not_sent; /* the last attempt never reached Duo (name lookup or connect failed) */
 } duo_error;
 
 /* Static name of a class ("transient", "permanent", "auth_config", "license", "tls"). */
@@ -66,6 +67,12 @@ const char *duo_error_class_name(duo_error_class cls);
  * "duo_tls", "duo_timeout", "duo_cancelled", "duo_bad_response", "duo_network",
  * "duo_user_not_found", "duo_local_error". Static; never NULL. */
 const char *duo_error_code(const duo_error *err);
+
+/* 1 when a call makes Duo act (POST /auth/v2/auth sends a push, call or SMS, or checks
+ * a passcode; POST /auth/v2/enroll creates an activation): repeating it after Duo may
+ * have received it could act twice, so both engines retry such a call only when the
+ * attempt never reached Duo or Duo refused it unprocessed (429). */
+int duo_call_acts(const char *method, const char *path);
 
 /* ---- client ------------------------------------------------------------------------ */
 

@@ -479,6 +479,12 @@ int duo_async_submit(duo_async *a, const duo_client_opts *creds, const char *met
     return 0;
 }
 
+void duo_async_defer(duo_areq *r, long long start_ms)
+{
+    if (r && r->waiting && r->attempt == 0)
+        r->wake_ms = start_ms; /* still on the waiting list: only its time changes */
+}
+
 /* ---- finished transfers ----------------------------------------------------------- */
 
 /* Decides what a finished transfer means: done (callback), or a retry later. */
@@ -491,6 +497,7 @@ static int finished(duo_areq *r, CURLcode cc)
     int rc;
     if (cc != CURLE_OK) {
         rc = duo_transfer_error(cc, &r->r, r->errbuf, r->host, r->ca_file, &de);
+        duo_transfer_note_sent(r->easy, &de);
     } else {
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
         rc = duo_response_parse(status, r->r.body, r->r.len, &resp, &meta, &de);
@@ -498,7 +505,8 @@ static int finished(duo_areq *r, CURLcode cc)
     de.attempts = r->attempt;
     detach_easy(r);
     long long now = duo_async_now_ms();
-    if (rc < 0 && duo_transfer_retryable(rc, &de) && r->attempt < r->o.retry_attempts) {
+    if (rc < 0 && duo_transfer_retryable(rc, &de, duo_call_acts(r->method, r->path)) &&
+        r->attempt < r->o.retry_attempts) {
         long long wake = now + duo_transfer_backoff_ms(r->o.backoff_base_ms, r->attempt,
                                                        r->r.retry_after_ms, &r->a->rng);
         if (r->deadline_ms <= 0 || wake < r->deadline_ms) {

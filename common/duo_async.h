@@ -56,6 +56,11 @@ int duo_async_submit(duo_async *a, const duo_client_opts *creds, const char *met
                      const char *path, const duo_param *params, size_t nparams,
                      long long deadline_ms, duo_async_cb cb, void *arg, duo_areq **out, err_t *e);
 
+/* Delays the first attempt of a request just submitted (not yet started) until
+ * start_ms (CLOCK_MONOTONIC ms), e.g. to poll auth_status at a pace; its deadline still
+ * holds. No effect on a request that has started. */
+void duo_async_defer(duo_areq *r, long long start_ms);
+
 /* Drops a request (closing its connection if a transfer is under way) without running
  * its callback; the handle is freed. */
 void duo_async_cancel(duo_async *a, duo_areq *r);

@@ -224,8 +224,10 @@ static int attempt(duo_client *c, const duo_request *req, long *status, reply *r
                           "libcurl rejected the request options");
     else
         rc = run_transfer(c, &cc, err);
-    if (rc == 0 && cc != CURLE_OK)
+    if (rc == 0 && cc != CURLE_OK) {
         rc = duo_transfer_error(cc, r, c->errbuf, c->host, c->ca_file, err);
+        duo_transfer_note_sent(c->easy, err);
+    }
     if (rc == 0)
         curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, status);
     curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
@@ -286,7 +288,8 @@ int duo_call(duo_client *c, const char *method, const char *path, const duo_para
         free(r.body);
         *e = attempt_err;
         e->attempts = n;
-        if (rc == 0 || !duo_transfer_retryable(rc, e) || n >= c->o.retry_attempts)
+        if (rc == 0 || !duo_transfer_retryable(rc, e, duo_call_acts(method, path)) ||
+            n >= c->o.retry_attempts)
             return rc;
         long long wait =
             duo_transfer_backoff_ms(c->o.backoff_base_ms, n, r.retry_after_ms, &c->rng);

@@ -10,6 +10,13 @@
 #include <string.h>
 #include <strings.h>
 
+int duo_call_acts(const char *method, const char *path)
+{
+    if (!method || !path || strcmp(method, "POST") != 0)
+        return 0;
+    return strcmp(path, "/auth/v2/auth") == 0 || strcmp(path, "/auth/v2/enroll") == 0;
+}
+
 void duo_request_free(duo_request *r)
 {
     if (!r)

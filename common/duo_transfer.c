@@ -89,17 +89,29 @@ int duo_transfer_error(CURLcode cc, const duo_body *b, const char *errbuf, const
     else
         rc = duo_fail_set(err, ERR_NET, DUO_FAIL_NETWORK, DUO_CLASS_TRANSIENT,
                           "network failure talking to Duo at %s", host);
-    if (err)
+    if (err) {
         snprintf(err->detail, sizeof err->detail, "%s", why);
+        err->not_sent = cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
+                        cc == CURLE_COULDNT_RESOLVE_PROXY;
+    }
     return rc;
 }
 
-int duo_transfer_retryable(int rc, const duo_error *e)
+void duo_transfer_note_sent(CURL *h, duo_error *err)
 {
+    long sent = -1;
+    if (err && curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK && sent == 0)
+        err->not_sent = 1;
+}
+
+int duo_transfer_retryable(int rc, const duo_error *e, int acts)
+{
+    int throttled = rc == ERR_DUO && e->fail == DUO_FAIL_HTTP && e->http_status == 429;
+    if (acts) /* Duo may have acted on anything it received, even if it then failed */
+        return throttled || (rc == ERR_NET && e->not_sent);
     if (rc == ERR_NET && e->fail == DUO_FAIL_NETWORK)
         return 1;
-    return rc == ERR_DUO && e->fail == DUO_FAIL_HTTP &&
-           (e->http_status == 429 || e->http_status >= 500);
+    return throttled || (rc == ERR_DUO && e->fail == DUO_FAIL_HTTP && e->http_status >= 500);
 }
 
 long long duo_transfer_backoff_ms(long long base, int n, long retry_after_ms, unsigned *rng)

@@ -27,9 +27,14 @@ size_t duo_body_on_header(char *p, size_t size, size_t n, void *arg);
 int duo_transfer_error(CURLcode cc, const duo_body *b, const char *errbuf, const char *host,
                        const char *ca_file, duo_error *err);
 
+/* Marks err->not_sent when transfer h never sent a byte of its request (it failed in
+ * name lookup, connect or the TLS handshake): Duo cannot have acted on it. */
+void duo_transfer_note_sent(CURL *h, duo_error *err);
+
 /* 1 when a failed attempt may be tried again: network failures, HTTP 429 and 5xx (never
- * other 4xx, never timeouts: Duo may already have acted). */
-int duo_transfer_retryable(int rc, const duo_error *e);
+ * other 4xx, never timeouts: Duo may already have acted). For a call that makes Duo act
+ * (acts, see duo_call_acts) only 429 and attempts that never reached Duo. */
+int duo_transfer_retryable(int rc, const duo_error *e, int acts);
 
 /* Wait before attempt n+1: Retry-After when Duo sent one, else base * 2^(n-1) (capped at
  * 32x) plus up to one base of jitter drawn from *rng. */

@@ -26,9 +26,11 @@ static const store_stmt st_by_uuid = {
     "SELECT d.stage_id, d.user_id, u.active, d.id, d.uuid, d.duo_user_id, d.duo_user_kind, "
     "st.uuid, " ASYNC_COMMIT " FROM duo_device d JOIN app_user u ON u.id = d.user_id "
     "JOIN duo_stage st ON st.id = d.stage_id WHERE d.uuid = $1::uuid AND d.confirmed"};
-static const store_stmt st_take = {"auth_take",
-                                   "SELECT challenge_id, retry_after_secs, reason "
-                                   "FROM auth_challenge_take($1::bigint, $2::bigint, $3, $4, $5)"};
+static const store_stmt st_take = {
+    "auth_take", "SELECT challenge_id, retry_after_secs, reason, duo_txid "
+                 "FROM auth_challenge_take_for_job($1::bigint, $2::bigint, $3, $4, $5, $6)"};
+static const store_stmt st_txid = {"auth_txid",
+                                   "UPDATE auth_challenge SET duo_txid = $2 WHERE id = $1::bigint"};
 /* Both marks of a decided challenge in one round trip (an id of 0 matches no row). */
 static const store_stmt st_record = {
     "auth_record",
@@ -101,7 +103,7 @@ int store_auth_device_by_uuid(store *s, const char *device_uuid, auth_device *ou
 }
 
 int store_auth_take(store *s, int64_t user_id, int64_t stage_id, const auth_guard *g,
-                    int64_t *challenge_id, int *retry_after_secs, const char **why, err_t *e)
+                    const char *job_id, auth_take *out, err_t *e)
 {
     char uid[24], sid[24], cap[16], win[16], cool[16];
     snprintf(uid, sizeof uid, "%lld", (long long)user_id);
@@ -109,26 +111,37 @@ int store_auth_take(store *s, int64_t user_id, int64_t stage_id, const auth_guar
     snprintf(cap, sizeof cap, "%d", g->cap);
     snprintf(win, sizeof win, "%d", g->window_secs);
     snprintf(cool, sizeof cool, "%d", g->cooldown_secs);
-    const char *v[] = {uid, sid, cap, win, cool};
+    const char *v[] = {uid, sid, cap, win, cool, job_id};
     store_res *r = NULL;
-    *challenge_id = 0;
-    *retry_after_secs = 0;
-    *why = "ok";
-    int rc = store_exec(s, &st_take, 5, v, &r, e);
+    memset(out, 0, sizeof *out);
+    out->why = "ok";
+    int rc = store_exec(s, &st_take, 6, v, &r, e);
     if (rc == 0 && store_res_rows(r) != 1)
         rc = err_set(e, ERR_DB, "auth_challenge_take answered %d rows", store_res_rows(r));
     if (rc == 0) {
         int64_t secs = 0;
         if (!store_res_isnull(r, 0, 0))
-            store_res_i64(r, 0, 0, challenge_id);
+            store_res_i64(r, 0, 0, &out->challenge_id);
         store_res_i64(r, 0, 1, &secs);
-        *retry_after_secs = (int)secs;
-        *why = strcmp(store_res_get(r, 0, 2), "cooldown") == 0 ? "cooldown"
-               : *challenge_id                                 ? "ok"
-                                                               : "cap";
+        out->retry_after_secs = (int)secs;
+        const char *reason = store_res_get(r, 0, 2);
+        out->why = strcmp(reason, "cooldown") == 0 ? "cooldown"
+                   : strcmp(reason, "resume") == 0 ? "resume"
+                   : out->challenge_id             ? "ok"
+                                                   : "cap";
+        if (!store_res_isnull(r, 0, 3))
+            snprintf(out->txid, sizeof out->txid, "%s", store_res_get(r, 0, 3));
     }
     store_res_free(r);
     return rc;
+}
+
+int store_auth_set_txid(store *s, int64_t challenge_id, const char *txid, err_t *e)
+{
+    char cid[24];
+    snprintf(cid, sizeof cid, "%lld", (long long)challenge_id);
+    const char *v[] = {cid, txid};
+    return store_exec(s, &st_txid, 2, v, NULL, e);
 }
 
 int store_auth_record(store *s, int64_t challenge_id, const char *result, int64_t used_device_id,

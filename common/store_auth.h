@@ -56,12 +56,25 @@ typedef struct auth_guard {
     int cooldown_secs; /* after a deny */
 } auth_guard;
 
-/* Takes a challenge slot for the user (autocommit, one round trip; must not run inside
- * an open transaction of the caller). 0: *challenge_id > 0 when granted; when refused
- * it is 0 and *retry_after_secs says when to try again and *why is "cap" or "cooldown"
- * (static strings). ERR_DB otherwise. */
+/* What store_auth_take found. */
+typedef struct auth_take {
+    int64_t challenge_id; /* > 0 when granted (or resumed) */
+    int retry_after_secs; /* when refused: when to try again */
+    const char *why;      /* "ok", "resume", "cap" or "cooldown" (static) */
+    char txid[128];       /* "resume": the Duo txid stored by the earlier run, "" if none */
+} auth_take;
+
+/* Takes a challenge slot for the user on behalf of job job_id (autocommit, one round
+ * trip; must not run inside an open transaction of the caller). When that job already
+ * holds a challenge (an earlier run of it died), it is returned instead (why "resume",
+ * with the txid that run stored, if any), spending no new slot. 0 with *out filled, or
+ * ERR_DB. */
 int store_auth_take(store *s, int64_t user_id, int64_t stage_id, const auth_guard *g,
-                    int64_t *challenge_id, int *retry_after_secs, const char **why, err_t *e);
+                    const char *job_id, auth_take *out, err_t *e);
+
+/* Stores the txid Duo gave the challenge's asynchronous auth call, so a rerun of the job
+ * waits on it instead of pushing again. Autocommit, one round trip. */
+int store_auth_set_txid(store *s, int64_t challenge_id, const char *txid, err_t *e);
 
 /* Records the outcome of a challenge ("allow", "deny", "timeout", "error"; challenge_id
  * 0: none) and, with used_device_id non-zero, sets that device's last_used to now, in

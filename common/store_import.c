@@ -14,10 +14,11 @@
     " coalesce(r.correlation_id, ''), r.state, r.dry_run, r.page_size,"                            \
     " coalesce(r.total_objects, 0), r.pages_total, r.pages_done, r.created, r.existing,"           \
     " r.unknown_user, r.errors, r.final_sent_at IS NOT NULL,"                                      \
-    " extract(epoch FROM coalesce(r.finished_at, clock_timestamp()) - r.started_at)::float8"       \
+    " extract(epoch FROM coalesce(r.finished_at, clock_timestamp()) - r.started_at)::float8,"      \
+    " coalesce(r.total_at_end, -1)"                                                                \
     " FROM import_run r JOIN duo_stage s ON s.id = r.stage_id "
 
-#define RUN_NCOLS 19
+#define RUN_NCOLS 20
 
 /* Commits the statement's own transaction without waiting for the WAL flush (the setting
  * ends with the transaction). Safe for a page's writes: the runtime's commit of the page
@@ -91,9 +92,9 @@ static const store_stmt PACE_TAKE = {
 static const store_stmt PAGE_BEGIN = {
     "import_page_begin",
     "WITH run AS (SELECT " RUN_COLS "WHERE r.uuid = $1::uuid),"
-    " pg AS (SELECT 1 FROM import_page g, run WHERE g.run_id = run.id"
-    " AND g.page_no = ($2::bigint / run.page_size)::int AND g.\"offset\" = $2::bigint"
-    " AND g.state = 'pending' AND run.state = 'running'),"
+    " g AS (SELECT g.page_no, g.\"limit\", g.state = 'pending' AND run.state = 'running' AS open"
+    " FROM import_page g, run WHERE g.run_id = run.id AND g.\"offset\" = $2::bigint),"
+    " pg AS (SELECT 1 FROM g WHERE g.open),"
     " o AS (SELECT p.run_id, greatest(p.next_slot_at, clock_timestamp()) AS slot,"
     " p.rate_per_min FROM import_pace p, run WHERE p.run_id = run.id AND EXISTS (SELECT 1"
     " FROM pg) FOR UPDATE OF p),"
@@ -101,7 +102,8 @@ static const store_stmt PAGE_BEGIN = {
     " o.rate_per_min), rate_per_min = least($3::float8, o.rate_per_min + $3::float8 * 0.002)"
     " FROM o WHERE p.run_id = o.run_id"
     " RETURNING greatest(0, extract(epoch FROM o.slot - clock_timestamp()) * 1000)::bigint AS w)"
-    " SELECT run.*, EXISTS (SELECT 1 FROM pg), coalesce((SELECT w FROM t), 0), " ASYNC_COMMIT
+    " SELECT run.*, EXISTS (SELECT 1 FROM pg), coalesce((SELECT w FROM t), 0),"
+    " coalesce((SELECT page_no FROM g), -1), coalesce((SELECT \"limit\" FROM g), 0), " ASYNC_COMMIT
     " FROM run"};
 
 static const store_stmt PACE_SLOW = {
@@ -136,15 +138,26 @@ static const store_stmt PAGE_APPLY = {
     " existing = c.matched - c.created, unknown_user = c.unknown, done_at = now()"
     " FROM c, pg WHERE g.run_id = $1::bigint AND g.page_no = pg.page_no RETURNING 1),"
     " r AS (UPDATE import_run r SET pages_done = r.pages_done + 1,"
+    " pages_total = r.pages_total + CASE WHEN $8::bigint IS NULL THEN 0 ELSE 1 END,"
     " created = r.created + c.created, existing = r.existing + c.matched - c.created,"
     " unknown_user = r.unknown_user + c.unknown,"
     " last_progress_at = CASE WHEN r.last_progress_at IS NULL OR r.last_progress_at <="
     " now() - $7::int * interval '1 millisecond' THEN now() ELSE r.last_progress_at END"
     " FROM c WHERE r.id = $1::bigint AND EXISTS (SELECT 1 FROM p)"
-    " RETURNING r.pages_done, r.pages_total, r.last_progress_at = now() AS due)"
+    " RETURNING r.pages_done, r.pages_total, r.last_progress_at = now() AS due),"
+    /* The rest of a short page, numbered under the run's row lock taken just above: pages
+     * are numbered densely 0 .. pages_total - 1. */
+    " rem AS (INSERT INTO import_page (run_id, page_no, \"offset\", \"limit\", parent_offset)"
+    " SELECT $1::bigint, r.pages_total - 1, $8::bigint, $9::int, $10::bigint FROM r"
+    " WHERE $8::bigint IS NOT NULL RETURNING page_no)"
     " SELECT c.created, c.matched - c.created, c.unknown, EXISTS (SELECT 1 FROM pg),"
-    " coalesce(r.pages_done, 0), coalesce(r.pages_total, 0), coalesce(r.due, false), " ASYNC_COMMIT
-    " FROM c LEFT JOIN r ON true"};
+    " coalesce(r.pages_done, 0), coalesce(r.pages_total, 0), coalesce(r.due, false),"
+    " coalesce((SELECT page_no FROM rem), -1), " ASYNC_COMMIT " FROM c LEFT JOIN r ON true"};
+
+static const store_stmt PAGES_CHILDREN = {
+    "import_pages_children",
+    "SELECT page_no, \"offset\", \"limit\" FROM import_page WHERE run_id = $1::bigint"
+    " AND parent_offset = $2::bigint AND state = 'pending' ORDER BY page_no"};
 
 static const store_stmt PAGE_FAIL = {
     "import_page_fail",
@@ -155,7 +168,8 @@ static const store_stmt PAGE_FAIL = {
 
 static const store_stmt RUN_FINISH = {
     "import_run_finish",
-    "UPDATE import_run SET state = 'done', finished_at = now() WHERE id = $1::bigint"
+    "UPDATE import_run SET state = 'done', finished_at = now(),"
+    " total_at_end = CASE WHEN $2::bigint >= 0 THEN $2::bigint END WHERE id = $1::bigint"
     " AND state = 'running' AND pages_done >= pages_total"};
 
 static const store_stmt RUN_FINAL_SENT = {
@@ -204,6 +218,7 @@ static void run_read(const store_res *r, import_run *o)
     o->errors = (int)i64(r, 0, 16);
     o->final_sent = is_true(r, 0, 17);
     o->elapsed_s = strtod(store_res_get(r, 0, 18), NULL);
+    o->total_at_end = i64(r, 0, 19);
 }
 
 /* Runs a one-parameter run query and reads its row. */
@@ -269,6 +284,19 @@ int store_import_run_start(store *s, const import_run_new *n, import_run *out, e
     return rc < 0 ? rc : run_by_id(s, id, out, e);
 }
 
+/* Rows of (page_no, offset, limit) into a fresh array. */
+static int read_refs(const store_res *r, import_page_ref **out, size_t *n, err_t *e)
+{
+    int rows = store_res_rows(r);
+    if (rows > 0 && !(*out = calloc((size_t)rows, sizeof **out)))
+        return err_set(e, ERR_NOMEM, "out of memory");
+    for (int i = 0; i < rows; i++)
+        (*out)[i] = (import_page_ref){
+            .page_no = (int)i64(r, i, 0), .offset = i64(r, i, 1), .limit = (int)i64(r, i, 2)};
+    *n = (size_t)rows;
+    return 0;
+}
+
 int store_import_pages_pending(store *s, int64_t run_id, int from_page, size_t max,
                                import_page_ref **out, size_t *n, err_t *e)
 {
@@ -281,14 +309,25 @@ int store_import_pages_pending(store *s, int64_t run_id, int from_page, size_t m
     *out = NULL;
     *n = 0;
     int rc = store_exec(s, &PAGES_PENDING, 3, v, &r, e);
-    int rows = rc == 0 ? store_res_rows(r) : 0;
-    if (rows > 0 && !(*out = calloc((size_t)rows, sizeof **out)))
-        rc = err_set(e, ERR_NOMEM, "out of memory");
-    for (int i = 0; rc == 0 && i < rows; i++)
-        (*out)[i] = (import_page_ref){
-            .page_no = (int)i64(r, i, 0), .offset = i64(r, i, 1), .limit = (int)i64(r, i, 2)};
     if (rc == 0)
-        *n = (size_t)rows;
+        rc = read_refs(r, out, n, e);
+    store_res_free(r);
+    return rc;
+}
+
+int store_import_pages_children(store *s, int64_t run_id, int64_t parent_offset,
+                                import_page_ref **out, size_t *n, err_t *e)
+{
+    char id[24], off[24];
+    num(id, run_id);
+    num(off, parent_offset);
+    const char *v[] = {id, off};
+    store_res *r = NULL;
+    *out = NULL;
+    *n = 0;
+    int rc = store_exec(s, &PAGES_CHILDREN, 2, v, &r, e);
+    if (rc == 0)
+        rc = read_refs(r, out, n, e);
     store_res_free(r);
     return rc;
 }
@@ -337,10 +376,12 @@ int store_import_pace_take(store *s, int64_t run_id, double max_rate, long long 
 }
 
 int store_import_page_begin(store *s, const char *run_uuid, long long offset, double max_rate,
-                            import_run *run, int *pending, long long *wait_ms, err_t *e)
+                            import_run *run, import_page_ref *page, int *pending,
+                            long long *wait_ms, err_t *e)
 {
     *pending = 0;
     *wait_ms = 0;
+    *page = (import_page_ref){.page_no = -1, .offset = offset};
     if (!store_is_uuid(run_uuid))
         return err_set(e, ERR_NOTFOUND, "'%.60s' is not an import run id", run_uuid);
     char pg[24], rate[32];
@@ -355,6 +396,8 @@ int store_import_page_begin(store *s, const char *run_uuid, long long offset, do
         run_read(r, run);
         *pending = is_true(r, 0, RUN_NCOLS);
         *wait_ms = i64(r, 0, RUN_NCOLS + 1);
+        page->page_no = (int)i64(r, 0, RUN_NCOLS + 2);
+        page->limit = (int)i64(r, 0, RUN_NCOLS + 3);
     }
     store_res_free(r);
     return rc;
@@ -419,11 +462,13 @@ static void page_result(const store_res *r, import_page_result *out)
     out->pages_done = (int)i64(r, 0, 4);
     out->pages_total = (int)i64(r, 0, 5);
     out->progress_due = is_true(r, 0, 6);
+    out->rest_page_no = (int)i64(r, 0, 7);
 }
 
-int store_import_page_apply(store *s, int64_t run_id, int page_no, int64_t stage_id, int dry_run,
-                            size_t n, const char *const *ids, const char *const *names,
-                            int progress_ms, import_page_result *out, err_t *e)
+int store_import_page_apply(store *s, int64_t run_id, const import_page_ref *page,
+                            const import_page_ref *rest, int64_t stage_id, int dry_run, size_t n,
+                            const char *const *ids, const char *const *names, int progress_ms,
+                            import_page_result *out, err_t *e)
 {
     memset(out, 0, sizeof *out);
     int bad = 0;
@@ -433,15 +478,29 @@ int store_import_page_apply(store *s, int64_t run_id, int page_no, int64_t stage
         rc = err_set(e, ERR_INVAL, "a Duo user id or username on this page is empty or too long");
     else if (!aid || !anm)
         rc = err_set(e, ERR_NOMEM, "out of memory");
-    char run[24], pg[24], st[24], pms[24];
+    char run[24], pg[24], st[24], pms[24], roff[24], rlim[24], poff[24];
     num(run, run_id);
-    num(pg, page_no);
+    num(pg, page->page_no);
     num(st, stage_id);
     num(pms, progress_ms);
-    const char *v[] = {run, pg, st, dry_run ? "true" : "false", aid, anm, pms};
+    num(poff, page->offset);
+    if (rest) {
+        num(roff, rest->offset);
+        num(rlim, rest->limit);
+    }
+    const char *v[] = {run,
+                       pg,
+                       st,
+                       dry_run ? "true" : "false",
+                       aid,
+                       anm,
+                       pms,
+                       rest ? roff : NULL,
+                       rest ? rlim : NULL,
+                       poff};
     store_res *r = NULL;
     if (rc == 0)
-        rc = store_exec(s, &PAGE_APPLY, 7, v, &r, e);
+        rc = store_exec(s, &PAGE_APPLY, 10, v, &r, e);
     if (rc == 0)
         page_result(r, out);
     store_res_free(r);
@@ -464,13 +523,15 @@ int store_import_page_fail(store *s, int64_t run_id, int page_no, const char *me
     return rc;
 }
 
-int store_import_run_finish(store *s, int64_t run_id, int *finished, import_run *out, err_t *e)
+int store_import_run_finish(store *s, int64_t run_id, int64_t total_at_end, int *finished,
+                            import_run *out, err_t *e)
 {
-    char id[24];
+    char id[24], tot[24];
     num(id, run_id);
-    const char *v[] = {id};
+    num(tot, total_at_end);
+    const char *v[] = {id, tot};
     store_res *r = NULL;
-    int rc = store_exec(s, &RUN_FINISH, 1, v, &r, e);
+    int rc = store_exec(s, &RUN_FINISH, 2, v, &r, e);
     *finished = rc == 0 && store_res_affected(r) > 0;
     store_res_free(r);
     return rc < 0 ? rc : run_by_id(s, run_id, out, e);

@@ -36,8 +36,9 @@ typedef struct import_run {
     int64_t existing;
     int64_t unknown_user;
     int errors;
-    int final_sent;   /* 1 once the final message went out */
-    double elapsed_s; /* since the run started (or until it finished) */
+    int final_sent;       /* 1 once the final message went out */
+    double elapsed_s;     /* since the run started (or until it finished) */
+    int64_t total_at_end; /* Duo's total when the run finished; -1 when unknown */
 } import_run;
 
 /* What starting a run needs; strings borrowed for the call (reply_to may be NULL). */
@@ -76,6 +77,12 @@ typedef struct import_page_ref {
 int store_import_pages_pending(store *s, int64_t run_id, int from_page, size_t max,
                                import_page_ref **out, size_t *n, err_t *e);
 
+/* The pending pages that the page at parent_offset added for the rest of its range (see
+ * store_import_page_apply), so a replay of that page can publish them again. Same
+ * ownership as store_import_pages_pending. */
+int store_import_pages_children(store *s, int64_t run_id, int64_t parent_offset,
+                                import_page_ref **out, size_t *n, err_t *e);
+
 /* Grows a running run whose Duo total grew to new_total: adds pages covering
  * [current end, new_total) and updates total_objects / pages_total, in one transaction
  * (call outside one). *first_new receives the first new page_no, *added the count (0
@@ -91,10 +98,12 @@ int store_import_pace_take(store *s, int64_t run_id, double max_rate, long long 
 /* Starts a page job in one round trip: loads the run (as store_import_run_get) and,
  * when the run is running and its page at offset is still pending, sets *pending = 1 and
  * reserves the run's next page slot (as store_import_pace_take; *wait_ms until it).
- * Otherwise *pending = 0, *wait_ms = 0 and no slot is taken. 0, ERR_NOTFOUND (also for
- * a malformed uuid), ERR_DB. Autocommit: call outside a transaction. */
+ * Otherwise *pending = 0, *wait_ms = 0 and no slot is taken. *page receives the page at
+ * that offset (page_no -1 when the run has none there) with its limit. 0, ERR_NOTFOUND
+ * (also for a malformed uuid), ERR_DB. Autocommit: call outside a transaction. */
 int store_import_page_begin(store *s, const char *run_uuid, long long offset, double max_rate,
-                            import_run *run, int *pending, long long *wait_ms, err_t *e);
+                            import_run *run, import_page_ref *page, int *pending,
+                            long long *wait_ms, err_t *e);
 
 /* Slows the run's shared rate: rate = max(rate * factor, floor). Persisted. */
 int store_import_pace_slow(store *s, int64_t run_id, double factor, double floor, err_t *e);
@@ -108,29 +117,35 @@ typedef struct import_page_result {
     int pages_done;       /* the run's counters after this page (applied only) */
     int pages_total;
     int progress_due; /* 1 when this page claimed the run's next progress message */
+    int rest_page_no; /* the page added for the rest of the range, or -1 */
 } import_page_result;
 
 /* Applies one page of n Duo users (ids[i], names[i]; both borrowed) to stage_id in a
  * single statement: devices for matching local usernames (ON CONFLICT DO NOTHING;
  * none in a dry run), the page marked done with its counts, the run's counters
- * advanced, and a progress message claimed when the last one is progress_ms old.
+ * advanced, and a progress message claimed when the last one is progress_ms old. With
+ * rest non-NULL (Duo answered short of the page's range), a pending page for
+ * [rest->offset, +rest->limit) is added in the same statement (out->rest_page_no).
  * ERR_INVAL for a name or id that is empty or too long (nothing written). Commits
  * without waiting for the WAL flush: the page is durable once any later synchronous
  * commit on the same database returned (the runtime's commit of the page job), so the
  * job must not be acknowledged before one. */
-int store_import_page_apply(store *s, int64_t run_id, int page_no, int64_t stage_id, int dry_run,
-                            size_t n, const char *const *ids, const char *const *names,
-                            int progress_ms, import_page_result *out, err_t *e);
+int store_import_page_apply(store *s, int64_t run_id, const import_page_ref *page,
+                            const import_page_ref *rest, int64_t stage_id, int dry_run, size_t n,
+                            const char *const *ids, const char *const *names, int progress_ms,
+                            import_page_result *out, err_t *e);
 
 /* Marks a pending page failed with a message, counting it as done and as an error in
  * the run (so the run still completes). *applied = 0 when it was not pending. */
 int store_import_page_fail(store *s, int64_t run_id, int page_no, const char *message, int *applied,
                            err_t *e);
 
-/* Sets a running run whose pages are all done to 'done'. *finished = 1 when this call
- * did it (the caller then sends the final message), 0 otherwise. Fills *out with the
- * run as it is after the call. */
-int store_import_run_finish(store *s, int64_t run_id, int *finished, import_run *out, err_t *e);
+/* Sets a running run whose pages are all done to 'done', recording Duo's total then
+ * (total_at_end; -1: unknown). *finished = 1 when this call did it (the caller then
+ * sends the final message), 0 otherwise. Fills *out with the run as it is after the
+ * call. */
+int store_import_run_finish(store *s, int64_t run_id, int64_t total_at_end, int *finished,
+                            import_run *out, err_t *e);
 
 /* Records that the final message was sent. */
 int store_import_run_final_sent(store *s, int64_t run_id, err_t *e);

@@ -176,10 +176,10 @@ static void test_strict_results(void **state)
     (void)state;
     char dev[64];
     user_with_device("sam", 0, dev, sizeof dev);
+    /* "waiting" is Duo saying "ask auth_status again": forever waiting ends at the job's
+     * deadline, never in an allow. */
     behave("sam", "waiting", 0);
-    json_t *r = auth_user("sam", "push", NULL);
-    assert_string_equal(tl_str(r, "duo_status"), "waiting");
-    expect_result(r, "deny", dev);
+    expect_result(auth_user("sam", "push", NULL), "timeout", dev);
     behave("sam", "maybe", 0);
     expect_result(auth_user("sam", "push", NULL), "deny", dev);
     behave("sam", "ALLOW", 0);
@@ -222,6 +222,41 @@ static void expect_error(json_t *r, const char *code)
     assert_string_equal(tl_str(r, "status"), "error");
     assert_string_equal(tl_code(r), code);
     json_decref(r);
+}
+
+/* What Duo would refuse is refused before any push: a pushinfo of 20,000 bytes or more
+ * URL-encoded, a device that is not the user's (checked with preauth). */
+static void test_checked_before_sending(void **state)
+{
+    (void)state;
+    char dev[64], id[64];
+    user_with_device("wes", 0, dev, sizeof dev);
+    long long before = auth_requests();
+    json_t *info = json_object();
+    char key[16], value[1001];
+    memset(value, 'v', 1000);
+    value[1000] = '\0';
+    for (int i = 0; i < 21; i++) { /* 21 x ~1005 bytes: over 20,000 */
+        snprintf(key, sizeof key, "k%d", i);
+        json_object_set_new(info, key, json_string(value));
+    }
+    tl_job_id(&S, id, sizeof id);
+    json_t *r = tl_job(&S, "auth", id,
+                       json_pack("{s:s, s:s, s:s, s:o}", "stage_uuid", S.stage_uuid, "username",
+                                 "wes", "factor", "push", "pushinfo", info),
+                       30000);
+    expect_error(r, "invalid_parameter");
+    tl_job_id(&S, id, sizeof id);
+    r = tl_job(&S, "auth", id,
+               json_pack("{s:s, s:s, s:s, s:s}", "stage_uuid", S.stage_uuid, "username", "wes",
+                         "factor", "push", "device", "DPNOTHISUSERSPHONE01"),
+               30000);
+    assert_non_null(
+        strstr(json_string_value(json_object_get(json_object_get(r, "error"), "message")),
+               "not one of this user's Duo devices"));
+    expect_error(r, "invalid_parameter");
+    assert_int_equal(auth_requests(), before);                   /* nothing reached /auth/v2/auth */
+    expect_result(auth_user("wes", "push", NULL), "allow", dev); /* the guard was not spent */
 }
 
 static void test_errors(void **state)
@@ -287,8 +322,9 @@ static void send_all(const char *const *users, int n, int *allow, int *limited, 
             (*allow)++;
         else if (strcmp(res, "rate_limited") == 0)
             (*limited)++;
-        else
-            (*other)++;
+        else if ((*other)++ < 3) /* say what the unexpected answers were */
+            fprintf(stderr, "send_all: %s: result '%s' duo_status '%s' error '%s'\n", ids[i], res,
+                    tl_str(r, "duo_status"), tl_code(r));
         json_decref(r);
     }
 }
@@ -358,6 +394,7 @@ int main(void)
         cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_addressing),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_checked_before_sending),
         cmocka_unit_test(test_duo_unavailable),
         cmocka_unit_test(test_fatigue_cap_across_workers),
         cmocka_unit_test(test_many_concurrent),

@@ -128,6 +128,13 @@ static void test_start_pages_and_one_per_stage(void **state)
     assert_int_equal(store_import_run_get(f->s, "not-a-uuid", &again, &e), ERR_NOTFOUND);
 }
 
+/* Page page_no of a run of page_size-user pages (how store_import_run_start lays them out). */
+static import_page_ref page_of(int page_no, int page_size)
+{
+    return (import_page_ref){
+        .page_no = page_no, .offset = (int64_t)page_no * page_size, .limit = page_size};
+}
+
 static void test_page_counts_and_replay(void **state)
 {
     fixture *f = *state;
@@ -141,12 +148,14 @@ static void test_page_counts_and_replay(void **state)
     assert_int_equal(tl_exec(f->db, sql), 0);
     import_run run;
     start(f, 6, 0, &run);
+    import_page_ref P0 = page_of(0, run.page_size);
     const char *ids[] = {"DU1", "DU2", "DU3", "DUX", "DUQ", "DU4"};
     const char *names[] = {"u1", "u2", "u3", "ghost", "q\"uo\\te", "u4"};
     import_page_result r;
     err_t e = {0};
-    assert_int_equal(
-        store_import_page_apply(f->s, run.id, 0, f->stage_id, 0, 6, ids, names, 2000, &r, &e), 0);
+    assert_int_equal(store_import_page_apply(f->s, run.id, &P0, NULL, f->stage_id, 0, 6, ids, names,
+                                             2000, &r, &e),
+                     0);
     assert_int_equal(r.applied, 1);
     assert_int_equal(r.created, 4);
     assert_int_equal(r.existing, 1);
@@ -159,8 +168,9 @@ static void test_page_counts_and_replay(void **state)
                               "' AND confirmed AND duo_user_kind = 'user_id'"),
                      4);
     /* A replay (redelivered page job) changes nothing. */
-    assert_int_equal(
-        store_import_page_apply(f->s, run.id, 0, f->stage_id, 0, 6, ids, names, 2000, &r, &e), 0);
+    assert_int_equal(store_import_page_apply(f->s, run.id, &P0, NULL, f->stage_id, 0, 6, ids, names,
+                                             2000, &r, &e),
+                     0);
     assert_int_equal(r.applied, 0);
     import_run now;
     assert_int_equal(store_import_run_get(f->s, run.uuid, &now, &e), 0);
@@ -171,9 +181,9 @@ static void test_page_counts_and_replay(void **state)
     assert_int_equal(count(f, "SELECT count(*) FROM duo_device"), 5);
     /* Bad input is refused before anything is written. */
     const char *empty[] = {""};
-    assert_int_equal(
-        store_import_page_apply(f->s, run.id, 0, f->stage_id, 0, 1, empty, names, 2000, &r, &e),
-        ERR_INVAL);
+    assert_int_equal(store_import_page_apply(f->s, run.id, &P0, NULL, f->stage_id, 0, 1, empty,
+                                             names, 2000, &r, &e),
+                     ERR_INVAL);
 }
 
 static void test_dry_run_writes_nothing(void **state)
@@ -182,12 +192,14 @@ static void test_dry_run_writes_nothing(void **state)
     load_users(f, 3, "d");
     import_run run;
     start(f, 4, 1, &run);
+    import_page_ref P0 = page_of(0, run.page_size);
     const char *ids[] = {"DUa", "DUb", "DUc", "DUd"};
     const char *names[] = {"d1", "d2", "d3", "nobody"};
     import_page_result r;
     err_t e = {0};
-    assert_int_equal(
-        store_import_page_apply(f->s, run.id, 0, f->stage_id, 1, 4, ids, names, 2000, &r, &e), 0);
+    assert_int_equal(store_import_page_apply(f->s, run.id, &P0, NULL, f->stage_id, 1, 4, ids, names,
+                                             2000, &r, &e),
+                     0);
     assert_int_equal(r.created, 3);
     assert_int_equal(r.existing, 0);
     assert_int_equal(r.unknown_user, 1);
@@ -208,9 +220,10 @@ static int child_apply(fixture *f, int64_t run_id, int p)
         names[i] = name_buf[i];
     }
     import_page_result r;
-    int rc =
-        s ? store_import_page_apply(s, run_id, p, f->stage_id, 0, 300, ids, names, 2000, &r, &e)
-          : -1;
+    import_page_ref pg = page_of(p, 300);
+    int rc = s ? store_import_page_apply(s, run_id, &pg, NULL, f->stage_id, 0, 300, ids, names,
+                                         2000, &r, &e)
+               : -1;
     store_close(s);
     return rc == 0 && r.applied ? 0 : rc == 0 ? 3 : 1;
 }
@@ -254,14 +267,16 @@ static void test_fail_finish_once_and_grow(void **state)
     fixture *f = *state;
     import_run run, now;
     start(f, 600, 0, &run);
+    import_page_ref P0 = page_of(0, run.page_size);
     err_t e = {0};
     int done = 0, applied = 0;
-    assert_int_equal(store_import_run_finish(f->s, run.id, &done, &now, &e), 0);
+    assert_int_equal(store_import_run_finish(f->s, run.id, 700, &done, &now, &e), 0);
     assert_int_equal(done, 0); /* pages pending */
     const char *ids[] = {"DU1"}, *names[] = {"nobody"};
     import_page_result r;
-    assert_int_equal(
-        store_import_page_apply(f->s, run.id, 0, f->stage_id, 0, 1, ids, names, 2000, &r, &e), 0);
+    assert_int_equal(store_import_page_apply(f->s, run.id, &P0, NULL, f->stage_id, 0, 1, ids, names,
+                                             2000, &r, &e),
+                     0);
     /* Duo grew from 600 to 700 users: one more page at offset 600. */
     int first = 0, added = 0;
     assert_int_equal(store_import_pages_extend(f->s, run.id, 700, &first, &added, &e), 0);
@@ -280,13 +295,13 @@ static void test_fail_finish_once_and_grow(void **state)
     assert_int_equal(store_import_page_fail(f->s, run.id, 1, "again", &applied, &e), 0);
     assert_int_equal(applied, 0);
     assert_int_equal(store_import_page_fail(f->s, run.id, 2, "third", &applied, &e), 0);
-    assert_int_equal(store_import_run_finish(f->s, run.id, &done, &now, &e), 0);
+    assert_int_equal(store_import_run_finish(f->s, run.id, 700, &done, &now, &e), 0);
     assert_int_equal(done, 1);
     assert_string_equal(now.state, "done");
     assert_int_equal(now.errors, 2);
     assert_int_equal(now.unknown_user, 1);
     assert_int_equal(now.total_objects, 700);
-    assert_int_equal(store_import_run_finish(f->s, run.id, &done, &now, &e), 0);
+    assert_int_equal(store_import_run_finish(f->s, run.id, 700, &done, &now, &e), 0);
     assert_int_equal(done, 0);
     assert_int_equal(now.final_sent, 0);
     assert_int_equal(store_import_run_final_sent(f->s, run.id, &e), 0);
@@ -316,6 +331,58 @@ static void test_pace_spaces_and_slows(void **state)
     assert_int_equal(count(f, "SELECT rate_per_min::int FROM import_pace"), 1);
 }
 
+/* Duo answered short of page 0 (next_offset 250 inside its range): the rest becomes page
+ * 2 at [250, 300) in the same statement, once; a page job finds it by its offset. */
+static void test_short_page_adds_the_rest(void **state)
+{
+    fixture *f = *state;
+    load_users(f, 2, "u");
+    import_run run, got;
+    start(f, 600, 0, &run);
+    import_page_ref P0 = page_of(0, run.page_size), ref;
+    import_page_ref rest = {.page_no = -1, .offset = 250, .limit = 50};
+    const char *ids[] = {"DU1"}, *names[] = {"u1"};
+    import_page_result r;
+    err_t e = {0};
+    assert_int_equal(store_import_page_apply(f->s, run.id, &P0, &rest, f->stage_id, 0, 1, ids,
+                                             names, 2000, &r, &e),
+                     0);
+    assert_int_equal(r.applied, 1);
+    assert_int_equal(r.rest_page_no, 2);
+    assert_int_equal(r.pages_total, 3);
+    /* A replay adds nothing more. */
+    assert_int_equal(store_import_page_apply(f->s, run.id, &P0, &rest, f->stage_id, 0, 1, ids,
+                                             names, 2000, &r, &e),
+                     0);
+    assert_int_equal(r.applied, 0);
+    assert_int_equal(r.rest_page_no, -1);
+    assert_int_equal(count(f, "SELECT count(*) FROM import_page"), 3);
+    import_page_ref *kids = NULL;
+    size_t n = 0;
+    assert_int_equal(store_import_pages_children(f->s, run.id, 0, &kids, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(kids[0].page_no, 2);
+    assert_int_equal(kids[0].offset, 250);
+    assert_int_equal(kids[0].limit, 50);
+    free(kids);
+    int pending = 0;
+    long long w = 0;
+    assert_int_equal(
+        store_import_page_begin(f->s, run.uuid, 250, 6000, &got, &ref, &pending, &w, &e), 0);
+    assert_int_equal(pending, 1);
+    assert_int_equal(ref.page_no, 2);
+    assert_int_equal(ref.limit, 50);
+    assert_int_equal(got.pages_total, 3);
+    /* Once applied, it is no longer a pending child of page 0. */
+    assert_int_equal(store_import_page_apply(f->s, run.id, &ref, NULL, f->stage_id, 0, 0, ids,
+                                             names, 2000, &r, &e),
+                     0);
+    assert_int_equal(r.applied, 1);
+    assert_int_equal(store_import_pages_children(f->s, run.id, 0, &kids, &n, &e), 0);
+    assert_int_equal(n, 0);
+    free(kids);
+}
+
 /* A page job's start: run loaded, slot reserved only for a pending page of a running run. */
 static void test_page_begin(void **state)
 {
@@ -323,42 +390,50 @@ static void test_page_begin(void **state)
     load_users(f, 2, "u");
     import_run run, got;
     start(f, 650, 0, &run);
+    import_page_ref P1 = page_of(1, run.page_size), ref;
     assert_int_equal(tl_exec(f->db, "UPDATE import_pace SET rate_per_min = 60"), 0);
     err_t e = {0};
     int pending = -1;
     long long w1 = -1, w2 = -1, w3 = -1;
-    assert_int_equal(store_import_page_begin(f->s, run.uuid, 300, 60, &got, &pending, &w1, &e), 0);
+    assert_int_equal(
+        store_import_page_begin(f->s, run.uuid, 300, 60, &got, &ref, &pending, &w1, &e), 0);
     assert_string_equal(got.uuid, run.uuid);
     assert_int_equal(got.pages_total, 3);
     assert_int_equal(pending, 1);
     assert_true(w1 < 500);
-    assert_int_equal(store_import_page_begin(f->s, run.uuid, 600, 60, &got, &pending, &w2, &e), 0);
+    assert_int_equal(
+        store_import_page_begin(f->s, run.uuid, 600, 60, &got, &ref, &pending, &w2, &e), 0);
     assert_int_equal(pending, 1);
     assert_true(w2 > 500); /* the second slot a second after the first */
     /* Page 1 applied: a replay of its job is not pending and takes no slot. */
     const char *ids[] = {"DU1"}, *names[] = {"u1"};
     import_page_result r;
-    assert_int_equal(
-        store_import_page_apply(f->s, run.id, 1, f->stage_id, 0, 1, ids, names, 2000, &r, &e), 0);
+    assert_int_equal(store_import_page_apply(f->s, run.id, &P1, NULL, f->stage_id, 0, 1, ids, names,
+                                             2000, &r, &e),
+                     0);
     char before[64], after[64];
     assert_int_equal(tl_query1(f->db, "SELECT next_slot_at FROM import_pace", before, 64), 0);
-    assert_int_equal(store_import_page_begin(f->s, run.uuid, 300, 60, &got, &pending, &w3, &e), 0);
+    assert_int_equal(
+        store_import_page_begin(f->s, run.uuid, 300, 60, &got, &ref, &pending, &w3, &e), 0);
     assert_int_equal(pending, 0);
     assert_int_equal(w3, 0);
     assert_int_equal(got.pages_done, 1);
     assert_int_equal(tl_query1(f->db, "SELECT next_slot_at FROM import_pace", after, 64), 0);
     assert_string_equal(before, after);
     /* An offset that is not a page's start, a finished run, unknown runs. */
-    assert_int_equal(store_import_page_begin(f->s, run.uuid, 301, 60, &got, &pending, &w3, &e), 0);
+    assert_int_equal(
+        store_import_page_begin(f->s, run.uuid, 301, 60, &got, &ref, &pending, &w3, &e), 0);
     assert_int_equal(pending, 0);
+    assert_int_equal(ref.page_no, -1);
     assert_int_equal(tl_exec(f->db, "UPDATE import_run SET state = 'done'"), 0);
-    assert_int_equal(store_import_page_begin(f->s, run.uuid, 0, 60, &got, &pending, &w3, &e), 0);
+    assert_int_equal(store_import_page_begin(f->s, run.uuid, 0, 60, &got, &ref, &pending, &w3, &e),
+                     0);
     assert_int_equal(pending, 0);
     assert_string_equal(got.state, "done");
     assert_int_equal(store_import_page_begin(f->s, "00000000-0000-0000-0000-000000000000", 0, 60,
-                                             &got, &pending, &w3, &e),
+                                             &got, &ref, &pending, &w3, &e),
                      ERR_NOTFOUND);
-    assert_int_equal(store_import_page_begin(f->s, "nope", 0, 60, &got, &pending, &w3, &e),
+    assert_int_equal(store_import_page_begin(f->s, "nope", 0, 60, &got, &ref, &pending, &w3, &e),
                      ERR_NOTFOUND);
 }
 
@@ -371,6 +446,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fail_finish_once_and_grow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pace_spaces_and_slows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_short_page_adds_the_rest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page_begin, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,9 +1,15 @@
 /* auth.c - the authentication job's life: start (device, guard, submit) and the Duo
- * callback that records the decision and finishes the job through the runtime.
+ * callbacks that record the decision and finish the job through the runtime.
  *
- * Invariant: every started job ends in exactly one worker_job_done(), from its Duo
- * callback - the engine's per-request deadline (AUTH_DEADLINE_SECS) guarantees the
- * callback comes, so no job hangs. Guard rows are taken before Duo is called. */
+ * A factor that reaches the phone (auto, push, phone) goes out once: POST /auth/v2/auth
+ * with async=1 (retried only when Duo cannot have received it), its txid stored with
+ * the job's challenge, then GET /auth/v2/auth_status until Duo decides. A rerun of the
+ * job (worker killed, redelivery) finds its challenge: with a txid it waits on it again,
+ * without one it does not push again (push_outcome_unknown).
+ *
+ * Invariant: every started job ends in exactly one worker_job_done(), from a Duo
+ * callback - every request carries the job's deadline (AUTH_DEADLINE_SECS), so the
+ * callback comes and no job hangs. Guard rows are taken before Duo is called. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +17,9 @@
 
 #include "auth_int.h"
 #include "log.h"
+
+/* Pause before asking auth_status again when it answered "waiting" at once. */
+#define AUTH_STATUS_PAUSE_MS 1000
 
 static const char *str(const job *j, const char *key)
 {
@@ -96,13 +105,11 @@ static void record(const auth_call *c, const char *decided, job_outcome *out)
     }
 }
 
-static void on_duo(void *arg, int rc, json_t *resp, json_t *meta, const duo_error *de)
+/* Ends the call: the outcome of Duo's final answer (or failure), recorded, then done. */
+static void finish(auth_call *c, int rc, const json_t *resp, const duo_error *de)
 {
-    (void)meta;
-    auth_call *c = arg;
     job_outcome out = {0};
     const char *decided = "error";
-    worker_duo_observe(c->env, "auth", duo_async_now_ms() - c->t0_ms, rc, de);
     auth_outcome(c, rc, resp, de, &out, &decided);
     record(c, decided, &out);
     call_unlink(c);
@@ -110,6 +117,92 @@ static void on_duo(void *arg, int rc, json_t *resp, json_t *meta, const duo_erro
     job_async *h = c->h;
     free(c);
     worker_job_done(w, h, &out);
+}
+
+/* Ends the call with an error outcome decided here (no Duo answer to map). */
+static void finish_fail(auth_call *c, job_outcome *out)
+{
+    record(c, "error", out);
+    call_unlink(c);
+    worker *w = c->env->w;
+    job_async *h = c->h;
+    free(c);
+    worker_job_done(w, h, out);
+}
+
+static void on_duo(void *arg, int rc, json_t *resp, json_t *meta, const duo_error *de)
+{
+    (void)meta;
+    auth_call *c = arg;
+    worker_duo_observe(c->env, "auth", duo_async_now_ms() - c->call_ms, rc, de);
+    finish(c, rc, resp, de);
+}
+
+static int submit_status(auth_call *c, long long start_ms, job_outcome *out);
+
+static void on_status(void *arg, int rc, json_t *resp, json_t *meta, const duo_error *de)
+{
+    (void)meta;
+    auth_call *c = arg;
+    long long now = duo_async_now_ms();
+    worker_duo_observe(c->env, "auth_status", now - c->call_ms, rc, de);
+    const char *result = rc == 0 ? json_string_value(json_object_get(resp, "result")) : NULL;
+    if (!result || strcmp(result, "waiting") != 0) {
+        finish(c, rc, resp, de);
+        return;
+    }
+    /* Duo long-polls auth_status until the answer changes; one that came back at once
+     * (an edge, a proxy) is asked again after a pause, not in a tight loop. */
+    long long start = now - c->call_ms < AUTH_STATUS_PAUSE_MS ? now + AUTH_STATUS_PAUSE_MS : now;
+    job_outcome out = {0};
+    if (submit_status(c, start, &out) < 0)
+        finish_fail(c, &out);
+}
+
+/* Waits on the push's txid (safe to repeat: it only reads Duo's answer). */
+static int submit_status(auth_call *c, long long start_ms, job_outcome *out)
+{
+    auth_app *app = c->app;
+    duo_client_opts creds;
+    if (auth_stage_creds(c->env, app->stages, c->dev.stage_uuid, &creds, out) < 0)
+        return -1;
+    duo_param p[] = {{"txid", c->txid}};
+    err_t e = {0};
+    c->call_ms = duo_async_now_ms();
+    if (duo_async_submit(app->engine, &creds, "GET", "/auth/v2/auth_status", p, 1, c->deadline_ms,
+                         on_status, c, &c->req, &e) < 0) {
+        job_fail(out, "duo_local_error", "cannot start the Duo call: %s", e.msg);
+        return -1;
+    }
+    if (start_ms > c->call_ms)
+        duo_async_defer(c->req, start_ms);
+    return 0;
+}
+
+/* The asynchronous auth call answered: keep its txid with the challenge, then wait. */
+static void on_push(void *arg, int rc, json_t *resp, json_t *meta, const duo_error *de)
+{
+    (void)meta;
+    auth_call *c = arg;
+    worker_duo_observe(c->env, "auth", duo_async_now_ms() - c->call_ms, rc, de);
+    const char *txid = rc == 0 ? json_string_value(json_object_get(resp, "txid")) : NULL;
+    job_outcome out = {0};
+    if (rc < 0) {
+        finish(c, rc, NULL, de);
+        return;
+    }
+    if (!txid || !*txid || strlen(txid) >= sizeof c->txid) {
+        job_fail(&out, "duo_bad_response", "Duo's asynchronous auth answer carried no txid");
+        finish_fail(c, &out);
+        return;
+    }
+    memcpy(c->txid, txid, strlen(txid) + 1);
+    err_t e = {0};
+    /* Not fatal: without it a rerun of this job refuses to push rather than push twice. */
+    if (store_auth_set_txid(c->env->db, c->challenge_id, c->txid, &e) < 0)
+        LOG(LOG_WARN, "could not store the push's txid", "device_id", c->dev.uuid, "error", e.msg);
+    if (submit_status(c, 0, &out) < 0)
+        finish_fail(c, &out);
 }
 
 /* ---- starting -------------------------------------------------------------------- */
@@ -143,22 +236,22 @@ static int resolve(const worker_env *env, const job *j, auth_device *dev, job_ou
     return rc < 0 || dev->state != AUTH_DEV_OK ? -1 : 0;
 }
 
-/* The push-fatigue guard; -1 with a rate_limited answer in *out when over it. */
-static int guard(const worker_env *env, const auth_device *dev, int64_t *challenge,
+/* The push-fatigue guard; -1 with a rate_limited answer in *out when over it. A rerun
+ * of the job gets its own challenge back (*take->why "resume", with its txid). */
+static int guard(const worker_env *env, const job *j, const auth_device *dev, auth_take *take,
                  job_outcome *out)
 {
     const config *cfg = env->cfg;
     auth_guard g = {cfg->push_cap, cfg->push_window_secs, cfg->deny_cooldown_secs};
-    int after = 0;
-    const char *why = NULL;
     err_t e = {0};
-    if (store_auth_take(env->db, dev->user_id, dev->stage_id, &g, challenge, &after, &why, &e) <
-        0) {
+    if (store_auth_take(env->db, dev->user_id, dev->stage_id, &g, j->id, take, &e) < 0) {
         job_retry(out, "push-fatigue guard: %s", e.msg);
         return -1;
     }
-    if (*challenge)
+    if (take->challenge_id)
         return 0;
+    int after = take->retry_after_secs;
+    const char *why = take->why;
     char msg[256];
     if (strcmp(why, "cooldown") == 0)
         snprintf(msg, sizeof msg,
@@ -177,26 +270,100 @@ static int guard(const worker_env *env, const auth_device *dev, int64_t *challen
     return -1;
 }
 
-/* Submits the Duo call for c; -1 with *out set when it cannot be sent. */
-static int submit(const worker_env *env, const job *j, auth_call *c, job_outcome *out)
+/* A rerun of a job that took its challenge: wait on its push when the earlier run
+ * stored the txid; otherwise a push may have gone out unseen, and sending another is
+ * what this design never does. */
+static int resume(auth_call *c, const auth_take *take, job_outcome *out)
+{
+    if (!take->txid[0]) {
+        job_fail(out, "push_outcome_unknown",
+                 "an earlier attempt of this job may already have reached the user's phone and its "
+                 "answer was lost; nothing is sent again. Send a new job to try again");
+        return -1;
+    }
+    LOG(LOG_INFO, "auth job rerun: waiting on its push again", "device_id", c->dev.uuid);
+    memcpy(c->txid, take->txid, sizeof c->txid);
+    return submit_status(c, 0, out);
+}
+
+/* Submits the Duo call for c (parameters already built in p); -1 with *out set when it
+ * cannot be sent. */
+static int submit(const worker_env *env, const job *j, auth_call *c, const duo_param *p, int n,
+                  job_outcome *out)
 {
     auth_app *app = env->app;
     duo_client_opts creds;
     if (auth_stage_creds(env, app->stages, c->dev.stage_uuid, &creds, out) < 0)
         return -1;
-    duo_param p[AUTH_MAX_PARAMS];
-    char *pushinfo = NULL;
-    int n = auth_params(j, &c->dev, p, &pushinfo, out);
-    if (n < 0)
-        return -1;
     err_t e = {0};
-    long long deadline = c->deadline_ms;
-    int rc = duo_async_submit(app->engine, &creds, "POST", "/auth/v2/auth", p, (size_t)n, deadline,
-                              on_duo, c, &c->req, &e);
-    free(pushinfo);
+    c->call_ms = duo_async_now_ms();
+    int rc =
+        duo_async_submit(app->engine, &creds, "POST", "/auth/v2/auth", p, (size_t)n, c->deadline_ms,
+                         auth_factor_async(j) ? on_push : on_duo, c, &c->req, &e);
     if (rc < 0)
         job_fail(out, "duo_local_error", "cannot start the Duo call: %s", e.msg);
     return rc < 0 ? -1 : 0;
+}
+
+/* Parameters (checked before anything is sent), guard, then the Duo call - or, for a
+ * rerun of a job whose push went out, the wait on that push. -1 with *out set. */
+static int guard_and_send(const worker_env *env, const job *j, auth_call *c, job_outcome *out)
+{
+    duo_param p[AUTH_MAX_PARAMS];
+    char *pushinfo = NULL;
+    auth_take take = {0};
+    int n = auth_params(j, &c->dev, p, &pushinfo, out), rc = -1;
+    if (n < 0)
+        return -1;
+    if (auth_factor_guarded(j) && guard(env, j, &c->dev, &take, out) < 0)
+        ;
+    else if ((c->challenge_id = take.challenge_id) && strcmp(take.why, "resume") == 0)
+        rc = resume(c, &take, out);
+    else
+        rc = submit(env, j, c, p, n, out);
+    free(pushinfo);
+    return rc;
+}
+
+/* preauth answered: the job's device must be one of the user's with the capability the
+ * factor needs, as Duo itself would insist; then the challenge goes out. */
+static void on_preauth(void *arg, int rc, json_t *resp, json_t *meta, const duo_error *de)
+{
+    (void)meta;
+    auth_call *c = arg;
+    worker_duo_observe(c->env, "preauth", duo_async_now_ms() - c->call_ms, rc, de);
+    if (rc < 0) {
+        finish(c, rc, NULL, de);
+        return;
+    }
+    const job *j = worker_job_of(c->h);
+    job_outcome out = {0};
+    /* A refusal by the guard (rate_limited) took no challenge: finish_fail records none. */
+    if (auth_device_check(j, resp, &out) < 0 || guard_and_send(c->env, j, c, &out) < 0)
+        finish_fail(c, &out);
+}
+
+/* Device, then (for a job naming a Duo device) a preauth to check it, then the rest. */
+static int begin(const worker_env *env, const job *j, auth_call *c, job_outcome *out)
+{
+    if (resolve(env, j, &c->dev, out) < 0)
+        return -1;
+    if (!auth_device_named(j))
+        return guard_and_send(env, j, c, out);
+    auth_app *app = env->app;
+    duo_client_opts creds;
+    if (auth_stage_creds(env, app->stages, c->dev.stage_uuid, &creds, out) < 0)
+        return -1;
+    duo_param p[1] = {c->dev.by_username ? (duo_param){"username", c->dev.duo_user_id}
+                                         : (duo_param){"user_id", c->dev.duo_user_id}};
+    err_t e = {0};
+    c->call_ms = duo_async_now_ms();
+    if (duo_async_submit(app->engine, &creds, "POST", "/auth/v2/preauth", p, 1, c->deadline_ms,
+                         on_preauth, c, &c->req, &e) < 0) {
+        job_fail(out, "duo_local_error", "cannot start the Duo call: %s", e.msg);
+        return -1;
+    }
+    return 0;
 }
 
 int auth_start(const worker_env *env, const job *j, job_async *h, job_outcome *out)
@@ -213,9 +380,7 @@ int auth_start(const worker_env *env, const job *j, job_async *h, job_outcome *o
                      .h = h,
                      .t0_ms = t0,
                      .deadline_ms = t0 + (long long)env->cfg->auth_deadline_secs * 1000};
-    if (resolve(env, j, &c->dev, out) < 0 ||
-        (auth_factor_guarded(j) && guard(env, &c->dev, &c->challenge_id, out) < 0) ||
-        submit(env, j, c, out) < 0) {
+    if (begin(env, j, c, out) < 0) {
         if (c->challenge_id && !out->fields)
             record(c, "error", out);
         free(c);

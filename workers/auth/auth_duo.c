@@ -29,6 +29,61 @@ int auth_factor_guarded(const job *j)
     return strcmp(factor_of(j), "passcode") != 0;
 }
 
+int auth_factor_async(const job *j)
+{
+    const char *f = factor_of(j);
+    return strcmp(f, "passcode") != 0 && strcmp(f, "sms") != 0;
+}
+
+int auth_device_named(const job *j)
+{
+    const char *d = str(j, "device");
+    return d && strcmp(d, "auto") != 0 && strcmp(factor_of(j), "passcode") != 0;
+}
+
+/* The capability a factor needs of the device ("auto" needs any of Duo's). */
+static const char *capability_of(const char *factor)
+{
+    return strcmp(factor, "push") == 0    ? "push"
+           : strcmp(factor, "phone") == 0 ? "phone"
+           : strcmp(factor, "sms") == 0   ? "sms"
+                                          : "auto";
+}
+
+static int has_string(const json_t *arr, const char *s)
+{
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        const char *v = json_string_value(json_array_get(arr, i));
+        if (v && strcmp(v, s) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int auth_device_check(const job *j, const json_t *preauth, job_outcome *o)
+{
+    const json_t *devices = json_object_get(preauth, "devices");
+    const char *want = str(j, "device"), *cap = capability_of(factor_of(j));
+    if (!json_is_array(devices))
+        return 0;
+    size_t i;
+    json_t *d;
+    json_array_foreach(devices, i, d)
+    {
+        if (json_is_string(json_object_get(d, "device")) &&
+            strcmp(json_string_value(json_object_get(d, "device")), want) == 0) {
+            if (has_string(json_object_get(d, "capabilities"), cap))
+                return 0;
+            job_fail(o, "invalid_parameter",
+                     "Duo device %.40s cannot do %s (its capabilities do not include it)", want,
+                     cap);
+            return -1;
+        }
+    }
+    job_fail(o, "invalid_parameter", "%.40s is not one of this user's Duo devices", want);
+    return -1;
+}
+
 /* Appends "k=v" (both percent-encoded) to *buf. */
 static int append_pair(char **buf, size_t *len, const char *k, const char *v)
 {
@@ -79,11 +134,22 @@ int auth_params(const job *j, const auth_device *dev, duo_param *p, char **pushi
     for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++)
         if (str(j, opt[i]))
             p[n++] = (duo_param){opt[i], str(j, opt[i])};
+    if (auth_factor_async(j))
+        p[n++] = (duo_param){"async", "1"};
     *pushinfo = NULL;
     const json_t *pi = json_object_get(j->body, "pushinfo");
     if (pi && json_object_size(pi) > 0) {
         if (encode_pushinfo(pi, pushinfo) < 0) {
             job_retry(o, "out of memory encoding pushinfo");
+            return -1;
+        }
+        size_t len = strlen(*pushinfo); /* the URL-encoded pairs, as Duo measures them */
+        if (len >= AUTH_PUSHINFO_MAX) {
+            job_fail(o, "invalid_parameter",
+                     "pushinfo is %zu bytes URL-encoded; Duo accepts under %d: send less", len,
+                     AUTH_PUSHINFO_MAX);
+            free(*pushinfo);
+            *pushinfo = NULL;
             return -1;
         }
         p[n++] = (duo_param){"pushinfo", *pushinfo};
@@ -162,17 +228,25 @@ void auth_outcome(const auth_call *c, int rc, const json_t *resp, const duo_erro
     }
     const char *raw = json_string_value(json_object_get(resp, "result"));
     const char *status = json_string_value(json_object_get(resp, "status"));
+    const char *st = status ? status : "";
     duo_result r = duo_result_of(raw);
-    if (r == DUO_RESULT_ALLOW) {
+    if (r == DUO_RESULT_ALLOW && (strcmp(st, "allow") == 0 || strcmp(st, "bypass") == 0)) {
         out->fields = fields(c, "allow", resp);
+        /* Duo let the user in without a second factor (user in bypass status). */
+        json_object_set_new(out->fields, "bypass", json_boolean(strcmp(st, "bypass") == 0));
         *decided = "allow";
+    } else if (r == DUO_RESULT_DENY && strcmp(st, "locked_out") == 0) {
+        job_fail(out, "duo_user_locked_out",
+                 "Duo has locked this user out after repeated failed attempts: an "
+                 "administrator must unlock the user in Duo");
+        *decided = "other";
     } else if (r == DUO_RESULT_DENY && status && strcmp(status, "timeout") == 0) {
         out->fields = fields(c, "timeout", resp); /* Duo gave up waiting for the user */
         *decided = "timeout";
     } else {
         if (r != DUO_RESULT_DENY)
-            LOG(LOG_WARN, "Duo answered an unexpected auth result; treated as deny", "result",
-                raw ? raw : "(none)", "device_id", c->dev.uuid);
+            LOG(LOG_WARN, "Duo answered an unexpected auth result or status; treated as deny",
+                "result", raw ? raw : "(none)", "status", st, "device_id", c->dev.uuid);
         out->fields = fields(c, "deny", resp);
         /* Only a refusal by the user starts the cool-down (not "sent" for sms). */
         *decided = r == DUO_RESULT_DENY && status &&

@@ -30,6 +30,8 @@ struct auth_call {
     int64_t challenge_id; /* 0 when the factor is not guarded (passcode) */
     long long t0_ms;
     long long deadline_ms; /* t0 + AUTH_DEADLINE_SECS: past it the answer is timeout */
+    long long call_ms;     /* when the Duo call in flight started */
+    char txid[128];        /* the push's Duo transaction, once known */
     auth_call *prev, *next;
 };
 
@@ -50,14 +52,33 @@ int auth_stage_creds(const worker_env *env, auth_stages *s, const char *stage_uu
 /* Most parameters an auth call sends. */
 #define AUTH_MAX_PARAMS 12
 
-/* Fills p (AUTH_MAX_PARAMS) with the /auth/v2/auth parameters for job j on device dev;
- * *pushinfo receives the URL-encoded pushinfo (caller frees; NULL when none). Returns
- * the count, or -1 with *o set. */
+/* Duo refuses a pushinfo of this many URL-encoded bytes or more. */
+#define AUTH_PUSHINFO_MAX 20000
+
+/* Fills p (AUTH_MAX_PARAMS) with the /auth/v2/auth parameters for job j on device dev
+ * (with async=1 when auth_factor_async); *pushinfo receives the URL-encoded pushinfo
+ * (caller frees; NULL when none). Returns the count, or -1 with *o set: an error
+ * (`invalid_parameter`, nothing sent to Duo) or a retry. */
 int auth_params(const job *j, const auth_device *dev, duo_param *p, char **pushinfo,
                 job_outcome *o);
 
 /* 1 when the job's factor sends something to the user (guarded), 0 for passcode. */
 int auth_factor_guarded(const job *j);
+
+/* 1 when the job's factor reaches the user's phone and is waited for (auto, push,
+ * phone): sent with async=1, its txid stored before waiting with auth_status, so that
+ * no fault makes a second push. passcode and sms answer at once and go synchronously. */
+int auth_factor_async(const job *j);
+
+/* 1 when the job names a Duo device (device other than "auto") for a factor that uses
+ * one: it is checked with preauth before anything reaches the user. */
+int auth_device_named(const job *j);
+
+/* Checks the job's device against a preauth answer: it must be one of the user's
+ * devices with the capability the factor needs (push, phone, sms). 0, or -1 with *o set
+ * (`invalid_parameter`). A preauth that does not list devices (allow, deny, enroll)
+ * passes: the auth call then gets Duo's own answer. */
+int auth_device_check(const job *j, const json_t *preauth, job_outcome *o);
 
 /* Turns Duo's answer (or failure) into the job outcome; *decided receives what the
  * challenge row records ("allow", "deny", "timeout", "other", "error"; static). */

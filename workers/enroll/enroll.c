@@ -52,6 +52,14 @@ static void fail_enroll(job_outcome *out, int rc, const duo_error *de, const cha
                  "it again",
                  username);
         out->duo_code = de->code;
+    } else if (de->cls == DUO_CLASS_TRANSIENT && de->http_status != 429 && !de->not_sent) {
+        /* Duo may have created the activation before failing: a rerun would make a
+         * second one (or meet duo_user_exists). Say so instead of retrying. */
+        job_fail(out, "duo_unavailable",
+                 "Duo failed after it may have received the enrollment (%s): it is not "
+                 "repeated; a new enroll.begin may answer duo_user_exists if Duo kept it",
+                 de->message);
+        out->duo_code = de->code;
     } else
         job_fail_duo(out, rc, de, "enroll");
 }

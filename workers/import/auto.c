@@ -58,7 +58,7 @@ static int finish_empty(const worker_env *env, import_run *run, job_outcome *out
 {
     err_t e = {0};
     int finished = 0;
-    if (store_import_run_finish(env->db, run->id, &finished, run, &e) < 0 ||
+    if (store_import_run_finish(env->db, run->id, run->total_objects, &finished, run, &e) < 0 ||
         store_import_run_final_sent(env->db, run->id, &e) < 0) {
         job_retry(out, "finishing an empty import run: %s", e.msg);
         return -1;

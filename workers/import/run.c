@@ -106,11 +106,14 @@ int import_publish_pending(const worker_env *env, const import_run *run, int fro
 
 json_t *import_run_fields(const import_run *run, int progress)
 {
-    json_t *counts = json_pack("{s:I, s:i, s:i, s:I, s:I, s:I, s:i}", "total_objects",
+    json_t *counts = json_pack("{s:I, s:i, s:i, s:I, s:I, s:I, s:i, s:I}", "total_objects",
                                (json_int_t)run->total_objects, "pages_total", run->pages_total,
                                "pages_done", run->pages_done, "created", (json_int_t)run->created,
                                "existing", (json_int_t)run->existing, "unknown_user",
-                               (json_int_t)run->unknown_user, "errors", run->errors);
+                               (json_int_t)run->unknown_user, "errors", run->errors, "seen",
+                               (json_int_t)(run->created + run->existing + run->unknown_user));
+    if (run->total_at_end >= 0)
+        json_object_set_new(counts, "total_at_end", json_integer(run->total_at_end));
     return json_pack("{s:s, s:s, s:b, s:b, s:o}", "run_id", run->uuid, "state", run->state,
                      "progress", progress, "dry_run", run->dry_run, "counts", counts);
 }
@@ -189,10 +192,10 @@ static long long duo_total(const worker_env *env, const stage_rec *st, int64_t r
     return total;
 }
 
-/* Adds and publishes pages for users Duo gained while the run paged. 1 when it did. */
-static int grow(const worker_env *env, const stage_rec *st, const import_run *run)
+/* Adds and publishes pages for users Duo gained while the run paged (its total is now
+ * total). 1 when it did. */
+static int grow(const worker_env *env, const import_run *run, long long total)
 {
-    long long total = duo_total(env, st, run->id);
     if (total <= run->total_objects)
         return 0;
     err_t e = {0};
@@ -221,8 +224,12 @@ void import_complete(const worker_env *env, const stage_rec *st, const char *run
     int running = strcmp(run.state, "running") == 0;
     if ((running && run.pages_done < run.pages_total) || (!running && run.final_sent))
         return;
-    if (running && (grow(env, st, &run) ||
-                    store_import_run_finish(env->db, run.id, &finished, &run, &e) < 0 || !finished))
+    /* Duo's total now: more users than at the start are paged too; the final reply
+     * reports it beside what the run saw. */
+    long long total = running ? duo_total(env, st, run.id) : -1;
+    if (running &&
+        (grow(env, &run, total) ||
+         store_import_run_finish(env->db, run.id, total, &finished, &run, &e) < 0 || !finished))
         return; /* grew, failed, or another worker finished it and sends the message */
     if (finished)
         LOG(LOG_INFO, "import run finished", "run_id", run.uuid);
