@@ -133,7 +133,9 @@ auth POST /auth/v2/auth username=alice factor=auto device=auto; check "push deny
 ctl /_emu/behavior "{\"account\":\"$A\",\"user\":\"alice\",\"push\":\"timeout\"}"
 auth POST /auth/v2/auth username=alice factor=push device=auto; check "push timeout" 'r["response"]["result"] == "deny" and r["response"]["status"] == "timeout"'
 ctl /_emu/behavior "{\"account\":\"$A\",\"user\":\"alice\",\"push\":\"fraud\"}"
-auth POST /auth/v2/auth username=alice factor=push device=auto; check "push verbatim result" 'r["response"]["result"] == "fraud"'
+auth POST /auth/v2/auth username=alice factor=push device=auto; check "push fraud -> deny/fraud" 'r["response"]["result"] == "deny" and r["response"]["status"] == "fraud"'
+ctl /_emu/behavior "{\"account\":\"$A\",\"user\":\"alice\",\"push\":\"weird\"}"
+auth POST /auth/v2/auth username=alice factor=push device=auto; check "push unknown string verbatim" 'r["response"]["result"] == "weird" and r["response"]["status"] == "weird"'
 auth POST /auth/v2/auth username=alice factor=passcode passcode=000000; check "wrong passcode" 'r["response"]["result"] == "deny" and r["response"]["status_msg"] == "Incorrect passcode"'
 auth POST /auth/v2/auth username=alice factor=passcode passcode=123456; check "right passcode" 'r["response"]["result"] == "allow"'
 auth POST /auth/v2/auth username=alice factor=sms; check "sms sent" 'r["response"]["status"] == "sent"'
