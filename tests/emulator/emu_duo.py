@@ -41,6 +41,7 @@ PUSH_FACTORS = ("auto", "push", "phone")
 PUSHINFO_MAX = 20000
 LIST_FILTERS = ("username", "email", "user_id_list", "username_list")
 LIST_FILTER_MAX = 100
+DEFAULT_DOMAIN = "@example.test"
 EDGE_HTML = ("<html>\r\n<head><title>%d %s</title></head>\r\n<body>\r\n<center><h1>%d %s"
              "</h1></center>\r\n</body>\r\n</html>\r\n")
 
@@ -498,6 +499,10 @@ def filtered_users(account, params):
         want = params["email"].lower()
         views += [v for v in account.all_explicit() if
                   (v["email"] or v["username"] + "@example.test").lower() == want]
+        if want.endswith(DEFAULT_DOMAIN):  # a generated user's default address
+            v = account.find(username=params["email"][:-len(DEFAULT_DOMAIN)])
+            if v is not None and v["gen_pos"] is not None:
+                views.append(v)
     for name, key in (("user_id_list", "user_id"), ("username_list", "username")):
         values = params.all(name)
         if name in params and not 1 <= len(values) <= LIST_FILTER_MAX:
