@@ -50,7 +50,7 @@ class Emulator:
             resp, account = emu_duo.fail(500, 50001, "Internal server error", repr(exc)), None
         finally:
             self.in_flight -= 1
-        status = resp.status if resp is not None else 499
+        status = 499 if resp is None else "drop" if resp.drop else resp.status
         count_request(self.global_stats, req.path, status)
         if account is not None:
             count_request(account.stats, req.path, status)

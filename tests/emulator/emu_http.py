@@ -1,5 +1,6 @@
 """emu_http.py - a minimal HTTP/1.1 server on asyncio streams (TLS via ssl.SSLContext):
-keep-alive, Content-Length and chunked bodies, Expect: 100-continue.
+keep-alive, Content-Length and chunked bodies, Expect: 100-continue; a response marked
+`drop` closes the connection without an answer.
 
 Invariant: one coroutine per connection, never a thread; a handler that waits (delayed or
 held pushes) only awaits, so thousands of pending requests cost memory, not the loop.
@@ -43,13 +44,16 @@ class Request:
 
 
 class Response:
-    __slots__ = ("status", "body", "headers", "close")
+    """An answer; drop=True means: close the connection without answering."""
 
-    def __init__(self, status, body=b"", headers=None, close=False):
+    __slots__ = ("status", "body", "headers", "close", "drop")
+
+    def __init__(self, status, body=b"", headers=None, close=False, drop=False):
         self.status = status
         self.body = body
         self.headers = headers or {}
         self.close = close
+        self.drop = drop
 
 
 class Conn:
@@ -214,7 +218,7 @@ async def serve_conn(reader, writer, handler):
                 conn.write(encode_response(Response(exc.status), True))
                 break
             resp = await handler(req)
-            if resp is None:  # the client went away while its request was held
+            if resp is None or resp.drop:  # client gone, or a fault drops the connection
                 break
             close = resp.close or wants_close(req)
             conn.write(encode_response(resp, close))
