@@ -74,6 +74,13 @@ const char *duo_error_code(const duo_error *err);
  * attempt never reached Duo or Duo refused it unprocessed (429). */
 int duo_call_acts(const char *method, const char *path);
 
+/* 1 when an acting call reaches a person (a push, call or SMS, or an enrollment): it is
+ * sent on a fresh connection, because libcurl silently re-sends a request whose reused
+ * keep-alive connection died before any answer, and Duo may have acted on the first.
+ * A passcode check reaches nobody and keeps connection reuse. params borrowed. */
+int duo_call_reaches_user(const char *method, const char *path, const duo_param *params,
+                          size_t nparams);
+
 /* ---- client ------------------------------------------------------------------------ */
 
 typedef struct duo_client_opts {

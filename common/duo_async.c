@@ -335,6 +335,10 @@ static int set_opts(duo_areq *r, CURL *h, long long left)
            CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, min_l(r->o.timeout_ms, left)) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+    /* Set every time: pooled handles keep their options. */
+    bad |= curl_easy_setopt(
+               h, CURLOPT_FRESH_CONNECT,
+               (long)duo_call_reaches_user(r->method, r->path, r->params, r->nparams)) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_USERAGENT, "duo-workers/1.0") != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, duo_body_on_data) != CURLE_OK;

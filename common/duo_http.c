@@ -259,6 +259,9 @@ static int one_attempt(duo_client *c, const char *method, const char *path, cons
     if (rc < 0)
         return duo_fail_set(e, rc, DUO_FAIL_LOCAL, DUO_CLASS_PERMANENT, "%s", be.msg);
     long status = 0;
+    /* A call that reaches a person never rides a reused connection (see duo.h). */
+    curl_easy_setopt(c->easy, CURLOPT_FRESH_CONNECT,
+                     (long)duo_call_reaches_user(method, path, params, nparams));
     rc = attempt(c, req, &status, r, e);
     duo_request_free(req);
     if (rc < 0)

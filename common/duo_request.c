@@ -17,6 +17,17 @@ int duo_call_acts(const char *method, const char *path)
     return strcmp(path, "/auth/v2/auth") == 0 || strcmp(path, "/auth/v2/enroll") == 0;
 }
 
+int duo_call_reaches_user(const char *method, const char *path, const duo_param *params,
+                          size_t nparams)
+{
+    if (!duo_call_acts(method, path))
+        return 0;
+    for (size_t i = 0; i < nparams; i++)
+        if (params[i].key && strcmp(params[i].key, "factor") == 0)
+            return !params[i].value || strcmp(params[i].value, "passcode") != 0;
+    return 1;
+}
+
 void duo_request_free(duo_request *r)
 {
     if (!r)

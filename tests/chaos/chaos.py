@@ -22,11 +22,14 @@ import random
 import sys
 import threading
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stack import Stack, services, need  # noqa: E402
 
-TRANSIENT_PREFIXES = ("duo_",)
+# Honest answers to faults: Duo trouble, and an auth job whose worker died after its push
+# may have gone out but before its txid was stored (it is never pushed again).
+TRANSIENT_PREFIXES = ("duo_", "push_outcome_unknown")
 
 
 # ---- the plan ---------------------------------------------------------------------------
@@ -84,6 +87,10 @@ class Run:
     # ---- sending --------------------------------------------------------------------
     def send(self, job_type, kind, body, expect, job_id=None):
         job_id = job_id or self.new_id(job_type)
+        if job_type == "auth" and body.get("factor") != "passcode":
+            # The emulator logs each push with its pushinfo: this ties a push to its job,
+            # so the verdict can count pushes per job (at most one, under any fault).
+            body = dict(body, pushinfo={"job": job_id})
         with self.lock:
             self.jobs[job_id] = {"type": job_type, "expect": expect}
         self.sender.stdin.write(json.dumps({"id": job_id, "type": job_type, "kind": kind,
@@ -520,6 +527,18 @@ def emu_faults(run):
     return n429, n5xx
 
 
+def push_count(run):
+    """(pushes, jobs pushed more than once) over the auth jobs, from the emulator's log."""
+    got = run.s.emu.call("GET", "/_emu/pushes?account=%s" % run.s.stages["a"][1])
+    per_job = {}
+    for p in got.get("pushes", []):
+        job = urllib.parse.parse_qs(p.get("pushinfo") or "").get("job", [None])[0]
+        if job:
+            per_job[job] = per_job.get(job, 0) + 1
+    twice = sorted(j for j, n in per_job.items() if n > 1)
+    return sum(per_job.values()), twice
+
+
 def dup_count(run):
     """Duplicated final replies (beyond the first per job), and those of jobs the sender
     itself published twice; the job ids go to <workdir>/dup-replies.txt."""
@@ -583,6 +602,7 @@ def report(run, elapsed):
     dead_ok, dead_other = dead_letters(run)
     n429, n5xx = emu_faults(run)
     dups, harness = dup_count(run)
+    pushes, pushed_twice = push_count(run)
     lost = run.missing()
     with run.lock:
         sent = len(run.jobs)
@@ -593,12 +613,15 @@ def report(run, elapsed):
     line = ("chaos: jobs=%d replied=%d lost=%d dup_replies=%d harness_dups=%d "
             "drain_redeliveries=%d dup_devices=%d bad_replied=%d/%d dead_letters=%d/%d unexpected_dead=%d "
             "import_created=%s/%d devices_ok=%s transient_errors=%d wrong=%d kills=%d "
-            "fault_exits=%d crashes=%d %s pg_restarts=%d 429s=%d 5xx=%d elapsed=%.0fs" % (
+            "fault_exits=%d crashes=%d %s pg_restarts=%d 429s=%d 5xx=%d pushes=%d "
+            "pushed_twice=%d elapsed=%.0fs" % (
                 sent, replied, len(lost), dups, harness, run.drain_redeliveries, dup_dev,
                 sum(1 for v in run.bad_replies.values() if v), len(run.bad_replies), dead_ok, len(run.bad_replies), len(dead_other), created, p.gen_local,
                 "yes" if devices_ok else "no", transient, wrong, run.counts["kills"],
                 run.counts["fault_exits"], run.counts["crashes"], restarts,
-                run.counts["pg_restarts"], n429, n5xx, elapsed))
+                run.counts["pg_restarts"], n429, n5xx, pushes, len(pushed_twice), elapsed))
+    for j in pushed_twice[:10]:
+        print("chaos: pushed twice: %s" % j, file=sys.stderr)
     for u in run.unexpected[:10]:
         print("chaos: unexpected: " + u, file=sys.stderr)
     for j in lost[:10]:
@@ -616,7 +639,7 @@ def report(run, elapsed):
         running, run.progress, run.foreign), file=sys.stderr)
     print(line, flush=True)
     return not (lost or dup_dev or dead_ok != len(run.bad_replies) or dead_other or
-                not imp_ok or not devices_ok or wrong or run.counts["crashes"])
+                not imp_ok or not devices_ok or wrong or run.counts["crashes"] or pushed_twice)
 
 
 def main():
