@@ -173,31 +173,27 @@ static void test_every_status(void **state)
 
 /* ---- one push per job ------------------------------------------------------------- */
 
+/* Arms one emulator fault on /auth/v2/auth, pushes for a new user and checks the
+ * outcome, and that exactly one push reached the user. */
+static void push_under_fault(const char *user, const char *fault, const char *status_or_code,
+                             const char *result)
+{
+    user_with_device(user);
+    emu_post("/_emu/faults", "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/auth\",%s}", S.account,
+             fault);
+    expect(push(user), status_or_code, result);
+    assert_int_equal(pushes(user), 1);
+}
+
 static void test_one_push_under_faults(void **state)
 {
     (void)state;
     /* 5xx from Duo's edge after the push went out: not repeated. */
-    user_with_device("f_5xx");
-    emu_post("/_emu/faults",
-             "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/auth\",\"status\":503,\"after\":true}",
-             S.account);
-    expect(push("f_5xx"), "duo_unavailable", NULL);
-    assert_int_equal(pushes("f_5xx"), 1);
-    /* The connection dropped after the push: not repeated either. */
-    user_with_device("f_drop");
-    emu_post("/_emu/faults",
-             "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/auth\",\"drop\":true,\"after\":true}",
-             S.account);
-    expect(push("f_drop"), "duo_unavailable", NULL);
-    assert_int_equal(pushes("f_drop"), 1);
+    push_under_fault("f_5xx", "\"status\":503,\"after\":true", "duo_unavailable", NULL);
+    /* The connection dropped after the push: not repeated either (nor by libcurl). */
+    push_under_fault("f_drop", "\"drop\":true,\"after\":true", "duo_unavailable", NULL);
     /* A 429 before acting is safe to repeat: one push, allowed. */
-    user_with_device("f_429");
-    emu_post("/_emu/faults",
-             "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/auth\",\"status\":429,"
-             "\"retry_after\":1}",
-             S.account);
-    expect(push("f_429"), "allow", "allow");
-    assert_int_equal(pushes("f_429"), 1);
+    push_under_fault("f_429", "\"status\":429,\"retry_after\":1", "allow", "allow");
 }
 
 /* The worker dies while the user looks at the push; its successor waits on the same

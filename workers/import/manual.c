@@ -46,48 +46,28 @@ static void not_found(job_outcome *out, const char *name, int duo_code)
     out->duo_code = duo_code;
 }
 
-/* Admin API: does Duo have this user id? 0, 1 (Admin API refused: try preauth), or -1. */
-static int by_admin_id(const worker_env *env, duo_client *duo, const char *id, resolved *r,
-                       job_outcome *out)
+/* Admin API: the user by id (GET /admin/v1/users/<id>) or by username (the user list
+ * filtered by it); what is stored is Duo's user id. 0, 1 (Admin API refused: try
+ * preauth), or -1 (*out set). */
+static int by_admin(const worker_env *env, duo_client *duo, const char *given, int is_id,
+                    resolved *r, job_outcome *out)
 {
     json_t *user = NULL;
     duo_error de = {0};
     long long t0 = now_ms();
-    int rc = duo_admin_user_by_id(duo, id, &user, &de);
-    worker_duo_observe(env, "admin_user_by_id", now_ms() - t0, rc, &de);
-    json_decref(user);
-    if (rc == 0) {
-        memcpy(r->duo_user_id, id, strlen(id) + 1);
-        r->kind = "user_id";
-        return 0;
-    }
-    if (rc == ERR_NOTFOUND)
-        not_found(out, id, de.code);
-    else if (de.cls == DUO_CLASS_LICENSE)
-        return 1;
-    else
-        job_fail_duo_admin(out, rc, &de, "the user lookup");
-    return -1;
-}
-
-/* Admin API: username -> user id. 0, 1 (Admin API refused: try preauth), or -1 (*out). */
-static int by_admin(const worker_env *env, duo_client *duo, const char *name, resolved *r,
-                    job_outcome *out)
-{
-    json_t *user = NULL;
-    duo_error de = {0};
-    long long t0 = now_ms();
-    int rc = duo_admin_user_by_username(duo, name, &user, &de);
-    worker_duo_observe(env, "admin_user_by_username", now_ms() - t0, rc, &de);
+    int rc = is_id ? duo_admin_user_by_id(duo, given, &user, &de)
+                   : duo_admin_user_by_username(duo, given, &user, &de);
+    worker_duo_observe(env, is_id ? "admin_user_by_id" : "admin_user_by_username", now_ms() - t0,
+                       rc, &de);
     const char *id = json_string_value(json_object_get(user, "user_id"));
     if (rc == 0 && id && *id && strlen(id) < sizeof r->duo_user_id) {
         memcpy(r->duo_user_id, id, strlen(id) + 1);
         r->kind = "user_id";
     } else if (rc == 0) {
         job_fail(out, "duo_bad_response", "Duo's user object for '%.150s' has no usable user_id",
-                 name);
+                 given);
     } else if (rc == ERR_NOTFOUND) {
-        not_found(out, name, 0);
+        not_found(out, given, de.code);
     } else if (de.cls == DUO_CLASS_LICENSE) {
         json_decref(user);
         return 1;
@@ -152,9 +132,7 @@ static int resolve(const worker_env *env, const stage_rec *st, const char *given
     r->from = is_id ? "user_id" : "username";
     if (st->admin_integration_key && st->admin_secret_key) {
         duo_client *duo = import_admin_duo(env, st, out);
-        int rc = !duo    ? -1
-                 : is_id ? by_admin_id(env, duo, given, r, out)
-                         : by_admin(env, duo, given, r, out);
+        int rc = duo ? by_admin(env, duo, given, is_id, r, out) : -1;
         if (rc <= 0)
             return rc;
         LOG(LOG_INFO, "Admin API refused the lookup; verifying the user with preauth");
