@@ -128,7 +128,9 @@ int store_reconnect(store *s, int max_wait_ms, err_t *e)
     long waited = 0, delay = 100;
     for (;;) {
         if (connect_pg(s, e) == 0) {
-            LOG(LOG_INFO, "reconnected to PostgreSQL");
+            char server[300]; /* which host of a multi-host URL is the primary now */
+            snprintf(server, sizeof server, "%s:%s", PQhost(s->pg), PQport(s->pg));
+            LOG(LOG_INFO, "reconnected to PostgreSQL", "server", server);
             return 0;
         }
         if (waited >= max_wait_ms)
