@@ -6,11 +6,15 @@
 #                                primary, pg_basebackup the standby through replication
 #                                slot duo_standby, wait until it streams (sync: until the
 #                                primary lists it as its synchronous standby)
-#   pg-ha.sh failover [SECS]     stop the primary hard (pg_ctl -m immediate: a crash),
+#   pg-ha.sh failover [SECS] [LAG]
+#                                stop the primary hard (pg_ctl -m immediate: a crash),
 #                                wait SECS (default 3, failure detection), promote the
 #                                standby and wait until it accepts writes; prints
 #                                "failover: lag_bytes=N took_ms=T" (N: WAL the primary had
-#                                written that the standby had not flushed)
+#                                written that the standby had not flushed). LAG > 0 first
+#                                freezes the primary's WAL sender (SIGSTOP) for LAG
+#                                seconds: a standby that far behind at the crash, as over
+#                                a slow or busy link (sync: commits wait meanwhile)
 #   pg-ha.sh env                 export lines: CHAOS_PG_HOSTS, CHAOS_PG_PORTS (both nodes)
 #   pg-ha.sh standby-writes      how many writes the standby refused as read-only (its log):
 #                                a client that wrote to it had not noticed it was a standby
@@ -102,10 +106,21 @@ start() {
 }
 
 failover() {
-  local delay="${1:-3}" t0 lag
+  local delay="${1:-3}" behind="${2:-0}" t0 lag senders
+  senders="$(sql "$P1" "SELECT pid FROM pg_stat_replication")" || senders=""
+  if [ "$behind" != 0 ] && [ -n "$senders" ]; then
+    kill -STOP $senders
+    sleep "$behind"
+  fi
   t0=$(date +%s%N)
   lag="$(sql "$P1" "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn)), -1) FROM pg_stat_replication")" || lag=-1
-  as_postgres "$PGBIN/pg_ctl -D '$PDATA' -m immediate -w stop" >/dev/null
+  as_postgres "$PGBIN/pg_ctl -D '$PDATA' -m immediate -w -t 60 stop" >/dev/null &
+  # A frozen sender would hold the shutdown for 5 s until the postmaster kills it.
+  if [ "$behind" != 0 ] && [ -n "$senders" ]; then
+    sleep 0.5
+    kill -KILL $senders 2>/dev/null || true
+  fi
+  wait
   sleep "$delay"
   as_postgres "$PGBIN/pg_ctl -D '$SDATA' -w -t 60 promote" >/dev/null
   for _ in $(seq 1 120); do
@@ -138,11 +153,11 @@ status() {
 
 case "${1:-}" in
   start) start "${2:-sync}" ;;
-  failover) failover "${2:-3}" ;;
+  failover) failover "${2:-3}" "${3:-0}" ;;
   env) echo "export CHAOS_PG_HOSTS=127.0.0.1,127.0.0.1 CHAOS_PG_PORTS=$P1,$P2" ;;
   standby-writes) grep -c "in a read-only transaction" "$SDATA.log" 2>/dev/null || true ;;
   status) status ;;
   stop) stop ;;
   reset) stop; rm -rf "$DIR" ;;
-  *) echo "usage: $0 start [sync|async]|failover [SECS]|env|status|stop|reset" >&2; exit 2 ;;
+  *) echo "usage: $0 start [sync|async]|failover [SECS] [LAG]|env|status|stop|reset" >&2; exit 2 ;;
 esac

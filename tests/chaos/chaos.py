@@ -346,20 +346,27 @@ def event_loop(run):
         ev += [(0.25, lambda: stop_node(run, node)), (0.45, lambda: start_node(run, node))]
     elif a.mq_restart:
         ev.append((0.25, lambda: restart(run, "mq")))
+    t0 = time.time()
     if a.pg_failover:
-        ev.append((0.60, lambda: failover(run)))
+        # On a timer of its own: a slow broker restart (a minute on a loaded machine)
+        # must not push the failover past the send window.
+        thread(at_time, run, t0 + 0.60 * w, lambda: failover_now(run))
     elif a.pg_restart:
         ev.append((0.60, lambda: restart(run, "pg")))
-    t0 = time.time()
     for at, fn in sorted(ev, key=lambda e: e[0]):
-        while time.time() < t0 + at * w and not run.stop.is_set():
-            time.sleep(0.1)
-        if run.stop.is_set():
-            return
-        try:
-            fn()
-        except Exception as ex:
-            print("chaos: event failed: %s" % ex, file=sys.stderr)
+        at_time(run, t0 + at * w, fn)
+
+
+def at_time(run, when, fn):
+    """Runs fn() at time when, unless the run stops first."""
+    while time.time() < when and not run.stop.is_set():
+        time.sleep(0.1)
+    if run.stop.is_set():
+        return
+    try:
+        fn()
+    except Exception as ex:
+        print("chaos: event failed: %s" % ex, file=sys.stderr)
 
 
 def restart(run, what):
@@ -369,11 +376,12 @@ def restart(run, what):
     print("chaos: restarted %s in %.1fs" % (what, took), file=sys.stderr)
 
 
-def failover(run):
+def failover_now(run):
     """Crashes the primary (pg_ctl -m immediate) and promotes the standby."""
     note(run, "pg failover: stop the primary hard, promote the standby")
     at = time.time()
-    took, out = services(["scripts/pg-ha.sh", "failover", str(run.args.promote_delay)])
+    took, out = services(["scripts/pg-ha.sh", "failover", str(run.args.promote_delay),
+                          str(run.args.standby_lag)])
     fields = dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
     run.failover = {"at": at, "took_ms": int(fields.get("took_ms", -1)),
                     "lag_bytes": int(fields.get("lag_bytes", -1))}
@@ -616,6 +624,9 @@ def parse_args():
                          "the standby")
     ap.add_argument("--promote-delay", type=float, default=3.0,
                     help="seconds between the primary's crash and the promotion")
+    ap.add_argument("--standby-lag", type=float, default=0,
+                    help="before the crash, hold back the primary's WAL sender this many "
+                         "seconds (a standby that far behind; with sync, commits wait)")
     ap.add_argument("--fault-point-share", type=float, default=0.2)
     ap.add_argument("--wait-secs", type=float, default=300)
     ap.add_argument("--seed", type=int, default=0)
