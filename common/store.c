@@ -60,6 +60,27 @@ static int server_read_only(const PGconn *pg)
     return (hs && strcmp(hs, "on") == 0) || (ro && strcmp(ro, "on") == 0);
 }
 
+/* Copies libpq's message into out as one line: with several hosts it holds one line (and
+ * a tabbed hint) per host tried, and each says why that host was not taken. */
+static void one_line(const char *msg, char *out, size_t outlen)
+{
+    size_t n = 0;
+    for (const char *p = msg; *p && n + 3 < outlen; p++) {
+        if (*p == '\n' && p[1] && p[1] != '\t') {
+            out[n++] = ';';
+            out[n++] = ' ';
+        } else if (*p == '\n' || *p == '\t') {
+            if (n && out[n - 1] != ' ')
+                out[n++] = ' ';
+        } else {
+            out[n++] = *p;
+        }
+    }
+    while (n && out[n - 1] == ' ')
+        n--;
+    out[n] = '\0';
+}
+
 static int connect_pg(store *s, err_t *e)
 {
     const char *vals[] = {"read-write", "5", "10", "5", "3", s->url, NULL};
@@ -69,9 +90,8 @@ static int connect_pg(store *s, err_t *e)
     s->in_tx = 0;
     s->read_only = 0;
     if (PQstatus(s->pg) != CONNECTION_OK) {
-        char msg[400];
-        snprintf(msg, sizeof msg, "%s", PQerrorMessage(s->pg));
-        msg[strcspn(msg, "\n")] = '\0';
+        char msg[600];
+        one_line(PQerrorMessage(s->pg), msg, sizeof msg);
         return err_set(e, ERR_DB, "cannot connect to PostgreSQL: %s", msg);
     }
     if (server_read_only(s->pg)) {

@@ -115,6 +115,15 @@ static void test_read_only_refused(void **state)
     err_t e2 = {0};
     assert_null(store_open(url, &e2));
     assert_non_null(strstr(e2.msg, "is read-only (a standby?); the store needs the primary"));
+
+    /* No host takes writes: the error, on one line, says why for each host. */
+    snprintf(url, sizeof url, "postgresql://postgres@127.0.0.1:1,%s/%s", hostport, dbname(ro_db));
+    err_t e3 = {0};
+    assert_null(store_open(url, &e3));
+    assert_non_null(strstr(e3.msg, "Connection refused"));
+    assert_non_null(strstr(e3.msg, "; connection to server at"));
+    assert_non_null(strstr(e3.msg, "read-only"));
+    assert_null(strchr(e3.msg, '\n'));
 }
 
 /* The session turns read-only (the server reports it): store_ok() says so, and the
