@@ -31,7 +31,9 @@ typedef struct {
 
 static const setting settings[] = {
     S("DATABASE_URL", database_url, NULL, CONFIG_NEED_DB,
-      "PostgreSQL connection: libpq conninfo (`host=... dbname=...`) or `postgres://` URL"),
+      "PostgreSQL connection: libpq conninfo (`host=... dbname=...`) or `postgres://` URL; "
+      "several hosts (`host=a,b`) for a primary with standbys: each (re)connect finds the "
+      "primary"),
     S("AMQP_URL", amqp_url, NULL, CONFIG_NEED_MQ,
       "RabbitMQ broker URL `amqp://user:pass@host:port/vhost` (or `amqps://`); a comma-separated "
       "list for a cluster, tried in turn"),

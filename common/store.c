@@ -1,6 +1,11 @@
 /* store.c - one libpq connection with lazily prepared statements. Every statement is
  * parameterised; no SQL is ever built from input. Errors are converted to err_t here,
- * once, with SQLSTATE 23505 (unique violation) reported as ERR_CONFLICT. */
+ * once, with SQLSTATE 23505 (unique violation) reported as ERR_CONFLICT.
+ * Invariant: the connection in use is to a writable primary. A multi-host URL is tried
+ * host by host for one (target_session_attrs=read-write unless the URL says otherwise),
+ * a server that reports itself read-only (a standby) is refused at connect, and one that
+ * refuses a write as read-only (SQLSTATE 25006) marks the connection unusable, so the
+ * caller's next store_ok() is 0 and store_reconnect() looks for the primary again. */
 #include "store.h"
 
 #include <libpq-fe.h>
@@ -16,6 +21,7 @@ struct store {
     PGconn *pg;
     char *url;
     int in_tx;
+    int read_only; /* the server refused a write as read-only: reconnect before reuse */
     int nprepared;
     const char *prepared[MAX_PREPARED]; /* names, borrowed from static store_stmt */
 };
@@ -30,17 +36,71 @@ static void notice_quiet(void *arg, const char *msg)
     (void)msg; /* NOTICEs (e.g. "relation exists, skipping") are not errors. */
 }
 
+/* Settings the store wants unless the URL sets them. They come before the URL, and libpq
+ * keeps the last value of a repeated keyword, so the URL's own values win:
+ * - target_session_attrs: of a multi-host URL's hosts, take the one that accepts writes
+ *   now (the primary after a failover), skipping standbys;
+ * - connect_timeout: a host that does not answer costs seconds per try, not minutes;
+ * - keepalives: a primary whose machine vanished (no RST, no FIN) is noticed in about
+ *   25 s instead of the kernel's two hours, so a worker waiting on it moves on. */
+static const char *const conn_keys[] = {"target_session_attrs",
+                                        "connect_timeout",
+                                        "keepalives_idle",
+                                        "keepalives_interval",
+                                        "keepalives_count",
+                                        "dbname",
+                                        NULL};
+
+/* 1 when the server said it accepts no writes: a hot standby, or a primary set to
+ * default_transaction_read_only. Servers since 14 report both as they change. */
+static int server_read_only(const PGconn *pg)
+{
+    const char *hs = PQparameterStatus(pg, "in_hot_standby");
+    const char *ro = PQparameterStatus(pg, "default_transaction_read_only");
+    return (hs && strcmp(hs, "on") == 0) || (ro && strcmp(ro, "on") == 0);
+}
+
+/* Copies libpq's message into out as one line: with several hosts it holds one line (and
+ * a tabbed hint) per host tried, and each says why that host was not taken. */
+static void one_line(const char *msg, char *out, size_t outlen)
+{
+    size_t n = 0;
+    for (const char *p = msg; *p && n + 3 < outlen; p++) {
+        if (*p == '\n' && p[1] && p[1] != '\t') {
+            out[n++] = ';';
+            out[n++] = ' ';
+        } else if (*p == '\n' || *p == '\t') {
+            if (n && out[n - 1] != ' ')
+                out[n++] = ' ';
+        } else {
+            out[n++] = *p;
+        }
+    }
+    while (n && out[n - 1] == ' ')
+        n--;
+    out[n] = '\0';
+}
+
 static int connect_pg(store *s, err_t *e)
 {
+    const char *vals[] = {"read-write", "5", "10", "5", "3", s->url, NULL};
     PQfinish(s->pg);
-    s->pg = PQconnectdb(s->url);
+    s->pg = PQconnectdbParams(conn_keys, vals, 1);
     s->nprepared = 0;
     s->in_tx = 0;
+    s->read_only = 0;
     if (PQstatus(s->pg) != CONNECTION_OK) {
-        char msg[400];
-        snprintf(msg, sizeof msg, "%s", PQerrorMessage(s->pg));
-        msg[strcspn(msg, "\n")] = '\0';
+        char msg[600];
+        one_line(PQerrorMessage(s->pg), msg, sizeof msg);
         return err_set(e, ERR_DB, "cannot connect to PostgreSQL: %s", msg);
+    }
+    if (server_read_only(s->pg)) {
+        /* Only reachable when the URL relaxed target_session_attrs: never write here. */
+        s->read_only = 1;
+        return err_set(e, ERR_DB,
+                       "cannot connect to PostgreSQL: server %s:%s is read-only "
+                       "(a standby?); the store needs the primary",
+                       PQhost(s->pg), PQport(s->pg));
     }
     PQsetNoticeProcessor(s->pg, notice_quiet, NULL);
     return 0;
@@ -74,7 +134,8 @@ void store_close(store *s)
 
 int store_ok(const store *s)
 {
-    return s && s->pg && PQstatus(s->pg) == CONNECTION_OK;
+    return s && s->pg && PQstatus(s->pg) == CONNECTION_OK && !s->read_only &&
+           !server_read_only(s->pg);
 }
 
 static long jitter_ms(long base)
@@ -87,7 +148,9 @@ int store_reconnect(store *s, int max_wait_ms, err_t *e)
     long waited = 0, delay = 100;
     for (;;) {
         if (connect_pg(s, e) == 0) {
-            LOG(LOG_INFO, "reconnected to PostgreSQL");
+            char server[300]; /* which host of a multi-host URL is the primary now */
+            snprintf(server, sizeof server, "%s:%s", PQhost(s->pg), PQport(s->pg));
+            LOG(LOG_INFO, "reconnected to PostgreSQL", "server", server);
             return 0;
         }
         if (waited >= max_wait_ms)
@@ -107,6 +170,8 @@ static int result_error(store *s, PGresult *r, const char *what, err_t *e)
     snprintf(msg, sizeof msg, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(s->pg));
     msg[strcspn(msg, "\n")] = '\0';
     int code = (state && strcmp(state, "23505") == 0) ? ERR_CONFLICT : ERR_DB;
+    if (state && strcmp(state, "25006") == 0) /* read_only_sql_transaction */
+        s->read_only = 1;
     if (PQstatus(s->pg) != CONNECTION_OK) {
         s->in_tx = 0;
         s->nprepared = 0;
@@ -143,8 +208,9 @@ void store_rollback(store *s)
     if (!s->in_tx)
         return;
     s->in_tx = 0;
-    if (simple(s, "ROLLBACK", NULL) < 0 && PQstatus(s->pg) != CONNECTION_OK)
-        PQreset(s->pg);
+    /* On a lost connection this fails at once; store_ok() is then 0 and the caller's
+     * store_reconnect() finds the current primary (a PQreset would retry blindly). */
+    simple(s, "ROLLBACK", NULL);
 }
 
 int store_in_tx(const store *s)

@@ -21,23 +21,32 @@ typedef struct store_stmt {
     const char *sql;
 } store_stmt;
 
-/* Connects to url (libpq conninfo or URL). Returns NULL and fills e on failure.
- * The caller owns the result: store_close(). */
+/* Connects to url (libpq conninfo or URL, one host or several: `host=a,b port=5432,5432`
+ * or `postgresql://a:5432,b:5432/db`). Unless the URL sets them, target_session_attrs is
+ * read-write (of several hosts, the one that is primary now), connect_timeout 5 s and TCP
+ * keepalives notice a dead peer in about 25 s. A server that reports itself read-only (a
+ * hot standby) is refused. Returns NULL and fills e on failure. The url string is copied
+ * (never logged: it may hold a password). The caller owns the result: store_close(). */
 store *store_open(const char *url, err_t *e);
 
 /* Closes and frees; accepts NULL. Rolls back an open transaction. */
 void store_close(store *s);
 
-/* 1 when the connection is up (a cheap local check, no round trip). */
+/* 1 when the connection is up and usable for writes (a cheap local check, no round
+ * trip): 0 after a lost connection, and after the server refused a write as read-only
+ * (SQLSTATE 25006) or reported itself a standby. */
 int store_ok(const store *s);
 
-/* Re-establishes a lost connection with jittered backoff for up to max_wait_ms (0: one
- * try). Prepared statements are re-prepared lazily. Returns 0 or ERR_DB. */
+/* Re-establishes a lost (or read-only) connection with jittered backoff for up to
+ * max_wait_ms (0: one try), to whichever host of the URL accepts writes now; a standby
+ * counts as a failed try. Prepared statements are re-prepared lazily. Returns 0 or
+ * ERR_DB. */
 int store_reconnect(store *s, int max_wait_ms, err_t *e);
 
 int store_begin(store *s, err_t *e);
 int store_commit(store *s, err_t *e);
-/* Rolls back if a transaction is open; never fails (a broken connection is reset). */
+/* Rolls back if a transaction is open; never fails. A broken connection is left broken
+ * (store_ok() == 0) for the caller's store_reconnect(). */
 void store_rollback(store *s);
 int store_in_tx(const store *s);
 

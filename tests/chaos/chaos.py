@@ -4,7 +4,9 @@
 Sends mixed jobs (enroll.begin/status, auth with every outcome, manual imports, one
 automatic import, a handful of deliberately bad messages) through several worker
 processes of each kind while it kill -9s random workers, restarts RabbitMQ (or stops one
-node of a cluster) and PostgreSQL, and has the emulator answer bursts of 429 and 5xx.
+node of a cluster) and PostgreSQL (or, with --pg-failover, crashes the primary of
+scripts/pg-ha.sh and promotes its standby), and has the emulator answer bursts of 429
+and 5xx.
 Then it checks, from the reply queue, the dead-letter queue and the database, that every
 job got its final reply, no device was stored twice, the automatic import's counts match
 the emulator's users and only the bad messages were dead-lettered; it prints one summary
@@ -73,7 +75,9 @@ class Run:
         self.status_sent = 0
         self.counter = 0
         self.counts = dict(kills=0, fault_exits=0, crashes=0, mq_restarts=0, pg_restarts=0,
-                           node_stops=0, fault_bursts=0)
+                           node_stops=0, fault_bursts=0, pg_failovers=0)
+        self.failover = {}        # "at", "took_ms", "lag_bytes" of the promotion
+        self.reply_times = []     # arrival time of each first final reply
         self.crash_info = []
         self.feeding_done = threading.Event()
         self.stop = threading.Event()
@@ -250,6 +254,8 @@ class Run:
                 return
             prev.append(body)
             first = len(prev) == 1
+            if first:
+                self.reply_times.append(time.time())
         if first and job["type"] == "enroll.begin":
             self.followups.put(body)
 
@@ -347,25 +353,48 @@ def event_loop(run):
         ev += [(0.25, lambda: stop_node(run, node)), (0.45, lambda: start_node(run, node))]
     elif a.mq_restart:
         ev.append((0.25, lambda: restart(run, "mq")))
-    if a.pg_restart:
-        ev.append((0.60, lambda: restart(run, "pg")))
     t0 = time.time()
+    if a.pg_failover:
+        # On a timer of its own: a slow broker restart (a minute on a loaded machine)
+        # must not push the failover past the send window.
+        thread(at_time, run, t0 + 0.60 * w, lambda: failover_now(run))
+    elif a.pg_restart:
+        ev.append((0.60, lambda: restart(run, "pg")))
     for at, fn in sorted(ev, key=lambda e: e[0]):
-        while time.time() < t0 + at * w and not run.stop.is_set():
-            time.sleep(0.1)
-        if run.stop.is_set():
-            return
-        try:
-            fn()
-        except Exception as ex:
-            print("chaos: event failed: %s" % ex, file=sys.stderr)
+        at_time(run, t0 + at * w, fn)
+
+
+def at_time(run, when, fn):
+    """Runs fn() at time when, unless the run stops first."""
+    while time.time() < when and not run.stop.is_set():
+        time.sleep(0.1)
+    if run.stop.is_set():
+        return
+    try:
+        fn()
+    except Exception as ex:
+        print("chaos: event failed: %s" % ex, file=sys.stderr)
 
 
 def restart(run, what):
     note(run, "restart-" + what)
-    took = services(["scripts/services.sh", "restart-" + what])
+    took, _ = services(["scripts/services.sh", "restart-" + what])
     run.counts[what + "_restarts"] += 1
     print("chaos: restarted %s in %.1fs" % (what, took), file=sys.stderr)
+
+
+def failover_now(run):
+    """Crashes the primary (pg_ctl -m immediate) and promotes the standby."""
+    note(run, "pg failover: stop the primary hard, promote the standby")
+    at = time.time()
+    took, out = services(["scripts/pg-ha.sh", "failover", str(run.args.promote_delay),
+                          str(run.args.standby_lag)])
+    fields = dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
+    run.failover = {"at": at, "took_ms": int(fields.get("took_ms", -1)),
+                    "lag_bytes": int(fields.get("lag_bytes", -1))}
+    run.counts["pg_failovers"] += 1
+    note(run, "standby promoted: %s" % out.strip())
+    print("chaos: failover done in %.1fs (%s)" % (took, out.strip()), file=sys.stderr)
 
 
 def stop_node(run, node):
@@ -517,6 +546,46 @@ def dead_letters(run):
     return matched, others
 
 
+def failover_checks(run):
+    """After a promotion: what the new primary lacks of what replies reported. Returns
+    (devices named by an ok reply that are absent, job rows absent for jobs with a final
+    reply: all, of them auth jobs) and writes the ids to <workdir>/failover-absent.txt."""
+    s = run.s
+    a = s.stages["a"][0]
+    have_user_ids = set(s.psql("SELECT d.duo_user_id FROM duo_device d JOIN duo_stage s ON "
+                               "s.id = d.stage_id WHERE s.uuid = '%s'" % a).split())
+    have_uuids = set(s.psql("SELECT uuid FROM duo_device").split())
+    have_jobs = set(s.psql("SELECT job_id FROM job").split())
+    missing, absent = [], []
+    with run.lock:
+        for j, bodies in run.finals.items():
+            b, t = bodies[0] or {}, run.jobs[j]["type"]
+            if j not in have_jobs:
+                absent.append((j, t))
+            if b.get("status") != "ok":
+                continue
+            if t == "import.manual" and b.get("duo_user_id") not in have_user_ids:
+                missing.append((j, t, b.get("duo_user_id")))
+            if t == "enroll.status" and b.get("enrollment_status") == "success" and \
+                    b.get("device_id") not in have_uuids:
+                missing.append((j, t, b.get("device_id")))
+    with open(os.path.join(s.workdir, "failover-absent.txt"), "w") as f:
+        f.write("".join("device %s %s %s\n" % m for m in missing))
+        f.write("".join("job-row %s %s\n" % r for r in absent))
+    return len(missing), len(absent), sum(1 for _, t in absent if t == "auth")
+
+
+def reply_stall(run):
+    """Longest stretch without a first final reply from the failover until 60 s after."""
+    at = run.failover.get("at")
+    if not at:
+        return 0.0
+    with run.lock:
+        times = sorted(t for t in run.reply_times if at - 1 <= t <= at + 60)
+    gaps = [b - a for a, b in zip([at] + times, times)]
+    return max(gaps) if gaps else 0.0
+
+
 def emu_faults(run):
     n429 = n5xx = 0
     for _, account in run.s.stages.values():
@@ -567,6 +636,16 @@ def parse_args():
     ap.add_argument("--cluster", action="store_true")
     ap.add_argument("--no-mq-restart", dest="mq_restart", action="store_false")
     ap.add_argument("--no-pg-restart", dest="pg_restart", action="store_false")
+    ap.add_argument("--pg-failover", choices=("sync", "async"),
+                    help="run against the primary + standby of scripts/pg-ha.sh (started by "
+                         "run.sh with this replication mode) and, at 60%% of the send "
+                         "window instead of the restart, crash the primary and promote "
+                         "the standby")
+    ap.add_argument("--promote-delay", type=float, default=3.0,
+                    help="seconds between the primary's crash and the promotion")
+    ap.add_argument("--standby-lag", type=float, default=0,
+                    help="before the crash, hold back the primary's WAL sender this many "
+                         "seconds (a standby that far behind; with sync, commits wait)")
     ap.add_argument("--fault-point-share", type=float, default=0.2)
     ap.add_argument("--wait-secs", type=float, default=300)
     ap.add_argument("--seed", type=int, default=0)
@@ -608,18 +687,35 @@ def report(run, elapsed):
         sent = len(run.jobs)
         replied = sent - len(lost)
     devices_ok = dev_b == p.gen_local and dev_im == exp_im and dev_en == exp_en
+    ha, ha_bad = "", False
+    if a.pg_failover:
+        missing_dev, absent, absent_auth = failover_checks(run)
+        f = run.failover
+        _, out = services(["scripts/pg-ha.sh", "standby-writes"])
+        standby_writes = int(out.strip() or 0)
+        ha = (" pg_failover=%s pg_failovers=%d lag_bytes=%d promote_ms=%d reply_stall=%.1fs "
+              "standby_writes=%d missing_devices=%d absent_job_rows=%d absent_auth_rows=%d" % (
+                  a.pg_failover, run.counts["pg_failovers"], f.get("lag_bytes", -1),
+                  f.get("took_ms", -1), reply_stall(run), standby_writes, missing_dev, absent,
+                  absent_auth))
+        # Synchronous replication promises every synchronously committed row: all but the
+        # authentication worker's (synchronous_commit=off by design, README "Durability").
+        # A write the standby refused: a worker used a connection to it (the store must
+        # refuse a standby at connect).
+        ha_bad = run.counts["pg_failovers"] != 1 or missing_dev > 0 or standby_writes > 0 or \
+            (a.pg_failover == "sync" and absent - absent_auth > 0)
     restarts = ("node_stops=%d" % run.counts["node_stops"]) if a.cluster else \
         ("mq_restarts=%d" % run.counts["mq_restarts"])
     line = ("chaos: jobs=%d replied=%d lost=%d dup_replies=%d harness_dups=%d "
             "drain_redeliveries=%d dup_devices=%d bad_replied=%d/%d dead_letters=%d/%d unexpected_dead=%d "
             "import_created=%s/%d devices_ok=%s transient_errors=%d wrong=%d kills=%d "
             "fault_exits=%d crashes=%d %s pg_restarts=%d 429s=%d 5xx=%d pushes=%d "
-            "pushed_twice=%d elapsed=%.0fs" % (
+            "pushed_twice=%d elapsed=%.0fs%s" % (
                 sent, replied, len(lost), dups, harness, run.drain_redeliveries, dup_dev,
                 sum(1 for v in run.bad_replies.values() if v), len(run.bad_replies), dead_ok, len(run.bad_replies), len(dead_other), created, p.gen_local,
                 "yes" if devices_ok else "no", transient, wrong, run.counts["kills"],
                 run.counts["fault_exits"], run.counts["crashes"], restarts,
-                run.counts["pg_restarts"], n429, n5xx, pushes, len(pushed_twice), elapsed))
+                run.counts["pg_restarts"], n429, n5xx, pushes, len(pushed_twice), elapsed, ha))
     for j in pushed_twice[:10]:
         print("chaos: pushed twice: %s" % j, file=sys.stderr)
     for u in run.unexpected[:10]:
@@ -639,7 +735,8 @@ def report(run, elapsed):
         running, run.progress, run.foreign), file=sys.stderr)
     print(line, flush=True)
     return not (lost or dup_dev or dead_ok != len(run.bad_replies) or dead_other or
-                not imp_ok or not devices_ok or wrong or run.counts["crashes"] or pushed_twice)
+                not imp_ok or not devices_ok or wrong or run.counts["crashes"] or pushed_twice or
+                ha_bad)
 
 
 def main():
@@ -648,7 +745,8 @@ def main():
         random.seed(a.seed)
     tag = "chaos%d%d" % (os.getpid(), int(time.time()) % 100000)
     urls = need("CHAOS_AMQP_URLS") if a.cluster else need("AMQP_URL")
-    s = Stack(tag, urls, os.path.join(need("DUO_RUN_DIR"), "chaos", tag))
+    s = Stack(tag, urls, os.path.join(need("DUO_RUN_DIR"), "chaos", tag),
+              pg_ha=bool(a.pg_failover))
     run = Run(a, s, Plan(a.jobs, a.gen_users))
     print("chaos: tag %s, logs in %s" % (tag, s.workdir), file=sys.stderr)
     ok = False

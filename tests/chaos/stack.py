@@ -57,13 +57,24 @@ class Emulator:
 class Stack:
     """Database, emulator accounts, stages, users and worker processes of one run."""
 
-    def __init__(self, tag, amqp_urls, workdir):
+    def __init__(self, tag, amqp_urls, workdir, pg_ha=False):
         self.tag = tag
         self.prefix = tag
         self.urls = amqp_urls
         self.bin = need("DUO_BIN_DIR")
-        self.admin_url = need("DUO_PG_ADMIN_URL")
-        self.db_url = self.admin_url.rsplit("/", 1)[0] + "/" + tag
+        if pg_ha:
+            # The pair of scripts/pg-ha.sh. The workers' DATABASE_URL names both hosts and
+            # no target_session_attrs: the store must find the primary by itself. The
+            # harness's own psql asks libpq for the writable one explicitly.
+            hosts = "host=%s port=%s user=postgres " % (need("CHAOS_PG_HOSTS"),
+                                                         need("CHAOS_PG_PORTS"))
+            self.admin_url = hosts + "dbname=postgres target_session_attrs=read-write"
+            self.db_url = hosts + "dbname=" + tag
+            self.check_url = self.db_url + " target_session_attrs=read-write"
+        else:
+            self.admin_url = need("DUO_PG_ADMIN_URL")
+            self.db_url = self.admin_url.rsplit("/", 1)[0] + "/" + tag
+            self.check_url = self.db_url
         self.workdir = workdir
         self.emu = Emulator()
         self.env = dict(os.environ)
@@ -84,7 +95,7 @@ class Stack:
     # ---- database -----------------------------------------------------------------
     def psql(self, sql, url=None):
         out = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                              "-d", url or self.db_url, "-c", sql],
+                              "-d", url or self.check_url, "-c", sql],
                              capture_output=True, text=True, timeout=120)
         if out.returncode != 0:
             raise RuntimeError("psql: " + out.stderr.strip())
@@ -173,9 +184,10 @@ class Stack:
 
 
 def services(what):
-    """scripts/services.sh restart-mq|restart-pg, or scripts/cluster.sh stop-node N ..."""
+    """scripts/services.sh restart-mq|restart-pg, scripts/cluster.sh stop-node N,
+    scripts/pg-ha.sh failover S ...; returns (seconds taken, its standard output)."""
     root = need("DUO_SOURCE_DIR")
     t0 = time.time()
-    subprocess.run(["bash"] + what, cwd=root, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=300)
-    return time.time() - t0
+    out = subprocess.run(["bash"] + what, cwd=root, check=True, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, timeout=300, text=True)
+    return time.time() - t0, out.stdout
