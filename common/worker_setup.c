@@ -10,23 +10,6 @@
 #include "paths.h"
 #include "worker_int.h"
 
-static int parse_delays(const char *s, int out[3], err_t *e)
-{
-    char *end = NULL;
-    const char *p = s;
-    for (int i = 0; i < 3; i++) {
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 1 || v > 86400000 || (i < 2 && *end != ',') || (i == 2 && *end))
-            return err_set(e, ERR_CONFIG,
-                           "RETRY_DELAYS_MS: expected three delays in ms like "
-                           "\"5000,30000,300000\", got '%s'",
-                           s);
-        out[i] = (int)v;
-        p = end + 1;
-    }
-    return 0;
-}
-
 static int open_db(worker *w, err_t *e)
 {
     w->db = store_open(w->cfg.database_url, e);
@@ -86,7 +69,7 @@ int worker_open(const worker_def *def, worker **out, err_t *e)
     w->env = (worker_env){.cfg = &w->cfg, .w = w};
     w->fault_point = getenv("DUO_FAULT_POINT");
     int rc = config_load(&w->cfg, CONFIG_NEED_DB | CONFIG_NEED_MQ, e);
-    if (rc < 0 || (rc = parse_delays(w->cfg.retry_delays_ms, w->retry_ms, e)) < 0)
+    if (rc < 0 || (rc = config_retry_delays(&w->cfg, w->retry_ms, e)) < 0)
         return rc;
     log_level lvl = LOG_INFO;
     log_parse_level(w->cfg.log_level, &lvl);
