@@ -57,6 +57,11 @@ static void describe(metrics *m)
     metrics_describe(m, "duo_reconnects_total", "counter", "Reconnections, by dependency");
     metrics_describe(m, "duo_api_seconds", "histogram", "Duo API call latency, by call");
     metrics_describe(m, "duo_api_errors_total", "counter", "Duo API errors, by stable code");
+    metrics_describe(m, "duo_pushes_held", "gauge",
+                     "Asynchronous jobs held open waiting for Duo (pending pushes)");
+    metrics_describe(m, "duo_import_pages_total", "counter", "Import pages applied by this worker");
+    metrics_describe(m, "duo_import_run_pages", "gauge",
+                     "Pages done and total of the import run this worker last advanced");
 }
 
 int worker_open(const worker_def *def, worker **out, err_t *e)
@@ -92,6 +97,7 @@ int worker_open(const worker_def *def, worker **out, err_t *e)
     if (!(w->metrics = metrics_new()))
         return err_set(e, ERR_NOMEM, "out of memory");
     describe(w->metrics);
+    metrics_held(w); /* present (0) from the start, so a dashboard shows it */
     if (w->cfg.metrics_port && (rc = metrics_serve(w->metrics, w->cfg.metrics_port, e)) < 0)
         return rc;
     if ((rc = open_db(w, e)) < 0 || (rc = open_mq(w, e)) < 0)
@@ -150,6 +156,21 @@ void metrics_retry(worker *w, const char *type)
 void metrics_dead_letter(worker *w)
 {
     metrics_add(w->metrics, "duo_dead_letters_total", "", 1);
+}
+
+void metrics_held(worker *w)
+{
+    metrics_set(w->metrics, "duo_pushes_held", "", (double)w->npending);
+}
+
+void worker_metric_add(const worker_env *env, const char *name, const char *labels, double by)
+{
+    metrics_add(env->w->metrics, name, labels, by);
+}
+
+void worker_metric_set(const worker_env *env, const char *name, const char *labels, double v)
+{
+    metrics_set(env->w->metrics, name, labels, v);
 }
 
 void metrics_inflight(worker *w, int delta)

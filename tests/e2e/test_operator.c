@@ -274,11 +274,71 @@ static void test_dead_list_show_replay(void **state)
     assert_int_equal(dead_total(), 2);
 }
 
+/* The value of the first /metrics line starting with `series ` on port, or -1. */
+static double metric(int port, const char *series)
+{
+    char cmd[256], line[1024];
+    snprintf(cmd, sizeof cmd, "curl -fsS http://127.0.0.1:%d/metrics", port);
+    FILE *p = popen(cmd, "r");
+    double v = -1;
+    size_t n = strlen(series);
+    while (p && fgets(line, sizeof line, p))
+        if (v < 0 && strncmp(line, series, n) == 0 && line[n] == ' ')
+            v = strtod(line + n + 1, NULL);
+    if (p)
+        pclose(p);
+    return v;
+}
+
+/* The metrics the dashboard needs: held pushes, import pages and run progress. */
+static void test_dashboard_metrics(void **state)
+{
+    (void)state;
+    static const char *ienv[] = {"METRICS_PORT=57122", NULL};
+    static const char *aenv[] = {"METRICS_PORT=57123", NULL};
+    assert_true(tl_stack_worker(&S, "import", ienv) > 0);
+    assert_true(tl_stack_worker(&S, "auth", aenv) > 0);
+    char id[64];
+    tl_job_id(&S, id, sizeof id);
+    json_t *body = json_pack("{s:s, s:i}", "stage_uuid", S.stage_uuid, "page_size", 7);
+    assert_int_equal(jobs_send(S.client, "import.auto", id, body, NULL), 0);
+    json_decref(body);
+    json_t *r = NULL;
+    for (int i = 0; i < 100; i++) {
+        err_t e = {0};
+        assert_int_equal(jobs_wait(S.client, id, 120000, &r, NULL, &e), 1);
+        if (!json_is_true(json_object_get(r, "progress")))
+            break;
+        json_decref(r);
+        r = NULL;
+    }
+    assert_string_equal(tl_str(r, "state"), "done");
+    json_int_t pages =
+        json_integer_value(json_object_get(json_object_get(r, "counts"), "pages_total"));
+    json_decref(r);
+    assert_true(pages >= 2);
+    assert_int_equal((long long)metric(57122, "duo_import_pages_total{}"), pages);
+    assert_int_equal((long long)metric(57122, "duo_import_run_pages{state=\"done\"}"), pages);
+    assert_int_equal((long long)metric(57122, "duo_import_run_pages{state=\"total\"}"), pages);
+    double held = -1;
+    for (int i = 0; i < 100 && held < 0; i++) {
+        held = metric(57123, "duo_pushes_held{}");
+        if (held < 0)
+            usleep(100000);
+    }
+    assert_true(held == 0.0);
+    json_t *st = duoctl_json("status --json");
+    assert_int_equal(json_array_size(json_object_get(st, "imports")), 0);
+    assert_int_equal(at(st, "import", "consumers"), 1);
+    json_decref(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_known_queues),
         cmocka_unit_test(test_dead_list_show_replay),
+        cmocka_unit_test(test_dashboard_metrics),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
