@@ -11,7 +11,8 @@ static const store_stmt st_view = {
     "extract(epoch FROM created_at)::bigint, "
     "coalesce(extract(epoch FROM finished_at)::bigint, 0), reply FROM job WHERE job_id = $1"};
 static const store_stmt st_rearm = {
-    "ops_job_rearm", "UPDATE job SET state = 'running', attempts = 0 WHERE job_id = $1"};
+    "ops_job_rearm", "UPDATE job SET state = 'running', attempts = 0 WHERE job_id = $1 "
+                     "AND (state = 'running' OR error_code IS NOT NULL)"};
 static const store_stmt st_outcomes = {
     "ops_job_outcomes",
     "SELECT job_type, coalesce(error_code, 'ok') AS outcome, count(*) FROM "
@@ -72,12 +73,12 @@ void store_job_view_clear(store_job_view *v)
     memset(v, 0, sizeof *v);
 }
 
-int store_job_rearm(store *s, const char *job_id, int *found, err_t *e)
+int store_job_rearm(store *s, const char *job_id, int *rearmed, err_t *e)
 {
     store_res *r = NULL;
     const char *v[] = {job_id};
     int rc = store_exec(s, &st_rearm, 1, v, &r, e);
-    *found = rc == 0 && store_res_affected(r) > 0;
+    *rearmed = rc == 0 && store_res_affected(r) > 0;
     store_res_free(r);
     return rc;
 }

@@ -33,8 +33,10 @@ void store_job_view_clear(store_job_view *v);
 
 /* Lets job_id run once more: its record goes back to 'running' with no claims, so the
  * next delivery is claimed as new (the stored reply stays until the run overwrites it).
- * *found = 0 when there is no record (nothing to do). */
-int store_job_rearm(store *s, const char *job_id, int *found, err_t *e);
+ * Only a failed or unfinished record is re-armed: one that succeeded (a replayed copy
+ * already ran) is left alone. *rearmed = 0 when nothing was re-armed (no record, or it
+ * succeeded). */
+int store_job_rearm(store *s, const char *job_id, int *rearmed, err_t *e);
 
 /* Outcomes of the last `limit` finished jobs: one callback per (job type, outcome) with
  * the count; outcome is "ok" or the error code. Most frequent first. */

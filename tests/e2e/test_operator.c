@@ -145,6 +145,15 @@ static void test_status_known_queues(void **state)
         json_decref(r);
     }
     char text[8192];
+    /* --watch refreshes: two snapshots, one JSON object each. */
+    assert_int_equal(tl_stack_duoctl(&S, "status --json --watch 1 --count 2", text, sizeof text),
+                     0);
+    char *second = strchr(text, '\n');
+    assert_non_null(second);
+    json_t *w2 = json_loads(second + 1, JSON_DISABLE_EOF_CHECK, NULL);
+    assert_non_null(w2);
+    assert_int_equal(at(w2, "auth", "ready"), 2);
+    json_decref(w2);
     assert_int_equal(tl_stack_duoctl(&S, "status", text, sizeof text), 0);
     assert_non_null(strstr(text, "enroll.begin"));
     assert_non_null(strstr(text, "dead letters in"));
@@ -274,6 +283,65 @@ static void test_dead_list_show_replay(void **state)
     assert_int_equal(dead_total(), 2);
 }
 
+/* Publishes a copy of job `id` (enroll.begin for `user`) straight into P.dead. */
+static void dead_copy(const char *id, const char *user)
+{
+    raw(dlx, "enroll", "enroll.begin", id,
+        json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "username", user));
+}
+
+/* Two dead copies of one job in one replay: one goes back, the other is dropped; a
+ * stale copy of a job that succeeded since is listed as such and never re-run. */
+static void test_replay_twins(void **state)
+{
+    (void)state;
+    json_int_t before = dead_total();
+    static char id[1][64];
+    tl_job_id(&S, id[0], sizeof id[0]);
+    fault_bad_signature(1);
+    json_t *body = json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "username", "ops2");
+    assert_int_equal(jobs_send(S.client, "enroll.begin", id[0], body, NULL), 0);
+    json_decref(body);
+    drain_replies(id, 1, "duo_bad_signature");
+    dead_copy(id[0], "ops2");
+    for (int i = 0; i < 100 && dead_total() != before + 2; i++)
+        usleep(100000);
+    assert_int_equal(dead_total(), before + 2);
+    char args[256];
+    snprintf(args, sizeof args, "dead replay --id %s", id[0]);
+    json_t *r = duoctl_json(args);
+    assert_int_equal(json_integer_value(json_object_get(r, "replayed")), 1);
+    assert_int_equal(json_integer_value(json_object_get(r, "duplicates_dropped")), 1);
+    json_decref(r);
+    drain_replies(id, 1, NULL);
+    json_t *extra = NULL;
+    char *corr = NULL;
+    err_t e = {0};
+    if (jobs_next(S.client, 2000, &extra, &corr, &e) == 1)
+        fail_msg("unexpected extra reply for %s", corr);
+    assert_int_equal(dead_total(), before);
+    dead_copy(id[0], "ops2"); /* stale: the job has succeeded */
+    for (int i = 0; i < 100 && dead_total() != before + 1; i++)
+        usleep(100000);
+    snprintf(args, sizeof args, "dead list --json --id %s", id[0]);
+    json_t *l = duoctl_json(args);
+    assert_int_equal(json_array_size(l), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(l, 0), "reason")),
+                        "already_done");
+    json_decref(l);
+    snprintf(args, sizeof args, "dead replay --all --id %s", id[0]);
+    r = duoctl_json(args);
+    assert_int_equal(json_integer_value(json_object_get(r, "replayed")), 0);
+    assert_int_equal(json_integer_value(json_object_get(r, "skipped")), 1);
+    json_decref(r);
+    assert_int_equal(dead_total(), before + 1);
+    snprintf(args, sizeof args, "dead purge --yes --reason already_done");
+    r = duoctl_json(args);
+    assert_int_equal(json_integer_value(json_object_get(r, "purged")), 1);
+    json_decref(r);
+    assert_int_equal(dead_total(), before);
+}
+
 /* The value of the first /metrics line starting with `series ` on port, or -1. */
 static double metric(int port, const char *series)
 {
@@ -338,6 +406,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_known_queues),
         cmocka_unit_test(test_dead_list_show_replay),
+        cmocka_unit_test(test_replay_twins),
         cmocka_unit_test(test_dashboard_metrics),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

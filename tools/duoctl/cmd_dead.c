@@ -225,10 +225,17 @@ static int replay_one(ops_env *o, dead_list *l, size_t i, tally *t)
         }
         return 0;
     }
-    int found = 0;
-    if (x->job_id[0] && store_job_rearm(o->db, x->job_id, &found, &e) < 0) {
+    int rearmed = 0;
+    if (x->job_id[0] && store_job_rearm(o->db, x->job_id, &rearmed, &e) < 0) {
         fprintf(stderr, "duoctl: %s: %s\n", x->job_id, e.msg);
         return -1;
+    }
+    if (x->has_record && !rearmed) { /* it succeeded meanwhile: running it again would
+                                      * repeat its effect */
+        fprintf(stderr, "duoctl: %s: the job has succeeded since; not replayed (purge it)\n",
+                x->job_id);
+        t->skipped++;
+        return 0;
     }
     fault("replay_kill_between", t->done + 1);
     if (mq_reject(o->mq, x->d, 0, &e) < 0) {

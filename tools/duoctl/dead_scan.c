@@ -13,9 +13,15 @@
 #include "msg.h"
 #include "ops.h"
 
+/* Copies s into out, cut to fit (names and codes here are short; a cut one still shows). */
 static void copy(char *out, size_t n, const char *s)
 {
-    snprintf(out, n, "%s", s ? s : "");
+    size_t len = s ? strlen(s) : 0;
+    if (len >= n)
+        len = n - 1;
+    if (len)
+        memcpy(out, s, len);
+    out[len] = '\0';
 }
 
 /* deaths, replays, first queue and time from the x-death entries. */
@@ -95,6 +101,8 @@ static int describe(ops_env *o, dead_entry *x)
     }
     if (strcmp(last_reason, "delivery_limit") == 0)
         copy(x->reason, sizeof x->reason, "delivery_limit");
+    else if (x->has_record && strcmp(x->rec.state, "done") == 0 && !x->rec.error_code[0])
+        copy(x->reason, sizeof x->reason, "already_done"); /* a stale copy: the job succeeded */
     else if (x->has_record && x->rec.error_code[0])
         copy(x->reason, sizeof x->reason, x->rec.error_code);
     else
