@@ -16,7 +16,7 @@
 #include "jobs_client.h"
 #include "ops.h"
 
-enum { DEAD_COUNT_MAX = 1000 };
+enum { DEAD_COUNT_MAX = 200 }; /* each is one basic.get round trip (about 5 ms) */
 
 static const char *const kinds[] = {MQ_KIND_ENROLL, MQ_KIND_AUTH, MQ_KIND_IMPORT, NULL};
 
