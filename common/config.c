@@ -199,3 +199,21 @@ void config_write_doc(FILE *out)
                 s->need == CONFIG_NEED_MQ ? " (workers)" : "");
     }
 }
+
+int config_retry_delays(const config *c, int out[3], err_t *e)
+{
+    const char *s = c->retry_delays_ms ? c->retry_delays_ms : "5000,30000,300000";
+    char *end = NULL;
+    const char *p = s;
+    for (int i = 0; i < 3; i++) {
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 86400000 || (i < 2 && *end != ',') || (i == 2 && *end))
+            return err_set(e, ERR_CONFIG,
+                           "RETRY_DELAYS_MS: expected three delays in ms like "
+                           "\"5000,30000,300000\", got '%s'",
+                           s);
+        out[i] = (int)v;
+        p = end + 1;
+    }
+    return 0;
+}

@@ -57,6 +57,9 @@ int config_load(config *c, unsigned need, err_t *e);
 /* Releases the strings of *c; accepts NULL and an already-freed struct. */
 void config_free(config *c);
 
+/* Parses RETRY_DELAYS_MS into the three tiers' delays (ms). 0 or ERR_CONFIG naming it. */
+int config_retry_delays(const config *c, int out[3], err_t *e);
+
 /* Writes the configuration reference (Markdown table) to out. */
 void config_write_doc(FILE *out);
 

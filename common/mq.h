@@ -16,7 +16,9 @@
  *   P.K                quorum queue, dead-letters to P.dlx (routing key K), delivery limit 20
  *   P.K.retry.5s|30s|300s  quorum queues with a TTL; messages expire back to P.jobs
  *                      with key K (at-least-once dead-lettering)
- *   P.dlx              fanout exchange -> P.dead (quorum queue)
+ *   P.dlx              fanout exchange -> P.dead (quorum queue; it dead-letters to P.jobs
+ *                      with each message's own routing key: rejecting a dead message
+ *                      replays it to its work queue)
  *   P.results          topic exchange for replies to jobs that carry no reply_to
  *
  * Errors: every failure is ERR_MQ (broker or socket), ERR_TIMEOUT, ERR_INVAL or ERR_NOMEM,
@@ -78,7 +80,9 @@ typedef struct mq_delivery {
     const char *content_type;
     const char *kind;        /* kind of the queue it came from; never NULL */
     const char *routing_key; /* never NULL (may be "") */
-    int attempt;             /* x-attempt header; 0 when absent or not an integer */
+    int attempt;             /* x-attempt header; 0 when absent or not an integer, and
+                              * 0 for a message replayed from P.dead (its newest x-death
+                              * names P.dead): a replayed job gets all its attempts again */
     int redelivered;         /* broker's redelivered flag */
     uint64_t delivery_tag;
     struct mq_delivery_priv *priv; /* internal: original properties, connection generation */
@@ -197,6 +201,51 @@ const char *mq_dead_queue(const mq_conn *c);
 /* The private reply queue's current name (mq_opts.reply_queue), "" when none. Borrowed,
  * valid until the next reconnect. */
 const char *mq_reply_queue(const mq_conn *c);
+
+/* ---- Operators' view: queue statistics and the dead-letter queue (duoctl) ---- */
+
+/* What a passive queue.declare tells: ready messages and attached consumers. AMQP 0-9-1
+ * has no count of unacknowledged messages. */
+typedef struct mq_queue_stat {
+    int exists;         /* 0: no such queue (ready and consumers are 0) */
+    uint32_t ready;     /* messages ready for delivery */
+    uint32_t consumers; /* consumers attached (worker processes) */
+} mq_queue_stat;
+
+/* Passively declares queue `name` (full name) and fills *out; a missing queue is not an
+ * error (exists = 0). Returns 0 or a negative ERR_*. */
+int mq_queue_inspect(mq_conn *c, const char *name, mq_queue_stat *out, err_t *e);
+
+/* Full names of kind's work queue ("P.K") and retry tier 0..2 ("P.K.retry.5s", from
+ * mq_opts.retry_ms) into out. 0 or ERR_INVAL (name too long, bad tier). */
+int mq_kind_queue(const mq_conn *c, const char *kind, char *out, size_t n);
+int mq_retry_queue(const mq_conn *c, const char *kind, int tier, char *out, size_t n);
+
+/* Takes the next message of queue `name` without auto-ack (basic.get) as a delivery of
+ * kind `kind`. 1: *out set (caller owns it: mq_delivery_free; ack, reject or leave it:
+ * an unsettled one returns to its queue when the connection closes), 0: queue empty,
+ * negative ERR_* on failure. `remaining` (optional) receives the broker's count of
+ * messages left after this one. */
+int mq_get(mq_conn *c, const char *name, const char *kind, mq_delivery **out, uint32_t *remaining,
+           err_t *e);
+
+/* One entry of a message's x-death header: the broker adds or updates one per
+ * (queue, reason) each time it dead-letters the message, newest first. */
+typedef struct mq_death {
+    char queue[128];
+    char reason[32]; /* rejected, expired, maxlen, delivery_limit */
+    long count;      /* times dead-lettered from queue for reason */
+    int64_t time;    /* Unix seconds of the first such death (0 when absent) */
+} mq_death;
+
+/* Copies up to n entries of d's x-death header into out (newest first); returns how many
+ * entries the header has (may exceed n), 0 when it has none. */
+int mq_delivery_deaths(const mq_delivery *d, mq_death *out, int n);
+
+/* Closes the connection cleanly, waiting for the broker's close-ok, so every ack and
+ * reject sent before has been processed by the broker; then frees like mq_close.
+ * Returns 0, or ERR_MQ when the clean close failed (the connection is freed anyway). */
+int mq_close_sync(mq_conn *c, err_t *e);
 
 /* ---- Pure helpers (no connection; unit-tested) ---- */
 

@@ -269,6 +269,10 @@ static int on_header(mq_conn *c, const amqp_frame_t *f, err_t *e)
     d->correlation_id = prop_str(p, AMQP_BASIC_CORRELATION_ID_FLAG, pr->correlation_id);
     d->content_type = prop_str(p, AMQP_BASIC_CONTENT_TYPE_FLAG, pr->content_type);
     d->attempt = (pr->_flags & AMQP_BASIC_HEADERS_FLAG) ? header_attempt(&pr->headers) : 0;
+    /* Last dead-lettered from P.dead means an operator replayed it: it starts over. */
+    char last[128];
+    if (d->attempt > 0 && mq_last_death_queue(d, last, sizeof last) && strcmp(last, c->dead_q) == 0)
+        d->attempt = 0;
     uint64_t size = f->payload.properties.body_size;
     d->body_size = (size_t)size;
     c->asm_have_header = 1;
@@ -432,4 +436,64 @@ int mq_wait_confirm(mq_conn *c, uint64_t seq, int timeout_ms, err_t *e)
             return err_set(e, ERR_TIMEOUT, "no publisher confirm for %llu within %d ms",
                            (unsigned long long)seq, timeout_ms);
     }
+}
+
+/* ---- basic.get ---- */
+
+/* Removes d from the delivery FIFO (it is there: complete_delivery queued it). */
+static void queue_remove(mq_conn *c, mq_delivery *d)
+{
+    mq_delivery *prev = NULL;
+    for (mq_delivery *x = c->qhead; x; prev = x, x = x->priv->next) {
+        if (x != d)
+            continue;
+        if (prev)
+            prev->priv->next = x->priv->next;
+        else
+            c->qhead = x->priv->next;
+        if (c->qtail == x)
+            c->qtail = prev;
+        c->qlen--;
+        x->priv->next = NULL;
+        return;
+    }
+}
+
+int mq_get(mq_conn *c, const char *name, const char *kind, mq_delivery **out, uint32_t *remaining,
+           err_t *e)
+{
+    *out = NULL;
+    if (mq_is_broken(c))
+        return err_set(e, ERR_MQ, "AMQP connection is broken");
+    amqp_rpc_reply_t r = amqp_basic_get(c->st, CH_CONSUME, amqp_cstring_bytes(name), 0);
+    int rc = mq_err_reply(e, r, "basic.get");
+    if (rc < 0)
+        return mq_broken(c, e, err_wrap(e, rc, "%s", name));
+    if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD)
+        return 0;
+    if (r.reply.id != AMQP_BASIC_GET_OK_METHOD)
+        return mq_broken(c, e, mq_err_method(e, &r.reply, "basic.get"));
+    const amqp_basic_get_ok_t *ok = r.reply.decoded;
+    if (remaining)
+        *remaining = ok->message_count;
+    amqp_basic_deliver_t dv = {.consumer_tag = amqp_cstring_bytes(kind),
+                               .delivery_tag = ok->delivery_tag,
+                               .redelivered = ok->redelivered,
+                               .exchange = ok->exchange,
+                               .routing_key = ok->routing_key};
+    rc = start_delivery(c, &dv, e);
+    mq_delivery *d = c->asm_d;
+    int64_t deadline = mq_now_ms() + c->rpc_timeout_ms;
+    while (rc == 0 && c->asm_d == d) {
+        rc = pump_once(c, time_left(deadline), e);
+        if (rc == 0 && time_left(deadline) == 0)
+            rc = mq_broken(c, e, err_set(e, ERR_TIMEOUT, "basic.get: message content timed out"));
+        else if (rc > 0)
+            rc = 0;
+    }
+    if (rc < 0)
+        return rc;
+    queue_remove(c, d);
+    *out = d;
+    return 1;
 }

@@ -90,6 +90,9 @@ void mq_queue_clear(mq_conn *c);
 void mq_seq_add(mq_conn *c, uint64_t seq);
 void mq_seq_fail_pending(mq_conn *c);
 
+/* mq_inspect.c: queue of the newest x-death entry into out; 1 when there is one. */
+int mq_last_death_queue(const mq_delivery *d, char *out, size_t n);
+
 /* mq_time */
 int64_t mq_now_ms(void);
 

@@ -106,9 +106,15 @@ int mq_declare_topology(mq_conn *c, err_t *e)
         rc = declare_exchange(c, c->dlx_ex, "fanout", e);
     if (rc == 0)
         rc = declare_exchange(c, c->results_ex, "topic", e);
-    amqp_table_entry_t qa[1] = {str_arg("x-queue-type", "quorum")};
+    /* P.dead dead-letters to P.jobs keeping each message's routing key (its kind): an
+     * operator's replay is a reject, and the broker moves the message back to its work
+     * queue in one step, so a replay cut short neither loses nor doubles it. */
+    amqp_table_entry_t qa[4] = {str_arg("x-queue-type", "quorum"),
+                                str_arg("x-dead-letter-exchange", c->jobs_ex),
+                                str_arg("x-dead-letter-strategy", "at-least-once"),
+                                str_arg("x-overflow", "reject-publish")};
     if (rc == 0)
-        rc = declare_queue(c, c->dead_q, qa, 1, e);
+        rc = declare_queue(c, c->dead_q, qa, 4, e);
     if (rc == 0)
         rc = bind_queue(c, c->dead_q, c->dlx_ex, "", e);
     for (int i = 0; rc == 0 && c->all_kinds[i]; i++)

@@ -438,6 +438,7 @@ static int start_async(worker *w, mq_delivery *d, const job_type_def *def, json_
         w->pending = h;
         w->npending++;
         metrics_inflight(w, 1);
+        metrics_held(w);
         return 1;
     }
     finish_job(w, d, &h->j, &o);
@@ -456,6 +457,7 @@ void worker_job_done(worker *w, job_async *h, job_outcome *out)
         h->next->prev = h->prev;
     w->npending--;
     metrics_inflight(w, -1);
+    metrics_held(w);
     finish_job(w, h->d, &h->j, out);
     mq_delivery_free(h->d);
     json_decref(h->body);

@@ -161,6 +161,12 @@ void job_fail_duo(job_outcome *o, int rc, const duo_error *de, const char *what)
  * the integration's permissions do not allow the Admin API), not dead-lettered. */
 void job_fail_duo_admin(job_outcome *o, int rc, const duo_error *de, const char *what);
 
+/* Adds to / sets a metric a worker reports about its own work. The family must be one
+ * the runtime describes (worker_setup.c: duo_import_pages_total, duo_import_run_pages);
+ * labels must come from a small fixed set (never ids or usernames). */
+void worker_metric_add(const worker_env *env, const char *name, const char *labels, double by);
+void worker_metric_set(const worker_env *env, const char *name, const char *labels, double v);
+
 /* Records a Duo call's latency and, on failure, its error code in the metrics. */
 void worker_duo_observe(const worker_env *env, const char *call, long long ms, int rc,
                         const duo_error *de);

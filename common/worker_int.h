@@ -44,6 +44,7 @@ void metrics_job_time(worker *w, const char *type, long long ms);
 void metrics_retry(worker *w, const char *type);
 void metrics_dead_letter(worker *w);
 void metrics_inflight(worker *w, int delta);
+void metrics_held(worker *w);
 void metrics_reconnect(worker *w, const char *what);
 
 #endif

@@ -10,23 +10,6 @@
 #include "paths.h"
 #include "worker_int.h"
 
-static int parse_delays(const char *s, int out[3], err_t *e)
-{
-    char *end = NULL;
-    const char *p = s;
-    for (int i = 0; i < 3; i++) {
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 1 || v > 86400000 || (i < 2 && *end != ',') || (i == 2 && *end))
-            return err_set(e, ERR_CONFIG,
-                           "RETRY_DELAYS_MS: expected three delays in ms like "
-                           "\"5000,30000,300000\", got '%s'",
-                           s);
-        out[i] = (int)v;
-        p = end + 1;
-    }
-    return 0;
-}
-
 static int open_db(worker *w, err_t *e)
 {
     w->db = store_open(w->cfg.database_url, e);
@@ -74,6 +57,11 @@ static void describe(metrics *m)
     metrics_describe(m, "duo_reconnects_total", "counter", "Reconnections, by dependency");
     metrics_describe(m, "duo_api_seconds", "histogram", "Duo API call latency, by call");
     metrics_describe(m, "duo_api_errors_total", "counter", "Duo API errors, by stable code");
+    metrics_describe(m, "duo_pushes_held", "gauge",
+                     "Asynchronous jobs held open waiting for Duo (pending pushes)");
+    metrics_describe(m, "duo_import_pages_total", "counter", "Import pages applied by this worker");
+    metrics_describe(m, "duo_import_run_pages", "gauge",
+                     "Pages done and total of the import run this worker last advanced");
 }
 
 int worker_open(const worker_def *def, worker **out, err_t *e)
@@ -86,7 +74,7 @@ int worker_open(const worker_def *def, worker **out, err_t *e)
     w->env = (worker_env){.cfg = &w->cfg, .w = w};
     w->fault_point = getenv("DUO_FAULT_POINT");
     int rc = config_load(&w->cfg, CONFIG_NEED_DB | CONFIG_NEED_MQ, e);
-    if (rc < 0 || (rc = parse_delays(w->cfg.retry_delays_ms, w->retry_ms, e)) < 0)
+    if (rc < 0 || (rc = config_retry_delays(&w->cfg, w->retry_ms, e)) < 0)
         return rc;
     log_level lvl = LOG_INFO;
     log_parse_level(w->cfg.log_level, &lvl);
@@ -109,6 +97,7 @@ int worker_open(const worker_def *def, worker **out, err_t *e)
     if (!(w->metrics = metrics_new()))
         return err_set(e, ERR_NOMEM, "out of memory");
     describe(w->metrics);
+    metrics_held(w); /* present (0) from the start, so a dashboard shows it */
     if (w->cfg.metrics_port && (rc = metrics_serve(w->metrics, w->cfg.metrics_port, e)) < 0)
         return rc;
     if ((rc = open_db(w, e)) < 0 || (rc = open_mq(w, e)) < 0)
@@ -167,6 +156,21 @@ void metrics_retry(worker *w, const char *type)
 void metrics_dead_letter(worker *w)
 {
     metrics_add(w->metrics, "duo_dead_letters_total", "", 1);
+}
+
+void metrics_held(worker *w)
+{
+    metrics_set(w->metrics, "duo_pushes_held", "", (double)w->npending);
+}
+
+void worker_metric_add(const worker_env *env, const char *name, const char *labels, double by)
+{
+    metrics_add(env->w->metrics, name, labels, by);
+}
+
+void worker_metric_set(const worker_env *env, const char *name, const char *labels, double v)
+{
+    metrics_set(env->w->metrics, name, labels, v);
 }
 
 void metrics_inflight(worker *w, int delta)

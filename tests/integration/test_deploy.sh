@@ -42,8 +42,8 @@ compose_tests() {
     bad "docker-compose installed" "run scripts/bootstrap.sh"; return
   fi
   check "compose: config -q" compose config -q
-  local services want="auth emulator enroll import migrate postgres rabbitmq"
-  services="$(compose --profile emulator config --services 2>&1 | sort | tr '\n' ' ')"
+  local services want="auth emulator enroll grafana import migrate postgres prometheus rabbitmq"
+  services="$(compose --profile emulator --profile monitoring config --services 2>&1 | sort | tr '\n' ' ')"
   if [ "${services% }" = "$want" ]; then ok "compose: services"; else bad "compose: services" "$services"; fi
   compose config >"$TMP/compose.yml" 2>"$TMP/compose.err" || { bad "compose: config" "$(cat "$TMP/compose.err")"; return; }
   check "compose: wiring" python3 - "$TMP/compose.yml" <<'PY'
@@ -68,6 +68,25 @@ need(any(":/var/lib/postgresql/data" in str(v) or (isinstance(v, dict) and v.get
 need(s["migrate"]["command"] == ["duoctl", "migrate"], "migrate command")
 need(s["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy", "migrate waits for postgres")
 need("emulator" in s["emulator"].get("profiles", []), "emulator profile")
+for m in ("prometheus", "grafana"):
+    need("monitoring" in s[m].get("profiles", []), m + " in the monitoring profile")
+    for p in s[m].get("ports", []):
+        need(str(p.get("host_ip", "")) == "127.0.0.1" if isinstance(p, dict) else str(p).startswith("127.0.0.1:"), m + " port not on loopback")
+def mounts(svc):
+    out = {}
+    for v in s[svc].get("volumes", []):
+        if isinstance(v, dict):
+            out[v.get("target")] = str(v.get("source"))
+        else:
+            src, tgt = str(v).split(":")[:2]
+            out[tgt] = src
+    return out
+need(mounts("prometheus").get("/etc/prometheus", "").endswith("deploy/prometheus"), "prometheus config mount")
+need("--config.file=/etc/prometheus/prometheus.yml" in s["prometheus"]["command"], "prometheus config file")
+g = mounts("grafana")
+need(g.get("/etc/grafana/provisioning", "").endswith("deploy/grafana/provisioning"), "grafana provisioning mount")
+need(g.get("/var/lib/grafana/dashboards", "").endswith("deploy/grafana/dashboards"), "grafana dashboards mount")
+need(mounts("rabbitmq").get("/etc/rabbitmq/enabled_plugins", "").endswith("deploy/rabbitmq/enabled_plugins"), "rabbitmq prometheus plugin")
 image = s["migrate"]["image"]
 for w in ("enroll", "auth", "import"):
     svc = s[w]

@@ -13,5 +13,7 @@ int cmd_job(int argc, char **argv);
 int cmd_enroll(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_auth(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_dead(int argc, char **argv);
 
 #endif

@@ -23,6 +23,9 @@ static const command commands[] = {
     {"stage", cmd_stage, "create|list|show|update|delete|rotate-key Duo stages"},
     {"user", cmd_user, "upsert|list|load local users"},
     {"device", cmd_device, "list|delete local device records"},
+    {"status", cmd_status,
+     "queues, consumers, retries, dead letters, imports, outcomes (--json, --watch)"},
+    {"dead", cmd_dead, "list|show|replay|purge dead-lettered messages"},
 };
 
 static void usage(FILE *out)

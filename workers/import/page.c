@@ -141,6 +141,14 @@ static void page_fields(job_outcome *out, const import_run *run, long long offse
                             (json_int_t)res->unknown_user);
 }
 
+/* Import progress for the dashboard: pages applied, and where this run stands. */
+static void page_metrics(const worker_env *env, const import_page_result *res)
+{
+    worker_metric_add(env, "duo_import_pages_total", "", 1);
+    worker_metric_set(env, "duo_import_run_pages", "state=\"done\"", res->pages_done);
+    worker_metric_set(env, "duo_import_run_pages", "state=\"total\"", res->pages_total);
+}
+
 /* Fetches and applies a pending page of a running run, its first slot reserved wait_ms
  * ahead. Returns 1 when the run may be complete now (its last page done, a replay, or a
  * page given up). */
@@ -159,6 +167,8 @@ static int run_page(const worker_env *env, const job *j, const stage_rec *st, co
         }
         page_fields(out, run, page->offset, page->limit, &res);
         check = !res.applied || res.pages_done >= res.pages_total;
+        if (res.applied)
+            page_metrics(env, &res);
         if (res.applied && res.progress_due && !check) {
             import_run now;
             err_t e = {0};

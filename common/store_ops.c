@@ -1,0 +1,136 @@
+/* store_ops.c - the operator's queries over job records and import runs (store_ops.h). */
+#include "store_ops.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const store_stmt st_view = {
+    "ops_job_view",
+    "SELECT job_type, state, attempts, coalesce(error_code, ''), "
+    "extract(epoch FROM created_at)::bigint, "
+    "coalesce(extract(epoch FROM finished_at)::bigint, 0), reply FROM job WHERE job_id = $1"};
+static const store_stmt st_rearm = {
+    "ops_job_rearm", "UPDATE job SET state = 'running', attempts = 0 WHERE job_id = $1 "
+                     "AND (state = 'running' OR error_code IS NOT NULL)"};
+static const store_stmt st_outcomes = {
+    "ops_job_outcomes",
+    "SELECT job_type, coalesce(error_code, 'ok') AS outcome, count(*) FROM "
+    "(SELECT job_type, error_code FROM job WHERE state = 'done' "
+    "ORDER BY finished_at DESC LIMIT $1) j GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"};
+static const store_stmt st_running = {
+    "ops_job_running",
+    "SELECT job_type, count(*) FROM job WHERE state = 'running' GROUP BY 1 ORDER BY 1"};
+static const store_stmt st_runs = {
+    "ops_import_running",
+    "SELECT r.uuid, s.name, r.dry_run, r.pages_total, r.pages_done, r.created, r.existing, "
+    "r.unknown_user, r.errors, extract(epoch FROM clock_timestamp() - r.started_at)::float8, "
+    "extract(epoch FROM clock_timestamp() - coalesce(r.last_progress_at, r.started_at))::float8 "
+    "FROM import_run r JOIN duo_stage s ON s.id = r.stage_id WHERE r.state = 'running' "
+    "ORDER BY r.started_at"};
+
+static int64_t i64_at(const store_res *r, int row, int col)
+{
+    int64_t v = 0;
+    return store_res_i64(r, row, col, &v) == 0 ? v : 0;
+}
+
+static double f64_at(const store_res *r, int row, int col)
+{
+    char *end = NULL;
+    double v = strtod(store_res_get(r, row, col), &end);
+    return end && *end == '\0' ? v : 0.0;
+}
+
+int store_job_view_get(store *s, const char *job_id, store_job_view *out, err_t *e)
+{
+    memset(out, 0, sizeof *out);
+    store_res *r = NULL;
+    const char *v[] = {job_id};
+    int rc = store_exec(s, &st_view, 1, v, &r, e);
+    if (rc == 0 && store_res_rows(r) != 1)
+        rc = err_set(e, ERR_NOTFOUND, "no job record for this job id");
+    if (rc == 0) {
+        snprintf(out->job_type, sizeof out->job_type, "%s", store_res_get(r, 0, 0));
+        snprintf(out->state, sizeof out->state, "%s", store_res_get(r, 0, 1));
+        out->attempts = (int)i64_at(r, 0, 2);
+        snprintf(out->error_code, sizeof out->error_code, "%s", store_res_get(r, 0, 3));
+        out->created_at = i64_at(r, 0, 4);
+        out->finished_at = i64_at(r, 0, 5);
+        if (!store_res_isnull(r, 0, 6) &&
+            store_res_bytea(r, 0, 6, &out->reply, &out->reply_len) < 0)
+            rc = err_set(e, ERR_NOMEM, "unreadable stored reply");
+    }
+    store_res_free(r);
+    return rc;
+}
+
+void store_job_view_clear(store_job_view *v)
+{
+    if (!v)
+        return;
+    free(v->reply);
+    memset(v, 0, sizeof *v);
+}
+
+int store_job_rearm(store *s, const char *job_id, int *rearmed, err_t *e)
+{
+    store_res *r = NULL;
+    const char *v[] = {job_id};
+    int rc = store_exec(s, &st_rearm, 1, v, &r, e);
+    *rearmed = rc == 0 && store_res_affected(r) > 0;
+    store_res_free(r);
+    return rc;
+}
+
+int store_job_outcomes(store *s, int limit, store_outcome_cb cb, void *arg, err_t *e)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit > 0 ? limit : 1);
+    const char *v[] = {lim};
+    store_res *r = NULL;
+    int rc = store_exec(s, &st_outcomes, 1, v, &r, e);
+    for (int i = 0; rc == 0 && i < store_res_rows(r); i++)
+        rc = cb(store_res_get(r, i, 0), store_res_get(r, i, 1), i64_at(r, i, 2), arg);
+    store_res_free(r);
+    return rc;
+}
+
+int store_job_running(store *s, store_count_cb cb, void *arg, err_t *e)
+{
+    store_res *r = NULL;
+    int rc = store_exec(s, &st_running, 0, NULL, &r, e);
+    for (int i = 0; rc == 0 && i < store_res_rows(r); i++)
+        rc = cb(store_res_get(r, i, 0), i64_at(r, i, 1), arg);
+    store_res_free(r);
+    return rc;
+}
+
+static void run_row(const store_res *r, int i, store_run_progress *p)
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->uuid, sizeof p->uuid, "%s", store_res_get(r, i, 0));
+    snprintf(p->stage, sizeof p->stage, "%s", store_res_get(r, i, 1));
+    p->dry_run = strcmp(store_res_get(r, i, 2), "t") == 0;
+    p->pages_total = (int)i64_at(r, i, 3);
+    p->pages_done = (int)i64_at(r, i, 4);
+    p->created = i64_at(r, i, 5);
+    p->existing = i64_at(r, i, 6);
+    p->unknown_user = i64_at(r, i, 7);
+    p->errors = (int)i64_at(r, i, 8);
+    p->elapsed_s = f64_at(r, i, 9);
+    p->idle_s = f64_at(r, i, 10);
+}
+
+int store_import_running(store *s, store_run_cb cb, void *arg, err_t *e)
+{
+    store_res *r = NULL;
+    int rc = store_exec(s, &st_runs, 0, NULL, &r, e);
+    for (int i = 0; rc == 0 && i < store_res_rows(r); i++) {
+        store_run_progress p;
+        run_row(r, i, &p);
+        rc = cb(&p, arg);
+    }
+    store_res_free(r);
+    return rc;
+}

@@ -1,0 +1,65 @@
+/* store_ops.h - what an operator reads and resets in the store: job records of
+ * dead-lettered messages, recent outcomes, claimed jobs and running import runs
+ * (duoctl status, duoctl dead). Built only on store.h.
+ *
+ * Key invariant: the one write, store_job_rearm(), only ever lets a recorded job run
+ * once more; it never touches a job's effects. The caller does it before handing the
+ * job's dead message back to its work queue, so the worker runs it instead of answering
+ * it from the stored reply. */
+#ifndef DUO_STORE_OPS_H
+#define DUO_STORE_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+/* A job record as stored. The caller owns the struct and frees `reply` (free()). */
+typedef struct store_job_view {
+    char job_type[64];
+    char state[12];       /* running | done */
+    int attempts;         /* claims of the record, including crashed ones */
+    char error_code[64];  /* "" when the job succeeded or is unfinished */
+    int64_t created_at;   /* Unix seconds */
+    int64_t finished_at;  /* Unix seconds, 0 when unfinished */
+    unsigned char *reply; /* the encoded reply (msgpack), NULL when none */
+    size_t reply_len;
+} store_job_view;
+
+/* Loads job_id's record. ERR_NOTFOUND when there is none (a message that never became a
+ * job: bad input). */
+int store_job_view_get(store *s, const char *job_id, store_job_view *out, err_t *e);
+void store_job_view_clear(store_job_view *v);
+
+/* Lets job_id run once more: its record goes back to 'running' with no claims, so the
+ * next delivery is claimed as new (the stored reply stays until the run overwrites it).
+ * Only a failed or unfinished record is re-armed: one that succeeded (a replayed copy
+ * already ran) is left alone. *rearmed = 0 when nothing was re-armed (no record, or it
+ * succeeded). */
+int store_job_rearm(store *s, const char *job_id, int *rearmed, err_t *e);
+
+/* Outcomes of the last `limit` finished jobs: one callback per (job type, outcome) with
+ * the count; outcome is "ok" or the error code. Most frequent first. */
+typedef int (*store_outcome_cb)(const char *job_type, const char *outcome, int64_t n, void *arg);
+int store_job_outcomes(store *s, int limit, store_outcome_cb cb, void *arg, err_t *e);
+
+/* Job records claimed and not finished ('running'), per job type. */
+typedef int (*store_count_cb)(const char *key, int64_t n, void *arg);
+int store_job_running(store *s, store_count_cb cb, void *arg, err_t *e);
+
+/* A running import run, for a progress bar. */
+typedef struct store_run_progress {
+    char uuid[37];
+    char stage[128]; /* the stage's name */
+    int dry_run;
+    int pages_total, pages_done;
+    int64_t created, existing, unknown_user;
+    int errors;
+    double elapsed_s; /* since it started */
+    double idle_s;    /* since its last progress (or its start) */
+} store_run_progress;
+
+typedef int (*store_run_cb)(const store_run_progress *r, void *arg);
+int store_import_running(store *s, store_run_cb cb, void *arg, err_t *e);
+
+#endif

@@ -1,0 +1,227 @@
+/* dead_scan.c - reads the dead-letter queue into dead_entry records: x-death history,
+ * the decoded body, the job record, and the reason code an operator filters by.
+ *
+ * Key invariant: the reason is the one the worker gave. A job that ran has its error code
+ * in its record; a message that never became a job is classified with the worker's own
+ * checks in the worker's order (size, job id, type, msgpack, schema), so the same
+ * message always gets the same code. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jobs_client.h"
+#include "msg.h"
+#include "ops.h"
+
+/* Copies s into out, cut to fit (names and codes here are short; a cut one still shows). */
+static void copy(char *out, size_t n, const char *s)
+{
+    size_t len = s ? strlen(s) : 0;
+    if (len >= n)
+        len = n - 1;
+    if (len)
+        memcpy(out, s, len);
+    out[len] = '\0';
+}
+
+/* deaths, replays, first queue and time from the x-death entries. */
+static void read_deaths(const ops_env *o, dead_entry *x)
+{
+    mq_death deaths[8];
+    int n = mq_delivery_deaths(x->d, deaths, 8);
+    if (n > 8)
+        n = 8;
+    const char *dead_q = mq_dead_queue(o->mq);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(deaths[i].queue, dead_q) == 0) {
+            x->replays += deaths[i].count;
+            continue;
+        }
+        x->deaths += deaths[i].count;
+        if (!x->from_queue[0] || deaths[i].time > x->time) {
+            copy(x->from_queue, sizeof x->from_queue, deaths[i].queue);
+            x->time = deaths[i].time;
+        }
+    }
+}
+
+static void decode_body(dead_entry *x)
+{
+    err_t e = {0};
+    msg_limits lim = {.max_bytes = 16 * 1024 * 1024};
+    if (x->d->too_large)
+        copy(x->body_error, sizeof x->body_error, "body not kept (too large)");
+    else if (msg_decode(x->d->body, x->d->body_len, &lim, &x->body, &e) < 0)
+        snprintf(x->body_error, sizeof x->body_error, "undecodable msgpack body: %.150s", e.msg);
+    const json_t *st = x->body ? json_object_get(x->body, "stage_uuid") : NULL;
+    copy(x->stage, sizeof x->stage, json_string_value(st));
+}
+
+/* The worker's accept_input checks, for a message that left no job record. */
+static const char *classify_input(const ops_env *o, const dead_entry *x, const char *last_reason)
+{
+    if (strcmp(last_reason, "delivery_limit") == 0)
+        return "delivery_limit";
+    if (x->d->too_large || x->d->body_size > (size_t)o->cfg.max_message_bytes)
+        return "message_too_large";
+    if (!x->d->message_id || !*x->d->message_id)
+        return "invalid_message";
+    const char *kind = jobs_kind_of(x->d->type);
+    if (!kind || strcmp(kind, x->kind) != 0)
+        return "unknown_job_type";
+    if (!x->body)
+        return "invalid_message";
+    char name[160];
+    snprintf(name, sizeof name, "%s.job", x->d->type);
+    const schema *sc = schema_get(o->schemas, name);
+    err_t e = {0};
+    if (!sc || schema_validate(sc, x->body, &e) < 0)
+        return "schema_invalid";
+    return "unknown";
+}
+
+static int describe(ops_env *o, dead_entry *x)
+{
+    const mq_delivery *d = x->d;
+    copy(x->job_id, sizeof x->job_id, d->message_id);
+    copy(x->type, sizeof x->type, d->type);
+    copy(x->kind, sizeof x->kind, d->routing_key);
+    read_deaths(o, x);
+    decode_body(x);
+    mq_death newest;
+    const char *last_reason = mq_delivery_deaths(d, &newest, 1) > 0 ? newest.reason : "";
+    if (x->job_id[0]) {
+        err_t e = {0};
+        int rc = store_job_view_get(o->db, x->job_id, &x->rec, &e);
+        if (rc < 0 && rc != ERR_NOTFOUND) {
+            fprintf(stderr, "duoctl: job %s: %s\n", x->job_id, e.msg);
+            return -1;
+        }
+        x->has_record = rc == 0;
+    }
+    if (strcmp(last_reason, "delivery_limit") == 0)
+        copy(x->reason, sizeof x->reason, "delivery_limit");
+    else if (x->has_record && strcmp(x->rec.state, "done") == 0 && !x->rec.error_code[0])
+        copy(x->reason, sizeof x->reason, "already_done"); /* a stale copy: the job succeeded */
+    else if (x->has_record && x->rec.error_code[0])
+        copy(x->reason, sizeof x->reason, x->rec.error_code);
+    else
+        copy(x->reason, sizeof x->reason, classify_input(o, x, last_reason));
+    return 0;
+}
+
+static int grow(dead_list *l, size_t *cap)
+{
+    if (l->n < *cap)
+        return 0;
+    size_t nc = *cap ? *cap * 2 : 64;
+    dead_entry *v = realloc(l->v, nc * sizeof *v);
+    if (!v)
+        return -1;
+    l->v = v;
+    *cap = nc;
+    return 0;
+}
+
+int dead_scan(ops_env *o, size_t limit, dead_list *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t cap = 0;
+    err_t e = {0};
+    while (out->n < limit) {
+        mq_delivery *d = NULL;
+        int rc = mq_get(o->mq, mq_dead_queue(o->mq), MQ_KIND_DEAD, &d, NULL, &e);
+        if (rc < 0) {
+            fprintf(stderr, "duoctl: reading %s: %s\n", mq_dead_queue(o->mq), e.msg);
+            return -1;
+        }
+        if (rc == 0)
+            break;
+        if (grow(out, &cap) < 0) {
+            mq_delivery_free(d);
+            fprintf(stderr, "duoctl: out of memory\n");
+            return -1;
+        }
+        dead_entry *x = &out->v[out->n++];
+        memset(x, 0, sizeof *x);
+        x->d = d;
+        if (describe(o, x) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+void dead_list_free(dead_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        mq_delivery_free(l->v[i].d);
+        store_job_view_clear(&l->v[i].rec);
+        json_decref(l->v[i].body);
+    }
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+static int in_list(const char *csv, const char *v)
+{
+    size_t n = strlen(v);
+    for (const char *p = csv; p && *p;) {
+        const char *c = strchr(p, ',');
+        size_t len = c ? (size_t)(c - p) : strlen(p);
+        if (len == n && strncmp(p, v, n) == 0)
+            return 1;
+        p = c ? c + 1 : NULL;
+    }
+    return 0;
+}
+
+int dead_match(const dead_entry *x, const dead_filter *f)
+{
+    if (f->reason && !in_list(f->reason, x->reason))
+        return 0;
+    if (f->type && !in_list(f->type, x->type))
+        return 0;
+    if (f->id && strcmp(f->id, x->job_id) != 0)
+        return 0;
+    return !(f->since && x->time < f->since);
+}
+
+static json_t *record_json(const dead_entry *x)
+{
+    const store_job_view *r = &x->rec;
+    json_t *j = json_pack("{s:s, s:i, s:s*, s:I, s:I}", "state", r->state, "attempts", r->attempts,
+                          "error_code", r->error_code[0] ? r->error_code : NULL, "created_at",
+                          (json_int_t)r->created_at, "finished_at", (json_int_t)r->finished_at);
+    json_t *reply = NULL;
+    msg_limits lim = {.max_bytes = 16 * 1024 * 1024};
+    if (r->reply && msg_decode(r->reply, r->reply_len, &lim, &reply, NULL) == 0) {
+        json_t *err = json_object_get(reply, "error");
+        if (err)
+            json_object_set_new(j, "error", ops_redact(err));
+        json_decref(reply);
+    }
+    return j;
+}
+
+json_t *dead_entry_json(const dead_entry *x, int with_body)
+{
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:i}", "job_id", x->job_id,
+                          "type", x->type, "kind", x->kind, "stage", x->stage, "reason", x->reason,
+                          "from_queue", x->from_queue, "time", (json_int_t)x->time, "deaths",
+                          (json_int_t)x->deaths, "replays", (json_int_t)x->replays, "attempts",
+                          x->has_record ? x->rec.attempts : 0);
+    if (!with_body)
+        return j;
+    const mq_delivery *d = x->d;
+    json_object_set_new(j, "properties",
+                        json_pack("{s:s*, s:s*, s:s*, s:s*, s:I}", "correlation_id",
+                                  d->correlation_id, "reply_to", d->reply_to, "content_type",
+                                  d->content_type, "routing_key", d->routing_key, "body_bytes",
+                                  (json_int_t)d->body_size));
+    if (x->body)
+        json_object_set_new(j, "body", ops_redact(x->body));
+    else
+        json_object_set_new(j, "body_error", json_string(x->body_error));
+    json_object_set_new(j, "record", x->has_record ? record_json(x) : json_null());
+    return j;
+}
