@@ -98,7 +98,8 @@ def main():
     ap.add_argument("--verbose", action="store_true", help="log one line per request")
     ap.add_argument("--self-test", action="store_true",
                     help="check the signature code against the Duo vectors and exit")
-    ap.add_argument("--vectors", default="/work/shared/duo/signing-vectors.json")
+    ap.add_argument("--vectors", default=os.path.join(os.path.dirname(os.path.abspath(
+        __file__)), "signing-vectors.json"))
     args = ap.parse_args()
     if args.self_test:
         return emu_selftest.run(args.vectors)

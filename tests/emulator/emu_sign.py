@@ -2,9 +2,9 @@
 the way Duo does: the canonical string is rebuilt from what was received (decoded query or
 form body, exact body bytes for v5), never from the client's own canonical text.
 
-Written from the facts in /work/shared/duo/README.md section 1, independently of the C
-client. Invariant: a request is accepted only if one of the three HMACs over the rebuilt
-canonical string equals the hex signature it carries (constant-time compare).
+Written from Duo's documented signing rules, independently of the C client. Invariant: a
+request is accepted only if one of the three HMACs over the rebuilt canonical string
+equals the hex signature it carries (constant-time compare).
 """
 
 import base64
