@@ -61,6 +61,9 @@ typedef struct mq_opts {
                                * on reconnect (mq_reply_queue). */
     const char *reply_bind;   /* with reply_queue: also bind it to P.results with this
                                * routing-key pattern (e.g. "#"); NULL = no binding */
+    int no_topology;          /* 1: do not declare the exchanges and queues above (they must
+                               * exist): for a publisher whose broker user may only write to
+                               * P.jobs and read its own reply queue */
 } mq_opts;
 
 /* One received message. Every pointer is owned by the delivery and valid until
