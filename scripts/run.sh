@@ -97,10 +97,7 @@ esac
 "$ROOT/scripts/bootstrap.sh"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" >/dev/null
-"$ROOT/scripts/services.sh" start
-eval "$("$ROOT/scripts/services.sh" env)"
-mkdir -p "$RUN/workers" "$RUN/logs"
-
+mkdir -p "$RUN"
 # The key that encrypts stage secrets at rest: made once, kept in the state folder.
 if [ -z "${DUO_SECRET_KEY:-}" ] && [ -z "${DUO_SECRET_KEY_FILE:-}" ]; then
   [ -f "$RUN/secret.key" ] || (umask 077; openssl rand -base64 32 > "$RUN/secret.key")
@@ -111,6 +108,10 @@ if [ -n "${DUO_SECRET_KEY_FILE:-}" ] && [ -f "$DUO_SECRET_KEY_FILE" ] &&
    [ -n "$(find "$DUO_SECRET_KEY_FILE" -perm /077 2>/dev/null)" ]; then
   die "$DUO_SECRET_KEY_FILE is readable by other users (mode $(stat -c %a "$DUO_SECRET_KEY_FILE")); chmod 600 it"
 fi
+"$ROOT/scripts/services.sh" start
+eval "$("$ROOT/scripts/services.sh" env)"
+mkdir -p "$RUN/workers" "$RUN/logs"
+
 export MQ_PREFIX="${MQ_PREFIX:-duo}"
 "$BIN/duoctl" migrate >/dev/null
 

@@ -5,7 +5,8 @@
 #   services.sh stop    stop them cleanly (fast shutdown)
 #   services.sh status  print what is up
 #   services.sh env     print the environment (export lines) that reaches them
-#   services.sh mq-import FILE   import RabbitMQ definitions (tests: throwaway identities)
+#   services.sh mqctl ARGS...    rabbitmqctl on the local broker (e.g. import_definitions
+#                                FILE, delete_vhost V: tests' throwaway identities)
 # Starting twice is a no-op; a crashed run's leftovers (stale pid files) are cleaned.
 #
 # Identities (passwords made once, kept in .run/secrets.env, mode 0600):
@@ -290,6 +291,6 @@ case "${1:-}" in
     mq_running && echo "rabbitmq: up" || echo "rabbitmq: down"
     emu_running && echo "emulator: up" || echo "emulator: down" ;;
   env) print_env ;;
-  mq-import) ( mq_env; "$MQBIN/rabbitmqctl" -q import_definitions "${2:?definitions file}" >/dev/null ) ;;
+  mqctl) shift; ( mq_env; "$MQBIN/rabbitmqctl" -q "$@" ) ;;
   *) echo "usage: $0 start|stop|status|env|restart-mq|restart-pg" >&2; exit 2 ;;
 esac
