@@ -38,10 +38,10 @@ printf '%s' "$out" | grep -q "started duo-" && bad "a worker was reported starte
 kill "$HOLDER_PID"; HOLDER_PID=""
 
 # A worker that cannot start: reported with its log, never as started.
-out="$(METRICS_ADDR=not-an-address "$ROOT/scripts/run.sh" 2>&1)"; rc=$?
+out="$(DUO_SCHEMAS_DIR=/nonexistent "$ROOT/scripts/run.sh" 2>&1)"; rc=$?
 [ $rc -ne 0 ] && ok || bad "run.sh with a worker that cannot start exited 0"
 printf '%s' "$out" | grep -q "duo-enroll exited at start" && ok || bad "no word of the failed worker: $out"
-printf '%s' "$out" | grep -q "METRICS_ADDR: 'not-an-address'" && ok || bad "no log tail naming the cause: $out"
+printf '%s' "$out" | grep -q "no schemas folder found" && ok || bad "no log tail naming the cause: $out"
 printf '%s' "$out" | grep -q "started duo-" && bad "a worker was reported started: $out" || ok
 
 out="$("$ROOT/scripts/run.sh" 2>&1)"; rc=$?

@@ -23,7 +23,7 @@ static const char *const enroll_only[] = {MQ_KIND_ENROLL, NULL};
 
 static int mqctl(const char *args)
 {
-    char cmd[2048];
+    char cmd[4096];
     snprintf(cmd, sizeof cmd, "%s/scripts/services.sh mqctl %s >/dev/null",
              tl_env("DUO_SOURCE_DIR"), args);
     return system(cmd);
@@ -52,8 +52,9 @@ static int setup(void **state)
              tl_env("DUO_SOURCE_DIR"), vhost, prefix, prefix, prefix, defs);
     if (system(cmd) != 0)
         return -1;
-    snprintf(cmd, sizeof cmd, "import_definitions %s", defs);
-    int rc = mqctl(cmd);
+    char args[512];
+    snprintf(args, sizeof args, "import_definitions %s", defs);
+    int rc = mqctl(args);
     unlink(defs);
     snprintf(worker_url, sizeof worker_url, "amqp://%s-w:pw1@%s/%s", prefix, hostport, vhost);
     snprintf(publisher_url, sizeof publisher_url, "amqp://%s-p:pw2@%s/%s", prefix, hostport, vhost);
