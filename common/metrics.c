@@ -254,7 +254,9 @@ int metrics_serve(metrics *m, const char *addr, int port, err_t *e)
     if (!addr || !make_addr(addr, port, &ss))
         return err_set(e, ERR_CONFIG, "METRICS_ADDR: '%s' is not an IPv4 or IPv6 address",
                        addr ? addr : "");
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    /* No MHD_USE_ERROR_LOG: its lines are not in the log's format; a failure to listen is
+     * reported below, once. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     errno = 0;
