@@ -101,6 +101,9 @@ int jobs_send_raw(jobs_client *c, const mq_msg *m, err_t *e)
         copy.exchange = mq_jobs_exchange(c->mq);
     if (!copy.reply_to)
         copy.reply_to = mq_reply_queue(c->mq);
+    /* Our broker user, validated by the broker: the worker records it as the publisher. */
+    if (!copy.user_id && *mq_user(c->mq))
+        copy.user_id = mq_user(c->mq);
     uint64_t seq = 0;
     int rc = mq_publish(c->mq, &copy, &seq, e);
     if (rc == 0)

@@ -79,6 +79,9 @@ typedef struct mq_delivery {
     const char *reply_to;
     const char *correlation_id;
     const char *content_type;
+    const char *user_id;     /* the publisher's broker user, validated by RabbitMQ (it
+                              * refuses a user_id other than the connection's); NULL when
+                              * the publisher did not set it */
     const char *kind;        /* kind of the queue it came from; never NULL */
     const char *routing_key; /* never NULL (may be "") */
     int attempt;             /* x-attempt header; 0 when absent or not an integer */
@@ -98,7 +101,9 @@ typedef struct mq_msg {
     const char *type;
     const char *content_type;
     const char *reply_to;
-    int attempt; /* > 0: sent as the x-attempt header */
+    const char *user_id; /* must be the connection's own user (mq_user), or the broker
+                          * closes the channel */
+    int attempt;         /* > 0: sent as the x-attempt header */
 } mq_msg;
 
 /* Connects to one of the URLs (starting at a random one, trying each in turn), declares
@@ -192,6 +197,10 @@ int mq_error_is_connection(int code);
 /* Deletes every queue and exchange of c's prefix (the tests' and operators' cleanup).
  * Deliveries consumed from them are lost: never call it on a production prefix. */
 int mq_delete_topology(mq_conn *c, err_t *e);
+
+/* The broker user of the current connection (from its URL), "" when not connected.
+ * Borrowed, valid until the next reconnect. */
+const char *mq_user(const mq_conn *c);
 
 /* Borrowed names ("P.jobs", "P.results", "P.dead"), valid for the life of c. */
 const char *mq_jobs_exchange(const mq_conn *c);

@@ -171,6 +171,7 @@ int mq_connect_once(mq_conn *c, const char *url, err_t *e)
         return rc;
     }
     c->st = st;
+    snprintf(c->user, sizeof c->user, "%s", ci.user ? ci.user : "");
     c->broken = 0;
     c->gen++;
     c->seq_base += c->chan_seq;
@@ -260,4 +261,9 @@ int mq_reconnect(mq_conn *c, int max_wait_ms, err_t *e)
     if (e)
         e->code = ERR_TIMEOUT;
     return ERR_TIMEOUT;
+}
+
+const char *mq_user(const mq_conn *c)
+{
+    return c && c->st ? c->user : "";
 }

@@ -73,6 +73,8 @@ done
 out="$("$BIN/duoctl" enroll begin --stage "$TAG" --username alice --timeout 30 2>&1)"
 grep -q '"activation_code"' <<<"$out" && ok "enroll.begin completed over amqps + verify-full" ||
   bad "enroll.begin over TLS" "$out"
+who="$(psql "${DUO_PG_ADMIN_URL%/*}/$DB" -XAtqc "SELECT string_agg(DISTINCT coalesce(publisher, '-'), ',') FROM job")"
+[ "$who" = "$TAG-w" ] && ok "the job records its broker-validated publisher" || bad "job.publisher: '$who'"
 
 n="$(psql "$DUO_PG_ADMIN_URL" -XAtqc "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.usename = 'duo_enroll' AND a.datname = '$DB'")"
 [ "${n:-0}" -ge 1 ] && ok "the worker's database session is encrypted" || bad "no TLS session of duo_enroll: $n"

@@ -2,7 +2,8 @@
  * vhost of the local RabbitMQ: the worker user declares the project's topology and
  * consumes its queues but nothing outside its prefix; an upstream publisher user publishes
  * jobs and reads its replies, and is refused (403) when it tries to consume a work queue,
- * declare the topology or publish a reply; guest cannot log in at all. */
+ * declare the topology or publish a reply; the broker-validated user_id of each job names
+ * its publisher and cannot be forged; guest cannot log in at all. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -77,6 +78,7 @@ static int teardown(void **state)
 static mq_conn *open_worker(void)
 {
     mq_opts o = {.urls = worker_url, .prefix = prefix, .kinds = enroll_only};
+    o.retry_ms[0] = 200, o.retry_ms[1] = 300, o.retry_ms[2] = 400;
     err_t e = {0};
     mq_conn *c = mq_open(&o, &e);
     if (!c)
@@ -100,6 +102,11 @@ static void test_publisher_round_trip(void **state)
     mq_delivery *d = NULL;
     assert_int_equal(mq_poll(w, 10000, &d, &e), 1);
     assert_string_equal(d->message_id, "idt-job-1");
+    /* The client stamps its broker user; the broker let it through because it is true. */
+    char who[160];
+    snprintf(who, sizeof who, "%s-p", prefix);
+    assert_non_null(d->user_id);
+    assert_string_equal(d->user_id, who);
     static const char reply[] = "\x81\xa6status\xa2ok"; /* msgpack {"status":"ok"} */
     mq_msg m = {.body = reply,
                 .body_len = sizeof reply - 1,
@@ -161,6 +168,58 @@ static void test_publisher_cannot_declare_or_reply(void **state)
     mq_close(w);
 }
 
+/* A job stamped with the publisher's user_id goes through a delayed retry (republished
+ * by the worker's own user) and comes back: the copy must not carry the publisher's
+ * user_id, which the broker would refuse from the worker, closing its channel. */
+static void test_retry_of_a_stamped_job(void **state)
+{
+    (void)state;
+    mq_conn *w = open_worker();
+    err_t e = {0};
+    jobs_client *p = jobs_client_open_ex(publisher_url, prefix, NULL, NULL, 0, &e);
+    assert_non_null(p);
+    json_t *body = json_pack("{s:s}", "username", "bob");
+    assert_int_equal(jobs_send(p, "enroll.begin", "idt-retry", body, &e), 0);
+    json_decref(body);
+    mq_delivery *d = NULL;
+    assert_int_equal(mq_poll(w, 10000, &d, &e), 1);
+    assert_non_null(d->user_id);
+    if (mq_retry(w, d, 1, 5000, &e) < 0)
+        fail_msg("retrying a stamped job: %s", e.msg);
+    mq_delivery_free(d);
+    d = NULL;
+    assert_int_equal(mq_poll(w, 10000, &d, &e), 1);
+    assert_string_equal(d->message_id, "idt-retry");
+    assert_int_equal(d->attempt, 1);
+    assert_int_equal(mq_ack(w, d, &e), 0);
+    assert_false(mq_is_broken(w));
+    mq_delivery_free(d);
+    jobs_client_close(p);
+    mq_close(w);
+}
+
+/* A publisher cannot pass itself off as another user: the broker refuses the user_id. */
+static void test_forged_user_id_refused(void **state)
+{
+    (void)state;
+    mq_conn *w = open_worker();
+    err_t e = {0};
+    jobs_client *p = jobs_client_open_ex(publisher_url, prefix, NULL, NULL, 0, &e);
+    assert_non_null(p);
+    char routing[] = MQ_KIND_ENROLL;
+    mq_msg m = {.routing_key = routing,
+                .body = "x",
+                .body_len = 1,
+                .message_id = "forged-user",
+                .type = "enroll.begin",
+                .user_id = "duo-admin"};
+    assert_true(jobs_send_raw(p, &m, &e) < 0);
+    if (!strstr(e.msg, "406") && !strstr(e.msg, "user_id"))
+        fail_msg("expected PRECONDITION_FAILED for a forged user_id, got: %s", e.msg);
+    jobs_client_close(p);
+    mq_close(w);
+}
+
 static void test_worker_user_stays_in_its_prefix(void **state)
 {
     (void)state;
@@ -189,6 +248,8 @@ int main(void)
         cmocka_unit_test(test_publisher_round_trip),
         cmocka_unit_test(test_publisher_cannot_consume),
         cmocka_unit_test(test_publisher_cannot_declare_or_reply),
+        cmocka_unit_test(test_retry_of_a_stamped_job),
+        cmocka_unit_test(test_forged_user_id_refused),
         cmocka_unit_test(test_worker_user_stays_in_its_prefix),
         cmocka_unit_test(test_guest_refused),
     };
