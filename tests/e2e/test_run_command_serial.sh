@@ -12,7 +12,13 @@ ROOT="${DUO_SOURCE_DIR:?}"
 TMP="$(mktemp -d /tmp/duo-runcmd.XXXXXX)"
 chmod 755 "$TMP"
 export DUO_RUN_DIR="$TMP/run" DUO_BUILD_DIR="${DUO_RUN_BUILD_DIR:-$TMP/build}"
-export DUO_PG_PORT=56532 DUO_MQ_PORT=56772 DUO_MQ_TLS_PORT=56771 DUO_MQ_DIST_PORT=56782 DUO_EMU_PORT=59543
+# Ports of its own, free now (other checkouts may run this very test at the same time).
+read -r DUO_PG_PORT DUO_MQ_PORT DUO_MQ_TLS_PORT DUO_MQ_DIST_PORT DUO_EMU_PORT < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(5)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+export DUO_PG_PORT DUO_MQ_PORT DUO_MQ_TLS_PORT DUO_MQ_DIST_PORT DUO_EMU_PORT
 unset DATABASE_URL AMQP_URL DUO_SECRET_KEY DUO_SECRET_KEY_FILE MQ_PREFIX DUO_CA_FILE DUO_METRICS_PORT \
   METRICS_ADDR METRICS_PORT
 HOLDER_PID=
