@@ -156,6 +156,9 @@ mq_env() {
   export RABBITMQ_CONFIG_FILE="$RUN/rabbit/rabbitmq"
   export ERL_EPMD_ADDRESS=127.0.0.1
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+  # A CLI tool that cannot start (e.g. status before the first start) writes its crash
+  # dump here, never into the caller's working folder.
+  export ERL_CRASH_DUMP="$RUN/rabbit/erl_crash.dump"
 }
 
 mq_running() { ( mq_env; "$MQBIN/rabbitmq-diagnostics" -q ping >/dev/null 2>&1 ); }
