@@ -26,6 +26,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 eval "$("$ROOT/scripts/services.sh" env)"
+export AMQP_URL="$DUO_MQ_ADMIN_URL"   # own prefixes: the broker administrator on vhost /
 USERS="${USERS:-1000000}"
 SAMPLE="${SAMPLE:-20000}"
 RATE_SECS="${RATE_SECS:-90}"

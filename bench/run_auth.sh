@@ -13,6 +13,7 @@ WHAT=${2:-all}
 NS=${3:-500,1000,2000}
 BUILD=${BENCH_BUILD:-$ROOT/build-bench-auth}
 eval "$("$ROOT/scripts/services.sh" env)"
+export AMQP_URL="$DUO_MQ_ADMIN_URL"   # own prefixes: the broker administrator on vhost /
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDUO_SANITIZE=OFF >/dev/null
 cmake --build "$BUILD" -j2 --target duo-auth duoctl bench_auth raw_roundtrip >/dev/null
 

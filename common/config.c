@@ -2,6 +2,7 @@
  * loader, the bounds checks and the generated documentation all read the same table. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -51,6 +52,19 @@ static const setting settings[] = {
     S("RETRY_DELAYS_MS", retry_delays_ms, "5000,30000,300000", 0,
       "Delays of the three retry tiers for transiently failed jobs (milliseconds, "
       "comma-separated)"),
+    S("AMQP_CA_FILE", amqp_ca_file, NULL, 0,
+      "CA bundle that verifies the broker's certificate for `amqps://` (the host name is "
+      "always checked); unset: the system CAs"),
+    I("AMQP_DECLARE", amqp_declare, "1", 0, 1,
+      "1: declare the exchanges and queues at connect; 0: assume they exist (a publisher whose "
+      "broker user may not configure them)"),
+    S("DB_ROLE_ENROLL", db_role_enroll, "duo_enroll", 0,
+      "Database role of the enrollment worker: `duoctl migrate` grants it exactly the tables it "
+      "uses (`none`: grant nothing)"),
+    S("DB_ROLE_AUTH", db_role_auth, "duo_auth", 0,
+      "Database role of the authentication worker (as `DB_ROLE_ENROLL`)"),
+    S("DB_ROLE_IMPORT", db_role_import, "duo_import", 0,
+      "Database role of the import worker (as `DB_ROLE_ENROLL`)"),
     S("DUO_CA_FILE", duo_ca_file, NULL, 0,
       "CA bundle for Duo TLS (for TLS-inspecting proxies); a stage's own bundle takes precedence"),
     I("DUO_CONNECT_TIMEOUT_MS", duo_connect_timeout_ms, "5000", 100, 120000,
@@ -83,6 +97,9 @@ static const setting settings[] = {
       "Users per Admin API page (Duo's maximum is 300)"),
     I("METRICS_PORT", metrics_port, "0", 0, 65535,
       "Port of the /metrics and /healthz endpoint; 0 turns it off"),
+    S("METRICS_ADDR", metrics_addr, "127.0.0.1", 0,
+      "Address the /metrics and /healthz endpoint listens on (IPv4 or IPv6; `0.0.0.0` for all "
+      "interfaces, as in containers)"),
     S("LOG_LEVEL", log_level, "info", 0, "debug, info, warn or error"),
 };
 
@@ -145,6 +162,12 @@ static int check_urls(const config *c, err_t *e)
         strncmp(c->database_url, "postgresql://", 13) != 0)
         return err_set(e, ERR_CONFIG,
                        "DATABASE_URL: expected a postgres:// URL or a key=value conninfo");
+    unsigned char addr[16];
+    if (inet_pton(AF_INET, c->metrics_addr, addr) != 1 &&
+        inet_pton(AF_INET6, c->metrics_addr, addr) != 1)
+        return err_set(e, ERR_CONFIG,
+                       "METRICS_ADDR: '%s' is not an IPv4 or IPv6 address (e.g. 127.0.0.1)",
+                       c->metrics_addr);
     if (c->duo_sig_version != 2 && c->duo_sig_version != 5)
         return err_set(e, ERR_CONFIG, "DUO_SIG_VERSION: must be 2 or 5, not %d",
                        c->duo_sig_version);

@@ -22,6 +22,12 @@ typedef struct config {
     int max_message_bytes;   /* MAX_MESSAGE_BYTES */
     int shutdown_grace_ms;   /* SHUTDOWN_GRACE_MS */
     char *retry_delays_ms;   /* RETRY_DELAYS_MS: "5000,30000,300000" (three tiers) */
+    char *amqp_ca_file;      /* AMQP_CA_FILE: CA bundle for amqps:// (NULL = system CAs) */
+    int amqp_declare;        /* AMQP_DECLARE: 1 = declare the topology at connect */
+    /* Database roles (duoctl migrate grants each worker kind its tables) */
+    char *db_role_enroll; /* DB_ROLE_ENROLL: role of the enrollment worker ("none": skip) */
+    char *db_role_auth;   /* DB_ROLE_AUTH */
+    char *db_role_import; /* DB_ROLE_IMPORT */
     /* Duo */
     char *duo_ca_file;          /* DUO_CA_FILE: global CA bundle (stage bundle wins) */
     int duo_connect_timeout_ms; /* DUO_CONNECT_TIMEOUT_MS */
@@ -42,8 +48,9 @@ typedef struct config {
     int import_pages_per_min; /* IMPORT_PAGES_PER_MIN */
     int import_page_size;     /* IMPORT_PAGE_SIZE */
     /* Operations */
-    int metrics_port; /* METRICS_PORT: 0 = off */
-    char *log_level;  /* LOG_LEVEL */
+    int metrics_port;   /* METRICS_PORT: 0 = off */
+    char *metrics_addr; /* METRICS_ADDR: address to listen on (default loopback) */
+    char *log_level;    /* LOG_LEVEL */
 } config;
 
 /* Which settings a program needs: a required one that is unset is an error. */

@@ -23,6 +23,12 @@ struct jobs_client {
 jobs_client *jobs_client_open(const char *urls, const char *prefix, const char *results_bind,
                               err_t *e)
 {
+    return jobs_client_open_ex(urls, prefix, results_bind, NULL, 1, e);
+}
+
+jobs_client *jobs_client_open_ex(const char *urls, const char *prefix, const char *results_bind,
+                                 const char *ca_file, int declare, err_t *e)
+{
     jobs_client *c = calloc(1, sizeof *c);
     if (!c) {
         err_set(e, ERR_NOMEM, "out of memory");
@@ -35,6 +41,8 @@ jobs_client *jobs_client_open(const char *urls, const char *prefix, const char *
                  .reply_queue = 1,
                  .reply_bind = results_bind,
                  .conn_name = "jobs client",
+                 .ca_file = ca_file,
+                 .no_topology = !declare,
                  .max_message_bytes = 16u << 20};
     c->mq = mq_open(&o, e);
     if (!c->mq) {
@@ -93,6 +101,9 @@ int jobs_send_raw(jobs_client *c, const mq_msg *m, err_t *e)
         copy.exchange = mq_jobs_exchange(c->mq);
     if (!copy.reply_to)
         copy.reply_to = mq_reply_queue(c->mq);
+    /* Our broker user, validated by the broker: the worker records it as the publisher. */
+    if (!copy.user_id && *mq_user(c->mq))
+        copy.user_id = mq_user(c->mq);
     uint64_t seq = 0;
     int rc = mq_publish(c->mq, &copy, &seq, e);
     if (rc == 0)

@@ -19,6 +19,11 @@ typedef struct jobs_client jobs_client;
  * jobs sent without reply_to). Caller owns the result: jobs_client_close(). */
 jobs_client *jobs_client_open(const char *urls, const char *prefix, const char *results_bind,
                               err_t *e);
+/* The same with the broker's TLS and topology settings: ca_file (borrowed for the call)
+ * verifies an amqps:// broker, NULL = the system CAs; declare 0 assumes the topology
+ * exists, so a publisher whose broker user may only write P.jobs can connect. */
+jobs_client *jobs_client_open_ex(const char *urls, const char *prefix, const char *results_bind,
+                                 const char *ca_file, int declare, err_t *e);
 void jobs_client_close(jobs_client *c);
 
 /* The queue kind ("enroll", "auth", "import") that serves a job type, or NULL. Static. */

@@ -2,7 +2,10 @@
  * linear search (a worker has a few dozen), rendered in Prometheus text format. */
 #include "metrics.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -226,11 +229,43 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
     return ret;
 }
 
-int metrics_serve(metrics *m, int port, err_t *e)
+/* Fills *ss from a numeric address; returns its length, or 0 when addr is not one. */
+static socklen_t make_addr(const char *addr, int port, struct sockaddr_storage *ss)
 {
-    m->http = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port,
-                               NULL, NULL, answer, m, MHD_OPTION_END);
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, addr, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        return sizeof *v4;
+    }
+    if (inet_pton(AF_INET6, addr, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        return sizeof *v6;
+    }
+    return 0;
+}
+
+int metrics_serve(metrics *m, const char *addr, int port, err_t *e)
+{
+    struct sockaddr_storage ss;
+    if (!addr || !make_addr(addr, port, &ss))
+        return err_set(e, ERR_CONFIG, "METRICS_ADDR: '%s' is not an IPv4 or IPv6 address",
+                       addr ? addr : "");
+    /* No MHD_USE_ERROR_LOG: its lines are not in the log's format; a failure to listen is
+     * reported below, once. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    errno = 0;
+    m->http = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, answer, m, MHD_OPTION_SOCK_ADDR,
+                               (struct sockaddr *)&ss, MHD_OPTION_END);
     if (!m->http)
-        return err_set(e, ERR_IO, "cannot serve metrics on port %d (in use?)", port);
+        return err_set(e, ERR_IO, "METRICS_PORT: cannot listen on %s%s%s:%d: %s",
+                       ss.ss_family == AF_INET6 ? "[" : "", addr,
+                       ss.ss_family == AF_INET6 ? "]" : "", port,
+                       errno ? strerror(errno) : "in use?");
     return 0;
 }

@@ -33,7 +33,9 @@ void metrics_health(metrics *m, int broker_up, int db_up);
 /* Renders the exposition text into a new buffer the caller frees (free()). */
 char *metrics_render(metrics *m, size_t *len);
 
-/* Serves /metrics and /healthz on 0.0.0.0:port from a background thread. */
-int metrics_serve(metrics *m, int port, err_t *e);
+/* Serves /metrics and /healthz on addr:port (a numeric IPv4 or IPv6 address, borrowed
+ * for the call) from a background thread. ERR_IO naming the address when it cannot
+ * listen (port taken), ERR_CONFIG when addr is not numeric. */
+int metrics_serve(metrics *m, const char *addr, int port, err_t *e);
 
 #endif

@@ -94,6 +94,7 @@ static int copy_opts(mq_conn *c, const mq_opts *o, err_t *e)
         c->retry_ms[i] = o->retry_ms[i] > 0 ? o->retry_ms[i] : defaults[i];
     c->rpc_timeout_ms = o->rpc_timeout_ms > 0 ? o->rpc_timeout_ms : 10000;
     c->want_reply_queue = o->reply_queue;
+    c->no_topology = o->no_topology;
     c->reply_bind = o->reply_bind ? strdup(o->reply_bind) : NULL;
     c->prefix = strdup(o->prefix);
     c->conn_name = o->conn_name ? strdup(o->conn_name) : NULL;

@@ -63,6 +63,9 @@ typedef struct mq_opts {
                                * on reconnect (mq_reply_queue). */
     const char *reply_bind;   /* with reply_queue: also bind it to P.results with this
                                * routing-key pattern (e.g. "#"); NULL = no binding */
+    int no_topology;          /* 1: do not declare the exchanges and queues above (they must
+                               * exist): for a publisher whose broker user may only write to
+                               * P.jobs and read its own reply queue */
 } mq_opts;
 
 /* One received message. Every pointer is owned by the delivery and valid until
@@ -78,6 +81,9 @@ typedef struct mq_delivery {
     const char *reply_to;
     const char *correlation_id;
     const char *content_type;
+    const char *user_id;     /* the publisher's broker user, validated by RabbitMQ (it
+                              * refuses a user_id other than the connection's); NULL when
+                              * the publisher did not set it */
     const char *kind;        /* kind of the queue it came from; never NULL */
     const char *routing_key; /* never NULL (may be "") */
     int attempt;             /* x-attempt header; 0 when absent or not an integer, and
@@ -99,7 +105,9 @@ typedef struct mq_msg {
     const char *type;
     const char *content_type;
     const char *reply_to;
-    int attempt; /* > 0: sent as the x-attempt header */
+    const char *user_id; /* must be the connection's own user (mq_user), or the broker
+                          * closes the channel */
+    int attempt;         /* > 0: sent as the x-attempt header */
 } mq_msg;
 
 /* Connects to one of the URLs (starting at a random one, trying each in turn), declares
@@ -193,6 +201,10 @@ int mq_error_is_connection(int code);
 /* Deletes every queue and exchange of c's prefix (the tests' and operators' cleanup).
  * Deliveries consumed from them are lost: never call it on a production prefix. */
 int mq_delete_topology(mq_conn *c, err_t *e);
+
+/* The broker user of the current connection (from its URL), "" when not connected.
+ * Borrowed, valid until the next reconnect. */
+const char *mq_user(const mq_conn *c);
 
 /* Borrowed names ("P.jobs", "P.results", "P.dead"), valid for the life of c. */
 const char *mq_jobs_exchange(const mq_conn *c);

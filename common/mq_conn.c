@@ -51,6 +51,30 @@ static amqp_socket_t *make_socket(mq_conn *c, amqp_connection_state_t st, int ss
     return s;
 }
 
+/* A failed TLS handshake, turned into one line naming the setting to fix: the CA
+ * (AMQP_CA_FILE) when the chain does not verify, the URL's host when the certificate
+ * names another one. */
+static int tls_error(const mq_conn *c, const struct amqp_connection_info *ci, int status, err_t *e)
+{
+    const char *ca = c->ca_file ? c->ca_file : "the system CAs (AMQP_CA_FILE unset)";
+    switch (status) {
+    case AMQP_STATUS_SSL_PEER_VERIFY_FAILED:
+        return err_set(e, ERR_TLS, "AMQP_CA_FILE: the broker's certificate is not signed by %s",
+                       ca);
+    case AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED:
+        return err_set(e, ERR_TLS,
+                       "AMQP_URL: host '%s' does not match the names in the broker's certificate",
+                       ci->host);
+    case AMQP_STATUS_SSL_CONNECTION_FAILED:
+        return err_set(e, ERR_TLS,
+                       "AMQP_URL/AMQP_CA_FILE: TLS handshake with the broker failed (is the port "
+                       "a TLS listener, and does %s sign its certificate?)",
+                       ca);
+    default:
+        return mq_err_status(e, status, "connecting to AMQP broker");
+    }
+}
+
 /* Client properties: connection name, product, and the capability that makes the
  * broker tell us (basic.cancel) when a consumed queue disappears. */
 static amqp_rpc_reply_t login(mq_conn *c, amqp_connection_state_t st,
@@ -109,7 +133,7 @@ static int handshake(mq_conn *c, struct amqp_connection_info *ci, amqp_connectio
     amqp_set_rpc_timeout(st, &tv);
     rc = amqp_socket_open_noblock(s, ci->host, ci->port, &tv);
     if (rc != AMQP_STATUS_OK) {
-        rc = mq_err_status(e, rc, "connecting to AMQP broker");
+        rc = ci->ssl ? tls_error(c, ci, rc, e) : mq_err_status(e, rc, "connecting to AMQP broker");
         goto fail;
     }
     rc = mq_err_reply(e, login(c, st, ci), "logging in to AMQP broker");
@@ -147,11 +171,12 @@ int mq_connect_once(mq_conn *c, const char *url, err_t *e)
         return rc;
     }
     c->st = st;
+    snprintf(c->user, sizeof c->user, "%s", ci.user ? ci.user : "");
     c->broken = 0;
     c->gen++;
     c->seq_base += c->chan_seq;
     c->chan_seq = 0;
-    rc = mq_declare_topology(c, e);
+    rc = c->no_topology ? 0 : mq_declare_topology(c, e);
     if (rc == 0 && c->kinds[0])
         rc = mq_start_consuming(c, e);
     if (rc == 0 && c->want_reply_queue)
@@ -236,4 +261,9 @@ int mq_reconnect(mq_conn *c, int max_wait_ms, err_t *e)
     if (e)
         e->code = ERR_TIMEOUT;
     return ERR_TIMEOUT;
+}
+
+const char *mq_user(const mq_conn *c)
+{
+    return c && c->st ? c->user : "";
 }

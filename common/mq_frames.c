@@ -268,6 +268,7 @@ static int on_header(mq_conn *c, const amqp_frame_t *f, err_t *e)
     d->reply_to = prop_str(p, AMQP_BASIC_REPLY_TO_FLAG, pr->reply_to);
     d->correlation_id = prop_str(p, AMQP_BASIC_CORRELATION_ID_FLAG, pr->correlation_id);
     d->content_type = prop_str(p, AMQP_BASIC_CONTENT_TYPE_FLAG, pr->content_type);
+    d->user_id = prop_str(p, AMQP_BASIC_USER_ID_FLAG, pr->user_id);
     d->attempt = (pr->_flags & AMQP_BASIC_HEADERS_FLAG) ? header_attempt(&pr->headers) : 0;
     /* Last dead-lettered from P.dead means an operator replayed it: it starts over. */
     char last[128];

@@ -45,8 +45,10 @@ struct mq_conn {
     char *ca_file;
     int rpc_timeout_ms;
     int want_reply_queue;
+    int no_topology; /* 1: never declare the project's exchanges and queues */
     char *reply_bind;
     char reply_q[256]; /* server-named private reply queue, "" when none */
+    char user[128];    /* broker user of the current connection */
     char *jobs_ex, *results_ex, *dlx_ex, *dead_q;
     unsigned rnd_state;
 

@@ -67,6 +67,7 @@ static int publish_to(mq_conn *c, const char *exchange, const char *rk, const mq
     set_str(&p, AMQP_BASIC_TYPE_FLAG, &p.type, m->type);
     set_str(&p, AMQP_BASIC_CONTENT_TYPE_FLAG, &p.content_type, m->content_type);
     set_str(&p, AMQP_BASIC_REPLY_TO_FLAG, &p.reply_to, m->reply_to);
+    set_str(&p, AMQP_BASIC_USER_ID_FLAG, &p.user_id, m->user_id);
     amqp_table_entry_t h;
     if (m->attempt > 0) {
         h.key = amqp_cstring_bytes("x-attempt");
@@ -189,6 +190,9 @@ int mq_retry(mq_conn *c, const mq_delivery *d, int attempt, int timeout_ms, err_
     if (mq_retry_queue_name(c, d->kind, tier, q, sizeof q) < 0)
         return err_set(e, ERR_INVAL, "retry queue name too long");
     amqp_basic_properties_t p = d->priv->props;
+    /* The publisher's user_id names another user than ours: the broker would refuse the
+     * copy. The job's record kept it at the first attempt. */
+    p._flags &= ~(amqp_flags_t)AMQP_BASIC_USER_ID_FLAG;
     const amqp_table_t empty = amqp_empty_table;
     const amqp_table_t *src = (p._flags & AMQP_BASIC_HEADERS_FLAG) ? &p.headers : &empty;
     if (headers_with_attempt(src, attempt, &p.headers) < 0)

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -150,6 +151,20 @@ static int read_key_file(const char *path, char **out, err_t *e)
     FILE *f = fopen(path, "r");
     if (!f)
         return err_set(e, ERR_CONFIG, "DUO_SECRET_KEY_FILE %s: %s", path, strerror(errno));
+    /* As ssh does with private keys: a key other users can read is already disclosed. */
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) {
+        int err = errno;
+        fclose(f);
+        return err_set(e, ERR_CONFIG, "DUO_SECRET_KEY_FILE %s: %s", path, strerror(err));
+    }
+    if ((st.st_mode & 077) != 0) {
+        fclose(f);
+        return err_set(e, ERR_CONFIG,
+                       "DUO_SECRET_KEY_FILE %s: mode %04o lets other users read the key; "
+                       "refusing it (chmod 600 the file)",
+                       path, (unsigned)(st.st_mode & 07777));
+    }
     char *buf = calloc(1, MAX_KEY_FILE + 1);
     if (!buf) {
         fclose(f);

@@ -81,6 +81,40 @@ static void one_line(const char *msg, char *out, size_t outlen)
     out[n] = '\0';
 }
 
+/* The value of one connection option as libpq parsed it ("" when unset). */
+static void conn_option(PGconn *pg, const char *key, char *out, size_t n)
+{
+    out[0] = '\0';
+    PQconninfoOption *opts = PQconninfo(pg);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, key) == 0 && o->val)
+            snprintf(out, n, "%s", o->val);
+    PQconninfoFree(opts);
+}
+
+/* A refused certificate, as one line naming the part of DATABASE_URL to fix: sslrootcert
+ * when the chain does not verify, host when the certificate names another one. Returns
+ * 0 when msg is not a certificate failure. */
+static int tls_error(PGconn *pg, const char *msg, err_t *e)
+{
+    char v[300];
+    if (strstr(msg, "does not match host name")) {
+        conn_option(pg, "host", v, sizeof v);
+        return err_set(e, ERR_TLS,
+                       "cannot connect to PostgreSQL: DATABASE_URL host=%s does not match the "
+                       "server's certificate (%s)",
+                       v, msg);
+    }
+    if (strstr(msg, "certificate verify failed") || strstr(msg, "root certificate file")) {
+        conn_option(pg, "sslrootcert", v, sizeof v);
+        return err_set(e, ERR_TLS,
+                       "cannot connect to PostgreSQL: DATABASE_URL sslrootcert=%s does not verify "
+                       "the server's certificate (%s)",
+                       v[0] ? v : "~/.postgresql/root.crt", msg);
+    }
+    return 0;
+}
+
 static int connect_pg(store *s, err_t *e)
 {
     const char *vals[] = {"read-write", "5", "10", "5", "3", s->url, NULL};
@@ -92,6 +126,9 @@ static int connect_pg(store *s, err_t *e)
     if (PQstatus(s->pg) != CONNECTION_OK) {
         char msg[600];
         one_line(PQerrorMessage(s->pg), msg, sizeof msg);
+        int rc = tls_error(s->pg, msg, e);
+        if (rc < 0)
+            return rc;
         return err_set(e, ERR_DB, "cannot connect to PostgreSQL: %s", msg);
     }
     if (server_read_only(s->pg)) {

@@ -10,7 +10,8 @@
 static const store_stmt st_claim = {
     "job_claim",
     "WITH l AS MATERIALIZED (SELECT pg_try_advisory_lock(hashtextextended($1, 7)) AS got), "
-    "ins AS (INSERT INTO job (job_id, job_type, state) SELECT $1, $2, 'running' FROM l "
+    "ins AS (INSERT INTO job (job_id, job_type, state, publisher) SELECT $1, $2, 'running', $3 "
+    "FROM l "
     "WHERE l.got ON CONFLICT (job_id) DO UPDATE SET attempts = job.attempts + 1 "
     "WHERE job.state = 'running' RETURNING attempts) "
     "SELECT l.got, (SELECT attempts FROM ins), j.state, j.reply "
@@ -46,12 +47,13 @@ static int claim_result(store_res *r, const char *job_id, job_claim *out, err_t 
     return 0;
 }
 
-int store_job_claim(store *s, const char *job_id, const char *job_type, job_claim *out, err_t *e)
+int store_job_claim(store *s, const char *job_id, const char *job_type, const char *publisher,
+                    job_claim *out, err_t *e)
 {
     memset(out, 0, sizeof *out);
     store_res *r = NULL;
-    const char *v[] = {job_id, job_type};
-    int rc = store_exec(s, &st_claim, 2, v, &r, e);
+    const char *v[] = {job_id, job_type, publisher};
+    int rc = store_exec(s, &st_claim, 3, v, &r, e);
     if (rc == 0)
         rc = claim_result(r, job_id, out, e);
     store_res_free(r);

@@ -27,9 +27,12 @@ typedef struct job_claim {
     size_t reply_len;
 } job_claim;
 
-/* Claims job_id (outside any transaction). On success the caller must eventually call
+/* Claims job_id (outside any transaction). publisher (may be NULL) is the broker user
+ * that published it, as the broker validated it (AMQP user_id); a new job's row records
+ * it, a rerun keeps the first one. On success the caller must eventually call
  * store_job_release() unless state is DONE or BUSY (no lock is held then). */
-int store_job_claim(store *s, const char *job_id, const char *job_type, job_claim *out, err_t *e);
+int store_job_claim(store *s, const char *job_id, const char *job_type, const char *publisher,
+                    job_claim *out, err_t *e);
 
 /* Marks the job done with its encoded reply, inside the caller's transaction if one is
  * open (else on its own), and releases the claim's lock. */

@@ -397,7 +397,8 @@ static int claim(worker *w, const mq_delivery *d, const job_type_def *def)
 {
     err_t e = {0};
     job_claim c;
-    if (db_ready(w) < 0 || store_job_claim(w->db, d->message_id, def->type, &c, &e) < 0) {
+    if (db_ready(w) < 0 ||
+        store_job_claim(w->db, d->message_id, def->type, d->user_id, &c, &e) < 0) {
         LOG(LOG_WARN, "cannot claim job; returning it to the queue", "job_id", d->message_id,
             "error", e.msg);
         mq_reject(w->mq, d, 1, NULL);

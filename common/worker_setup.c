@@ -13,7 +13,8 @@
 static int open_db(worker *w, err_t *e)
 {
     w->db = store_open(w->cfg.database_url, e);
-    for (int i = 0; !w->db && i < 30; i++) { /* the database may still be starting */
+    /* The database may still be starting; a certificate that does not verify will not. */
+    for (int i = 0; !w->db && (!e || e->code != ERR_TLS) && i < 30; i++) {
         sleep(1);
         w->db = store_open(w->cfg.database_url, e);
     }
@@ -33,13 +34,17 @@ static int open_mq(worker *w, err_t *e)
                  .kinds = kinds,
                  .heartbeat_secs = w->cfg.amqp_heartbeat_secs,
                  .prefetch = w->cfg.prefetch,
-                 .max_message_bytes = (size_t)w->cfg.max_message_bytes};
+                 .max_message_bytes = (size_t)w->cfg.max_message_bytes,
+                 .ca_file = w->cfg.amqp_ca_file,
+                 .no_topology = !w->cfg.amqp_declare};
     char name[64];
     snprintf(name, sizeof name, "duo-%s pid %ld", w->def->name, (long)getpid());
     o.conn_name = name;
     memcpy(o.retry_ms, w->retry_ms, sizeof o.retry_ms);
     for (int i = 0; i < 30 && !w->mq; i++) {
         w->mq = mq_open(&o, e);
+        if (!w->mq && e && (e->code == ERR_TLS || e->code == ERR_CONFIG))
+            break; /* retrying cannot fix a certificate or a refused login */
         if (!w->mq)
             sleep(1);
     }
@@ -98,7 +103,8 @@ int worker_open(const worker_def *def, worker **out, err_t *e)
         return err_set(e, ERR_NOMEM, "out of memory");
     describe(w->metrics);
     metrics_held(w); /* present (0) from the start, so a dashboard shows it */
-    if (w->cfg.metrics_port && (rc = metrics_serve(w->metrics, w->cfg.metrics_port, e)) < 0)
+    if (w->cfg.metrics_port &&
+        (rc = metrics_serve(w->metrics, w->cfg.metrics_addr, w->cfg.metrics_port, e)) < 0)
         return rc;
     if ((rc = open_db(w, e)) < 0 || (rc = open_mq(w, e)) < 0)
         return rc;

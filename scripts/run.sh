@@ -8,6 +8,14 @@
 # With real Duo: export DUO_API_HOSTNAME, DUO_CLIENT_ID, DUO_CLIENT_SECRET (and optionally
 # DUO_ADMIN_INTEGRATION_KEY, DUO_ADMIN_SECRET_KEY) before running; the demo then only
 # starts an enrollment and prints the activation link for you to scan.
+# Identities: duoctl migrates as the database owner; each worker connects as its own
+# least-privilege role (DUO_DB_URL_<KIND> from services.sh) and as the broker user duo.
+# Ports: every one is a setting (services.sh's, and DUO_METRICS_PORT, the first of the
+# three consecutive metrics ports, default 9101). With the default, ports already taken
+# are replaced by free ones; a port set explicitly and taken stops the run at once,
+# naming the program that holds it. Metrics listen on METRICS_ADDR (default 127.0.0.1).
+# A worker counts as started only once its /healthz answers 200; otherwise the run
+# prints the last lines of its log and exits non-zero.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 RUN="${DUO_RUN_DIR:-$ROOT/.run}"
@@ -16,6 +24,47 @@ BIN="$BUILD/bin"
 WORKERS=(enroll auth import)
 
 say() { echo "run: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+port_holder() { ss -Hltnp "sport = :$1" 2>/dev/null | head -1 | grep -o 'users:(([^)]*))' || ss -Hltn "sport = :$1" 2>/dev/null | head -1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The metrics port of the n-th worker (0-based): DUO_METRICS_PORT + n, or when that
+# default is taken a free port; an explicit DUO_METRICS_PORT that is taken is fatal.
+metrics_port() {
+  local n="$1" port holder
+  port=$(( ${DUO_METRICS_PORT:-9101} + n ))
+  holder="$(port_holder "$port")"
+  [ -z "$holder" ] && { echo "$port"; return; }
+  if [ -n "${DUO_METRICS_PORT:-}" ]; then
+    die "metrics port $port (DUO_METRICS_PORT=$DUO_METRICS_PORT + $n) is taken by $holder; set DUO_METRICS_PORT to a free range"
+  fi
+  port="$(free_port)"
+  say "metrics port $(( 9101 + n )) is taken by $holder; using $port instead"
+  echo "$port"
+}
+
+# Waits until the worker's /healthz answers 200; on failure prints its log tail.
+await_health() {
+  local w="$1" pid="$2" port="$3" log="$4" host="${METRICS_ADDR:-127.0.0.1}"
+  [ "$host" = 0.0.0.0 ] && host=127.0.0.1
+  [ "$host" = :: ] && host=::1
+  case "$host" in *:*) host="[$host]" ;; esac
+  for _ in $(seq 1 "${DUO_HEALTH_WAIT_SECS:-45}0"); do
+    curl -fsS -o /dev/null "http://$host:$port/healthz" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "duo-$w (pid $pid) did not answer http://$host:$port/healthz; last lines of $log:"
+    kill -TERM "$pid" 2>/dev/null || true
+  else
+    say "duo-$w exited at start; last lines of $log:"
+  fi
+  tail -n 20 "$log" >&2
+  rm -f "$RUN/workers/$w.pid"
+  exit 1
+}
 
 stop_workers() {
   for w in "${WORKERS[@]}"; do
@@ -28,7 +77,7 @@ stop_workers() {
       kill -KILL "$pid" 2>/dev/null || true
       say "stopped duo-$w"
     fi
-    rm -f "$f"
+    rm -f "$f" "$RUN/workers/$w.port"
   done
 }
 
@@ -48,15 +97,21 @@ esac
 "$ROOT/scripts/bootstrap.sh"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" >/dev/null
-"$ROOT/scripts/services.sh" start
-eval "$("$ROOT/scripts/services.sh" env)"
-mkdir -p "$RUN/workers" "$RUN/logs"
-
+mkdir -p "$RUN"
 # The key that encrypts stage secrets at rest: made once, kept in the state folder.
 if [ -z "${DUO_SECRET_KEY:-}" ] && [ -z "${DUO_SECRET_KEY_FILE:-}" ]; then
   [ -f "$RUN/secret.key" ] || (umask 077; openssl rand -base64 32 > "$RUN/secret.key")
   export DUO_SECRET_KEY_FILE="$RUN/secret.key"
 fi
+# The key file must stay private: workers refuse a key file other users can read.
+if [ -n "${DUO_SECRET_KEY_FILE:-}" ] && [ -f "$DUO_SECRET_KEY_FILE" ] &&
+   [ -n "$(find "$DUO_SECRET_KEY_FILE" -perm /077 2>/dev/null)" ]; then
+  die "$DUO_SECRET_KEY_FILE is readable by other users (mode $(stat -c %a "$DUO_SECRET_KEY_FILE")); chmod 600 it"
+fi
+"$ROOT/scripts/services.sh" start
+eval "$("$ROOT/scripts/services.sh" env)"
+mkdir -p "$RUN/workers" "$RUN/logs"
+
 export MQ_PREFIX="${MQ_PREFIX:-duo}"
 "$BIN/duoctl" migrate >/dev/null
 
@@ -83,15 +138,20 @@ else
   fi
 fi
 
-port=9101
+n=0
 for w in "${WORKERS[@]}"; do
   [ -x "$BIN/duo-$w" ] || continue
   f="$RUN/workers/$w.pid"
-  if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then port=$((port + 1)); continue; fi
-  METRICS_PORT=$port setsid nohup "$BIN/duo-$w" >>"$RUN/logs/$w.log" 2>&1 &
-  echo $! > "$f"
-  say "started duo-$w (pid $!, metrics http://127.0.0.1:$port/metrics, log $RUN/logs/$w.log)"
-  port=$((port + 1))
+  if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then n=$((n + 1)); continue; fi
+  port="$(metrics_port "$n")"
+  url_var="DUO_DB_URL_${w^^}"
+  DATABASE_URL="${!url_var}" METRICS_PORT=$port setsid nohup "$BIN/duo-$w" >>"$RUN/logs/$w.log" 2>&1 &
+  pid=$!
+  echo "$pid" > "$f"
+  echo "$port" > "$RUN/workers/$w.port"
+  await_health "$w" "$pid" "$port" "$RUN/logs/$w.log"
+  say "started duo-$w (pid $pid, healthy; metrics http://${METRICS_ADDR:-127.0.0.1}:$port/metrics, log $RUN/logs/$w.log)"
+  n=$((n + 1))
 done
 
 # The main job, once: enroll a demo user and, on the emulator, scan and authenticate.
@@ -120,7 +180,7 @@ cat >&2 <<MSG
 
 run: everything is up.
   logs:     $RUN/logs/*.log (JSON lines), services under $RUN/
-  metrics:  http://127.0.0.1:9101/metrics (enroll), :9102 (auth), :9103 (import); /healthz on each
+  metrics:  $(for w in "${WORKERS[@]}"; do [ -f "$RUN/workers/$w.port" ] && printf 'http://%s:%s/metrics (%s) ' "${METRICS_ADDR:-127.0.0.1}" "$(cat "$RUN/workers/$w.port")" "$w"; done); /healthz on each
   try:      eval "\$(scripts/services.sh env)"; export DUO_SECRET_KEY_FILE=$RUN/secret.key
             $BIN/duoctl stage list
   stop:     scripts/run.sh stop

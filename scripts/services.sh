@@ -5,7 +5,23 @@
 #   services.sh stop    stop them cleanly (fast shutdown)
 #   services.sh status  print what is up
 #   services.sh env     print the environment (export lines) that reaches them
+#   services.sh mqctl ARGS...    rabbitmqctl on the local broker (e.g. import_definitions
+#                                FILE, delete_vhost V: tests' throwaway identities)
 # Starting twice is a no-op; a crashed run's leftovers (stale pid files) are cleaned.
+#
+# Identities (passwords made once, kept in .run/secrets.env, mode 0600):
+#   PostgreSQL  postgres (superuser: tests, maintenance), duo_owner (owns database duo:
+#               migrations, duoctl), duo_enroll/duo_auth/duo_import (the workers: only
+#               the tables each uses, granted by `duoctl migrate`); TCP needs a password
+#               (scram-sha-256), the socket is reachable by the server's own user only.
+#   RabbitMQ    no guest; duo (workers and duoctl: vhost duo, names duo.* only),
+#               duo-upstream (an upstream publisher: publish jobs, read its replies),
+#               duo-admin (administrator: tests, on vhost / and duo).
+# TLS: PostgreSQL accepts TLS on its port and RabbitMQ listens for amqps:// on
+# DUO_MQ_TLS_PORT, both with the certificate .run/tls/services.crt for the name
+# localhost, signed by .run/tls/ca.crt (scripts/gen-ca.sh).
+# Every port is a setting (DUO_PG_PORT, DUO_MQ_PORT, DUO_MQ_TLS_PORT, DUO_MQ_DIST_PORT,
+# DUO_EMU_PORT); a port held by another program stops `start` at once, naming it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -13,12 +29,42 @@ RUN="${DUO_RUN_DIR:-$ROOT/.run}"
 PG_PORT="${DUO_PG_PORT:-55432}"
 MQ_PORT="${DUO_MQ_PORT:-55672}"
 MQ_DIST_PORT="${DUO_MQ_DIST_PORT:-55682}"
+MQ_TLS_PORT="${DUO_MQ_TLS_PORT:-$((MQ_PORT - 1))}"
 EMU_PORT="${DUO_EMU_PORT:-58443}"
 PGBIN=/usr/lib/postgresql/15/bin
 MQBIN=/usr/lib/rabbitmq/bin
 MQ_NODE="duo${MQ_PORT}@localhost"
 
 log() { echo "services: $*" >&2; }
+
+# Fails at once when a port this stack needs is held by something else.
+port_free() {
+  local port="$1" setting="$2" holder
+  holder="$(ss -Hltnp "sport = :$port" 2>/dev/null | head -1)"
+  [ -z "$holder" ] && return 0
+  holder="$(printf '%s' "$holder" | grep -o 'users:(([^)]*))' || true)"
+  log "port $port ($setting) is taken by ${holder:-another program}; set $setting to a free port"
+  exit 1
+}
+
+# The stack's passwords: made once, kept mode 0600, hex so they need no URL escaping.
+secrets() {
+  local f="$RUN/secrets.env"
+  if [ ! -f "$f" ]; then
+    (umask 077
+     for k in PG_SUPER PG_OWNER PG_ENROLL PG_AUTH PG_IMPORT MQ_ADMIN MQ_WORKER MQ_PUBLISHER; do
+       echo "${k}_PW=$(openssl rand -hex 16)"
+     done > "$f.tmp")
+    mv "$f.tmp" "$f"
+  fi
+  chmod 600 "$f"
+  # shellcheck disable=SC1090
+  . "$f"
+}
+
+tls_files() {
+  "$ROOT/scripts/gen-ca.sh" "$RUN/tls" >/dev/null
+}
 
 # PostgreSQL runs as the postgres user, which must be able to reach its data folder. A
 # clone under a private home (e.g. /root) is not reachable: then the data lives in a
@@ -47,9 +93,47 @@ pg_start() {
     as_postgres "$PGBIN/initdb -D '$PGDIR/data' -A trust -U postgres -E UTF8 --locale=C.UTF-8" >"$PGDIR/initdb.log" 2>&1
   fi
   if pg_running; then return 0; fi
+  port_free "$PG_PORT" DUO_PG_PORT
+  pg_tls_and_hba
   rm -f "$PGDIR/data/postmaster.pid"   # left by a crashed run; pg_ctl status said not running
-  as_postgres "$PGBIN/pg_ctl -D '$PGDIR/data' -o \"-p $PG_PORT -k '$PGDIR' -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${DUO_PG_FSYNC:-on}\" -l '$PGDIR/postgres.log' -w -t 60 start" >/dev/null
-  log "postgresql up on 127.0.0.1:$PG_PORT"
+  as_postgres "$PGBIN/pg_ctl -D '$PGDIR/data' -o \"-p $PG_PORT -k '$PGDIR' -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${DUO_PG_FSYNC:-on} -c unix_socket_permissions=0700 -c ssl=on -c ssl_cert_file='$PGDIR/tls/server.crt' -c ssl_key_file='$PGDIR/tls/server.key' -c password_encryption=scram-sha-256\" -l '$PGDIR/postgres.log' -w -t 60 start" >/dev/null
+  pg_roles
+  log "postgresql up on 127.0.0.1:$PG_PORT (TLS on the same port)"
+}
+
+# TCP connections need a password; the socket (mode 0700) only the server's own user.
+pg_tls_and_hba() {
+  mkdir -p "$PGDIR/tls"
+  cp "$RUN/tls/services.crt" "$PGDIR/tls/server.crt"
+  cp "$RUN/tls/services.key" "$PGDIR/tls/server.key"
+  chmod 600 "$PGDIR/tls/server.key"
+  if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$PGDIR/tls"; fi
+  cat > "$RUN/pg_hba.conf.tmp" <<HBA
+local all all trust
+host  all all 127.0.0.1/32 scram-sha-256
+host  all all ::1/128 scram-sha-256
+HBA
+  as_postgres "cat > '$PGDIR/data/pg_hba.conf'" < "$RUN/pg_hba.conf.tmp"
+  rm -f "$RUN/pg_hba.conf.tmp"
+}
+
+psql_super() { as_postgres "psql -X -q -v ON_ERROR_STOP=1 -h '$PGDIR' -p $PG_PORT -U postgres -d postgres" ; }
+
+# Roles and the project database, made or brought in line on every start (idempotent).
+pg_roles() {
+  psql_super >/dev/null <<SQL
+ALTER ROLE postgres PASSWORD '$PG_SUPER_PW';
+SELECT 'CREATE ROLE duo_owner' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'duo_owner')
+UNION ALL SELECT 'CREATE ROLE duo_enroll' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'duo_enroll')
+UNION ALL SELECT 'CREATE ROLE duo_auth' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'duo_auth')
+UNION ALL SELECT 'CREATE ROLE duo_import' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'duo_import')
+UNION ALL SELECT 'CREATE DATABASE duo OWNER duo_owner' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'duo')
+\\gexec
+ALTER ROLE duo_owner LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$PG_OWNER_PW';
+ALTER ROLE duo_enroll LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$PG_ENROLL_PW';
+ALTER ROLE duo_auth LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$PG_AUTH_PW';
+ALTER ROLE duo_import LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$PG_IMPORT_PW';
+SQL
 }
 
 pg_stop() {
@@ -72,6 +156,9 @@ mq_env() {
   export RABBITMQ_CONFIG_FILE="$RUN/rabbit/rabbitmq"
   export ERL_EPMD_ADDRESS=127.0.0.1
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+  # A CLI tool that cannot start (e.g. status before the first start) writes its crash
+  # dump here, never into the caller's working folder.
+  export ERL_CRASH_DUMP="$RUN/rabbit/erl_crash.dump"
 }
 
 mq_running() { ( mq_env; "$MQBIN/rabbitmq-diagnostics" -q ping >/dev/null 2>&1 ); }
@@ -79,18 +166,40 @@ mq_running() { ( mq_env; "$MQBIN/rabbitmq-diagnostics" -q ping >/dev/null 2>&1 )
 mq_start() {
   mkdir -p "$RUN/rabbit/home" "$RUN/rabbit/mnesia" "$RUN/rabbit/log"
   echo '[].' > "$RUN/rabbit/enabled_plugins"
+  (umask 077
+   python3 "$ROOT/scripts/mq-definitions.py" --vhost duo --prefix duo \
+     --worker "duo:$MQ_WORKER_PW" --publisher "duo-upstream:$MQ_PUBLISHER_PW" \
+     --admin "duo-admin:$MQ_ADMIN_PW" > "$RUN/rabbit/definitions.json")
+  # Identities come from the definitions at every boot; no guest is ever created on a
+  # fresh node (default_user is the administrator), and an older node's guest is deleted.
   cat > "$RUN/rabbit/rabbitmq.conf" <<CONF
-loopback_users = none
 listeners.tcp.default = 127.0.0.1:$MQ_PORT
+listeners.ssl.default = 127.0.0.1:$MQ_TLS_PORT
+ssl_options.cacertfile = $RUN/tls/ca.crt
+ssl_options.certfile = $RUN/tls/services.crt
+ssl_options.keyfile = $RUN/tls/services.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+default_user = duo-admin
+default_pass = $MQ_ADMIN_PW
+default_user_tags.administrator = true
+load_definitions = $RUN/rabbit/definitions.json
 vm_memory_high_watermark.relative = 0.4
 disk_free_limit.absolute = 50MB
 CONF
+  chmod 600 "$RUN/rabbit/rabbitmq.conf"
   if mq_running; then return 0; fi
+  port_free "$MQ_PORT" DUO_MQ_PORT
+  port_free "$MQ_TLS_PORT" DUO_MQ_TLS_PORT
+  port_free "$MQ_DIST_PORT" DUO_MQ_DIST_PORT
   ( mq_env
     setsid nohup "$MQBIN/rabbitmq-server" >"$RUN/rabbit/server.out" 2>&1 &
     echo $! > "$RUN/rabbit/server.wrapper.pid" )
   for _ in $(seq 1 120); do
-    if ( mq_env; "$MQBIN/rabbitmq-diagnostics" -q check_port_connectivity >/dev/null 2>&1 ); then log "rabbitmq up on 127.0.0.1:$MQ_PORT"; return 0; fi
+    if ( mq_env; "$MQBIN/rabbitmq-diagnostics" -q check_port_connectivity >/dev/null 2>&1 ); then
+      ( mq_env; "$MQBIN/rabbitmqctl" -q delete_user guest >/dev/null 2>&1 || true )
+      log "rabbitmq up on 127.0.0.1:$MQ_PORT (amqps on $MQ_TLS_PORT)"; return 0
+    fi
     sleep 0.5
   done
   log "rabbitmq did not come up; see $RUN/rabbit/log and $RUN/rabbit/server.out"
@@ -122,6 +231,7 @@ emu_start() {
   "$ROOT/scripts/gen-ca.sh" "$RUN/emu" >/dev/null
   if emu_running && emu_ping; then return 0; fi
   emu_stop
+  port_free "$EMU_PORT" DUO_EMU_PORT
   setsid nohup python3 "$(emu_script)" --host 127.0.0.1 --port "$EMU_PORT" \
     --cert "$RUN/emu/server.crt" --key "$RUN/emu/server.key" \
     >"$RUN/emu/emulator.log" 2>&1 &
@@ -148,10 +258,19 @@ emu_stop() {
 }
 
 print_env() {
+  local pg="127.0.0.1:$PG_PORT" mq="127.0.0.1:$MQ_PORT"
   cat <<ENV
-export DATABASE_URL='postgresql://postgres@127.0.0.1:$PG_PORT/postgres'
-export DUO_PG_ADMIN_URL='postgresql://postgres@127.0.0.1:$PG_PORT/postgres'
-export AMQP_URL='amqp://guest:guest@127.0.0.1:$MQ_PORT/'
+export DATABASE_URL='postgresql://duo_owner:$PG_OWNER_PW@$pg/duo'
+export DUO_DB_URL_ENROLL='postgresql://duo_enroll:$PG_ENROLL_PW@$pg/duo'
+export DUO_DB_URL_AUTH='postgresql://duo_auth:$PG_AUTH_PW@$pg/duo'
+export DUO_DB_URL_IMPORT='postgresql://duo_import:$PG_IMPORT_PW@$pg/duo'
+export DUO_PG_ADMIN_URL='postgresql://postgres:$PG_SUPER_PW@$pg/postgres'
+export AMQP_URL='amqp://duo:$MQ_WORKER_PW@$mq/duo'
+export DUO_MQ_PUBLISHER_URL='amqp://duo-upstream:$MQ_PUBLISHER_PW@$mq/duo'
+export DUO_MQ_ADMIN_URL='amqp://duo-admin:$MQ_ADMIN_PW@$mq/'
+export DUO_MQ_TLS_PORT='$MQ_TLS_PORT'
+export DUO_TLS_CA_FILE='$RUN/tls/ca.crt'
+export DUO_TLS_OTHER_CA_FILE='$RUN/tls/other-ca.crt'
 export DUO_EMU_URL='https://127.0.0.1:$EMU_PORT'
 export DUO_EMU_HOST='127.0.0.1:$EMU_PORT'
 export DUO_CA_FILE='$RUN/emu/ca.crt'
@@ -161,17 +280,20 @@ ENV
 
 mkdir -p "$RUN"
 PGDIR="$(pg_dir)"
+secrets
 
 case "${1:-}" in
-  start) mkdir -p "$RUN"; pg_start; mq_start; emu_start; print_env > "$RUN/env" ;;
+  start) mkdir -p "$RUN"; tls_files; pg_start; mq_start; emu_start
+         (umask 077; print_env > "$RUN/env") ;;
   stop) emu_stop; mq_stop; pg_stop ;;
-  restart-mq) mq_stop; mq_start ;;
-  restart-pg) pg_stop; pg_start ;;
+  restart-mq) mq_stop; tls_files; mq_start ;;
+  restart-pg) pg_stop; tls_files; pg_start ;;
   restart-emu) emu_stop; emu_start ;;
   status)
     pg_running && echo "postgresql: up" || echo "postgresql: down"
     mq_running && echo "rabbitmq: up" || echo "rabbitmq: down"
     emu_running && echo "emulator: up" || echo "emulator: down" ;;
   env) print_env ;;
+  mqctl) shift; ( mq_env; "$MQBIN/rabbitmqctl" -q "$@" ) ;;
   *) echo "usage: $0 start|stop|status|env|restart-mq|restart-pg" >&2; exit 2 ;;
 esac

@@ -16,6 +16,10 @@ cleanup() { [ -n "${DUO_KEEP_SERVICES:-}" ] || "$ROOT/scripts/services.sh" stop;
 trap cleanup EXIT
 "$ROOT/scripts/services.sh" start
 eval "$("$ROOT/scripts/services.sh" env)"
+# Tests declare throwaway topologies under prefixes of their own, so they use the broker's
+# administrator on vhost "/", apart from the project's vhost duo (tests of the project's
+# least-privilege identities use DUO_MQ_PUBLISHER_URL or make their own).
+export DUO_MQ_WORKER_URL="$AMQP_URL" AMQP_URL="$DUO_MQ_ADMIN_URL"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export LSAN_OPTIONS="suppressions=$ROOT/tests/lsan.supp"

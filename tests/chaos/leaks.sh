@@ -10,6 +10,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 eval "$("$ROOT/scripts/services.sh" env)"
+export AMQP_URL="$DUO_MQ_ADMIN_URL"   # own prefixes: the broker administrator on vhost /
 export DUO_BIN_DIR="${DUO_BIN_DIR:-$ROOT/build/bin}"
 export DUO_SOURCE_DIR="$ROOT"
 jobs=4000 vjobs=800

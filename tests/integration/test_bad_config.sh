@@ -26,7 +26,22 @@ for w in enroll auth import; do
   check "$w with a short key" DUO_SECRET_KEY env "$DB" "$MQ" DUO_SECRET_KEY=c2hvcnQ= "$BIN/duo-$w"
   check "$w with bad retry delays" RETRY_DELAYS_MS env "$DB" "$MQ" RETRY_DELAYS_MS=5,x \
     DUO_SECRET_KEY="$(head -c 32 /dev/zero | base64)" "$BIN/duo-$w"
+  check "$w with a bad METRICS_ADDR" METRICS_ADDR env "$DB" "$MQ" METRICS_ADDR=everywhere "$BIN/duo-$w"
 done
+# A metrics port held by another program: one line naming the setting and the address;
+# a world-readable key file: refused as ssh refuses such keys.
+KEY="$(head -c 32 /dev/zero | base64)"
+python3 -c 'import socket,time; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(120)' >/tmp/duo-badcfg.$$ &
+holder=$!
+for _ in $(seq 1 50); do [ -s /tmp/duo-badcfg.$$ ] && break; sleep 0.1; done
+held="$(cat /tmp/duo-badcfg.$$)"
+check "metrics port taken" "METRICS_PORT: cannot listen on 127.0.0.1:$held" env "$DB" "$MQ" \
+  DUO_SECRET_KEY="$KEY" METRICS_PORT="$held" "$BIN/duo-enroll"
+kill "$holder"; rm -f /tmp/duo-badcfg.$$
+keyfile="$(mktemp)"; echo "$KEY" >"$keyfile"; chmod 644 "$keyfile"
+check "world-readable key file" "mode 0644 lets other users read the key" env "$DB" "$MQ" \
+  DUO_SECRET_KEY_FILE="$keyfile" "$BIN/duo-auth"
+rm -f "$keyfile"
 check "duoctl migrate without DATABASE_URL" DATABASE_URL "$BIN/duoctl" migrate
 check "duoctl with a bad LOG_LEVEL" LOG_LEVEL env LOG_LEVEL=loud "$DB" "$BIN/duoctl" migrate
 echo "$pass passed, $fail failed"

@@ -35,14 +35,21 @@ check() { # check NAME COMMAND...: passes when the command succeeds
 }
 
 # ---------------------------------------------------------------- docker-compose.yml
-compose() { (cd "$ROOT" && docker-compose -f docker-compose.yml "$@"); }
+# The passwords compose requires (normally in .env, mode 0600).
+COMPOSE_PW=(POSTGRES_PASSWORD=pg-super DB_OWNER_PASSWORD=pg-owner DB_ENROLL_PASSWORD=pg-enroll
+  DB_AUTH_PASSWORD=pg-auth DB_IMPORT_PASSWORD=pg-import RABBITMQ_ADMIN_PASSWORD=mq-admin
+  RABBITMQ_PASSWORD=mq-duo RABBITMQ_UPSTREAM_PASSWORD=mq-upstream)
+compose() { (cd "$ROOT" && env "${COMPOSE_PW[@]}" docker-compose -f docker-compose.yml "$@"); }
 
 compose_tests() {
   if ! command -v docker-compose >/dev/null; then
     bad "docker-compose installed" "run scripts/bootstrap.sh"; return
   fi
   check "compose: config -q" compose config -q
-  local services want="auth emulator enroll grafana import migrate postgres prometheus rabbitmq"
+  if (cd "$ROOT" && env -i PATH="$PATH" docker-compose --env-file /dev/null -f docker-compose.yml config -q) >/dev/null 2>&1; then
+    bad "compose: refuses to start without the passwords"
+  else ok "compose: refuses to start without the passwords"; fi
+  local services want="auth emulator enroll grafana import migrate mq-setup postgres prometheus rabbitmq"
   services="$(compose --profile emulator --profile monitoring config --services 2>&1 | sort | tr '\n' ' ')"
   if [ "${services% }" = "$want" ]; then ok "compose: services"; else bad "compose: services" "$services"; fi
   compose config >"$TMP/compose.yml" 2>"$TMP/compose.err" || { bad "compose: config" "$(cat "$TMP/compose.err")"; return; }
@@ -66,6 +73,10 @@ need(s["postgres"]["image"].startswith("postgres:15"), "postgres image")
 need(any(":/var/lib/postgresql/data" in str(v) or (isinstance(v, dict) and v.get("target") == "/var/lib/postgresql/data")
          for v in s["postgres"].get("volumes", [])), "postgres data volume")
 need(s["migrate"]["command"] == ["duoctl", "migrate"], "migrate command")
+need(s["migrate"]["environment"]["DATABASE_URL"].startswith("postgresql://duo_owner:pg-owner@"), "migrate runs as duo_owner")
+need(s["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_USER"] not in ("guest", "duo"), "rabbitmq default user is the administrator, not guest")
+need("10-duo-roles.sh" in " ".join(str(v) for v in s["postgres"]["volumes"]), "postgres init script makes the roles")
+need(s["postgres"]["environment"]["POSTGRES_USER"] != "duo_owner", "postgres superuser is not the owner role")
 need(s["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy", "migrate waits for postgres")
 need("emulator" in s["emulator"].get("profiles", []), "emulator profile")
 for m in ("prometheus", "grafana"):
@@ -95,7 +106,11 @@ for w in ("enroll", "auth", "import"):
     d = svc["depends_on"]
     need(d["migrate"]["condition"] == "service_completed_successfully", w + " waits for migrate")
     need(d["rabbitmq"]["condition"] == "service_healthy", w + " waits for rabbitmq")
+    need(d["mq-setup"]["condition"] == "service_completed_successfully", w + " waits for the broker users")
     env = svc["environment"]
+    need(env["DATABASE_URL"].startswith("postgresql://duo_%s:pg-%s@" % (w, w)), w + " connects as duo_" + w)
+    need(env["AMQP_URL"].startswith("amqp://duo:mq-duo@") and env["AMQP_URL"].endswith("/duo"), w + " uses broker user duo on vhost duo")
+    need(env.get("METRICS_ADDR") == "0.0.0.0", w + " METRICS_ADDR 0.0.0.0 (containers)")
     for k in ("DATABASE_URL", "AMQP_URL", "DUO_SECRET_KEY", "METRICS_PORT", "LOG_LEVEL"):
         need(k in env, w + " env " + k)
     need(int(env["METRICS_PORT"]) > 0, w + " METRICS_PORT on (the healthcheck needs it)")

@@ -58,7 +58,7 @@ expect "nothing stored without a key" test "$(sql 'SELECT count(*) FROM duo_stag
 
 # --- create: flag, file and stdin secrets; key from a file ---
 export DUO_SECRET_KEY_FILE="$TMP/key"
-printf '%s\n' "$KEY1" >"$DUO_SECRET_KEY_FILE"
+(umask 077; printf '%s\n' "$KEY1" >"$DUO_SECRET_KEY_FILE")   # a key file others can read is refused
 printf '%s\n' "$ASEC" >"$TMP/asec"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/ca.key" -out "$TMP/ca.pem" -days 1 \
   -subj "/CN=duo-admin-test" >/dev/null 2>&1

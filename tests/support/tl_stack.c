@@ -209,6 +209,25 @@ int tl_stack_init(tl_stack *s, const char *tag, unsigned flags)
     return 0;
 }
 
+/* The worker's own least-privilege role (DUO_DB_URL_<NAME> from services.sh, which
+ * `duoctl migrate` granted on this test's database too) with the test's database name;
+ * the test database's URL when the stack does not provide one. */
+static void worker_db_url(const tl_stack *s, const char *name, char *out, size_t n)
+{
+    char var[64];
+    snprintf(var, sizeof var, "DUO_DB_URL_%s", name);
+    for (char *p = var; *p; p++)
+        if (*p >= 'a' && *p <= 'z')
+            *p = (char)(*p - 'a' + 'A');
+    const char *role_url = getenv(var);
+    const char *db = strrchr(s->db, '/');
+    const char *slash = role_url ? strrchr(role_url, '/') : NULL;
+    if (!slash || !db)
+        snprintf(out, n, "%s", s->db);
+    else
+        snprintf(out, n, "%.*s%s", (int)(slash - role_url), role_url, db);
+}
+
 pid_t tl_stack_worker(tl_stack *s, const char *name, const char *const *extra_env)
 {
     if (s->nworkers == TL_MAX_WORKERS)
@@ -216,8 +235,11 @@ pid_t tl_stack_worker(tl_stack *s, const char *name, const char *const *extra_en
     char bin[512], log[1024];
     snprintf(bin, sizeof bin, "%s/duo-%s", tl_env("DUO_BIN_DIR"), name);
     snprintf(log, sizeof log, "%s/%s-%s-%d.log", s->logdir, s->prefix, name, s->nworkers);
+    char db_url[1024];
+    worker_db_url(s, name, db_url, sizeof db_url);
     pid_t pid = fork();
     if (pid == 0) {
+        setenv("DATABASE_URL", db_url, 1);
         for (int i = 0; extra_env && extra_env[i]; i++)
             putenv((char *)extra_env[i]);
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);

@@ -43,7 +43,10 @@ int tl_stack_init(tl_stack *s, const char *tag, unsigned flags);
 void tl_stack_fini(tl_stack *s);
 
 /* Starts $DUO_BIN_DIR/duo-<name> with the stack's environment plus extra "K=V" pairs
- * (NULL-terminated, may be NULL); its stderr goes to logdir. Returns the pid or -1. */
+ * (NULL-terminated, may be NULL); its stderr goes to logdir. Returns the pid or -1.
+ * The worker connects to the database as its own least-privilege role (DUO_DB_URL_<NAME>
+ * of scripts/services.sh, on the test's database), so every end-to-end test also proves
+ * that `duoctl migrate` granted it enough. */
 pid_t tl_stack_worker(tl_stack *s, const char *name, const char *const *extra_env);
 
 /* Sends a signal to a worker started by tl_stack_worker and, for SIGKILL/SIGTERM, reaps

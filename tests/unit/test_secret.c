@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -233,6 +234,39 @@ static void test_key_file(void **state)
     unlink(path);
 }
 
+/* A key file other users can read is refused, as ssh refuses such private keys; the
+ * message names the setting, the file and the fix, and never the key. */
+static void test_key_file_mode(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/duo-secret-mode-XXXXXX";
+    int fd = mkstemp(path); /* mode 0600 */
+    assert_true(fd >= 0);
+    const char text[] = KEY_B "\n";
+    assert_int_equal(write(fd, text, sizeof text - 1), (ssize_t)(sizeof text - 1));
+    close(fd);
+    static const mode_t bad[] = {0644, 0640, 0604, 0660};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(chmod(path, bad[i]), 0);
+        err_t e = {0};
+        assert_null(ring(NULL, NULL, path, &e));
+        assert_int_equal(e.code, ERR_CONFIG);
+        assert_non_null(strstr(e.msg, "DUO_SECRET_KEY_FILE"));
+        assert_non_null(strstr(e.msg, path));
+        assert_non_null(strstr(e.msg, "chmod 600"));
+        assert_null(strstr(e.msg, KEY_B));
+    }
+    static const mode_t good[] = {0600, 0400};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        assert_int_equal(chmod(path, good[i]), 0);
+        err_t e = {0};
+        secret_keyring *k = ring(NULL, NULL, path, &e);
+        assert_non_null(k);
+        secret_keyring_free(k);
+    }
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -244,6 +278,7 @@ int main(void)
         cmocka_unit_test(test_malformed_envelopes),
         cmocka_unit_test(test_malformed_keys),
         cmocka_unit_test(test_key_file),
+        cmocka_unit_test(test_key_file_mode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

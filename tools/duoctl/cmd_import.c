@@ -155,7 +155,8 @@ static int send_auto(const import_args *a, json_t *body)
     }
     char id[40];
     fresh_id(id, sizeof id);
-    jobs_client *jc = jobs_client_open(c.amqp_url, c.mq_prefix, NULL, &e);
+    jobs_client *jc =
+        jobs_client_open_ex(c.amqp_url, c.mq_prefix, NULL, c.amqp_ca_file, c.amqp_declare, &e);
     int rc = jc ? jobs_send(jc, "import.auto", id, body, &e) : ERR_MQ;
     json_decref(body);
     json_t *r = NULL;

@@ -71,7 +71,8 @@ int job_send(const char *type, const char *job_id, json_t *body, int wait_secs)
         fresh_id(id, sizeof id);
     else
         snprintf(id, sizeof id, "%s", job_id);
-    jobs_client *jc = jobs_client_open(c.amqp_url, c.mq_prefix, NULL, &e);
+    jobs_client *jc =
+        jobs_client_open_ex(c.amqp_url, c.mq_prefix, NULL, c.amqp_ca_file, c.amqp_declare, &e);
     int rc = jc ? jobs_send(jc, type, id, body, &e) : ERR_MQ;
     json_decref(body);
     int status = rc < 0 ? 1 : 0;
