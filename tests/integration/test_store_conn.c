@@ -18,17 +18,21 @@
 
 static char db[512], ro_db[512];
 static char hostport[128]; /* "127.0.0.1:55432" of the local server */
+static char userinfo[256]; /* "postgres:<password>" (or "postgres") from the admin URL */
 
 static const store_stmt st_pid = {"t_backend_pid", "SELECT pg_backend_pid()"};
 static const store_stmt st_write = {"t_write", "INSERT INTO t_conn (i) VALUES (1)"};
 
-/* Splits the URL "postgresql://user@host:port/name" into hostport. */
+/* Splits the URL "postgresql://user[:password]@host:port/name" into userinfo and
+ * hostport (the local server asks for a password over TCP). */
 static int parse_hostport(const char *url)
 {
     const char *at = strchr(url, '@');
     const char *slash = at ? strchr(at, '/') : NULL;
-    if (!slash)
+    const char *start = strstr(url, "://");
+    if (!slash || !start)
         return -1;
+    snprintf(userinfo, sizeof userinfo, "%.*s", (int)(at - start - 3), start + 3);
     snprintf(hostport, sizeof hostport, "%.*s", (int)(slash - at - 1), at + 1);
     return strchr(hostport, ':') ? 0 : -1;
 }
@@ -76,8 +80,13 @@ static void test_multi_host_conninfo(void **state)
     snprintf(host, sizeof host, "%s", hostport);
     char *colon = strchr(host, ':');
     *colon = '\0';
-    snprintf(url, sizeof url, "host=%s,%s port=1,%s user=postgres dbname=%s", host, host, colon + 1,
-             dbname(db));
+    char user[256];
+    snprintf(user, sizeof user, "%s", userinfo);
+    char *pw = strchr(user, ':');
+    if (pw)
+        *pw++ = '\0';
+    snprintf(url, sizeof url, "host=%s,%s port=1,%s user=%s password=%s dbname=%s", host, host,
+             colon + 1, user, pw ? pw : "", dbname(db));
     err_t e = {0};
     store *s = store_open(url, &e);
     if (!s)
@@ -90,7 +99,7 @@ static void test_multi_host_url(void **state)
 {
     (void)state;
     char url[900];
-    snprintf(url, sizeof url, "postgresql://postgres@127.0.0.1:1,%s/%s", hostport, dbname(db));
+    snprintf(url, sizeof url, "postgresql://%s@127.0.0.1:1,%s/%s", userinfo, hostport, dbname(db));
     err_t e = {0};
     store *s = store_open(url, &e);
     if (!s)
@@ -117,7 +126,8 @@ static void test_read_only_refused(void **state)
     assert_non_null(strstr(e2.msg, "is read-only (a standby?); the store needs the primary"));
 
     /* No host takes writes: the error, on one line, says why for each host. */
-    snprintf(url, sizeof url, "postgresql://postgres@127.0.0.1:1,%s/%s", hostport, dbname(ro_db));
+    snprintf(url, sizeof url, "postgresql://%s@127.0.0.1:1,%s/%s", userinfo, hostport,
+             dbname(ro_db));
     err_t e3 = {0};
     assert_null(store_open(url, &e3));
     assert_non_null(strstr(e3.msg, "Connection refused"));
