@@ -462,9 +462,10 @@ async def h_auth_status(account, req, params):
     tx["polls"] += 1
     wait = tx["ready"] - time.time()
     if wait > 0:
-        # Duo long-polls: the answer comes when the transaction's result changes (held at
-        # most STATUS_HOLD_S, then "waiting" again), not at once in a loop.
-        if await req.conn.wait_gone(min(wait, STATUS_HOLD_S)):
+        # Duo long-polls: the first poll answers the current state (pushed); later ones
+        # are held until the transaction's result changes (at most STATUS_HOLD_S, then
+        # "waiting" again), so a client never spins.
+        if tx["polls"] > 1 and await req.conn.wait_gone(min(wait, STATUS_HOLD_S)):
             return None
         if time.time() < tx["ready"]:
             return ok({"result": "waiting", "status": tx["waiting"],

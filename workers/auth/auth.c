@@ -151,9 +151,11 @@ static void on_status(void *arg, int rc, json_t *resp, json_t *meta, const duo_e
         finish(c, rc, resp, de);
         return;
     }
-    /* Duo long-polls auth_status until the answer changes; one that came back at once
-     * (an edge, a proxy) is asked again after a pause, not in a tight loop. */
-    long long start = now - c->call_ms < AUTH_STATUS_PAUSE_MS ? now + AUTH_STATUS_PAUSE_MS : now;
+    /* Duo answers the first poll at once ("pushed") and long-polls later ones until the
+     * answer changes; a later one that came back at once (an edge, a proxy) is asked
+     * again after a pause, not in a tight loop. */
+    int quick = now - c->call_ms < AUTH_STATUS_PAUSE_MS && c->polls++ > 0;
+    long long start = quick ? now + AUTH_STATUS_PAUSE_MS : now;
     job_outcome out = {0};
     if (submit_status(c, start, &out) < 0)
         finish_fail(c, &out);

@@ -32,6 +32,7 @@ struct auth_call {
     long long deadline_ms; /* t0 + AUTH_DEADLINE_SECS: past it the answer is timeout */
     long long call_ms;     /* when the Duo call in flight started */
     char txid[128];        /* the push's Duo transaction, once known */
+    int polls;             /* auth_status answers "waiting" so far */
     auth_call *prev, *next;
 };
 
