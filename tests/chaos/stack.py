@@ -86,6 +86,11 @@ class Stack:
             "AMQP_HEARTBEAT_SECS": "5", "IMPORT_PAGES_PER_MIN": "300",
             "LOG_LEVEL": os.environ.get("CHAOS_LOG_LEVEL", "warn")})
         self.env.pop("DUO_FAULT_POINT", None)
+        if pg_ha:
+            # The pair of pg-ha.sh has no worker roles (its own initdb): the failover run
+            # tests the store's host choice, not the grants (test_db_roles does that).
+            self.env.update({"DB_ROLE_ENROLL": "none", "DB_ROLE_AUTH": "none",
+                             "DB_ROLE_IMPORT": "none"})
         self.workers = {}          # name -> [Popen or None]
         self.lock = threading.Lock()
         self.stages = {}           # "a"/"b" -> (uuid, account)
