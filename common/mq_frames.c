@@ -18,17 +18,27 @@
 
 enum { MAX_FAILED_RECS = 65536 };
 
+int mq_seq_reserve(mq_conn *c)
+{
+    if (c->nrecs < c->caprecs)
+        return 0;
+    size_t cap = c->caprecs ? c->caprecs * 2 : 64;
+    seq_rec *r = realloc(c->recs, cap * sizeof *r);
+    if (!r)
+        return -1;
+    c->recs = r;
+    c->caprecs = cap;
+    return 0;
+}
+
 void mq_seq_add(mq_conn *c, uint64_t seq)
 {
-    if (c->nrecs == c->caprecs) {
-        size_t cap = c->caprecs ? c->caprecs * 2 : 64;
-        seq_rec *r = realloc(c->recs, cap * sizeof *r);
-        if (!r)
-            return; /* unrecorded: reported confirmed; never happens short of OOM */
-        c->recs = r;
-        c->caprecs = cap;
-    }
+    /* Failed records are kept so a caller keeps hearing "lost"; past the cap the oldest
+     * goes, and every seq at or below it is reported lost from then on (never confirmed:
+     * the worst case is a redelivery answered from the job record, not an early ack). */
     if (c->nrecs >= MAX_FAILED_RECS && c->recs[0].failed) {
+        if (c->recs[0].seq > c->evicted_failed)
+            c->evicted_failed = c->recs[0].seq;
         memmove(c->recs, c->recs + 1, (c->nrecs - 1) * sizeof *c->recs);
         c->nrecs--;
     }
@@ -79,7 +89,7 @@ int mq_confirmed(const mq_conn *c, uint64_t seq)
     size_t i = rec_lower_bound(c, seq);
     if (i < c->nrecs && c->recs[i].seq == seq)
         return c->recs[i].failed ? -1 : 0;
-    return 1;
+    return seq <= c->evicted_failed ? -1 : 1;
 }
 
 /* ---- delivery queue ---- */

@@ -62,6 +62,7 @@ struct mq_conn {
     /* confirm bookkeeping: sorted by seq */
     seq_rec *recs;
     size_t nrecs, caprecs;
+    uint64_t evicted_failed; /* highest failed seq dropped from recs (0: none) */
 
     /* deliveries: FIFO of complete ones, plus the one being assembled */
     mq_delivery *qhead, *qtail;
@@ -89,6 +90,11 @@ int mq_retry_queue_name(const mq_conn *c, const char *kind, int tier, char *out,
 /* mq_frames.c */
 int mq_pump(mq_conn *c, int timeout_ms, err_t *e);
 void mq_queue_clear(mq_conn *c);
+/* Makes room to record one more publish: call before sending it, so a publish that
+ * could not be recorded is never sent (it would read as confirmed). 0, or -1 when out
+ * of memory. */
+int mq_seq_reserve(mq_conn *c);
+/* Records a publish as pending (room reserved by mq_seq_reserve). */
 void mq_seq_add(mq_conn *c, uint64_t seq);
 void mq_seq_fail_pending(mq_conn *c);
 

@@ -36,6 +36,8 @@ static int publish_props(mq_conn *c, const char *exchange, const char *rk,
         return rc;
     props->_flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
     props->delivery_mode = AMQP_DELIVERY_PERSISTENT;
+    if (mq_seq_reserve(c) < 0) /* unrecorded, it would read as confirmed: do not send it */
+        return err_set(e, ERR_NOMEM, "out of memory recording a publish");
     rc = amqp_basic_publish(c->st, CH_PUBLISH, amqp_cstring_bytes(exchange ? exchange : ""),
                             amqp_cstring_bytes(rk), 0, 0, props, body);
     if (rc != AMQP_STATUS_OK)
