@@ -300,6 +300,19 @@ def check_duo_codes(bus, routes):
     r = check_one_reply(bus, routes, "enroll.begin", "enroll", {"stage_uuid": bad, "username": "carol"},
                         "duo_bad_signature")
     duo_code_is(r, 40103)
+    # Duo's 400 40002 "username already exists" on enroll: the user is in Duo already.
+    emu("/_emu/users", {"account": ACCOUNT, "users": [{"username": "dana"}]})
+    duoctl("user", "upsert", "--username", "dana")
+    r = check_one_reply(bus, routes, "enroll.begin", "enroll", {"stage_uuid": STAGE, "username": "dana"},
+                        "duo_user_exists")
+    duo_code_is(r, 40002)
+    # Without the Admin API a Duo user id is checked by preauth: Duo refuses an unknown
+    # id with 40002.
+    no_admin, _ = new_stage({}, admin=False)
+    r = check_one_reply(bus, routes, "import.manual", "import",
+                        {"stage_uuid": no_admin, "duo_user_id": "DU" + "Y" * 18, "username": "dana"},
+                        "duo_user_not_found")
+    duo_code_is(r, 40002)
     unlicensed, _ = new_stage({"admin_licensed": False})
     r = check_one_reply(bus, routes, "import.auto", "import", {"stage_uuid": unlicensed}, "license_required")
     duo_code_is(r, 40301)
