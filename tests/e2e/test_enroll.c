@@ -29,7 +29,7 @@ static int setup(void **state)
     if (tl_stack_user(&S, "alice") < 0 || tl_stack_user(&S, "bob") < 0 ||
         tl_stack_user(&S, "carol") < 0)
         return -1;
-    snprintf(metrics_port, sizeof metrics_port, "METRICS_PORT=%d", 20000 + getpid() % 20000);
+    snprintf(metrics_port, sizeof metrics_port, "METRICS_PORT=%d", tl_free_port());
     static const char *env[2];
     env[0] = metrics_port;
     return tl_stack_worker(&S, "enroll", env) > 0 ? 0 : -1;

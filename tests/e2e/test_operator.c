@@ -127,7 +127,9 @@ static void test_status_known_queues(void **state)
         json_object_get(json_object_get(json_object_get(st, "queues"), "auth"), "retry"));
     json_decref(st);
     /* A worker attaches and drains its queue; the outcomes show up by code. */
-    static const char *env[] = {"METRICS_PORT=57121", NULL};
+    static char port_env[32];
+    snprintf(port_env, sizeof port_env, "METRICS_PORT=%d", tl_free_port());
+    static const char *env[] = {port_env, NULL};
     assert_true(tl_stack_worker(&S, "enroll", env) > 0);
     st = status_when("enroll", 0);
     for (int i = 0; i < 100 && at(st, "enroll", "consumers") != 1; i++) {
@@ -362,8 +364,12 @@ static double metric(int port, const char *series)
 static void test_dashboard_metrics(void **state)
 {
     (void)state;
-    static const char *ienv[] = {"METRICS_PORT=57122", NULL};
-    static const char *aenv[] = {"METRICS_PORT=57123", NULL};
+    int iport = tl_free_port(), aport = tl_free_port();
+    static char ip[32], ap[32];
+    snprintf(ip, sizeof ip, "METRICS_PORT=%d", iport);
+    snprintf(ap, sizeof ap, "METRICS_PORT=%d", aport);
+    static const char *ienv[] = {ip, NULL};
+    static const char *aenv[] = {ap, NULL};
     assert_true(tl_stack_worker(&S, "import", ienv) > 0);
     assert_true(tl_stack_worker(&S, "auth", aenv) > 0);
     char id[64];
@@ -385,12 +391,12 @@ static void test_dashboard_metrics(void **state)
         json_integer_value(json_object_get(json_object_get(r, "counts"), "pages_total"));
     json_decref(r);
     assert_true(pages >= 2);
-    assert_int_equal((long long)metric(57122, "duo_import_pages_total{}"), pages);
-    assert_int_equal((long long)metric(57122, "duo_import_run_pages{state=\"done\"}"), pages);
-    assert_int_equal((long long)metric(57122, "duo_import_run_pages{state=\"total\"}"), pages);
+    assert_int_equal((long long)metric(iport, "duo_import_pages_total{}"), pages);
+    assert_int_equal((long long)metric(iport, "duo_import_run_pages{state=\"done\"}"), pages);
+    assert_int_equal((long long)metric(iport, "duo_import_run_pages{state=\"total\"}"), pages);
     double held = -1;
     for (int i = 0; i < 100 && held < 0; i++) {
-        held = metric(57123, "duo_pushes_held{}");
+        held = metric(aport, "duo_pushes_held{}");
         if (held < 0)
             usleep(100000);
     }

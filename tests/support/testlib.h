@@ -12,6 +12,11 @@
 /* Returns getenv(name) (borrowed); exits the test with a clear message when unset. */
 const char *tl_env(const char *name);
 
+/* A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick), e.g. for a
+ * worker's METRICS_PORT: fixed numbers collide with other sockets on a busy machine.
+ * -1 when none could be had. */
+int tl_free_port(void);
+
 /* Creates a new empty database named after `tag` plus a unique suffix and writes its
  * URL to out. Returns 0 or -1. */
 int tl_create_db(const char *tag, char *out, size_t outlen);
