@@ -217,6 +217,29 @@ static void test_worker_killed_while_waiting(void **state)
     assert_int_equal(pushes("k_wait"), 1);
 }
 
+/* A rerun of a job whose earlier run took its challenge but stored no txid (it died
+ * between Duo receiving the push and the txid's commit): nothing is sent again. */
+static void test_rerun_without_txid_does_not_push(void **state)
+{
+    (void)state;
+    user_with_device("p_unknown");
+    char id[64], sql[512], n[32];
+    tl_job_id(&S, id, sizeof id);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO auth_challenge (user_id, stage_id, job_id) SELECT u.id, st.id, '%s' "
+             "FROM app_user u, duo_stage st WHERE u.username = 'p_unknown' AND st.uuid = '%s' "
+             "RETURNING id",
+             id, S.stage_uuid);
+    assert_int_equal(tl_query1(S.db, sql, n, sizeof n), 0);
+    err_t e = {0};
+    json_t *b = json_pack("{s:s, s:s, s:s}", "stage_uuid", S.stage_uuid, "username", "p_unknown",
+                          "factor", "push");
+    assert_int_equal(jobs_send(S.client, "auth", id, b, &e), 0);
+    json_decref(b);
+    expect(reply_of(id, 30000), "push_outcome_unknown", NULL);
+    assert_int_equal(pushes("p_unknown"), 0);
+}
+
 /* ---- imports ---------------------------------------------------------------------- */
 
 static long long counted(const json_t *r, const char *key)
@@ -363,6 +386,7 @@ int main(void)
         cmocka_unit_test(test_every_status),
         cmocka_unit_test(test_one_push_under_faults),
         cmocka_unit_test(test_worker_killed_while_waiting),
+        cmocka_unit_test(test_rerun_without_txid_does_not_push),
         cmocka_unit_test(test_short_pages),
         cmocka_unit_test(test_users_change_mid_run),
         cmocka_unit_test(test_policy_allowed_unknown_user_not_imported),
