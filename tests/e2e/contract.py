@@ -117,7 +117,7 @@ def valid(name, body):
 def codes_in_source():
     found = set()
     for path in glob.glob(os.path.join(SRC, "workers", "*", "*.c")) + \
-            glob.glob(os.path.join(SRC, "common", "*.c")):
+            glob.glob(os.path.join(SRC, "common", "*", "*.c")):
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
         found.update(re.findall(r'job_fail\(\s*\w+,\s*"([a-z_]+)"', text))

@@ -23,9 +23,9 @@ CC=${CC_FUZZ:-clang}
 
 # Sources each harness links; only what the code under test needs.
 declare -A sources=(
-  [msg]="msg.c schema.c err.c"
-  [duo_response]="duo_response.c err.c"
-  [duo_sign]="duo_sign.c err.c"
+  [msg]="codec/msg.c codec/schema.c base/err.c"
+  [duo_response]="duo/duo_response.c base/err.c"
+  [duo_sign]="duo/duo_sign.c base/err.c"
 )
 declare -A libs=([msg]="-lmsgpackc -ljansson" [duo_response]="-ljansson"
                  [duo_sign]="-ljansson -lcrypto")
@@ -47,7 +47,7 @@ build() {
   "$CC" -g -O1 -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-    -DFUZZ_SOURCE_DIR="\"$src\"" -I"$src/common" \
+    -DFUZZ_SOURCE_DIR="\"$src\"" -I"$src/common/base" -I"$src/common/codec" -I"$src/common/duo" \
     -o "$out/fuzz_$name" "$here/fuzz_$name.c" "${files[@]}" ${libs[$name]} -lm
 }
 

@@ -61,8 +61,11 @@ for want in ("jobs per second", "latency", "in-flight", "held pushes", "import p
     assert want in titles, "no panel for " + want
 rules = yaml.safe_load(open(root / "deploy/prometheus/alerts.yml"))
 exprs += [r["expr"] for grp in rules["groups"] for r in grp["rules"]]
-described = set(re.findall(r'"(duo_[a-z_]+)"', (root / "common/worker_setup.c").read_text()))
-described |= set(re.findall(r'# TYPE (duo_[a-z_]+)', (root / "common/metrics.c").read_text()))
+described = set()
+for src in list(root.glob("common/*/*.c")) + list(root.glob("workers/*/*.c")):
+    text = src.read_text()
+    described |= set(re.findall(r'metrics?_describe\(\s*[\w>-]+,\s*"(duo_[a-z_]+)"', text))
+    described |= set(re.findall(r'# TYPE (duo_[a-z_]+)', text))
 used = set()
 for e in exprs:
     for m in re.findall(r'\b(duo_[a-z_]+?)(?:_bucket|_sum|_count)?\b(?=[{\[)\s]|$)', e):

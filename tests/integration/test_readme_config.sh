@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_readme_config.sh - the README's configuration table is the one duoctl generates
-# from common/config.c: every variable is documented with its current default; and its
+# from common/base/config.c: every variable is documented with its current default; and its
 # table of the worker roles' privileges is the one `duoctl migrate` grants.
 set -u
 ROOT="${DUO_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"

@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 
 #include "auth_int.h"
+#include "clock.h"
 #include "log.h"
 
 /* Pause before asking auth_status again when it answered "waiting" at once. */
@@ -39,9 +40,9 @@ static void raise_fd_limit(void)
 int auth_init(const worker_env *env, err_t *e)
 {
     auth_app *app = calloc(1, sizeof *app);
-    if (!app || !(app->stages = auth_stages_new()) || !(app->engine = duo_async_new(NULL, e))) {
+    if (!app || !(app->stages = stages_new(env)) || !(app->engine = duo_async_new(NULL, e))) {
         if (app)
-            auth_stages_free(app->stages);
+            stages_free(app->stages);
         free(app);
         return e && e->code ? e->code : err_set(e, ERR_NOMEM, "out of memory");
     }
@@ -72,7 +73,7 @@ void auth_fini(const worker_env *env)
         call_unlink(c);
         free(c);
     }
-    auth_stages_free(app->stages);
+    stages_free(app->stages);
     free(app);
     worker_set_app(env->w, NULL);
 }
@@ -134,7 +135,7 @@ static void on_duo(void *arg, int rc, json_t *resp, json_t *meta, const duo_erro
 {
     (void)meta;
     auth_call *c = arg;
-    worker_duo_observe(c->env, "auth", duo_async_now_ms() - c->call_ms, rc, de);
+    stage_observe(c->env, "auth", clock_ms() - c->call_ms, rc, de);
     finish(c, rc, resp, de);
 }
 
@@ -144,8 +145,8 @@ static void on_status(void *arg, int rc, json_t *resp, json_t *meta, const duo_e
 {
     (void)meta;
     auth_call *c = arg;
-    long long now = duo_async_now_ms();
-    worker_duo_observe(c->env, "auth_status", now - c->call_ms, rc, de);
+    long long now = clock_ms();
+    stage_observe(c->env, "auth_status", now - c->call_ms, rc, de);
     const char *result = rc == 0 ? json_string_value(json_object_get(resp, "result")) : NULL;
     if (!result || strcmp(result, "waiting") != 0) {
         finish(c, rc, resp, de);
@@ -161,16 +162,25 @@ static void on_status(void *arg, int rc, json_t *resp, json_t *meta, const duo_e
         finish_fail(c, &out);
 }
 
+/* The Auth API credentials of the job's stage (strings borrowed from the stage cache:
+ * duo_async_submit copies them). -1 with *out set. */
+static int stage_creds(const worker_env *env, auth_app *app, const char *stage_uuid,
+                       duo_client_opts *creds, job_outcome *out)
+{
+    const stage_rec *st = stages_get(app->stages, env, stage_uuid, out);
+    return st ? stages_duo_opts(app->stages, env, st, STAGE_AUTH_API, creds, out) : -1;
+}
+
 /* Waits on the push's txid (safe to repeat: it only reads Duo's answer). */
 static int submit_status(auth_call *c, long long start_ms, job_outcome *out)
 {
     auth_app *app = c->app;
     duo_client_opts creds;
-    if (auth_stage_creds(c->env, app->stages, c->dev.stage_uuid, &creds, out) < 0)
+    if (stage_creds(c->env, app, c->dev.stage_uuid, &creds, out) < 0)
         return -1;
     duo_param p[] = {{"txid", c->txid}};
     err_t e = {0};
-    c->call_ms = duo_async_now_ms();
+    c->call_ms = clock_ms();
     if (duo_async_submit(app->engine, &creds, "GET", "/auth/v2/auth_status", p, 1, c->deadline_ms,
                          on_status, c, &c->req, &e) < 0) {
         job_fail(out, "duo_local_error", "cannot start the Duo call: %s", e.msg);
@@ -186,7 +196,7 @@ static void on_push(void *arg, int rc, json_t *resp, json_t *meta, const duo_err
 {
     (void)meta;
     auth_call *c = arg;
-    worker_duo_observe(c->env, "auth", duo_async_now_ms() - c->call_ms, rc, de);
+    stage_observe(c->env, "auth", clock_ms() - c->call_ms, rc, de);
     const char *txid = rc == 0 ? json_string_value(json_object_get(resp, "txid")) : NULL;
     job_outcome out = {0};
     if (rc < 0) {
@@ -295,10 +305,10 @@ static int submit(const worker_env *env, const job *j, auth_call *c, const duo_p
 {
     auth_app *app = env->app;
     duo_client_opts creds;
-    if (auth_stage_creds(env, app->stages, c->dev.stage_uuid, &creds, out) < 0)
+    if (stage_creds(env, app, c->dev.stage_uuid, &creds, out) < 0)
         return -1;
     err_t e = {0};
-    c->call_ms = duo_async_now_ms();
+    c->call_ms = clock_ms();
     int rc =
         duo_async_submit(app->engine, &creds, "POST", "/auth/v2/auth", p, (size_t)n, c->deadline_ms,
                          auth_factor_async(j) ? on_push : on_duo, c, &c->req, &e);
@@ -333,7 +343,7 @@ static void on_preauth(void *arg, int rc, json_t *resp, json_t *meta, const duo_
 {
     (void)meta;
     auth_call *c = arg;
-    worker_duo_observe(c->env, "preauth", duo_async_now_ms() - c->call_ms, rc, de);
+    stage_observe(c->env, "preauth", clock_ms() - c->call_ms, rc, de);
     if (rc < 0) {
         finish(c, rc, NULL, de);
         return;
@@ -354,12 +364,12 @@ static int begin(const worker_env *env, const job *j, auth_call *c, job_outcome 
         return guard_and_send(env, j, c, out);
     auth_app *app = env->app;
     duo_client_opts creds;
-    if (auth_stage_creds(env, app->stages, c->dev.stage_uuid, &creds, out) < 0)
+    if (stage_creds(env, app, c->dev.stage_uuid, &creds, out) < 0)
         return -1;
     duo_param p[1] = {c->dev.by_username ? (duo_param){"username", c->dev.duo_user_id}
                                          : (duo_param){"user_id", c->dev.duo_user_id}};
     err_t e = {0};
-    c->call_ms = duo_async_now_ms();
+    c->call_ms = clock_ms();
     if (duo_async_submit(app->engine, &creds, "POST", "/auth/v2/preauth", p, 1, c->deadline_ms,
                          on_preauth, c, &c->req, &e) < 0) {
         job_fail(out, "duo_local_error", "cannot start the Duo call: %s", e.msg);
@@ -376,7 +386,7 @@ int auth_start(const worker_env *env, const job *j, job_async *h, job_outcome *o
         job_retry(out, "out of memory");
         return 0;
     }
-    long long t0 = duo_async_now_ms();
+    long long t0 = clock_ms();
     *c = (auth_call){.app = app,
                      .env = env,
                      .h = h,

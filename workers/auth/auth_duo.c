@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "auth_int.h"
+#include "clock.h"
 #include "log.h"
 
 /* curl may fire a timeout a few ms before the deadline it was given. */
@@ -181,48 +182,20 @@ static json_t *fields(const auth_call *c, const char *result, const json_t *resp
     return f;
 }
 
-/* A removed Duo user: 400 40002 naming the user parameter. */
-static int user_gone(const duo_error *de)
-{
-    return de->http_status == 400 && de->code == 40002 &&
-           (strstr(de->detail, "user_id") || strstr(de->detail, "username"));
-}
-
-static void fail(job_outcome *out, int rc, const duo_error *de)
-{
-    if (user_gone(de)) {
-        job_fail(out, "duo_user_not_found",
-                 "Duo has no such user (%s): the device refers to "
-                 "a Duo user that was removed",
-                 de->detail);
-    } else if (de->cls == DUO_CLASS_LICENSE) {
-        job_fail_duo(out, rc, de, "auth");
-    } else if (de->cls == DUO_CLASS_TRANSIENT) {
-        job_fail(out, "duo_unavailable",
-                 "Duo could not be reached after %d attempt(s): %s "
-                 "(%s)",
-                 de->attempts, de->message, duo_error_code(de));
-    } else {
-        job_fail(out, duo_error_code(de), "Duo auth failed: %s%s%s (rc %d)", de->message,
-                 de->detail[0] ? ": " : "", de->detail, rc);
-        out->dead_letter = de->cls == DUO_CLASS_AUTH_CONFIG || de->cls == DUO_CLASS_TLS;
-    }
-    out->duo_code = de->code;
-}
-
 void auth_outcome(const auth_call *c, int rc, const json_t *resp, const duo_error *de,
                   job_outcome *out, const char **decided)
 {
     /* Nobody answered by the job's deadline: an answer, not a system error. A timeout
      * before it (connect, or one attempt's DUO_TIMEOUT_MS) is Duo's trouble. */
     if (rc == ERR_TIMEOUT && de->fail == DUO_FAIL_TIMEOUT &&
-        duo_async_now_ms() >= c->deadline_ms - DEADLINE_SLACK_MS) {
+        clock_ms() >= c->deadline_ms - DEADLINE_SLACK_MS) {
         out->fields = fields(c, "timeout", NULL);
         *decided = "timeout";
         return;
     }
     if (rc < 0) {
-        fail(out, rc, de);
+        /* A person waits: no later retry; and the call may have reached the phone. */
+        stage_fail_duo(out, rc, de, "auth", STAGE_CALL_ACTS | STAGE_CALL_USER_WAITS);
         *decided = "error";
         return;
     }

@@ -1,6 +1,6 @@
 /* auth_int.h - state shared by the authentication worker's files: auth.c (job
- * lifecycle), auth_duo.c (what is sent to Duo and what its answer means) and
- * auth_stages.c (stage credentials, cached). Not for use outside workers/auth. */
+ * lifecycle) and auth_duo.c (what is sent to Duo and what its answer means). Not for
+ * use outside workers/auth. */
 #ifndef DUO_AUTH_INT_H
 #define DUO_AUTH_INT_H
 
@@ -8,15 +8,15 @@
 
 #include "auth.h"
 #include "duo_async.h"
+#include "stage.h"
 #include "store_auth.h"
 
-typedef struct auth_stages auth_stages;
 typedef struct auth_call auth_call;
 
 /* The worker's own state (env->app), created by auth_init, freed by auth_fini. */
 typedef struct auth_app {
     duo_async *engine;
-    auth_stages *stages;
+    stages *stages; /* the stage cache (stage.h) */
     auth_call *calls; /* jobs waiting for Duo */
 } auth_app;
 
@@ -35,18 +35,6 @@ struct auth_call {
     int polls;             /* auth_status answers "waiting" so far */
     auth_call *prev, *next;
 };
-
-/* ---- auth_stages.c ---- */
-
-/* NULL on out of memory. Free with auth_stages_free (accepts NULL). */
-auth_stages *auth_stages_new(void);
-void auth_stages_free(auth_stages *s);
-
-/* Fills *creds with the Auth API credentials of the stage (decrypted, cached for a
- * short while). The strings are borrowed until the next call. -1 with *o set when the
- * stage cannot be used. */
-int auth_stage_creds(const worker_env *env, auth_stages *s, const char *stage_uuid,
-                     duo_client_opts *creds, job_outcome *o);
 
 /* ---- auth_duo.c ---- */
 

@@ -4,21 +4,14 @@
 #include "enroll.h"
 
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "store_enroll.h"
 
 static const char *str(const job *j, const char *key)
 {
     return json_string_value(json_object_get(j->body, key));
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Loads the local user a job names; fails the job when it does not exist. */
@@ -51,17 +44,11 @@ static void fail_enroll(job_outcome *out, int rc, const duo_error *de, const cha
                  "(job import.manual with its Duo user id or username) instead of enrolling "
                  "it again",
                  username);
-        out->duo_code = de->code;
-    } else if (de->cls == DUO_CLASS_TRANSIENT && de->http_status != 429 && !de->not_sent) {
-        /* Duo may have created the activation before failing: a rerun would make a
-         * second one (or meet duo_user_exists). Say so instead of retrying. */
-        job_fail(out, "duo_unavailable",
-                 "Duo failed after it may have received the enrollment (%s): it is not "
-                 "repeated; a new enroll.begin may answer duo_user_exists if Duo kept it",
-                 de->message);
-        out->duo_code = de->code;
+        stage_duo_code(out, de->code);
     } else
-        job_fail_duo(out, rc, de, "enroll");
+        /* Duo may have created the activation before failing: a rerun would make a second
+         * one (or meet duo_user_exists), so an acting call is not retried then. */
+        stage_fail_duo(out, rc, de, "enrollment", STAGE_CALL_ACTS);
 }
 
 static void begin_record(const worker_env *env, const stage_rec *st, const store_user *u,
@@ -90,24 +77,24 @@ void enroll_begin(const worker_env *env, const job *j, job_outcome *out)
 {
     const char *username = str(j, "username");
     json_t *vs = json_object_get(j->body, "valid_secs");
-    stage_rec st;
     store_user u;
-    if (worker_stage(env, str(j, "stage_uuid"), &st, out) < 0)
+    const stage_rec *st = stages_get(env->app, env, str(j, "stage_uuid"), out);
+    if (!st)
         return;
     duo_client *duo = NULL;
-    if (load_user(env, username, &u, out) == 0 && (duo = worker_duo(env, &st, 0, out))) {
+    if (load_user(env, username, &u, out) == 0 &&
+        (duo = stages_duo(env->app, env, st, STAGE_AUTH_API, out))) {
         duo_enroll_result r = {0};
         duo_error de = {0};
-        long long t0 = now_ms();
+        long long t0 = clock_ms();
         int rc = duo_enroll(duo, username, vs ? (long)json_integer_value(vs) : 0, &r, &de);
-        worker_duo_observe(env, "enroll", now_ms() - t0, rc, &de);
+        stage_observe(env, "enroll", clock_ms() - t0, rc, &de);
         if (rc < 0)
             fail_enroll(out, rc, &de, username);
         else
-            begin_record(env, &st, &u, &r, out);
+            begin_record(env, st, &u, &r, out);
         duo_enroll_result_free(&r);
     }
-    stage_rec_free(&st);
 }
 
 static void status_fields(job_outcome *out, const char *state, const char *device_uuid)
@@ -148,17 +135,17 @@ static void status_success(const worker_env *env, const store_enrollment *en, jo
 static void status_check(const worker_env *env, const stage_rec *st, const store_enrollment *en,
                          job_outcome *out)
 {
-    duo_client *duo = worker_duo(env, st, 0, out);
+    duo_client *duo = stages_duo(env->app, env, st, STAGE_AUTH_API, out);
     if (!duo)
         return;
     duo_enroll_state state = 0;
     duo_error de = {0};
-    long long t0 = now_ms();
+    long long t0 = clock_ms();
     int rc = duo_enroll_status(duo, en->duo_user_id, en->activation_code, &state, &de);
-    worker_duo_observe(env, "enroll_status", now_ms() - t0, rc, &de);
+    stage_observe(env, "enroll_status", clock_ms() - t0, rc, &de);
     err_t e = {0};
     if (rc < 0) {
-        job_fail_duo(out, rc, &de, "enroll_status");
+        stage_fail_duo(out, rc, &de, "enroll_status", 0);
     } else if (state == DUO_ENROLL_SUCCESS) {
         status_success(env, en, out);
     } else if (state == DUO_ENROLL_INVALID) {
@@ -174,12 +161,12 @@ static void status_check(const worker_env *env, const stage_rec *st, const store
 
 void enroll_status(const worker_env *env, const job *j, job_outcome *out)
 {
-    stage_rec st;
-    if (worker_stage(env, str(j, "stage_uuid"), &st, out) < 0)
+    const stage_rec *st = stages_get(env->app, env, str(j, "stage_uuid"), out);
+    if (!st)
         return;
     store_enrollment en = {0};
     err_t e = {0};
-    int rc = store_enrollment_get(env->db, st.id, str(j, "enrollment_id"), &en, &e);
+    int rc = store_enrollment_get(env->db, st->id, str(j, "enrollment_id"), &en, &e);
     if (rc == ERR_NOTFOUND || rc == ERR_INVAL)
         job_fail(out, "enrollment_not_found", "%s", e.msg);
     else if (rc < 0)
@@ -187,6 +174,5 @@ void enroll_status(const worker_env *env, const job *j, job_outcome *out)
     else if (strcmp(en.state, "pending") != 0)
         status_fields(out, en.state, en.device_uuid); /* already decided: answer the same */
     else
-        status_check(env, &st, &en, out);
-    stage_rec_free(&st);
+        status_check(env, st, &en, out);
 }

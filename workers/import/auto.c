@@ -5,15 +5,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "import.h"
 #include "log.h"
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* One answer for a second run on a stage: this error, with the running run's id as a
  * field of the error so a caller can follow that run. */
@@ -31,9 +25,9 @@ static int preflight(const worker_env *env, duo_client *duo, long long *total, j
 {
     duo_users_page pg = {0};
     duo_error de = {0};
-    long long t0 = now_ms();
+    long long t0 = clock_ms();
     int rc = duo_admin_users_page(duo, 1, 0, &pg, &de);
-    worker_duo_observe(env, "admin_users_page", now_ms() - t0, rc, &de);
+    stage_observe(env, "admin_users_page", clock_ms() - t0, rc, &de);
     *total = pg.total_objects;
     duo_users_page_free(&pg);
     if (rc == 0 && *total < 0) {
@@ -42,7 +36,7 @@ static int preflight(const worker_env *env, duo_client *duo, long long *total, j
     }
     if (rc == 0)
         return 0;
-    job_fail_duo_admin(out, rc, &de, "the Admin API preflight");
+    stage_fail_duo(out, rc, &de, "the Admin API preflight", STAGE_CALL_ADMIN);
     return -1;
 }
 
@@ -117,14 +111,15 @@ static void start(const worker_env *env, const job *j, const stage_rec *st, long
 
 void import_auto(const worker_env *env, const job *j, job_outcome *out)
 {
-    stage_rec st;
-    if (worker_stage(env, json_string_value(json_object_get(j->body, "stage_uuid")), &st, out) < 0)
+    const stage_rec *st =
+        stages_get(env->app, env, json_string_value(json_object_get(j->body, "stage_uuid")), out);
+    if (!st)
         return;
-    duo_client *duo = import_admin_duo(env, &st, out);
+    duo_client *duo = stages_duo(env->app, env, st, STAGE_ADMIN_API, out);
     import_run run;
     err_t e = {0};
     long long total = 0;
-    int rc = duo ? store_import_run_running(env->db, st.id, &run, &e) : 0;
+    int rc = duo ? store_import_run_running(env->db, st->id, &run, &e) : 0;
     if (!duo)
         ; /* admin_api_not_configured (or no client) already set */
     else if (rc == 0 && strcmp(run.job_id, j->id) == 0)
@@ -134,6 +129,5 @@ void import_auto(const worker_env *env, const job *j, job_outcome *out)
     else if (rc != ERR_NOTFOUND)
         job_retry(out, "looking for a running import: %s", e.msg);
     else if (preflight(env, duo, &total, out) == 0)
-        start(env, j, &st, total, out);
-    stage_rec_free(&st);
+        start(env, j, st, total, out);
 }

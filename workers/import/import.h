@@ -9,7 +9,7 @@
 #define DUO_IMPORT_H
 
 #include "store_import.h"
-#include "worker.h"
+#include "stage.h"
 
 /* Progress messages go out at most this often per run. */
 #define IMPORT_PROGRESS_MS 2000
@@ -32,10 +32,11 @@ void import_page(const worker_env *env, const job *j, job_outcome *out);
 
 /* ---- shared by the handlers (run.c) ---- */
 
-/* The stage's Admin API client, made with one HTTP attempt per call: the import worker
- * handles 429s itself (slowing the shared pace) instead of sleeping in the client.
- * Borrowed as worker_duo's result. NULL with *o set. */
-duo_client *import_admin_duo(const worker_env *env, const stage_rec *st, job_outcome *o);
+/* The worker's init: describes its metrics and makes its stage cache (env->app; the
+ * Admin API client it gives makes one HTTP attempt per call: the import handles 429s
+ * itself, slowing the shared pace, instead of sleeping in the client). Its fini is
+ * stages_fini. */
+int import_init(const worker_env *env, err_t *e);
 
 /* The run's pace ceiling in pages per minute (IMPORT_PAGES_PER_MIN with headroom). */
 double import_max_rate(const worker_env *env);

@@ -10,6 +10,11 @@ int main(int argc, char **argv)
         {.type = "import.page", .handle = import_page},
     };
     static const worker_def def = {
-        .name = "import", .queue_kind = MQ_KIND_IMPORT, .types = types, .ntypes = 3};
+        .name = "import",
+        .queue_kind = MQ_KIND_IMPORT,
+        .types = types,
+        .ntypes = 3,
+        .init = import_init,
+        .fini = stages_fini};
     return worker_main(&def, argc, argv);
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "import.h"
 #include "log.h"
 #include "store_enroll.h"
@@ -21,13 +22,6 @@ typedef struct resolved {
     const char *kind;      /* duo_user_kind: "user_id" or "username" */
     const char *from;      /* resolved_from: "user_id" or "username" */
 } resolved;
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Duo user ids are 20 characters, "DU" then upper-case letters and digits. */
 static int looks_like_user_id(const char *s)
@@ -43,7 +37,7 @@ static int looks_like_user_id(const char *s)
 static void not_found(job_outcome *out, const char *name, int duo_code)
 {
     job_fail(out, "duo_user_not_found", "Duo has no user with id or username '%.150s'", name);
-    out->duo_code = duo_code;
+    stage_duo_code(out, duo_code);
 }
 
 /* Admin API: the user by id (GET /admin/v1/users/<id>) or by username (the user list
@@ -54,10 +48,10 @@ static int by_admin(const worker_env *env, duo_client *duo, const char *given, i
 {
     json_t *user = NULL;
     duo_error de = {0};
-    long long t0 = now_ms();
+    long long t0 = clock_ms();
     int rc = is_id ? duo_admin_user_by_id(duo, given, &user, &de)
                    : duo_admin_user_by_username(duo, given, &user, &de);
-    worker_duo_observe(env, is_id ? "admin_user_by_id" : "admin_user_by_username", now_ms() - t0,
+    stage_observe(env, is_id ? "admin_user_by_id" : "admin_user_by_username", clock_ms() - t0,
                        rc, &de);
     const char *id = json_string_value(json_object_get(user, "user_id"));
     if (rc == 0 && id && *id && strlen(id) < sizeof r->duo_user_id) {
@@ -72,7 +66,7 @@ static int by_admin(const worker_env *env, duo_client *duo, const char *given, i
         json_decref(user);
         return 1;
     } else {
-        job_fail_duo_admin(out, rc, &de, "the user lookup");
+        stage_fail_duo(out, rc, &de, "the user lookup", STAGE_CALL_ADMIN);
     }
     json_decref(user);
     return out->code || out->retry ? -1 : 0;
@@ -105,19 +99,19 @@ static void judge_preauth(const char *given, int is_id, const char *result, reso
 static int by_preauth(const worker_env *env, const stage_rec *st, const char *given, int is_id,
                       resolved *r, job_outcome *out)
 {
-    duo_client *duo = worker_duo(env, st, 0, out);
+    duo_client *duo = stages_duo(env->app, env, st, STAGE_AUTH_API, out);
     if (!duo)
         return -1;
     duo_auth_result res = {0};
     duo_error de = {0};
-    long long t0 = now_ms();
+    long long t0 = clock_ms();
     int rc = duo_preauth(duo, is_id ? given : NULL, is_id ? NULL : given, NULL, &res, &de);
-    worker_duo_observe(env, "preauth", now_ms() - t0, rc, &de);
+    stage_observe(env, "preauth", clock_ms() - t0, rc, &de);
     if (rc < 0 && is_id && de.http_status == 400 && de.code == 40002 &&
         strstr(de.detail, "user_id"))
         not_found(out, given, de.code);
     else if (rc < 0)
-        job_fail_duo(out, rc, &de, "preauth");
+        stage_fail_duo(out, rc, &de, "preauth", 0);
     else
         judge_preauth(given, is_id, res.result_raw ? res.result_raw : "", r, out);
     duo_auth_result_free(&res);
@@ -131,7 +125,7 @@ static int resolve(const worker_env *env, const stage_rec *st, const char *given
     int is_id = looks_like_user_id(given);
     r->from = is_id ? "user_id" : "username";
     if (st->admin_integration_key && st->admin_secret_key) {
-        duo_client *duo = import_admin_duo(env, st, out);
+        duo_client *duo = stages_duo(env->app, env, st, STAGE_ADMIN_API, out);
         int rc = duo ? by_admin(env, duo, given, is_id, r, out) : -1;
         if (rc <= 0)
             return rc;
@@ -166,8 +160,9 @@ void import_manual(const worker_env *env, const job *j, job_outcome *out)
 {
     const char *username = json_string_value(json_object_get(j->body, "username"));
     const char *given = json_string_value(json_object_get(j->body, "duo_user_id"));
-    stage_rec st;
-    if (worker_stage(env, json_string_value(json_object_get(j->body, "stage_uuid")), &st, out) < 0)
+    const stage_rec *st =
+        stages_get(env->app, env, json_string_value(json_object_get(j->body, "stage_uuid")), out);
+    if (!st)
         return;
     store_user u;
     resolved r = {0};
@@ -177,7 +172,6 @@ void import_manual(const worker_env *env, const job *j, job_outcome *out)
         job_fail(out, "user_not_found", "no local user named '%.150s'", username);
     else if (rc < 0)
         job_retry(out, "looking up user: %s", e.msg);
-    else if (resolve(env, &st, given, &r, out) == 0)
-        store_it(env, &st, &u, &r, out);
-    stage_rec_free(&st);
+    else if (resolve(env, st, given, &r, out) == 0)
+        store_it(env, st, &u, &r, out);
 }

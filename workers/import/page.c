@@ -11,15 +11,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "import.h"
 #include "log.h"
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Fetches the page, pacing every attempt: the first waits wait_ms for the slot the job
  * reserved when it started, later ones reserve their own. 0, or -1 with *o set. */
@@ -31,13 +25,13 @@ static int fetch(const worker_env *env, duo_client *duo, const import_run *run, 
         if ((i == 0 ? import_pace_sleep(env, wait_ms, o) : import_pace_wait(env, run->id, o)) < 0)
             return -1;
         duo_error de = {0};
-        long long t0 = now_ms();
+        long long t0 = clock_ms();
         int rc = duo_admin_users_page(duo, limit, offset, pg, &de);
-        worker_duo_observe(env, "admin_users_page", now_ms() - t0, rc, &de);
+        stage_observe(env, "admin_users_page", clock_ms() - t0, rc, &de);
         if (rc == 0)
             return 0;
         if (de.http_status != 429) {
-            job_fail_duo_admin(o, rc, &de, "users page");
+            stage_fail_duo(o, rc, &de, "users page", STAGE_CALL_ADMIN);
             return -1;
         }
         if (store_import_pace_slow(env->db, run->id, IMPORT_PACE_SLOWDOWN, 1.0, &e) < 0)
@@ -158,7 +152,7 @@ static int run_page(const worker_env *env, const job *j, const stage_rec *st, co
     int check = 0;
     import_page_result res = {0};
     duo_users_page pg = {0};
-    duo_client *duo = import_admin_duo(env, st, out);
+    duo_client *duo = stages_duo(env->app, env, st, STAGE_ADMIN_API, out);
     if (duo && fetch(env, duo, run, page->offset, page->limit, wait_ms, &pg, out) == 0 &&
         apply(env, st, run, page, &pg, &res, out) == 0) {
         if (res.rest_page_no >= 0 && publish_rest(env, run, page->offset, out) < 0) {
@@ -204,18 +198,17 @@ void import_page(const worker_env *env, const job *j, job_outcome *out)
         job_retry(out, "loading import run: %s", e.msg);
         return;
     }
-    stage_rec st;
-    if (worker_stage(env, run.stage_uuid, &st, out) < 0)
+    const stage_rec *st = stages_get(env->app, env, run.stage_uuid, out);
+    if (!st)
         return;
     /* Not pending: a replay, or the run is over; either way only the rest of a short page
      * and the end need checking. */
-    int check = pending ? run_page(env, j, &st, &run, &page, wait_ms, out)
+    int check = pending ? run_page(env, j, st, &run, &page, wait_ms, out)
                         : publish_rest(env, &run, offset, out) == 0;
     if (check)
-        import_complete(env, &st, run.uuid);
+        import_complete(env, st, run.uuid);
     if (!out->retry && !out->code && !out->fields) {
         import_page_result none = {0};
         page_fields(out, &run, offset, limit, &none);
     }
-    stage_rec_free(&st);
 }

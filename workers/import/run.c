@@ -12,13 +12,13 @@
 
 #define PUBLISH_BATCH 500
 
-duo_client *import_admin_duo(const worker_env *env, const stage_rec *st, job_outcome *o)
+int import_init(const worker_env *env, err_t *e)
 {
-    config one_try = *env->cfg;
-    one_try.duo_retry_attempts = 1;
-    worker_env e1 = *env;
-    e1.cfg = &one_try;
-    return worker_duo(&e1, st, 1, o);
+    worker_metric_describe(env, "duo_import_pages_total", "counter",
+                           "Import pages applied by this worker");
+    worker_metric_describe(env, "duo_import_run_pages", "gauge",
+                           "Pages done and total of the import run this worker last advanced");
+    return stages_init(env, e);
 }
 
 double import_max_rate(const worker_env *env)
@@ -179,7 +179,7 @@ int import_send(const worker_env *env, const import_run *run, int progress)
 static long long duo_total(const worker_env *env, const stage_rec *st, int64_t run_id)
 {
     job_outcome o = {0};
-    duo_client *duo = import_admin_duo(env, st, &o);
+    duo_client *duo = stages_duo(env->app, env, st, STAGE_ADMIN_API, &o);
     if (!duo || import_pace_wait(env, run_id, &o) < 0)
         return -1;
     duo_users_page p = {0};

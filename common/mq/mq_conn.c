@@ -204,19 +204,6 @@ void mq_drop(mq_conn *c, int graceful)
     mq_queue_clear(c);
 }
 
-int mq_broken(mq_conn *c, err_t *e, int code)
-{
-    c->broken = 1;
-    mq_seq_fail_pending(c); /* no confirm can arrive on a broken connection */
-    (void)e;
-    return code;
-}
-
-int mq_is_broken(const mq_conn *c)
-{
-    return !c || !c->st || c->broken;
-}
-
 int mq_error_is_connection(int code)
 {
     return code == ERR_MQ || code == ERR_TIMEOUT || code == ERR_NET || code == ERR_TLS;

@@ -75,6 +75,10 @@ static const setting settings[] = {
       "Attempts per Duo call on 429, 5xx or network errors (4xx are never retried)"),
     I("DUO_RETRY_BUDGET_MS", duo_retry_budget_ms, "90000", 0, 3600000,
       "Total time a Duo call may spend across its retries"),
+    I("DUO_STAGE_CACHE_MS", stage_cache_ms, "30000", 0, 3600000,
+      "How long a worker reuses a stage it loaded (decrypted credentials, CA bundle, Duo "
+      "connections) before reading it again: a changed or deleted stage is seen within this "
+      "time (0: read it for every job)"),
     I("DUO_SIG_VERSION", duo_sig_version, "5", 2, 5,
       "Default request signature version for stages that do not set one (5 or 2)"),
     S("DUO_SECRET_KEY", secret_key, NULL, 0,

@@ -51,24 +51,6 @@ static int open_mq(worker *w, err_t *e)
     return w->mq ? 0 : ERR_MQ;
 }
 
-static void describe(metrics *m)
-{
-    metrics_describe(m, "duo_jobs_total", "counter",
-                     "Jobs finished, by job type and outcome (ok or error code)");
-    metrics_describe(m, "duo_job_seconds", "histogram", "Time a handler spent on a job");
-    metrics_describe(m, "duo_retries_total", "counter", "Jobs sent to a delayed-retry tier");
-    metrics_describe(m, "duo_dead_letters_total", "counter", "Messages dead-lettered");
-    metrics_describe(m, "duo_jobs_in_flight", "gauge", "Jobs being worked on");
-    metrics_describe(m, "duo_reconnects_total", "counter", "Reconnections, by dependency");
-    metrics_describe(m, "duo_api_seconds", "histogram", "Duo API call latency, by call");
-    metrics_describe(m, "duo_api_errors_total", "counter", "Duo API errors, by stable code");
-    metrics_describe(m, "duo_pushes_held", "gauge",
-                     "Asynchronous jobs held open waiting for Duo (pending pushes)");
-    metrics_describe(m, "duo_import_pages_total", "counter", "Import pages applied by this worker");
-    metrics_describe(m, "duo_import_run_pages", "gauge",
-                     "Pages done and total of the import run this worker last advanced");
-}
-
 int worker_open(const worker_def *def, worker **out, err_t *e)
 {
     worker *w = calloc(1, sizeof *w);
@@ -101,7 +83,7 @@ int worker_open(const worker_def *def, worker **out, err_t *e)
     }
     if (!(w->metrics = metrics_new()))
         return err_set(e, ERR_NOMEM, "out of memory");
-    describe(w->metrics);
+    worker_metrics_describe(w);
     metrics_held(w); /* present (0) from the start, so a dashboard shows it */
     if (w->cfg.metrics_port &&
         (rc = metrics_serve(w->metrics, w->cfg.metrics_addr, w->cfg.metrics_port, e)) < 0)
@@ -119,7 +101,6 @@ void worker_close(worker *w)
     if (!w)
         return;
     mq_close(w->mq);
-    worker_duo_cache_free(w);
     store_close(w->db);
     metrics_free(w->metrics);
     schema_set_free(w->schemas);
@@ -133,60 +114,3 @@ void worker_health(worker *w)
     metrics_health(w->metrics, w->mq && !mq_is_broken(w->mq), store_ok(w->db));
 }
 
-static void label(char *out, size_t n, const char *type, const char *outcome)
-{
-    snprintf(out, n, "type=\"%s\",outcome=\"%s\"", type ? type : "unknown", outcome);
-}
-
-void metrics_job(worker *w, const char *type, const char *outcome)
-{
-    char l[160];
-    label(l, sizeof l, type, outcome);
-    metrics_add(w->metrics, "duo_jobs_total", l, 1);
-}
-
-void metrics_job_time(worker *w, const char *type, long long ms)
-{
-    char l[100];
-    snprintf(l, sizeof l, "type=\"%s\"", type);
-    metrics_observe(w->metrics, "duo_job_seconds", l, (double)ms / 1000.0);
-}
-
-void metrics_retry(worker *w, const char *type)
-{
-    char l[100];
-    snprintf(l, sizeof l, "type=\"%s\"", type);
-    metrics_add(w->metrics, "duo_retries_total", l, 1);
-}
-
-void metrics_dead_letter(worker *w)
-{
-    metrics_add(w->metrics, "duo_dead_letters_total", "", 1);
-}
-
-void metrics_held(worker *w)
-{
-    metrics_set(w->metrics, "duo_pushes_held", "", (double)w->npending);
-}
-
-void worker_metric_add(const worker_env *env, const char *name, const char *labels, double by)
-{
-    metrics_add(env->w->metrics, name, labels, by);
-}
-
-void worker_metric_set(const worker_env *env, const char *name, const char *labels, double v)
-{
-    metrics_set(env->w->metrics, name, labels, v);
-}
-
-void metrics_inflight(worker *w, int delta)
-{
-    metrics_add(w->metrics, "duo_jobs_in_flight", "", delta);
-}
-
-void metrics_reconnect(worker *w, const char *what)
-{
-    char l[64];
-    snprintf(l, sizeof l, "dependency=\"%s\"", what);
-    metrics_add(w->metrics, "duo_reconnects_total", l, 1);
-}

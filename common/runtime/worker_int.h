@@ -1,6 +1,6 @@
 /* worker_int.h - the worker's private state, shared by worker.c (the job path),
- * worker_setup.c (start and stop) and worker_duo.c (stages and Duo clients). Not for
- * use outside these files. */
+ * worker_setup.c (start and stop) and worker_metrics.c (metrics). Not for use outside
+ * these files. */
 #ifndef DUO_WORKER_INT_H
 #define DUO_WORKER_INT_H
 
@@ -17,7 +17,6 @@ struct worker {
     secret_keyring *keys;
     schema_set *schemas;
     metrics *metrics;
-    struct duo_cache *duo_cache;              /* Duo clients by stage credentials (worker_duo.c) */
     worker_env env;                           /* what handlers see; points into this struct */
     struct settle *settle_head, *settle_tail; /* replies awaiting confirms (worker.c) */
     size_t nsettle;
@@ -32,11 +31,11 @@ struct worker {
 int worker_open(const worker_def *def, worker **out, err_t *e);
 void worker_close(worker *w);
 
-/* Frees the cached Duo clients; accepts a worker without any. */
-void worker_duo_cache_free(worker *w);
-
 /* Publishes the connection states to /healthz. */
 void worker_health(worker *w);
+
+/* Describes the runtime's metric families (worker_metrics.c). */
+void worker_metrics_describe(worker *w);
 
 /* Counters (labels are job types and stable codes, never user input). */
 void metrics_job(worker *w, const char *type, const char *outcome);

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "msg.h"
 #include "paths.h"
@@ -48,21 +49,14 @@ void job_retry(job_outcome *o, const char *fmt, ...)
     o->retry = 1;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int worker_idle(void *arg)
 {
     worker *w = arg;
     if (!mq_is_broken(w->mq))
         mq_service(w->mq, NULL);
     if (stop_requested && !w->stop_at_ms)
-        w->stop_at_ms = now_ms() + w->cfg.shutdown_grace_ms;
-    return w->stop_at_ms && now_ms() > w->stop_at_ms;
+        w->stop_at_ms = clock_ms() + w->cfg.shutdown_grace_ms;
+    return w->stop_at_ms && clock_ms() > w->stop_at_ms;
 }
 
 int worker_publish(worker *w, const mq_msg *m, err_t *e)
@@ -106,8 +100,6 @@ static json_t *reply_build(const char *job_id, const char *job_type, const job_o
         json_t *err = o->error_fields ? json_deep_copy(o->error_fields) : json_object();
         json_object_set_new(err, "code", json_string(o->code));
         json_object_set_new(err, "message", json_string(o->message));
-        if (o->duo_code > 0)
-            json_object_set_new(err, "duo_code", json_integer(o->duo_code));
         json_object_set_new(r, "status", json_string("error"));
         json_object_set_new(r, "error", err);
     } else {
@@ -184,8 +176,8 @@ static void settle_confirmed(worker *w)
 /* Waits (servicing the connection) until every queued settle is done or timeout_ms. */
 static void settle_all(worker *w, int timeout_ms)
 {
-    long long end = now_ms() + timeout_ms;
-    while (w->settle_head && now_ms() < end && !mq_is_broken(w->mq)) {
+    long long end = clock_ms() + timeout_ms;
+    while (w->settle_head && clock_ms() < end && !mq_is_broken(w->mq)) {
         mq_service(w->mq, NULL);
         settle_confirmed(w);
         if (w->settle_head) {
@@ -286,9 +278,9 @@ static int db_ready(worker *w)
     metrics_reconnect(w, "postgres");
     /* Reconnect in one-second slices, servicing the broker in between, so a long
      * database outage does not also cost the AMQP connection its heartbeats. */
-    long long end = now_ms() + DB_RECONNECT_MS;
+    long long end = clock_ms() + DB_RECONNECT_MS;
     while (store_reconnect(w->db, 1000, &e) < 0) {
-        if (worker_idle(w) || now_ms() > end) {
+        if (worker_idle(w) || clock_ms() > end) {
             LOG(LOG_ERROR, "PostgreSQL unreachable", "error", e.msg);
             return -1;
         }
@@ -509,11 +501,11 @@ static int handle_delivery(worker *w, mq_delivery *d)
                      .attempt = d->attempt + 1,
                      .body = body};
             job_outcome o = {0};
-            long long t0 = now_ms();
+            long long t0 = clock_ms();
             metrics_inflight(w, 1);
             def->handle(&w->env, &j, &o);
             metrics_inflight(w, -1);
-            metrics_job_time(w, def->type, now_ms() - t0);
+            metrics_job_time(w, def->type, clock_ms() - t0);
             finish_job(w, d, &j, &o);
         }
     }
@@ -539,9 +531,9 @@ static int should_stop(worker *w)
     if (!stop_requested)
         return 0;
     if (!w->stop_at_ms)
-        w->stop_at_ms = now_ms() + w->cfg.shutdown_grace_ms;
+        w->stop_at_ms = clock_ms() + w->cfg.shutdown_grace_ms;
     /* Pending jobs get the grace period; what is left is returned by closing. */
-    return w->npending == 0 || now_ms() > w->stop_at_ms;
+    return w->npending == 0 || clock_ms() > w->stop_at_ms;
 }
 
 static void loop(worker *w)

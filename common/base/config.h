@@ -34,6 +34,7 @@ typedef struct config {
     int duo_timeout_ms;         /* DUO_TIMEOUT_MS: total per HTTP attempt */
     int duo_retry_attempts;     /* DUO_RETRY_ATTEMPTS: attempts for 429/5xx/network */
     int duo_retry_budget_ms;    /* DUO_RETRY_BUDGET_MS: total time across attempts */
+    int stage_cache_ms;         /* DUO_STAGE_CACHE_MS: how long a loaded stage is reused */
     int duo_sig_version;        /* DUO_SIG_VERSION: 5 (default) or 2 */
     /* Secrets at rest */
     char *secret_key;          /* DUO_SECRET_KEY: base64 of 32 bytes */

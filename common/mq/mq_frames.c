@@ -6,6 +6,7 @@
  * mq_service, mq_wait_confirm); only mq_poll takes deliveries off the queue. */
 #include <limits.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <amqp.h>
@@ -507,4 +508,17 @@ int mq_get(mq_conn *c, const char *name, const char *kind, mq_delivery **out, ui
     queue_remove(c, d);
     *out = d;
     return 1;
+}
+
+int mq_broken(mq_conn *c, err_t *e, int code)
+{
+    c->broken = 1;
+    mq_seq_fail_pending(c); /* no confirm can arrive on a broken connection */
+    (void)e;
+    return code;
+}
+
+int mq_is_broken(const mq_conn *c)
+{
+    return !c || !c->st || c->broken;
 }

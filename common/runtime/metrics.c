@@ -65,7 +65,10 @@ void metrics_describe(metrics *m, const char *name, const char *type, const char
     if (!m)
         return;
     pthread_mutex_lock(&m->lock);
-    if (m->nf < MAX_FAMILIES)
+    size_t i = 0;
+    while (i < m->nf && strcmp(m->f[i].name, name) != 0)
+        i++;
+    if (i == m->nf && m->nf < MAX_FAMILIES)
         m->f[m->nf++] = (family){name, type, help};
     pthread_mutex_unlock(&m->lock);
 }

@@ -42,9 +42,8 @@ typedef struct job_outcome {
     char message[512];    /* error: one human sentence; never a secret */
     int retry;            /* transient failure: nothing committed, try again later */
     int dead_letter;      /* with an error: also dead-letter (operator must look) */
-    int duo_code;         /* with an error that Duo answered: Duo's numeric code (e.g. 40301) */
     json_t *error_fields; /* with an error: extra members of the reply's error object
-                           * (e.g. run_id); the runtime takes the reference */
+                           * (e.g. run_id, duo_code); the runtime takes the reference */
 } job_outcome;
 
 /* What a handler may use; all borrowed, valid during the call. The handler may open a
@@ -105,7 +104,8 @@ typedef struct worker_def {
      * mq_fd to become readable, makes progress, and calls worker_job_done for finished
      * jobs. Called every loop turn; NULL for synchronous workers. */
     void (*poll)(const worker_env *env, int mq_fd, int timeout_ms);
-    /* Asynchronous workers only: called once after start (state for poll) and at exit. */
+    /* Called once after start (the worker's own state: worker_set_app) and at exit; either
+     * may be NULL. */
     int (*init)(const worker_env *env, err_t *e);
     void (*fini)(const worker_env *env);
 } worker_def;
@@ -134,41 +134,14 @@ int worker_publish(worker *w, const mq_msg *m, err_t *e);
 /* The worker's broker names (borrowed). */
 const char *worker_jobs_exchange(const worker *w);
 
-/* ---- stages and Duo (worker_duo.c) ---------------------------------------------------- */
-#include "duo.h"
-#include "store_admin.h"
-
-/* Loads the Duo stage `stage_uuid` with its secrets decrypted into *out (caller frees
- * with stage_rec_free). Returns 0, or -1 with *o set: `stage_not_found` (unknown or
- * malformed uuid: the uuid must be a Duo stage's), a retry for database trouble, or
- * `stage_secret_unreadable` (wrong key) dead-lettered. */
-int worker_stage(const worker_env *env, const char *stage_uuid, stage_rec *out, job_outcome *o);
-
-/* A Duo client for the stage's Auth API (admin = 0) or Admin API (admin = 1) credentials,
- * kept by the worker for connection reuse: borrowed, valid until the next call of
- * worker_duo with another stage or the worker's end. NULL with *o set
- * (`admin_api_not_configured` when admin credentials are missing). */
-duo_client *worker_duo(const worker_env *env, const stage_rec *st, int admin, job_outcome *o);
-
-/* Turns a failed Auth API call into an outcome: transient classes retry, credential and
- * TLS problems and 403 refusals fail dead-lettered (an operator must fix the stage; 40301
- * is `duo_integration_disabled`, another 403 `duo_forbidden`), anything else fails with
- * duo_error_code(). Duo's numeric code, when it sent one, goes in o->duo_code. `what`
- * names the call. */
-void job_fail_duo(job_outcome *o, int rc, const duo_error *de, const char *what);
-
-/* The same for an Admin API call, except that a 403 is `license_required` (the plan or
- * the integration's permissions do not allow the Admin API), not dead-lettered. */
-void job_fail_duo_admin(job_outcome *o, int rc, const duo_error *de, const char *what);
-
-/* Adds to / sets a metric a worker reports about its own work. The family must be one
- * the runtime describes (worker_setup.c: duo_import_pages_total, duo_import_run_pages);
- * labels must come from a small fixed set (never ids or usernames). */
+/* ---- the worker's own metrics (worker_metrics.c) ----
+ * A family must be described once (worker_metric_describe, e.g. from init) before it is
+ * reported; labels must come from a small fixed set (never ids or usernames). */
+void worker_metric_describe(const worker_env *env, const char *name, const char *type,
+                            const char *help);
 void worker_metric_add(const worker_env *env, const char *name, const char *labels, double by);
 void worker_metric_set(const worker_env *env, const char *name, const char *labels, double v);
-
-/* Records a Duo call's latency and, on failure, its error code in the metrics. */
-void worker_duo_observe(const worker_env *env, const char *call, long long ms, int rc,
-                        const duo_error *de);
+void worker_metric_observe(const worker_env *env, const char *name, const char *labels,
+                           double seconds);
 
 #endif

@@ -1,0 +1,294 @@
+/* stage.c - see stage.h: the stage cache (decrypted row, CA file, Duo clients) and the
+ * one mapping from Duo failures to job outcomes. */
+#include "stage.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "clock.h"
+
+#define STAGE_SLOTS 16
+
+typedef struct {
+    stage_rec st;      /* st.uuid[0] == 0: empty slot */
+    char ca_path[256]; /* temp file with the stage's CA bundle, "" when none */
+    long long loaded_ms;
+    long long used; /* LRU stamp */
+    duo_client *client[2]; /* by stage_api, made on first use */
+} slot;
+
+struct stages {
+    slot slot[STAGE_SLOTS];
+    long long stamp;
+};
+
+stages *stages_new(const worker_env *env)
+{
+    if (env) {
+        worker_metric_describe(env, "duo_api_seconds", "histogram",
+                               "Duo API call latency, by call");
+        worker_metric_describe(env, "duo_api_errors_total", "counter",
+                               "Duo API errors, by stable code");
+    }
+    return calloc(1, sizeof(stages));
+}
+
+int stages_init(const worker_env *env, err_t *e)
+{
+    stages *s = stages_new(env);
+    if (!s)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    worker_set_app(env->w, s);
+    return 0;
+}
+
+void stages_fini(const worker_env *env)
+{
+    stages_free(env->app);
+    worker_set_app(env->w, NULL);
+}
+
+static void slot_clear(slot *x)
+{
+    duo_client_free(x->client[0]);
+    duo_client_free(x->client[1]);
+    stage_rec_free(&x->st);
+    if (x->ca_path[0])
+        unlink(x->ca_path);
+    memset(x, 0, sizeof *x);
+}
+
+void stages_free(stages *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < STAGE_SLOTS; i++)
+        slot_clear(&s->slot[i]);
+    free(s);
+}
+
+static int write_ca(const char *pem, char *path, size_t n)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, n, "%s/duo-ca-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        path[0] = '\0';
+        return -1;
+    }
+    size_t len = strlen(pem);
+    int ok = write(fd, pem, len) == (ssize_t)len;
+    close(fd);
+    if (!ok) {
+        unlink(path);
+        path[0] = '\0';
+    }
+    return ok ? 0 : -1;
+}
+
+/* The slot holding uuid (*fresh says whether it may be used as it is), or the least
+ * recently used one to load it into. */
+static slot *find(stages *s, const char *uuid, long long now, long long ttl, int *fresh)
+{
+    slot *lru = &s->slot[0];
+    for (int i = 0; i < STAGE_SLOTS; i++) {
+        slot *x = &s->slot[i];
+        if (x->st.uuid[0] && strcasecmp(x->st.uuid, uuid) == 0) {
+            *fresh = now - x->loaded_ms < ttl;
+            return x;
+        }
+        if (x->used < lru->used)
+            lru = x;
+    }
+    *fresh = 0;
+    return lru;
+}
+
+static int load(const worker_env *env, slot *x, const char *uuid, job_outcome *o)
+{
+    slot_clear(x);
+    err_t e = {0};
+    int rc = store_stage_load(env->db, env->keys, uuid, &x->st, &e);
+    if (rc == ERR_NOTFOUND || rc == ERR_INVAL) {
+        job_fail(o, "stage_not_found",
+                 "no Duo stage with uuid '%.80s': stage_uuid must be the "
+                 "uuid of a Duo Authenticator Setup stage",
+                 uuid);
+    } else if (rc == ERR_CRYPTO) {
+        job_fail(o, "stage_secret_unreadable", "the stage's secrets cannot be decrypted: %s",
+                 e.msg);
+        o->dead_letter = 1;
+    } else if (rc < 0) {
+        job_retry(o, "loading stage: %s", e.msg);
+    } else if (x->st.ca_bundle && *x->st.ca_bundle &&
+               write_ca(x->st.ca_bundle, x->ca_path, sizeof x->ca_path) < 0) {
+        job_retry(o, "cannot write the stage's CA bundle to a temporary file");
+        rc = -1;
+    }
+    if (rc < 0) {
+        slot_clear(x);
+        return -1;
+    }
+    x->loaded_ms = clock_ms();
+    return 0;
+}
+
+const stage_rec *stages_get(stages *s, const worker_env *env, const char *stage_uuid,
+                            job_outcome *o)
+{
+    if (!stage_uuid)
+        stage_uuid = "";
+    int fresh = 0;
+    slot *x = find(s, stage_uuid, clock_ms(), env->cfg->stage_cache_ms, &fresh);
+    if (!fresh && load(env, x, stage_uuid, o) < 0)
+        return NULL;
+    x->used = ++s->stamp;
+    return &x->st;
+}
+
+static slot *slot_of(stages *s, const stage_rec *st)
+{
+    for (int i = 0; i < STAGE_SLOTS; i++)
+        if (&s->slot[i].st == st)
+            return &s->slot[i];
+    return NULL;
+}
+
+int stages_duo_opts(stages *s, const worker_env *env, const stage_rec *st, stage_api api,
+                    duo_client_opts *opts, job_outcome *o)
+{
+    int admin = api == STAGE_ADMIN_API;
+    if (admin && (!st->admin_integration_key || !st->admin_secret_key)) {
+        job_fail(o, "admin_api_not_configured",
+                 "stage '%s' has no Admin API credentials "
+                 "(admin integration key and admin secret key)",
+                 st->name);
+        return -1;
+    }
+    const config *cfg = env->cfg;
+    const slot *x = slot_of(s, st);
+    duo_client_opts_default(opts);
+    opts->host = st->api_hostname;
+    opts->ikey = admin ? st->admin_integration_key : st->client_id;
+    opts->skey = admin ? st->admin_secret_key : st->client_secret;
+    opts->sig_version = st->sig_version ? st->sig_version : cfg->duo_sig_version;
+    opts->ca_file = x && x->ca_path[0] ? x->ca_path : cfg->duo_ca_file;
+    opts->connect_timeout_ms = cfg->duo_connect_timeout_ms;
+    opts->timeout_ms = cfg->duo_timeout_ms;
+    opts->retry_attempts = admin ? 1 : cfg->duo_retry_attempts;
+    opts->retry_budget_ms = cfg->duo_retry_budget_ms;
+    opts->idle = worker_idle;
+    opts->idle_arg = env->w;
+    return 0;
+}
+
+duo_client *stages_duo(stages *s, const worker_env *env, const stage_rec *st, stage_api api,
+                       job_outcome *o)
+{
+    slot *x = slot_of(s, st);
+    if (!x) {
+        job_retry(o, "internal error: a stage not loaded through the stage cache");
+        return NULL;
+    }
+    if (x->client[api])
+        return x->client[api];
+    duo_client_opts opts;
+    if (stages_duo_opts(s, env, st, api, &opts, o) < 0)
+        return NULL;
+    err_t e = {0};
+    if (!(x->client[api] = duo_client_new(&opts, &e)))
+        job_fail(o, "stage_misconfigured", "cannot make a Duo client for the stage: %s", e.msg);
+    return x->client[api];
+}
+
+void stage_duo_code(job_outcome *o, int duo_code)
+{
+    if (duo_code <= 0)
+        return;
+    if (!o->error_fields)
+        o->error_fields = json_object();
+    json_object_set_new(o->error_fields, "duo_code", json_integer(duo_code));
+}
+
+/* A removed Duo user: 400 40002 naming the user parameter. */
+static int user_gone(const duo_error *de)
+{
+    return de->http_status == 400 && de->code == 40002 &&
+           (strstr(de->detail, "user_id") || strstr(de->detail, "username"));
+}
+
+static void fail_transient(job_outcome *o, const duo_error *de, const char *what,
+                           unsigned flags)
+{
+    const char *code = duo_error_code(de);
+    if (flags & STAGE_CALL_USER_WAITS)
+        job_fail(o, "duo_unavailable", "Duo could not be reached after %d attempt(s): %s (%s)",
+                 de->attempts, de->message, code);
+    else if ((flags & STAGE_CALL_ACTS) && de->http_status != 429 && !de->not_sent)
+        /* Duo may have acted before failing: a rerun could act twice. */
+        job_fail(o, "duo_unavailable",
+                 "Duo failed after it may have received the %s (%s): it is not repeated", what,
+                 de->message);
+    else
+        job_retry(o, "Duo %s: %s (%s)", what, de->message, code);
+}
+
+static void fail_forbidden(job_outcome *o, const duo_error *de, const char *what,
+                           unsigned flags)
+{
+    if (flags & STAGE_CALL_ADMIN) {
+        job_fail(o, "license_required",
+                 "Duo refused the Admin API for %s (403 %d %s): automatic import needs a Duo "
+                 "MFA (Essentials) or higher plan and an Admin API integration with the "
+                 "\"Grant read resource\" permission",
+                 what, de->code, de->message);
+        return;
+    }
+    /* The same Duo answer gets the same code whatever the job: 40301 from the Auth API
+     * means the stage's integration is disabled (or of the wrong type). */
+    if (de->code == 40301)
+        job_fail(o, "duo_integration_disabled",
+                 "Duo refused %s with 403 %d (%s): the stage's Auth API integration is "
+                 "disabled or not permitted this call",
+                 what, de->code, de->message);
+    else
+        job_fail(o, "duo_forbidden",
+                 "Duo refused %s with 403 %d (%s): check the integration's type and "
+                 "permissions",
+                 what, de->code, de->message);
+    o->dead_letter = 1;
+}
+
+void stage_fail_duo(job_outcome *o, int rc, const duo_error *de, const char *what,
+                    unsigned flags)
+{
+    if (user_gone(de))
+        job_fail(o, "duo_user_not_found",
+                 "Duo has no such user (%s): the device refers to a Duo user that was removed",
+                 de->detail);
+    else if (de->cls == DUO_CLASS_TRANSIENT)
+        fail_transient(o, de, what, flags);
+    else if (de->cls == DUO_CLASS_LICENSE)
+        fail_forbidden(o, de, what, flags);
+    else {
+        job_fail(o, duo_error_code(de), "Duo %s failed: %s%s%s (rc %d)", what, de->message,
+                 de->detail[0] ? ": " : "", de->detail, rc);
+        o->dead_letter = de->cls == DUO_CLASS_AUTH_CONFIG || de->cls == DUO_CLASS_TLS;
+    }
+    stage_duo_code(o, de->code);
+}
+
+void stage_observe(const worker_env *env, const char *call, long long ms, int rc,
+                   const duo_error *de)
+{
+    char l[100];
+    snprintf(l, sizeof l, "call=\"%s\"", call);
+    worker_metric_observe(env, "duo_api_seconds", l, (double)ms / 1000.0);
+    if (rc < 0 && de) {
+        snprintf(l, sizeof l, "code=\"%s\"", duo_error_code(de));
+        worker_metric_add(env, "duo_api_errors_total", l, 1);
+    }
+}
