@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "msg.h"
 
 typedef struct parked {
@@ -133,13 +134,6 @@ int jobs_send(jobs_client *c, const char *type, const char *job_id, const json_t
     return rc;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Takes the first parked reply matching id (any when id is NULL). */
 static parked *unpark(jobs_client *c, const char *id)
 {
@@ -181,11 +175,11 @@ static int receive(jobs_client *c, int timeout_ms, err_t *e)
 
 static int wait_for(jobs_client *c, const char *id, int timeout_ms, parked **out, err_t *e)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = clock_ms() + timeout_ms;
     for (;;) {
         if ((*out = unpark(c, id)))
             return 1;
-        long long left = deadline - now_ms();
+        long long left = deadline - clock_ms();
         if (left <= 0)
             return 0;
         int rc = receive(c, (int)(left > 1000 ? 1000 : left), e);

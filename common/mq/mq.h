@@ -121,7 +121,9 @@ void mq_close(mq_conn *c);
 
 /* Waits up to timeout_ms (0 = do not block) for the next delivery while processing
  * everything else that arrives. Returns 1 with *out set (caller owns it:
- * mq_delivery_free), 0 on timeout, or a negative ERR_* (connection lost: ERR_MQ). */
+ * mq_delivery_free); 0 on timeout or as soon as publisher confirms arrived (so the
+ * caller settles without waiting out the timeout); or a negative ERR_* (connection
+ * lost: ERR_MQ). */
 int mq_poll(mq_conn *c, int timeout_ms, mq_delivery **out, err_t *e);
 
 /* Zero-timeout pump: answers heartbeats, records confirms, queues deliveries. Call it at

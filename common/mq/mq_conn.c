@@ -226,7 +226,7 @@ static void sleep_ms(int ms)
 int mq_reconnect(mq_conn *c, int max_wait_ms, err_t *e)
 {
     mq_drop(c, 1);
-    int64_t deadline = max_wait_ms > 0 ? mq_now_ms() + max_wait_ms : INT64_MAX;
+    int64_t deadline = max_wait_ms > 0 ? clock_ms() + max_wait_ms : INT64_MAX;
     int rc = ERR_MQ;
     for (int attempt = 0;; attempt++) {
         const char *url = c->urls[c->next_url];
@@ -237,11 +237,11 @@ int mq_reconnect(mq_conn *c, int max_wait_ms, err_t *e)
         LOG(LOG_WARN, "amqp reconnect failed", "error", e ? e->msg : err_name(rc));
         int wait =
             mq_backoff_ms(attempt < 30 ? attempt : 30, (double)rand_r(&c->rnd_state) / RAND_MAX);
-        int64_t left = deadline - mq_now_ms();
+        int64_t left = deadline - clock_ms();
         if (left <= 0)
             break;
         sleep_ms(wait < left ? wait : (int)left);
-        if (deadline - mq_now_ms() <= 0)
+        if (deadline - clock_ms() <= 0)
             break;
     }
     err_wrap(e, rc, "reconnecting to AMQP gave up after %d ms", max_wait_ms);

@@ -63,6 +63,7 @@ static size_t rec_lower_bound(const mq_conn *c, uint64_t seq)
 /* Acks (nack = 0) remove the covered pending records; nacks mark them failed. */
 static void confirm(mq_conn *c, uint64_t tag, int multiple, int nack)
 {
+    c->confirm_frames++;
     uint64_t hi = c->seq_base + tag;
     size_t from = multiple ? rec_lower_bound(c, c->seq_base + 1) : rec_lower_bound(c, hi);
     size_t out = from;
@@ -397,7 +398,7 @@ static int pump_once(mq_conn *c, int timeout_ms, err_t *e)
 
 static int time_left(int64_t deadline)
 {
-    int64_t left = deadline - mq_now_ms();
+    int64_t left = deadline - clock_ms();
     return left <= 0 ? 0 : (left > INT_MAX ? INT_MAX : (int)left);
 }
 
@@ -406,12 +407,15 @@ int mq_poll(mq_conn *c, int timeout_ms, mq_delivery **out, err_t *e)
     *out = NULL;
     if (mq_is_broken(c)) /* queued deliveries of a broken connection cannot be acked */
         return err_set(e, ERR_MQ, "AMQP connection is broken");
-    int64_t deadline = mq_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int64_t deadline = clock_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    unsigned long confirms = c->confirm_frames;
     for (;;) {
         if (c->qhead) {
             *out = queue_pop(c);
             return 1;
         }
+        if (c->confirm_frames != confirms)
+            return 0; /* the caller may settle what was confirmed */
         int rc = pump_once(c, time_left(deadline), e);
         if (rc <= 0)
             return rc;
@@ -426,14 +430,9 @@ int mq_service(mq_conn *c, err_t *e)
     return rc;
 }
 
-int mq_pump(mq_conn *c, int timeout_ms, err_t *e)
-{
-    return pump_once(c, timeout_ms, e);
-}
-
 int mq_wait_confirm(mq_conn *c, uint64_t seq, int timeout_ms, err_t *e)
 {
-    int64_t deadline = mq_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int64_t deadline = clock_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     for (;;) {
         int st = mq_confirmed(c, seq);
         if (st > 0)
@@ -495,7 +494,7 @@ int mq_get(mq_conn *c, const char *name, const char *kind, mq_delivery **out, ui
                                .routing_key = ok->routing_key};
     rc = start_delivery(c, &dv, e);
     mq_delivery *d = c->asm_d;
-    int64_t deadline = mq_now_ms() + c->rpc_timeout_ms;
+    int64_t deadline = clock_ms() + c->rpc_timeout_ms;
     while (rc == 0 && c->asm_d == d) {
         rc = pump_once(c, time_left(deadline), e);
         if (rc == 0 && time_left(deadline) == 0)

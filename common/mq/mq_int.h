@@ -8,6 +8,7 @@
 
 #include <amqp.h>
 
+#include "clock.h"
 #include "mq.h"
 
 enum { CH_CONSUME = 1, CH_PUBLISH = 2, CH_ADMIN = 3 };
@@ -62,7 +63,8 @@ struct mq_conn {
     /* confirm bookkeeping: sorted by seq */
     seq_rec *recs;
     size_t nrecs, caprecs;
-    uint64_t evicted_failed; /* highest failed seq dropped from recs (0: none) */
+    unsigned long confirm_frames; /* publisher acks/nacks received (mq_poll wakes on them) */
+    uint64_t evicted_failed;      /* highest failed seq dropped from recs (0: none) */
 
     /* deliveries: FIFO of complete ones, plus the one being assembled */
     mq_delivery *qhead, *qtail;
@@ -88,7 +90,6 @@ int mq_start_reply_queue(mq_conn *c, err_t *e);
 int mq_retry_queue_name(const mq_conn *c, const char *kind, int tier, char *out, size_t n);
 
 /* mq_frames.c */
-int mq_pump(mq_conn *c, int timeout_ms, err_t *e);
 void mq_queue_clear(mq_conn *c);
 /* Makes room to record one more publish: call before sending it, so a publish that
  * could not be recorded is never sent (it would read as confirmed). 0, or -1 when out
@@ -98,10 +99,7 @@ int mq_seq_reserve(mq_conn *c);
 void mq_seq_add(mq_conn *c, uint64_t seq);
 void mq_seq_fail_pending(mq_conn *c);
 
-/* mq_inspect.c: queue of the newest x-death entry into out; 1 when there is one. */
+/* mq_deaths.c: queue of the newest x-death entry into out; 1 when there is one. */
 int mq_last_death_queue(const mq_delivery *d, char *out, size_t n);
-
-/* mq_time */
-int64_t mq_now_ms(void);
 
 #endif

@@ -12,13 +12,6 @@
 
 #include "mq_int.h"
 
-int64_t mq_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int mq_backoff_ms(int attempt, double rnd)
 {
     int64_t base = 100;

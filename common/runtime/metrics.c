@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
+
 #define MAX_SERIES 512
 #define MAX_FAMILIES 64
 #define NBUCKETS 12
@@ -137,66 +139,38 @@ void metrics_health(metrics *m, int broker_up, int db_up)
     pthread_mutex_unlock(&m->lock);
 }
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} text;
-
-static void emit(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void emit(text *t, const char *fmt, ...)
-{
-    va_list ap;
-    for (;;) {
-        va_start(ap, fmt);
-        int n = t->buf ? vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap) : -1;
-        va_end(ap);
-        if (n >= 0 && t->len + (size_t)n < t->cap) {
-            t->len += (size_t)n;
-            return;
-        }
-        size_t cap = t->cap ? t->cap * 2 : 4096;
-        char *grown = realloc(t->buf, cap);
-        if (!grown)
-            return;
-        t->buf = grown;
-        t->cap = cap;
-    }
-}
-
-static void render_series(text *t, const series *s)
+static void render_series(buf *t, const series *s)
 {
     const char *sep = s->labels[0] ? "," : "";
     if (!s->histogram) {
-        emit(t, "%s{%s} %.17g\n", s->name, s->labels, s->value);
+        buf_printf(t, "%s{%s} %.17g\n", s->name, s->labels, s->value);
         return;
     }
     for (int i = 0; i < NBUCKETS; i++)
-        emit(t, "%s_bucket{%s%sle=\"%g\"} %lu\n", s->name, s->labels, sep, buckets[i],
-             s->bucket[i]);
-    emit(t, "%s_bucket{%s%sle=\"+Inf\"} %lu\n", s->name, s->labels, sep, s->count);
-    emit(t, "%s_sum{%s} %.17g\n%s_count{%s} %lu\n", s->name, s->labels, s->value, s->name,
-         s->labels, s->count);
+        buf_printf(t, "%s_bucket{%s%sle=\"%g\"} %lu\n", s->name, s->labels, sep, buckets[i],
+                   s->bucket[i]);
+    buf_printf(t, "%s_bucket{%s%sle=\"+Inf\"} %lu\n", s->name, s->labels, sep, s->count);
+    buf_printf(t, "%s_sum{%s} %.17g\n%s_count{%s} %lu\n", s->name, s->labels, s->value, s->name,
+               s->labels, s->count);
 }
 
 char *metrics_render(metrics *m, size_t *len)
 {
-    text t = {0};
+    buf t = {0};
     pthread_mutex_lock(&m->lock);
     for (size_t f = 0; f < m->nf; f++) {
-        emit(&t, "# HELP %s %s\n# TYPE %s %s\n", m->f[f].name, m->f[f].help, m->f[f].name,
-             m->f[f].type);
+        buf_printf(&t, "# HELP %s %s\n# TYPE %s %s\n", m->f[f].name, m->f[f].help, m->f[f].name,
+                   m->f[f].type);
         for (size_t i = 0; i < m->n; i++)
             if (strcmp(m->s[i].name, m->f[f].name) == 0)
                 render_series(&t, &m->s[i]);
     }
-    emit(&t,
-         "# HELP duo_up Broker and database connections (1 = up)\n# TYPE duo_up gauge\n"
-         "duo_up{dependency=\"rabbitmq\"} %d\nduo_up{dependency=\"postgres\"} %d\n",
-         m->broker_up, m->db_up);
+    buf_printf(&t,
+               "# HELP duo_up Broker and database connections (1 = up)\n# TYPE duo_up gauge\n"
+               "duo_up{dependency=\"rabbitmq\"} %d\nduo_up{dependency=\"postgres\"} %d\n",
+               m->broker_up, m->db_up);
     pthread_mutex_unlock(&m->lock);
-    if (len)
-        *len = t.len;
-    return t.buf;
+    return buf_release(&t, len);
 }
 
 static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char *url,

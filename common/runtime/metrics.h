@@ -30,7 +30,8 @@ void metrics_observe(metrics *m, const char *name, const char *labels, double se
 /* Health flags shown by /healthz: 200 when both are up, else 503. */
 void metrics_health(metrics *m, int broker_up, int db_up);
 
-/* Renders the exposition text into a new buffer the caller frees (free()). */
+/* Renders the exposition text into a new buffer the caller frees (free()); NULL when
+ * out of memory. */
 char *metrics_render(metrics *m, size_t *len);
 
 /* Serves /metrics and /healthz on addr:port (a numeric IPv4 or IPv6 address, borrowed

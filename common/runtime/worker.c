@@ -108,16 +108,6 @@ static json_t *reply_build(const char *job_id, const char *job_type, const job_o
     return r;
 }
 
-/* A delivery whose reply is published and awaits the broker's confirm; then it is
- * settled (acked, or rejected into the dead-letter queue). Waiting for confirms without
- * blocking lets the next job run meanwhile. */
-struct settle {
-    uint64_t seq;
-    mq_ticket ticket;
-    int how; /* 0 ack, -1 dead-letter */
-    struct settle *next;
-};
-
 /* Publishes an encoded reply to d's reply_to (or the results exchange) and queues d to be
  * settled `how` once the broker confirms the reply. */
 static int reply_send(worker *w, const mq_delivery *d, const char *job_type, const void *buf,
@@ -134,64 +124,41 @@ static int reply_send(worker *w, const mq_delivery *d, const char *job_type, con
                 .correlation_id = d->correlation_id && *d->correlation_id ? d->correlation_id : id,
                 .type = type,
                 .content_type = "application/msgpack"};
-    struct settle *s = calloc(1, sizeof *s);
-    if (!s)
-        return err_set(e, ERR_NOMEM, "out of memory");
-    int rc = mq_reply(w->mq, d, &m, &s->seq, e);
-    if (rc < 0) {
-        free(s);
-        return rc;
-    }
-    s->ticket = mq_ticket_of(d);
-    s->how = how;
-    *(w->settle_tail ? &w->settle_tail->next : &w->settle_head) = s;
-    w->settle_tail = s;
-    w->nsettle++;
-    return 0;
+    uint64_t seq = 0;
+    int rc = mq_reply(w->mq, d, &m, &seq, e);
+    if (rc == 0 && settle_push(&w->settle, seq, mq_ticket_of(d), how) < 0)
+        /* Not acked: the redelivery re-sends the stored reply. */
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+    return rc;
+}
+
+static int confirmed(void *w, uint64_t seq)
+{
+    return mq_confirmed(((worker *)w)->mq, seq);
+}
+
+static void settle_one(void *w, mq_ticket t, int how)
+{
+    mq_settle(((worker *)w)->mq, t, how, NULL);
 }
 
 /* Settles every delivery whose reply the broker has confirmed (or lost). */
 static void settle_confirmed(worker *w)
 {
-    struct settle **pp = &w->settle_head, *prev = NULL;
-    while (*pp) {
-        struct settle *s = *pp;
-        int c = mq_confirmed(w->mq, s->seq);
-        if (c == 0) {
-            prev = s;
-            pp = &s->next;
-            continue;
-        }
-        /* Lost or nacked: leave the delivery to the broker's redelivery (a requeue when
-         * the connection is still up), which re-sends the stored reply. */
-        mq_settle(w->mq, s->ticket, c == 1 ? s->how : 1, NULL);
-        *pp = s->next;
-        if (w->settle_tail == s)
-            w->settle_tail = prev;
-        w->nsettle--;
-        free(s);
-    }
+    settle_ready(&w->settle, confirmed, settle_one, w);
 }
 
-/* Waits (servicing the connection) until every queued settle is done or timeout_ms. */
+/* Waits for the broker's confirms (arriving deliveries are queued, not taken) until
+ * every queued settle is done or timeout_ms passed; what is left goes back unacked. */
 static void settle_all(worker *w, int timeout_ms)
 {
     long long end = clock_ms() + timeout_ms;
-    while (w->settle_head && clock_ms() < end && !mq_is_broken(w->mq)) {
-        mq_service(w->mq, NULL);
+    while (w->settle.n && clock_ms() < end && !mq_is_broken(w->mq)) {
+        /* The newest reply is confirmed last; a failed or lost one ends its wait too. */
+        mq_wait_confirm(w->mq, settle_last_seq(&w->settle), (int)(end - clock_ms()), NULL);
         settle_confirmed(w);
-        if (w->settle_head) {
-            struct timespec ts = {0, 1000000};
-            nanosleep(&ts, NULL);
-        }
     }
-    while (w->settle_head) {
-        struct settle *s = w->settle_head;
-        w->settle_head = s->next;
-        free(s);
-    }
-    w->settle_tail = NULL;
-    w->nsettle = 0;
+    settle_clear(&w->settle);
 }
 
 /* Answers a message that never became a job (bad input) and dead-letters it. */
@@ -362,7 +329,6 @@ struct job_async {
     mq_delivery *d; /* owned */
     json_t *body;   /* owned */
     job j;          /* points into d and body */
-    void *data;
     job_async *prev, *next;
 };
 
@@ -462,21 +428,6 @@ const job *worker_job_of(const job_async *h)
     return &h->j;
 }
 
-void worker_job_set_data(job_async *h, void *data)
-{
-    h->data = data;
-}
-
-void *worker_job_data(const job_async *h)
-{
-    return h->data;
-}
-
-size_t worker_pending(const worker *w)
-{
-    return w->npending;
-}
-
 /* Runs one delivery through the job path. Returns 1 when the runtime kept d (an
  * asynchronous job is pending), 0 when the caller frees it. */
 static int handle_delivery(worker *w, mq_delivery *d)
@@ -520,7 +471,7 @@ static int poll_once(worker *w, mq_delivery **d, err_t *e)
 {
     settle_confirmed(w);
     if (!w->def->poll)
-        return mq_poll(w->mq, w->nsettle ? 2 : 500, d, e);
+        return mq_poll(w->mq, 500, d, e); /* wakes early for confirms to settle */
     int wait = mq_pending_deliveries(w->mq) ? 0 : 200;
     w->def->poll(&w->env, mq_is_broken(w->mq) ? -1 : mq_fd(w->mq), wait);
     return mq_poll(w->mq, 0, d, e);

@@ -82,13 +82,6 @@ void worker_job_done(worker *w, job_async *h, job_outcome *out);
 /* The job behind a handle (borrowed, valid until worker_job_done). */
 const job *worker_job_of(const job_async *h);
 
-/* A per-job pointer the start function may set and read back (e.g. its own state). */
-void worker_job_set_data(job_async *h, void *data);
-void *worker_job_data(const job_async *h);
-
-/* Number of jobs pending (started, not done). */
-size_t worker_pending(const worker *w);
-
 typedef struct job_type_def {
     const char *type;   /* AMQP type property value, also the schema name */
     job_handler handle; /* synchronous handler, or NULL when `start` is set */

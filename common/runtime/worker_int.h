@@ -6,6 +6,7 @@
 
 #include "metrics.h"
 #include "schema.h"
+#include "settle.h"
 #include "worker.h"
 
 struct worker {
@@ -17,10 +18,9 @@ struct worker {
     secret_keyring *keys;
     schema_set *schemas;
     metrics *metrics;
-    worker_env env;                           /* what handlers see; points into this struct */
-    struct settle *settle_head, *settle_tail; /* replies awaiting confirms (worker.c) */
-    size_t nsettle;
-    job_async *pending; /* asynchronous jobs started and not done */
+    worker_env env;      /* what handlers see; points into this struct */
+    settle_queue settle; /* deliveries whose replies await confirms */
+    job_async *pending;  /* asynchronous jobs started and not done */
     size_t npending;
     long long stop_at_ms;    /* shutdown deadline once a stop was requested, else 0 */
     const char *fault_point; /* DUO_FAULT_POINT (tests only), else NULL */

@@ -9,7 +9,8 @@ void worker_metrics_describe(worker *w)
     metrics_describe(w->metrics, "duo_jobs_total", "counter",
                      "Jobs finished, by job type and outcome (ok or error code)");
     metrics_describe(w->metrics, "duo_job_seconds", "histogram", "Time a handler spent on a job");
-    metrics_describe(w->metrics, "duo_retries_total", "counter", "Jobs sent to a delayed-retry tier");
+    metrics_describe(w->metrics, "duo_retries_total", "counter",
+                     "Jobs sent to a delayed-retry tier");
     metrics_describe(w->metrics, "duo_dead_letters_total", "counter", "Messages dead-lettered");
     metrics_describe(w->metrics, "duo_jobs_in_flight", "gauge", "Jobs being worked on");
     metrics_describe(w->metrics, "duo_reconnects_total", "counter", "Reconnections, by dependency");

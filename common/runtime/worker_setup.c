@@ -113,4 +113,3 @@ void worker_health(worker *w)
 {
     metrics_health(w->metrics, w->mq && !mq_is_broken(w->mq), store_ok(w->db));
 }
-

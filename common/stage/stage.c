@@ -16,7 +16,7 @@ typedef struct {
     stage_rec st;      /* st.uuid[0] == 0: empty slot */
     char ca_path[256]; /* temp file with the stage's CA bundle, "" when none */
     long long loaded_ms;
-    long long used; /* LRU stamp */
+    long long used;        /* LRU stamp */
     duo_client *client[2]; /* by stage_api, made on first use */
 } slot;
 
@@ -220,8 +220,7 @@ static int user_gone(const duo_error *de)
            (strstr(de->detail, "user_id") || strstr(de->detail, "username"));
 }
 
-static void fail_transient(job_outcome *o, const duo_error *de, const char *what,
-                           unsigned flags)
+static void fail_transient(job_outcome *o, const duo_error *de, const char *what, unsigned flags)
 {
     const char *code = duo_error_code(de);
     if (flags & STAGE_CALL_USER_WAITS)
@@ -236,8 +235,7 @@ static void fail_transient(job_outcome *o, const duo_error *de, const char *what
         job_retry(o, "Duo %s: %s (%s)", what, de->message, code);
 }
 
-static void fail_forbidden(job_outcome *o, const duo_error *de, const char *what,
-                           unsigned flags)
+static void fail_forbidden(job_outcome *o, const duo_error *de, const char *what, unsigned flags)
 {
     if (flags & STAGE_CALL_ADMIN) {
         job_fail(o, "license_required",
@@ -262,8 +260,7 @@ static void fail_forbidden(job_outcome *o, const duo_error *de, const char *what
     o->dead_letter = 1;
 }
 
-void stage_fail_duo(job_outcome *o, int rc, const duo_error *de, const char *what,
-                    unsigned flags)
+void stage_fail_duo(job_outcome *o, int rc, const duo_error *de, const char *what, unsigned flags)
 {
     if (user_gone(de))
         job_fail(o, "duo_user_not_found",

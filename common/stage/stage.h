@@ -56,11 +56,13 @@ duo_client *stages_duo(stages *s, const worker_env *env, const stage_rec *st, st
                        job_outcome *o);
 
 /* How a failed call is judged (flags of stage_fail_duo). */
-#define STAGE_CALL_ADMIN 0x1    /* Admin API: a 403 is `license_required`, not dead-lettered */
-#define STAGE_CALL_ACTS 0x2     /* acts on Duo's side (enroll, auth): a transient failure
-                                 * after Duo may have received it is not retried */
-#define STAGE_CALL_USER_WAITS 0x4 /* a person waits (login): a transient failure answers
-                                   * `duo_unavailable` at once instead of a later retry */
+#define STAGE_CALL_ADMIN 0x1 /* Admin API: a 403 is `license_required`, not dead-lettered */
+#define STAGE_CALL_ACTS                                                                            \
+    0x2 /* acts on Duo's side (enroll, auth): a transient failure                                  \
+         * after Duo may have received it is not retried */
+#define STAGE_CALL_USER_WAITS                                                                      \
+    0x4 /* a person waits (login): a transient failure answers                                     \
+         * `duo_unavailable` at once instead of a later retry */
 
 /* Turns a failed Duo call into the job outcome, the one mapping every worker uses:
  *   - 400 40002 naming user_id/username: `duo_user_not_found` (the Duo user is gone);
@@ -72,8 +74,7 @@ duo_client *stages_duo(stages *s, const worker_env *env, const stage_rec *st, st
  *   - anything else: duo_error_code().
  * Duo's numeric code, when it sent one, goes in the reply's error as `duo_code`. `what`
  * names the call in the message. */
-void stage_fail_duo(job_outcome *o, int rc, const duo_error *de, const char *what,
-                    unsigned flags);
+void stage_fail_duo(job_outcome *o, int rc, const duo_error *de, const char *what, unsigned flags);
 
 /* Puts Duo's numeric code (when > 0) in the reply's error object as `duo_code`. */
 void stage_duo_code(job_outcome *o, int duo_code);
