@@ -121,10 +121,12 @@ void mq_close(mq_conn *c);
 
 /* Waits up to timeout_ms (0 = do not block) for the next delivery while processing
  * everything else that arrives. Returns 1 with *out set (caller owns it:
- * mq_delivery_free); 0 on timeout or as soon as publisher confirms arrived (so the
- * caller settles without waiting out the timeout); or a negative ERR_* (connection
- * lost: ERR_MQ). */
+ * mq_delivery_free), 0 on timeout, or a negative ERR_* (connection lost: ERR_MQ). */
 int mq_poll(mq_conn *c, int timeout_ms, mq_delivery **out, err_t *e);
+
+/* As mq_poll, but also returns 0 as soon as publisher confirms arrived, so an event loop
+ * settles what was confirmed without waiting out its timeout. */
+int mq_poll_event(mq_conn *c, int timeout_ms, mq_delivery **out, err_t *e);
 
 /* Zero-timeout pump: answers heartbeats, records confirms, queues deliveries. Call it at
  * least every heartbeat_secs/2 during long work. Returns 0 or a negative ERR_*. */

@@ -402,7 +402,7 @@ static int time_left(int64_t deadline)
     return left <= 0 ? 0 : (left > INT_MAX ? INT_MAX : (int)left);
 }
 
-int mq_poll(mq_conn *c, int timeout_ms, mq_delivery **out, err_t *e)
+static int poll_for(mq_conn *c, int timeout_ms, int wake_on_confirm, mq_delivery **out, err_t *e)
 {
     *out = NULL;
     if (mq_is_broken(c)) /* queued deliveries of a broken connection cannot be acked */
@@ -414,12 +414,22 @@ int mq_poll(mq_conn *c, int timeout_ms, mq_delivery **out, err_t *e)
             *out = queue_pop(c);
             return 1;
         }
-        if (c->confirm_frames != confirms)
+        if (wake_on_confirm && c->confirm_frames != confirms)
             return 0; /* the caller may settle what was confirmed */
         int rc = pump_once(c, time_left(deadline), e);
         if (rc <= 0)
             return rc;
     }
+}
+
+int mq_poll(mq_conn *c, int timeout_ms, mq_delivery **out, err_t *e)
+{
+    return poll_for(c, timeout_ms, 0, out, e);
+}
+
+int mq_poll_event(mq_conn *c, int timeout_ms, mq_delivery **out, err_t *e)
+{
+    return poll_for(c, timeout_ms, 1, out, e);
 }
 
 int mq_service(mq_conn *c, err_t *e)

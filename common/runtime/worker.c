@@ -471,7 +471,7 @@ static int poll_once(worker *w, mq_delivery **d, err_t *e)
 {
     settle_confirmed(w);
     if (!w->def->poll)
-        return mq_poll(w->mq, 500, d, e); /* wakes early for confirms to settle */
+        return mq_poll_event(w->mq, 500, d, e); /* wakes for confirms to settle */
     int wait = mq_pending_deliveries(w->mq) ? 0 : 200;
     w->def->poll(&w->env, mq_is_broken(w->mq) ? -1 : mq_fd(w->mq), wait);
     return mq_poll(w->mq, 0, d, e);

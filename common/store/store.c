@@ -16,6 +16,13 @@
 #include "log.h"
 
 #define MAX_PREPARED 128
+#define MAX_SENT 64
+
+/* A command sent in pipeline mode whose result has not been read yet. */
+typedef struct {
+    const char *what; /* statement name, "BEGIN", "COMMIT", or a prepare's name */
+    int prepare;      /* a PQsendPrepare: on failure the name is forgotten */
+} sent_cmd;
 
 struct store {
     PGconn *pg;
@@ -24,6 +31,9 @@ struct store {
     int read_only; /* the server refused a write as read-only: reconnect before reuse */
     int nprepared;
     const char *prepared[MAX_PREPARED]; /* names, borrowed from static store_stmt */
+    int piped;                          /* in libpq pipeline mode */
+    int nsent;
+    sent_cmd sent[MAX_SENT]; /* commands sent and not yet read, in order */
 };
 
 struct store_res {
@@ -122,6 +132,8 @@ static int connect_pg(store *s, err_t *e)
     s->pg = PQconnectdbParams(conn_keys, vals, 1);
     s->nprepared = 0;
     s->in_tx = 0;
+    s->piped = 0;
+    s->nsent = 0;
     s->read_only = 0;
     if (PQstatus(s->pg) != CONNECTION_OK) {
         char msg[600];
@@ -216,6 +228,107 @@ static int result_error(store *s, PGresult *r, const char *what, err_t *e)
     return err_set(e, code, "%s: %s", what, msg);
 }
 
+/* ---- pipeline: statements sent without waiting, read at the next synchronisation ----
+ * store_begin and store_send only queue their commands; the next store_exec, store_flush
+ * or store_commit sends a Sync and reads every result in order, so a transaction of
+ * BEGIN, effects, job record and COMMIT costs one round trip. */
+
+static int enter_pipeline(store *s, err_t *e)
+{
+    if (s->piped)
+        return 0;
+    if (PQenterPipelineMode(s->pg) != 1)
+        return result_error(s, NULL, "entering pipeline mode", e);
+    s->piped = 1;
+    return 0;
+}
+
+static int note_sent(store *s, const char *what, int prepare, err_t *e)
+{
+    if (s->nsent == MAX_SENT)
+        return err_set(e, ERR_DB, "%s: too many statements queued without a sync", what);
+    s->sent[s->nsent++] = (sent_cmd){what, prepare};
+    return 0;
+}
+
+static void forget_prepared(store *s, const char *name)
+{
+    for (int i = 0; i < s->nprepared; i++)
+        if (strcmp(s->prepared[i], name) == 0) {
+            s->prepared[i] = s->prepared[--s->nprepared];
+            return;
+        }
+}
+
+/* Checks one queued command's result; the first failure is kept in *e. */
+static int check_sent(store *s, const sent_cmd *c, PGresult *r, int rc, err_t *e)
+{
+    ExecStatusType t = PQresultStatus(r);
+    if (t == PGRES_COMMAND_OK || t == PGRES_TUPLES_OK)
+        return rc;
+    if (c->prepare)
+        forget_prepared(s, c->what);
+    if (rc < 0 || t == PGRES_PIPELINE_ABORTED)
+        return rc < 0 ? rc : err_set(e, ERR_DB, "%s: not run (pipeline aborted)", c->what);
+    return result_error(s, r, c->what, e);
+}
+
+/* Sends a Sync and reads every queued result; *keep (may be NULL) receives the result of
+ * the last queued command (the caller's statement). Leaves pipeline mode. */
+static int drain(store *s, PGresult **keep, err_t *e)
+{
+    int rc = 0;
+    if (keep)
+        *keep = NULL;
+    if (PQpipelineSync(s->pg) != 1)
+        rc = result_error(s, NULL, "sending to PostgreSQL", e);
+    for (int i = 0; i < s->nsent && PQstatus(s->pg) == CONNECTION_OK; i++) {
+        PGresult *r = PQgetResult(s->pg);
+        if (!r) {
+            rc = rc < 0 ? rc : result_error(s, NULL, s->sent[i].what, e);
+            break;
+        }
+        rc = check_sent(s, &s->sent[i], r, rc, e);
+        for (PGresult *more; (more = PQgetResult(s->pg));) /* ends the command's results */
+            PQclear(more);
+        if (keep && i == s->nsent - 1 && rc == 0)
+            *keep = r;
+        else
+            PQclear(r);
+    }
+    s->nsent = 0;
+    for (PGresult *r; PQstatus(s->pg) == CONNECTION_OK && (r = PQgetResult(s->pg));) {
+        int sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        PQclear(r);
+        if (sync)
+            break;
+    }
+    if (PQstatus(s->pg) == CONNECTION_OK)
+        PQexitPipelineMode(s->pg);
+    s->piped = 0;
+    if (rc < 0 && keep && *keep) {
+        PQclear(*keep);
+        *keep = NULL;
+    }
+    /* A failed statement leaves an explicit transaction aborted: end it here, so the
+     * caller's rollback (or the next statement) finds the connection usable. */
+    if (rc < 0 && PQtransactionStatus(s->pg) == PQTRANS_INERROR) {
+        PGresult *r = PQexec(s->pg, "ROLLBACK");
+        PQclear(r);
+        s->in_tx = 0;
+    }
+    if (PQstatus(s->pg) != CONNECTION_OK) {
+        s->in_tx = 0;
+        s->nprepared = 0;
+    }
+    return rc;
+}
+
+int store_flush(store *s, err_t *e)
+{
+    return s->piped ? drain(s, NULL, e) : 0;
+}
+
 static int simple(store *s, const char *sql, err_t *e)
 {
     PGresult *r = PQexec(s->pg, sql);
@@ -227,7 +340,12 @@ static int simple(store *s, const char *sql, err_t *e)
 
 int store_begin(store *s, err_t *e)
 {
-    int rc = simple(s, "BEGIN", e);
+    /* Queued: it travels with the transaction's first statement. */
+    int rc = enter_pipeline(s, e);
+    if (rc == 0 && PQsendQueryParams(s->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1)
+        rc = result_error(s, NULL, "BEGIN", e);
+    if (rc == 0)
+        rc = note_sent(s, "BEGIN", 0, e);
     if (rc == 0)
         s->in_tx = 1;
     return rc;
@@ -235,13 +353,23 @@ int store_begin(store *s, err_t *e)
 
 int store_commit(store *s, err_t *e)
 {
-    int rc = simple(s, "COMMIT", e);
+    int rc = 0;
+    if (!s->piped)
+        rc = simple(s, "COMMIT", e);
+    else if (PQsendQueryParams(s->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
+             note_sent(s, "COMMIT", 0, e) < 0) {
+        drain(s, NULL, NULL);
+        rc = err_set(e, ERR_DB, "COMMIT: could not be sent");
+    } else
+        rc = drain(s, NULL, e);
     s->in_tx = 0;
     return rc;
 }
 
 void store_rollback(store *s)
 {
+    if (s->piped)
+        drain(s, NULL, NULL); /* what was queued is discarded with the transaction */
     if (!s->in_tx)
         return;
     s->in_tx = 0;
@@ -260,6 +388,14 @@ static int ensure_prepared(store *s, const store_stmt *st, int n, err_t *e)
     for (int i = 0; i < s->nprepared; i++)
         if (strcmp(s->prepared[i], st->name) == 0)
             return 0;
+    if (s->piped) { /* queued too; forgotten again if it fails */
+        if (PQsendPrepare(s->pg, st->name, st->sql, n, NULL) != 1)
+            return result_error(s, NULL, st->name, e);
+        int rc = note_sent(s, st->name, 1, e);
+        if (rc == 0 && s->nprepared < MAX_PREPARED)
+            s->prepared[s->nprepared++] = st->name;
+        return rc;
+    }
     PGresult *r = PQprepare(s->pg, st->name, st->sql, n, NULL);
     int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : result_error(s, r, st->name, e);
     PQclear(r);
@@ -276,7 +412,20 @@ int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *val
     int rc = ensure_prepared(s, st, n, e);
     if (rc < 0)
         return rc;
-    PGresult *r = PQexecPrepared(s->pg, st->name, n, values, lengths, binary, 0);
+    PGresult *r = NULL;
+    if (s->piped) { /* the queued commands and this one, one round trip */
+        if (PQsendQueryPrepared(s->pg, st->name, n, values, lengths, binary, 0) != 1) {
+            rc = result_error(s, NULL, st->name, e);
+            drain(s, NULL, NULL);
+            return rc;
+        }
+        if ((rc = note_sent(s, st->name, 0, e)) < 0 || (rc = drain(s, &r, e)) < 0) {
+            if (s->piped)
+                drain(s, NULL, NULL);
+            return rc;
+        }
+    } else
+        r = PQexecPrepared(s->pg, st->name, n, values, lengths, binary, 0);
     ExecStatusType t = PQresultStatus(r);
     if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK) {
         rc = result_error(s, r, st->name, e);
@@ -297,6 +446,21 @@ int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *val
     return 0;
 }
 
+int store_send(store *s, const store_stmt *st, int n, const char *const *values, const int *lengths,
+               const int *binary, err_t *e)
+{
+    int rc = enter_pipeline(s, e);
+    if (rc == 0)
+        rc = ensure_prepared(s, st, n, e);
+    if (rc == 0 && PQsendQueryPrepared(s->pg, st->name, n, values, lengths, binary, 0) != 1)
+        rc = result_error(s, NULL, st->name, e);
+    if (rc == 0)
+        rc = note_sent(s, st->name, 0, e);
+    if (rc < 0 && s->piped)
+        drain(s, NULL, NULL);
+    return rc;
+}
+
 int store_exec(store *s, const store_stmt *st, int n, const char *const *values, store_res **out,
                err_t *e)
 {
@@ -305,7 +469,8 @@ int store_exec(store *s, const store_stmt *st, int n, const char *const *values,
 
 int store_exec_script(store *s, const char *sql, err_t *e)
 {
-    return simple(s, sql, e);
+    int rc = store_flush(s, e);
+    return rc < 0 ? rc : simple(s, sql, e);
 }
 
 int store_res_rows(const store_res *r)

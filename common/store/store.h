@@ -43,7 +43,13 @@ int store_ok(const store *s);
  * ERR_DB. */
 int store_reconnect(store *s, int max_wait_ms, err_t *e);
 
+/* A transaction's BEGIN is not sent alone: it is queued (libpq pipeline mode) and
+ * travels with the transaction's next statement or its COMMIT, whose results are all
+ * read then, in order; the first failure is reported there. */
 int store_begin(store *s, err_t *e);
+/* Sends COMMIT with everything still queued and reads it all: 0 only when every queued
+ * statement succeeded and the transaction committed. On failure the transaction is
+ * rolled back. */
 int store_commit(store *s, err_t *e);
 /* Rolls back if a transaction is open; never fails. A broken connection is left broken
  * (store_ok() == 0) for the caller's store_reconnect(). */
@@ -58,6 +64,20 @@ int store_in_tx(const store *s);
  * store_ok() == 0 afterwards. */
 int store_exec(store *s, const store_stmt *st, int n, const char *const *values, store_res **out,
                err_t *e);
+
+/* Queues st (as store_exec_bin) without waiting for its result, for a statement whose
+ * result the caller does not need: it runs in order with the statements around it and
+ * its outcome is read at the next store_exec, store_flush or store_commit, which fails
+ * with the first error of what was queued (a failed statement also aborts the
+ * transaction it is in, so the COMMIT does not happen). A statement that must change
+ * something to be right has to fail by itself when it does not (e.g. a function that
+ * raises): its row count is not looked at. 0, or an error when it could not be sent. */
+int store_send(store *s, const store_stmt *st, int n, const char *const *values, const int *lengths,
+               const int *binary, err_t *e);
+
+/* Reads the results of everything queued by store_send/store_begin (one round trip);
+ * 0, or the first failure. No effect when nothing is queued. */
+int store_flush(store *s, err_t *e);
 
 /* Same with explicit per-parameter lengths and binary flags (for bytea). */
 int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *values,

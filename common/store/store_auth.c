@@ -26,8 +26,12 @@ static const store_stmt st_by_uuid = {
     "SELECT d.stage_id, d.user_id, u.active, d.id, d.uuid, d.duo_user_id, d.duo_user_kind, "
     "st.uuid, " ASYNC_COMMIT " FROM duo_device d JOIN app_user u ON u.id = d.user_id "
     "JOIN duo_stage st ON st.id = d.stage_id WHERE d.uuid = $1::uuid AND d.confirmed"};
+/* The guard row must outlive a database failover before anything reaches the user's
+ * phone: a rerun that did not find it would push again. So this one statement commits
+ * with synchronous_commit on (transaction-local), whatever the session says. */
 static const store_stmt st_take = {
-    "auth_take", "SELECT challenge_id, retry_after_secs, reason, duo_txid "
+    "auth_take", "SELECT challenge_id, retry_after_secs, reason, duo_txid, "
+                 "set_config('synchronous_commit', 'on', true) "
                  "FROM auth_challenge_take_for_job($1::bigint, $2::bigint, $3, $4, $5, $6)"};
 static const store_stmt st_txid = {"auth_txid",
                                    "UPDATE auth_challenge SET duo_txid = $2 WHERE id = $1::bigint"};
@@ -151,5 +155,6 @@ int store_auth_record(store *s, int64_t challenge_id, const char *result, int64_
     snprintf(cid, sizeof cid, "%lld", (long long)challenge_id);
     snprintf(did, sizeof did, "%lld", (long long)used_device_id);
     const char *v[] = {cid, result, did};
-    return store_exec(s, &st_record, 3, v, NULL, e);
+    return store_in_tx(s) ? store_send(s, &st_record, 3, v, NULL, NULL, e)
+                          : store_exec(s, &st_record, 3, v, NULL, e);
 }

@@ -10,7 +10,10 @@
  * hundred jobs/s. A database crash can then lose the last fraction of a second of
  * commits (job records, last_used, challenge rows) of jobs already answered: such a
  * job is never re-run (it was acked), and the guard may admit that many challenges
- * again. Crash-safe ordering (commit before reply, reply before ack) is unchanged. */
+ * again, except for a challenge that reaches the phone: its guard row is committed
+ * synchronously (store_auth_take) before the push goes out, so a rerun after a crash or
+ * failover finds it and does not push twice. Crash-safe ordering (commit before reply,
+ * reply before ack) is unchanged. */
 #ifndef DUO_STORE_AUTH_H
 #define DUO_STORE_AUTH_H
 
@@ -78,7 +81,8 @@ int store_auth_set_txid(store *s, int64_t challenge_id, const char *txid, err_t 
 
 /* Records the outcome of a challenge ("allow", "deny", "timeout", "error"; challenge_id
  * 0: none) and, with used_device_id non-zero, sets that device's last_used to now, in
- * one statement. A "deny" starts the user's cool-down. */
+ * one statement. A "deny" starts the user's cool-down. Inside an open transaction the
+ * statement is queued (store_send) and its failure is reported by the COMMIT. */
 int store_auth_record(store *s, int64_t challenge_id, const char *result, int64_t used_device_id,
                       err_t *e);
 

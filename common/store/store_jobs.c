@@ -20,10 +20,10 @@ static const store_stmt st_unlock = {"job_unlock",
                                      "SELECT pg_advisory_unlock(hashtextextended($1, 7))"};
 /* Finishing also drops the claim's lock. That is safe before COMMIT: a twin that takes
  * the lock then blocks on this row in its INSERT ... ON CONFLICT until we commit, and
- * then sees 'done'. */
-static const store_stmt st_finish = {
-    "job_finish", "UPDATE job SET state = 'done', reply = $2, error_code = $3, finished_at = now() "
-                  "WHERE job_id = $1 RETURNING pg_advisory_unlock(hashtextextended($1, 7))"};
+ * then sees 'done'. job_finish (migration 010) raises when there is no record, so a
+ * finish queued in a transaction fails that transaction instead of committing without
+ * it. */
+static const store_stmt st_finish = {"job_finish", "SELECT job_finish($1, $2::bytea, $3)"};
 
 static int claim_result(store_res *r, const char *job_id, job_claim *out, err_t *e)
 {
@@ -68,12 +68,9 @@ int store_job_finish(store *s, const char *job_id, const void *reply, size_t len
     const char *v[] = {job_id, reply, error_code};
     int lengths[] = {0, (int)len, 0};
     int binary[] = {0, 1, 0};
-    store_res *r = NULL;
-    int rc = store_exec_bin(s, &st_finish, 3, v, lengths, binary, &r, e);
-    if (rc == 0 && store_res_rows(r) != 1)
-        rc = err_set(e, ERR_DB, "job %s: no record to finish", job_id);
-    store_res_free(r);
-    return rc;
+    if (store_in_tx(s)) /* queued: its outcome is the COMMIT's */
+        return store_send(s, &st_finish, 3, v, lengths, binary, e);
+    return store_exec_bin(s, &st_finish, 3, v, lengths, binary, NULL, e);
 }
 
 void store_job_release(store *s, const char *job_id)

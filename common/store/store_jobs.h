@@ -34,8 +34,9 @@ typedef struct job_claim {
 int store_job_claim(store *s, const char *job_id, const char *job_type, const char *publisher,
                     job_claim *out, err_t *e);
 
-/* Marks the job done with its encoded reply, inside the caller's transaction if one is
- * open (else on its own), and releases the claim's lock. */
+/* Marks the job done with its encoded reply and releases the claim's lock: on its own
+ * (one statement), or queued in the caller's open transaction, where the COMMIT checks
+ * that the record was there (store_send). */
 int store_job_finish(store *s, const char *job_id, const void *reply, size_t len,
                      const char *error_code, err_t *e);
 

@@ -1,0 +1,161 @@
+/* test_store_pipeline.c - statements queued in libpq pipeline mode (store_begin,
+ * store_send) on a real PostgreSQL: a transaction's statements and its COMMIT travel
+ * together and commit together; the first failure of what was queued is reported by
+ * the COMMIT (or the next synchronous statement), the transaction is rolled back, and
+ * the connection is usable afterwards. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "store.h"
+#include "testlib.h"
+
+static char db[512];
+static store *s;
+
+static const store_stmt st_create = {
+    "t_create", "CREATE TABLE IF NOT EXISTS pipe_t (k text PRIMARY KEY, v int NOT NULL)"};
+static const store_stmt st_put = {"t_put", "INSERT INTO pipe_t (k, v) VALUES ($1, $2::int)"};
+static const store_stmt st_bump = {"t_bump", "UPDATE pipe_t SET v = v + 1 WHERE k = $1"};
+static const store_stmt st_get = {"t_get", "SELECT v FROM pipe_t WHERE k = $1"};
+
+static int setup(void **state)
+{
+    (void)state;
+    if (tl_create_db("pipeline", db, sizeof db) < 0)
+        return -1;
+    err_t e = {0};
+    s = store_open(db, &e);
+    return s && store_exec(s, &st_create, 0, NULL, NULL, &e) == 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    store_close(s);
+    tl_drop_db(db);
+    return 0;
+}
+
+static void put(const char *k, const char *v)
+{
+    err_t e = {0};
+    const char *p[] = {k, v};
+    assert_int_equal(store_send(s, &st_put, 2, p, NULL, NULL, &e), 0);
+}
+
+/* -1 when k has no row. */
+static long value_of(const char *k)
+{
+    err_t e = {0};
+    store_res *r = NULL;
+    const char *p[] = {k};
+    assert_int_equal(store_exec(s, &st_get, 1, p, &r, &e), 0);
+    int64_t v = -1;
+    if (store_res_rows(r) == 1)
+        store_res_i64(r, 0, 0, &v);
+    store_res_free(r);
+    return (long)v;
+}
+
+static void test_queued_transaction_commits_together(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    assert_int_equal(store_begin(s, &e), 0);
+    put("a", "1");
+    put("b", "2");
+    const char *pa[] = {"a"};
+    assert_int_equal(store_send(s, &st_bump, 1, pa, NULL, NULL, &e), 0);
+    assert_int_equal(store_commit(s, &e), 0);
+    assert_int_equal(value_of("a"), 2);
+    assert_int_equal(value_of("b"), 2);
+}
+
+static void test_failure_rolls_back_everything(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    assert_int_equal(store_begin(s, &e), 0);
+    put("c", "1");
+    put("a", "9"); /* "a" exists: unique violation */
+    put("d", "1"); /* skipped: the pipeline is aborted */
+    int rc = store_commit(s, &e);
+    assert_int_equal(rc, ERR_CONFLICT);
+    assert_non_null(strstr(e.msg, "t_put"));
+    assert_int_equal(store_in_tx(s), 0);
+    /* Nothing of the transaction stayed, and the connection is usable at once. */
+    assert_int_equal(value_of("c"), -1);
+    assert_int_equal(value_of("d"), -1);
+    assert_int_equal(value_of("a"), 2);
+    assert_int_equal(store_ok(s), 1);
+}
+
+/* A statement that raises (as job_finish does for a missing record) stops the COMMIT. */
+static const store_stmt st_must = {"t_must",
+                                   "SELECT CASE WHEN count(*) = 1 THEN 1 ELSE (SELECT 1 / 0) END "
+                                   "FROM pipe_t WHERE k = $1"};
+
+static void test_raising_statement_stops_commit(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    assert_int_equal(store_begin(s, &e), 0);
+    put("e", "1");
+    const char *none[] = {"no-such-key"};
+    assert_int_equal(store_send(s, &st_must, 1, none, NULL, NULL, &e), 0);
+    assert_int_equal(store_commit(s, &e), ERR_DB);
+    assert_non_null(strstr(e.msg, "t_must"));
+    assert_int_equal(value_of("e"), -1); /* rolled back */
+}
+
+static void test_sync_statement_reads_what_was_queued(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    assert_int_equal(store_begin(s, &e), 0);
+    put("f", "5");
+    /* The queued BEGIN and insert travel with this statement, whose result comes back. */
+    assert_int_equal(value_of("f"), 5);
+    assert_int_equal(store_in_tx(s), 1);
+    store_rollback(s);
+    assert_int_equal(value_of("f"), -1);
+
+    /* A queued failure is reported by the next synchronous statement. */
+    assert_int_equal(store_begin(s, &e), 0);
+    put("a", "1");
+    const char *pa[] = {"a"};
+    store_res *r = NULL;
+    assert_int_equal(store_exec(s, &st_get, 1, pa, &r, &e), ERR_CONFLICT);
+    assert_null(r);
+    store_rollback(s);
+    assert_int_equal(value_of("a"), 2);
+}
+
+static void test_flush_outside_a_transaction(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    put("g", "1");
+    put("h", "1");
+    assert_int_equal(store_flush(s, &e), 0);
+    assert_int_equal(store_flush(s, &e), 0); /* nothing queued: no effect */
+    assert_int_equal(value_of("g"), 1);
+    assert_int_equal(value_of("h"), 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_queued_transaction_commits_together),
+        cmocka_unit_test(test_failure_rolls_back_everything),
+        cmocka_unit_test(test_raising_statement_stops_commit),
+        cmocka_unit_test(test_sync_statement_reads_what_was_queued),
+        cmocka_unit_test(test_flush_outside_a_transaction),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
