@@ -185,6 +185,11 @@ int mq_reply(mq_conn *c, const mq_delivery *d, const mq_msg *m, uint64_t *seq, e
  * connection (the caller republishes). Never blocks; mq_poll/mq_service update it. */
 int mq_confirmed(const mq_conn *c, uint64_t seq);
 
+/* Counts the events that decide pending publishes: publisher acks and nacks received,
+ * and connection losses (which fail what was pending). While it has not changed, no
+ * pending publish has become confirmed or failed. */
+unsigned long mq_confirm_count(const mq_conn *c);
+
 /* Pumps frames (queueing deliveries) until seq is confirmed. Returns 0, ERR_MQ when
  * nacked or the connection broke, ERR_TIMEOUT after timeout_ms. */
 int mq_wait_confirm(mq_conn *c, uint64_t seq, int timeout_ms, err_t *e);

@@ -80,6 +80,7 @@ static void confirm(mq_conn *c, uint64_t tag, int multiple, int nack)
 
 void mq_seq_fail_pending(mq_conn *c)
 {
+    c->confirm_frames++; /* decided too: a waiter must look again */
     for (size_t i = 0; i < c->nrecs; i++)
         c->recs[i].failed = 1;
 }
@@ -420,6 +421,11 @@ static int poll_for(mq_conn *c, int timeout_ms, int wake_on_confirm, mq_delivery
         if (rc <= 0)
             return rc;
     }
+}
+
+unsigned long mq_confirm_count(const mq_conn *c)
+{
+    return c ? c->confirm_frames : 0;
 }
 
 int mq_poll(mq_conn *c, int timeout_ms, mq_delivery **out, err_t *e)

@@ -63,7 +63,7 @@ struct mq_conn {
     /* confirm bookkeeping: sorted by seq */
     seq_rec *recs;
     size_t nrecs, caprecs;
-    unsigned long confirm_frames; /* publisher acks/nacks received (mq_poll wakes on them) */
+    unsigned long confirm_frames; /* acks/nacks received and losses (mq_confirm_count) */
     uint64_t evicted_failed;      /* highest failed seq dropped from recs (0: none) */
 
     /* deliveries: FIFO of complete ones, plus the one being assembled */

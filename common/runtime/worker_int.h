@@ -18,9 +18,10 @@ struct worker {
     secret_keyring *keys;
     schema_set *schemas;
     metrics *metrics;
-    worker_env env;      /* what handlers see; points into this struct */
-    settle_queue settle; /* deliveries whose replies await confirms */
-    job_async *pending;  /* asynchronous jobs started and not done */
+    worker_env env;           /* what handlers see; points into this struct */
+    settle_queue settle;      /* deliveries whose replies await confirms */
+    unsigned long settled_at; /* mq_confirm_count() when the queue was last walked */
+    job_async *pending;       /* asynchronous jobs started and not done */
     size_t npending;
     long long stop_at_ms;    /* shutdown deadline once a stop was requested, else 0 */
     const char *fault_point; /* DUO_FAULT_POINT (tests only), else NULL */
