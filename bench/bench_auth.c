@@ -4,9 +4,13 @@
  *   held N,N,.. R  N pushes held DELAY by the emulator, all sent at once to one fresh
  *                  worker process: completion time versus the hold, peak RSS (VmHWM).
  *   fast M W R     passcode jobs (answered at once), W in flight: jobs/s of one worker
- *                  side by side with raw_roundtrip (same broker, same message sizes) and
- *                  with the emulator alone (duo_async, no broker); round-trip p50/p99
- *                  at one job in flight for both; worker CPU time per job (/proc stat).
+ *                  side by side with raw_roundtrip (same broker, same message sizes,
+ *                  asynchronous confirms) and with the emulator alone (duo_async, no
+ *                  broker), and the worker as a share of the lower of those two ceilings;
+ *                  round-trip p50/p99 at one job in flight for worker and raw; worker
+ *                  CPU time per job (/proc stat). BENCH_ATTACH runs a profiler on the
+ *                  worker during one phase (see attach()).
+ *   raw M W R      raw_roundtrip alone, with the client's own CPU per message.
  * Each figure is the median of R runs. Loopback only; every wait is bounded.
  * Environment: AMQP_URL, DATABASE_URL, MQ_PREFIX, DUO_SECRET_KEY, DUO_CA_FILE,
  * DUO_EMU_HOST, DUO_BIN_DIR, BENCH_STAGE, BENCH_USER_PREFIX, BENCH_USERS, BENCH_IKEY,
@@ -20,12 +24,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "duo_async.h"
 #include "mq.h"
 #include "msg.h"
 
 #define MAX_JOBS 20000
 #define PHASE_LIMIT_MS 60000
+#define RAW_PREFETCH 2000
+#define RAW_WINDOW 512
 
 static const char *env(const char *k)
 {
@@ -37,16 +44,9 @@ static const char *env(const char *k)
     return v;
 }
 
-static long long now_ms(void)
-{
-    return duo_async_now_ms();
-}
-
 static double now_us(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+    return (double)clock_us();
 }
 
 /* ---- processes ------------------------------------------------------------------- */
@@ -206,29 +206,32 @@ typedef struct {
     size_t reply_len;
 } phase;
 
-typedef void (*body_fn)(int i, void **buf, size_t *len);
+/* An encoded job body; the bodies are made once per user and kept (see job_body). */
+typedef struct {
+    void *buf;
+    size_t len;
+} body;
+
+typedef const body *(*body_fn)(int i);
 
 static int run_seq;
 
 /* Sends m jobs keeping at most w unanswered; records each round trip. */
-static void run_phase(client *cl, const target *t, int m, int w, body_fn body, phase *ph)
+static void run_phase(client *cl, const target *t, int m, int w, body_fn make, phase *ph)
 {
     static double sent_at[MAX_JOBS];
     int sent = 0, run = ++run_seq;
     memset(ph, 0, sizeof *ph);
     double t0 = now_us();
-    long long limit = now_ms() + PHASE_LIMIT_MS;
-    while (ph->answered < m && now_ms() < limit) {
+    long long limit = clock_ms() + PHASE_LIMIT_MS;
+    while (ph->answered < m && clock_ms() < limit) {
         while (sent < m && sent - ph->answered < w) {
             char id[64];
-            void *buf = NULL;
-            size_t len = 0;
             snprintf(id, sizeof id, "b%d-%d-%d", (int)getpid(), run, sent);
-            body(sent, &buf, &len);
+            const body *b = make(sent);
             sent_at[sent] = now_us();
-            if (publish(cl, t, id, buf, len) < 0)
+            if (!b || publish(cl, t, id, b->buf, b->len) < 0)
                 fprintf(stderr, "bench_auth: publish failed\n");
-            free(buf);
             sent++;
         }
         char res[32];
@@ -245,27 +248,40 @@ static void run_phase(client *cl, const target *t, int m, int w, body_fn body, p
     ph->secs = (now_us() - t0) / 1e6;
 }
 
-static void job_body(int i, const char *factor, void **buf, size_t *len)
+/* The body of job i (user i modulo BENCH_USERS) for factor, encoded on first use and
+ * kept for the process's life, so the client's own CPU per job stays small next to the
+ * round trips it measures. NULL when out of memory. */
+static const body *job_body(int i, const char *factor, body **cache)
 {
+    int users = (int)strtol(env("BENCH_USERS"), NULL, 10);
+    if (!*cache)
+        *cache = calloc((size_t)users, sizeof **cache);
+    if (!*cache || users <= 0)
+        return NULL;
+    body *b = &(*cache)[i % users];
+    if (b->buf)
+        return b;
     char user[64];
-    snprintf(user, sizeof user, "%s%07d", env("BENCH_USER_PREFIX"),
-             i % (int)strtol(env("BENCH_USERS"), NULL, 10));
+    snprintf(user, sizeof user, "%s%07d", env("BENCH_USER_PREFIX"), i % users);
     json_t *j = json_pack("{s:s, s:s, s:s}", "stage_uuid", env("BENCH_STAGE"), "username", user,
                           "factor", factor);
     if (strcmp(factor, "passcode") == 0)
         json_object_set_new(j, "passcode", json_string("123456"));
-    msg_encode(j, buf, len, NULL);
+    int rc = msg_encode(j, &b->buf, &b->len, NULL);
     json_decref(j);
+    return rc == 0 ? b : NULL;
 }
 
-static void push_body(int i, void **buf, size_t *len)
+static const body *push_body(int i)
 {
-    job_body(i, "push", buf, len);
+    static body *cache;
+    return job_body(i, "push", &cache);
 }
 
-static void passcode_body(int i, void **buf, size_t *len)
+static const body *passcode_body(int i)
 {
-    job_body(i, "passcode", buf, len);
+    static body *cache;
+    return job_body(i, "passcode", &cache);
 }
 
 static int cmp_d(const void *a, const void *b)
@@ -399,8 +415,8 @@ static double emu_alone(int m, int w)
     emu_count c = {0};
     int sent = 0;
     double t0 = now_us();
-    long long limit = now_ms() + PHASE_LIMIT_MS;
-    while (c.done < m && a && now_ms() < limit) {
+    long long limit = clock_ms() + PHASE_LIMIT_MS;
+    while (c.done < m && a && clock_ms() < limit) {
         for (; sent < m && sent - c.done < w; sent++) {
             char user[64];
             snprintf(user, sizeof user, "%s%07d", env("BENCH_USER_PREFIX"),
@@ -423,11 +439,13 @@ typedef struct {
 
 static pid_t start_raw(client *cl, const target *t, size_t reply_len)
 {
-    char bin[512], prefetch[16], bytes[16];
+    char bin[512], prefetch[16], bytes[16], window[16];
     snprintf(bin, sizeof bin, "%s/raw_roundtrip", env("DUO_BIN_DIR"));
-    snprintf(prefetch, sizeof prefetch, "%d", 2000);
+    /* The worker's prefetch, and the confirm window of the loop the issue measured. */
+    snprintf(prefetch, sizeof prefetch, "%d", RAW_PREFETCH);
     snprintf(bytes, sizeof bytes, "%zu", reply_len);
-    char *argv[] = {bin, (char *)t->key, prefetch, bytes, NULL};
+    snprintf(window, sizeof window, "%d", RAW_WINDOW);
+    char *argv[] = {bin, (char *)t->key, prefetch, bytes, window, NULL};
     pid_t pid = spawn(argv, "/dev/null");
     static phase warm;
     if (wait_consumer(cl, t->key) < 0) {
@@ -438,21 +456,61 @@ static pid_t start_raw(client *cl, const target *t, size_t reply_len)
     return warm.answered == 1 ? pid : -1;
 }
 
+/* Profiling hook: with BENCH_ATTACH set (a shell command; BENCH_WORKER_PID names the
+ * worker) and BENCH_ATTACH_PHASE equal to which ("throughput", the default, or
+ * "latency"), the command runs during that worker phase of the first run and gets
+ * SIGINT at its end, e.g. BENCH_ATTACH='perf record -g -p $BENCH_WORKER_PID -o f'.
+ * BENCH_ATTACH_WAIT_MS (default 2000) lets it attach before the first job. */
+static pid_t attach(pid_t worker, const char *which)
+{
+    static int used;
+    const char *cmd = getenv("BENCH_ATTACH");
+    const char *want = getenv("BENCH_ATTACH_PHASE");
+    if (!cmd || !*cmd || strcmp(want && *want ? want : "throughput", which) != 0 || used)
+        return -1;
+    used = 1;
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)worker);
+    setenv("BENCH_WORKER_PID", pid, 1);
+    pid_t p = fork();
+    if (p == 0) {
+        setpgid(0, 0); /* its own group: SIGINT reaches the profiler, not only sh */
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    const char *wait = getenv("BENCH_ATTACH_WAIT_MS");
+    long ms = wait ? strtol(wait, NULL, 10) : 2000;
+    usleep((useconds_t)(ms > 0 ? ms : 0) * 1000);
+    return p;
+}
+
+static void detach(pid_t p)
+{
+    if (p <= 0)
+        return;
+    kill(-p, SIGINT);
+    waitpid(p, NULL, 0);
+}
+
 static void fast_once(client *cl, const target *wt, const target *rt, pid_t wp, pid_t rp, int m,
                       int w, fast_run *f)
 {
     static phase ph;
+    pid_t prof = attach(wp, "throughput");
     double c0 = cpu_secs(wp);
     run_phase(cl, wt, m, w, passcode_body, &ph);
     f->worker = ph.answered == m && ph.allowed == m ? m / ph.secs : -1;
     f->cpu_ms = (cpu_secs(wp) - c0) * 1000.0 / m;
+    detach(prof);
     c0 = cpu_secs(rp);
     run_phase(cl, rt, m, w, passcode_body, &ph);
     f->raw = ph.answered == m ? m / ph.secs : -1;
     f->raw_cpu_ms = (cpu_secs(rp) - c0) * 1000.0 / m;
     f->emu = emu_alone(m, w);
     int lat = m / 10 < 500 ? m / 10 : 500;
+    prof = attach(wp, "latency");
     run_phase(cl, wt, lat, 1, passcode_body, &ph);
+    detach(prof);
     f->wp50 = pct(&ph, 0.5), f->wp99 = pct(&ph, 0.99);
     run_phase(cl, rt, lat, 1, passcode_body, &ph);
     f->rp50 = pct(&ph, 0.5), f->rp99 = pct(&ph, 0.99);
@@ -471,10 +529,14 @@ static void fast_print(fast_run *runs, int n, int m, int w)
     double med[9];
     for (int k = 0; k < 9; k++)
         med[k] = median(v[k], n);
+    double ceiling = med[2] > 0 && med[2] < med[1] ? med[2] : med[1];
     printf("\n(b) fast path: %d passcode jobs, %d in flight, median of %d runs\n", m, w, n);
-    printf("  worker          %8.0f jobs/s  (%.0f%% of raw)\n", med[0],
+    printf("  worker          %8.0f jobs/s  (%.0f%% of min(raw, emulator alone) = %.0f/s; "
+           "%.0f%% of raw)\n",
+           med[0], ceiling > 0 ? 100.0 * med[0] / ceiling : 0, ceiling,
            med[1] > 0 ? 100.0 * med[0] / med[1] : 0);
-    printf("  raw_roundtrip   %8.0f msgs/s\n", med[1]);
+    printf("  raw_roundtrip   %8.0f msgs/s  (async confirms, window %d, prefetch %d)\n", med[1],
+           RAW_WINDOW, RAW_PREFETCH);
     printf("  emulator alone  %8.0f calls/s (duo_async, no broker)\n", med[2]);
     printf("  round trip, 1 in flight: worker p50 %.2f ms p99 %.2f ms; raw p50 %.2f ms p99 "
            "%.2f ms; added by the worker p50 %.2f ms p99 %.2f ms\n",
@@ -508,6 +570,40 @@ static int fast(client *cl, const target *wt, int m, int w, int runs)
     return 0;
 }
 
+/* raw_roundtrip alone (no worker, no emulator): M messages with W in flight, then 500
+ * at one in flight, R runs; the client's own CPU per message shows whether it, rather
+ * than the loop or the broker, is the limit. Replies of reply_len bytes. */
+static int raw_only(client *cl, int m, int w, int runs, size_t reply_len)
+{
+    char rq[256];
+    snprintf(rq, sizeof rq, "%s.rawbench", env("MQ_PREFIX"));
+    target rt = {"", rq};
+    pid_t rp = start_raw(cl, &rt, reply_len);
+    if (rp < 0)
+        return 1;
+    if (m > MAX_JOBS)
+        m = MAX_JOBS;
+    double v[5][16];
+    int n = runs < 16 ? runs : 16;
+    for (int r = 0; r < n; r++) {
+        static phase ph;
+        double c0 = cpu_secs(rp), s0 = cpu_secs(getpid());
+        run_phase(cl, &rt, m, w, passcode_body, &ph);
+        v[0][r] = ph.answered == m ? m / ph.secs : -1;
+        v[1][r] = (cpu_secs(rp) - c0) * 1000.0 / m;
+        v[2][r] = (cpu_secs(getpid()) - s0) * 1000.0 / m;
+        run_phase(cl, &rt, m / 10 < 500 ? m / 10 : 500, 1, passcode_body, &ph);
+        v[3][r] = pct(&ph, 0.5), v[4][r] = pct(&ph, 0.99);
+    }
+    printf("raw_roundtrip alone: %d messages, %d in flight, window %d, prefetch %d, median of %d"
+           " runs\n  %.0f msgs/s; CPU per message: raw %.3f ms, client %.3f ms; 1 in flight p50"
+           " %.2f ms p99 %.2f ms\n",
+           m, w, RAW_WINDOW, RAW_PREFETCH, n, median(v[0], n), median(v[1], n), median(v[2], n),
+           median(v[3], n), median(v[4], n));
+    stop(rp);
+    return 0;
+}
+
 /* Deletes the run's broker names: the worker topology and raw_roundtrip's queue. */
 static int cleanup(client *cl)
 {
@@ -528,7 +624,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     client cl = {0};
     if (argc < 2 || client_open(&cl) < 0) {
-        fprintf(stderr, "usage: bench_auth held N[,N..] RUNS | fast M W RUNS (see run_auth.sh)\n");
+        fprintf(stderr, "usage: bench_auth held N[,N..] RUNS | fast M W RUNS | raw M W RUNS "
+                        "(see run_auth.sh)\n");
         return 2;
     }
     char ex[256];
@@ -539,6 +636,9 @@ int main(int argc, char **argv)
         rc = cleanup(&cl);
     else if (strcmp(argv[1], "held") == 0 && argc == 4)
         rc = held(&cl, &wt, argv[2], (int)strtol(argv[3], NULL, 10));
+    else if (strcmp(argv[1], "raw") == 0 && argc == 5)
+        rc = raw_only(&cl, (int)strtol(argv[2], NULL, 10), (int)strtol(argv[3], NULL, 10),
+                      (int)strtol(argv[4], NULL, 10), 171);
     else if (strcmp(argv[1], "fast") == 0 && argc == 5)
         rc = fast(&cl, &wt, (int)strtol(argv[2], NULL, 10), (int)strtol(argv[3], NULL, 10),
                   (int)strtol(argv[4], NULL, 10));

@@ -4,8 +4,11 @@
 # account with BENCH_USERS users and their devices, and MQ prefix on the local services
 # of scripts/services.sh, runs bench_auth (held pushes, then the fast path next to
 # raw_roundtrip), and removes what it made. Loopback only; every phase is time-bounded.
-#   bench/run_auth.sh [RUNS [held|fast|all [N,N,..]]]
-#   (default: 3 runs per figure, all phases, N = 500,1000,2000; medians are printed)
+#   bench/run_auth.sh [RUNS [held|fast|all|raw [N,N,..]]]
+#   (default: 3 runs per figure, all phases, N = 500,1000,2000; medians are printed;
+#   raw = raw_roundtrip alone, 20,000 messages, with the client's own CPU per message)
+# BENCH_BUILD picks the build folder; BENCH_ATTACH runs a profiler on the worker during
+# one fast-path phase (bench/README.md, "Where a fast-path job's time goes").
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${1:-3}
@@ -54,5 +57,9 @@ INSERT INTO duo_device (user_id, stage_id, duo_user_id, duo_user_kind, name)
 SQL
 
 echo "bench_auth: $(nproc) CPUs; broker, PostgreSQL, emulator and the worker share them"
-if [ "$WHAT" != fast ]; then "$BUILD/bin/bench_auth" held "$NS" "$RUNS"; fi
-if [ "$WHAT" != held ]; then "$BUILD/bin/bench_auth" fast 5000 256 "$RUNS"; fi
+case "$WHAT" in
+  held|all) "$BUILD/bin/bench_auth" held "$NS" "$RUNS" ;;&
+  fast|all) "$BUILD/bin/bench_auth" fast 5000 256 "$RUNS" ;;
+  raw) "$BUILD/bin/bench_auth" raw 20000 256 "$RUNS" ;;
+  *) echo "run_auth.sh: unknown phase '$WHAT' (held, fast, all, raw)" >&2; exit 2 ;;
+esac
