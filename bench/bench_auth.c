@@ -11,13 +11,16 @@
  *                  CPU time per job (/proc stat). BENCH_ATTACH runs a profiler on the
  *                  worker during one phase (see attach()).
  *   raw M W R      raw_roundtrip alone, with the client's own CPU per message.
- * Each figure is the median of R runs. Loopback only; every wait is bounded.
+ * Each figure is the median of R runs. Loopback only; every wait is bounded. With
+ * BENCH_BASE_WORKER (a base revision's duo-auth) both workers are measured, alternately
+ * within each run, on MQ prefixes of their own.
  * Environment: AMQP_URL, DATABASE_URL, MQ_PREFIX, DUO_SECRET_KEY, DUO_CA_FILE,
  * DUO_EMU_HOST, DUO_BIN_DIR, BENCH_STAGE, BENCH_USER_PREFIX, BENCH_USERS, BENCH_IKEY,
  * BENCH_SKEY, BENCH_HOLD_MS. */
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,10 +54,13 @@ static double now_us(void)
 
 /* ---- processes ------------------------------------------------------------------- */
 
-static pid_t spawn(char *const argv[], const char *log)
+/* Runs argv with stderr to log; prefix, when set, replaces MQ_PREFIX for it. */
+static pid_t spawn(char *const argv[], const char *log, const char *prefix)
 {
     pid_t pid = fork();
     if (pid == 0) {
+        if (prefix)
+            setenv("MQ_PREFIX", prefix, 1);
         FILE *f = freopen(log, "a", stderr);
         (void)f;
         execv(argv[0], argv);
@@ -327,24 +333,54 @@ static int wait_consumer(client *cl, const char *queue)
     return -1;
 }
 
-/* Starts duo-auth and waits until it answers one job. */
-static pid_t start_worker(client *cl, const target *t)
+/* A worker under test: this tree's (DUO_BIN_DIR) or, with BENCH_BASE_WORKER set (the
+ * duo-auth of a base revision, see run_auth.sh BASE_REV), that one, on an MQ prefix of
+ * its own so both stay up side by side and are measured alternately. */
+typedef struct {
+    const char *name;
+    char bin[512], prefix[128], exchange[160];
+    target t;
+} variant;
+
+static void variant_set(variant *v, const char *name, const char *bin, const char *suffix)
 {
-    char bin[512], log[600];
+    v->name = name;
+    snprintf(v->bin, sizeof v->bin, "%s", bin);
+    snprintf(v->prefix, sizeof v->prefix, "%s%s", env("MQ_PREFIX"), suffix);
+    snprintf(v->exchange, sizeof v->exchange, "%s.jobs", v->prefix);
+    v->t = (target){v->exchange, "auth"};
+}
+
+/* The workers to measure, the base one first; how many (1 or 2). */
+static int variants(variant v[2])
+{
+    int n = 0;
+    const char *base = getenv("BENCH_BASE_WORKER");
+    if (base && *base)
+        variant_set(&v[n++], "base", base, "b");
+    char bin[512];
     snprintf(bin, sizeof bin, "%s/duo-auth", env("DUO_BIN_DIR"));
-    snprintf(log, sizeof log, "%s/bench-auth-worker.log",
-             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    char *argv[] = {bin, NULL};
-    pid_t pid = spawn(argv, log);
+    variant_set(&v[n], n ? "this tree" : "worker", bin, "");
+    return n + 1;
+}
+
+/* Starts v's duo-auth and waits until it answers one job. */
+static pid_t start_worker(client *cl, const variant *v)
+{
+    char log[600];
+    snprintf(log, sizeof log, "%s/bench-auth-worker%s.log",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", strcmp(v->name, "base") ? "" : "-base");
+    char *argv[] = {(char *)v->bin, NULL};
+    pid_t pid = spawn(argv, log, v->prefix);
     char q[256];
-    snprintf(q, sizeof q, "%s.auth", env("MQ_PREFIX"));
+    snprintf(q, sizeof q, "%s.auth", v->prefix);
     static phase warm;
     if (wait_consumer(cl, q) < 0) {
         fprintf(stderr, "bench_auth: the worker did not start (see %s)\n", log);
         stop(pid);
         return -1;
     }
-    run_phase(cl, t, 1, 1, passcode_body, &warm);
+    run_phase(cl, &v->t, 1, 1, passcode_body, &warm);
     if (warm.answered != 1) {
         fprintf(stderr, "bench_auth: the worker did not answer (see %s)\n", log);
         stop(pid);
@@ -353,34 +389,51 @@ static pid_t start_worker(client *cl, const target *t)
     return pid;
 }
 
-static int held(client *cl, const target *t, char *list, int runs)
+/* One held-push run of v with n pushes: complete_s, allowed, rss_MB, first_s, cpu_ms. */
+static int held_once(client *cl, const variant *v, int n, double out[5])
+{
+    pid_t pid = start_worker(cl, v);
+    if (pid < 0)
+        return -1;
+    static phase ph;
+    double c0 = cpu_secs(pid);
+    run_phase(cl, &v->t, n, n, push_body, &ph);
+    out[4] = (cpu_secs(pid) - c0) * 1000.0 / n;
+    out[0] = ph.secs;
+    out[1] = ph.allowed;
+    out[2] = vm_hwm_kb(pid) / 1024.0;
+    out[3] = ph.first_secs;
+    stop(pid);
+    return 0;
+}
+
+static int held(client *cl, char *list, int runs)
 {
     int hold = (int)strtol(env("BENCH_HOLD_MS"), NULL, 10);
+    variant vs[2];
+    int nv = variants(vs);
+    runs = runs < 16 ? runs : 16;
     printf("\n(a) pushes held %d ms by the emulator, one worker process, median of %d runs\n", hold,
            runs);
-    printf("%6s %12s %8s %10s %10s %10s %12s\n", "N", "complete_s", "x_hold", "allowed", "rss_MB",
-           "first_s", "cpu_ms/job");
+    printf("%6s %-10s %12s %8s %10s %10s %10s %12s\n", "N", "worker", "complete_s", "x_hold",
+           "allowed", "rss_MB", "first_s", "cpu_ms/job");
     for (char *s = list; s && *s;) {
         int n = (int)strtol(s, &s, 10);
         s += *s == ',';
-        double secs[16], rss[16], ok[16], first[16], cpu[16];
-        for (int r = 0; r < runs && r < 16; r++) {
-            pid_t pid = start_worker(cl, t);
-            if (pid < 0)
-                return 1;
-            static phase ph;
-            double c0 = cpu_secs(pid);
-            run_phase(cl, t, n, n, push_body, &ph);
-            cpu[r] = (cpu_secs(pid) - c0) * 1000.0 / n;
-            first[r] = ph.first_secs;
-            secs[r] = ph.secs;
-            ok[r] = ph.allowed;
-            rss[r] = vm_hwm_kb(pid) / 1024.0;
-            stop(pid);
+        double v[2][5][16], one[5];
+        for (int r = 0; r < runs; r++)
+            for (int k = 0; k < nv; k++) {
+                if (held_once(cl, &vs[k], n, one) < 0)
+                    return 1;
+                for (int f = 0; f < 5; f++)
+                    v[k][f][r] = one[f];
+            }
+        for (int k = 0; k < nv; k++) {
+            double secs = median(v[k][0], runs);
+            printf("%6d %-10s %12.2f %8.2f %10.0f %10.1f %10.2f %12.3f\n", n, vs[k].name, secs,
+                   secs * 1000.0 / hold, median(v[k][1], runs), median(v[k][2], runs),
+                   median(v[k][3], runs), median(v[k][4], runs));
         }
-        double ms = median(secs, runs);
-        printf("%6d %12.2f %8.2f %10.0f %10.1f %10.2f %12.3f\n", n, ms, ms * 1000.0 / hold,
-               median(ok, runs), median(rss, runs), median(first, runs), median(cpu, runs));
         fflush(stdout);
     }
     return 0;
@@ -434,7 +487,8 @@ static double emu_alone(int m, int w)
 /* ---- fast path --------------------------------------------------------------------- */
 
 typedef struct {
-    double worker, raw, emu, wp50, wp99, rp50, rp99, cpu_ms, raw_cpu_ms;
+    double raw, emu, rp50, rp99, raw_cpu_ms;
+    double worker[2], wp50[2], wp99[2], cpu_ms[2]; /* per variant */
 } fast_run;
 
 static pid_t start_raw(client *cl, const target *t, size_t reply_len)
@@ -446,7 +500,7 @@ static pid_t start_raw(client *cl, const target *t, size_t reply_len)
     snprintf(bytes, sizeof bytes, "%zu", reply_len);
     snprintf(window, sizeof window, "%d", RAW_WINDOW);
     char *argv[] = {bin, (char *)t->key, prefetch, bytes, window, NULL};
-    pid_t pid = spawn(argv, "/dev/null");
+    pid_t pid = spawn(argv, "/dev/null", NULL);
     static phase warm;
     if (wait_consumer(cl, t->key) < 0) {
         stop(pid);
@@ -492,82 +546,98 @@ static void detach(pid_t p)
     waitpid(p, NULL, 0);
 }
 
-static void fast_once(client *cl, const target *wt, const target *rt, pid_t wp, pid_t rp, int m,
-                      int w, fast_run *f)
+/* Throughput, CPU per job and latency of one worker; the profiler hook on "this tree". */
+static void fast_worker(client *cl, const variant *v, pid_t wp, int m, int w, int k, fast_run *f)
 {
     static phase ph;
-    pid_t prof = attach(wp, "throughput");
+    int profiled = strcmp(v->name, "base") != 0;
+    pid_t prof = profiled ? attach(wp, "throughput") : -1;
     double c0 = cpu_secs(wp);
-    run_phase(cl, wt, m, w, passcode_body, &ph);
-    f->worker = ph.answered == m && ph.allowed == m ? m / ph.secs : -1;
-    f->cpu_ms = (cpu_secs(wp) - c0) * 1000.0 / m;
+    run_phase(cl, &v->t, m, w, passcode_body, &ph);
+    f->worker[k] = ph.answered == m && ph.allowed == m ? m / ph.secs : -1;
+    f->cpu_ms[k] = (cpu_secs(wp) - c0) * 1000.0 / m;
     detach(prof);
-    c0 = cpu_secs(rp);
+    prof = profiled ? attach(wp, "latency") : -1;
+    run_phase(cl, &v->t, m / 10 < 500 ? m / 10 : 500, 1, passcode_body, &ph);
+    detach(prof);
+    f->wp50[k] = pct(&ph, 0.5), f->wp99[k] = pct(&ph, 0.99);
+}
+
+static void fast_once(client *cl, const variant *vs, int nv, const pid_t *wp, const target *rt,
+                      pid_t rp, int m, int w, fast_run *f)
+{
+    static phase ph;
+    for (int k = 0; k < nv; k++)
+        fast_worker(cl, &vs[k], wp[k], m, w, k, f);
+    double c0 = cpu_secs(rp);
     run_phase(cl, rt, m, w, passcode_body, &ph);
     f->raw = ph.answered == m ? m / ph.secs : -1;
     f->raw_cpu_ms = (cpu_secs(rp) - c0) * 1000.0 / m;
     f->emu = emu_alone(m, w);
-    int lat = m / 10 < 500 ? m / 10 : 500;
-    prof = attach(wp, "latency");
-    run_phase(cl, wt, lat, 1, passcode_body, &ph);
-    detach(prof);
-    f->wp50 = pct(&ph, 0.5), f->wp99 = pct(&ph, 0.99);
-    run_phase(cl, rt, lat, 1, passcode_body, &ph);
+    run_phase(cl, rt, m / 10 < 500 ? m / 10 : 500, 1, passcode_body, &ph);
     f->rp50 = pct(&ph, 0.5), f->rp99 = pct(&ph, 0.99);
 }
 
-static void fast_print(fast_run *runs, int n, int m, int w)
+/* Median over n runs of the double at byte offset off in fast_run. */
+static double fast_med(const fast_run *runs, int n, size_t off)
 {
-    double v[9][16];
-    for (int r = 0; r < n; r++) {
-        double row[9] = {runs[r].worker, runs[r].raw,    runs[r].emu,
-                         runs[r].wp50,   runs[r].wp99,   runs[r].rp50,
-                         runs[r].rp99,   runs[r].cpu_ms, runs[r].raw_cpu_ms};
-        for (int k = 0; k < 9; k++)
-            v[k][r] = row[k];
-    }
-    double med[9];
-    for (int k = 0; k < 9; k++)
-        med[k] = median(v[k], n);
-    double ceiling = med[2] > 0 && med[2] < med[1] ? med[2] : med[1];
-    printf("\n(b) fast path: %d passcode jobs, %d in flight, median of %d runs\n", m, w, n);
-    printf("  worker          %8.0f jobs/s  (%.0f%% of min(raw, emulator alone) = %.0f/s; "
-           "%.0f%% of raw)\n",
-           med[0], ceiling > 0 ? 100.0 * med[0] / ceiling : 0, ceiling,
-           med[1] > 0 ? 100.0 * med[0] / med[1] : 0);
-    printf("  raw_roundtrip   %8.0f msgs/s  (async confirms, window %d, prefetch %d)\n", med[1],
-           RAW_WINDOW, RAW_PREFETCH);
-    printf("  emulator alone  %8.0f calls/s (duo_async, no broker)\n", med[2]);
-    printf("  round trip, 1 in flight: worker p50 %.2f ms p99 %.2f ms; raw p50 %.2f ms p99 "
-           "%.2f ms; added by the worker p50 %.2f ms p99 %.2f ms\n",
-           med[3], med[4], med[5], med[6], med[3] - med[5], med[4] - med[6]);
-    printf("  CPU per job: worker %.3f ms, raw_roundtrip %.3f ms\n", med[7], med[8]);
+    double v[16];
+    for (int r = 0; r < n; r++)
+        v[r] = *(const double *)((const char *)&runs[r] + off);
+    return median(v, n);
 }
 
-static int fast(client *cl, const target *wt, int m, int w, int runs)
+#define FAST_MED(field) fast_med(runs, n, offsetof(fast_run, field))
+
+static void fast_print(const fast_run *runs, int n, const variant *vs, int nv, int m, int w)
 {
-    if (m > MAX_JOBS)
-        m = MAX_JOBS;
-    pid_t wp = start_worker(cl, wt);
+    double raw = FAST_MED(raw), emu = FAST_MED(emu), rp50 = FAST_MED(rp50), rp99 = FAST_MED(rp99);
+    double ceiling = emu > 0 && emu < raw ? emu : raw;
+    printf("\n(b) fast path: %d passcode jobs, %d in flight, median of %d runs\n", m, w, n);
+    printf("  raw_roundtrip   %8.0f msgs/s  (async confirms, window %d, prefetch %d); CPU %.3f "
+           "ms per message; 1 in flight p50 %.2f ms p99 %.2f ms\n",
+           raw, RAW_WINDOW, RAW_PREFETCH, FAST_MED(raw_cpu_ms), rp50, rp99);
+    printf("  emulator alone  %8.0f calls/s (duo_async, no broker)\n", emu);
+    for (int k = 0; k < nv; k++) {
+        double jobs = FAST_MED(worker[k]), p50 = FAST_MED(wp50[k]), p99 = FAST_MED(wp99[k]);
+        printf("  %-15s %8.0f jobs/s  = %.0f%% of min(raw, emulator alone) = %.0f/s (%.0f%% of "
+               "raw); CPU %.3f ms per job; 1 in flight p50 %.2f ms p99 %.2f ms, added over raw "
+               "p50 %.2f ms p99 %.2f ms\n",
+               vs[k].name, jobs, ceiling > 0 ? 100.0 * jobs / ceiling : 0, ceiling,
+               raw > 0 ? 100.0 * jobs / raw : 0, FAST_MED(cpu_ms[k]), p50, p99, p50 - rp50,
+               p99 - rp99);
+    }
+}
+
+static int fast(client *cl, int m, int w, int runs)
+{
+    m = m < MAX_JOBS ? m : MAX_JOBS;
+    runs = runs < 16 ? runs : 16;
+    variant vs[2];
+    int nv = variants(vs);
+    pid_t wp[2] = {-1, -1}, rp = -1;
     static phase probe;
-    run_phase(cl, wt, 1, 1, passcode_body, &probe);
     char rq[256];
     snprintf(rq, sizeof rq, "%s.rawbench", env("MQ_PREFIX"));
     target rt = {"", rq};
-    pid_t rp = wp > 0 ? start_raw(cl, &rt, probe.reply_len) : -1;
-    if (wp < 0 || rp < 0) {
-        stop(wp);
-        stop(rp);
-        return 1;
+    int ok = 1;
+    for (int k = 0; k < nv && ok; k++)
+        ok = (wp[k] = start_worker(cl, &vs[k])) > 0;
+    if (ok) {
+        run_phase(cl, &vs[nv - 1].t, 1, 1, passcode_body, &probe);
+        ok = (rp = start_raw(cl, &rt, probe.reply_len)) > 0;
     }
     fast_run res[16];
-    for (int r = 0; r < runs && r < 16; r++)
-        fast_once(cl, wt, &rt, wp, rp, m, w, &res[r]);
-    printf("  (reply size %zu bytes for both)\n", probe.reply_len);
-    fast_print(res, runs < 16 ? runs : 16, m, w);
-    stop(wp);
+    for (int r = 0; r < runs && ok; r++)
+        fast_once(cl, vs, nv, wp, &rt, rp, m, w, &res[r]);
+    if (ok) {
+        printf("  (reply size %zu bytes for all)\n", probe.reply_len);
+        fast_print(res, runs, vs, nv, m, w);
+    }
+    for (int k = 0; k < nv; k++)
+        stop(wp[k]);
     stop(rp);
-    return 0;
+    return ok ? 0 : 1;
 }
 
 /* raw_roundtrip alone (no worker, no emulator): M messages with W in flight, then 500
@@ -604,18 +674,26 @@ static int raw_only(client *cl, int m, int w, int runs, size_t reply_len)
     return 0;
 }
 
-/* Deletes the run's broker names: the worker topology and raw_roundtrip's queue. */
+static void delete_topology(const char *prefix)
+{
+    err_t e = {0};
+    mq_opts o = {.urls = env("AMQP_URL"), .prefix = prefix};
+    mq_conn *c = mq_open(&o, &e);
+    if (c)
+        mq_delete_topology(c, &e);
+    mq_close(c);
+}
+
+/* Deletes the run's broker names: the workers' topologies and raw_roundtrip's queue. */
 static int cleanup(client *cl)
 {
     char rq[256];
     snprintf(rq, sizeof rq, "%s.rawbench", env("MQ_PREFIX"));
     amqp_queue_delete(cl->c, 1, amqp_cstring_bytes(rq), 0, 0);
-    err_t e = {0};
-    mq_opts o = {.urls = env("AMQP_URL"), .prefix = env("MQ_PREFIX")};
-    mq_conn *c = mq_open(&o, &e);
-    if (c)
-        mq_delete_topology(c, &e);
-    mq_close(c);
+    variant vs[2];
+    int nv = variants(vs);
+    for (int k = 0; k < nv; k++)
+        delete_topology(vs[k].prefix);
     return 0;
 }
 
@@ -628,19 +706,16 @@ int main(int argc, char **argv)
                         "(see run_auth.sh)\n");
         return 2;
     }
-    char ex[256];
-    snprintf(ex, sizeof ex, "%s.jobs", env("MQ_PREFIX"));
-    target wt = {ex, "auth"};
     int rc = 2;
     if (strcmp(argv[1], "cleanup") == 0)
         rc = cleanup(&cl);
     else if (strcmp(argv[1], "held") == 0 && argc == 4)
-        rc = held(&cl, &wt, argv[2], (int)strtol(argv[3], NULL, 10));
+        rc = held(&cl, argv[2], (int)strtol(argv[3], NULL, 10));
     else if (strcmp(argv[1], "raw") == 0 && argc == 5)
         rc = raw_only(&cl, (int)strtol(argv[2], NULL, 10), (int)strtol(argv[3], NULL, 10),
                       (int)strtol(argv[4], NULL, 10), 171);
     else if (strcmp(argv[1], "fast") == 0 && argc == 5)
-        rc = fast(&cl, &wt, (int)strtol(argv[2], NULL, 10), (int)strtol(argv[3], NULL, 10),
+        rc = fast(&cl, (int)strtol(argv[2], NULL, 10), (int)strtol(argv[3], NULL, 10),
                   (int)strtol(argv[4], NULL, 10));
     amqp_connection_close(cl.c, AMQP_REPLY_SUCCESS);
     amqp_destroy_connection(cl.c);
