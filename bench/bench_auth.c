@@ -309,28 +309,51 @@ static double pct(phase *ph, double p)
     return ph->answered ? ph->lat_us[i] / 1000.0 : 0;
 }
 
-/* Waits (at most 30 s) until queue has a consumer: the process behind it is ready. A
- * failed passive declare closes its channel, so each look uses a channel of its own. */
-static int wait_consumer(client *cl, const char *queue)
+/* A passive declare of queue: its consumers and ready messages; -1 when it does not
+ * exist. A failed passive declare closes its channel, so each look uses its own. */
+static int queue_look(client *cl, const char *queue, int *consumers, int *messages)
 {
     static amqp_channel_t ch = 1;
+    ch = ch >= 2000 ? 2 : ch + 1;
+    amqp_channel_open(cl->c, ch);
+    amqp_queue_declare_ok_t *ok =
+        amqp_queue_declare(cl->c, ch, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+    if (!ok) {
+        amqp_channel_close_ok_t close_ok = {0};
+        amqp_send_method(cl->c, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
+        return -1;
+    }
+    *consumers = (int)ok->consumer_count;
+    *messages = (int)ok->message_count;
+    amqp_channel_close(cl->c, ch, AMQP_REPLY_SUCCESS);
+    return 0;
+}
+
+/* Waits (at most 30 s) until queue has a consumer: the process behind it is ready. */
+static int wait_consumer(client *cl, const char *queue)
+{
     for (int i = 0; i < 300; i++) {
-        ch = ch >= 2000 ? 2 : ch + 1;
-        amqp_channel_open(cl->c, ch);
-        amqp_queue_declare_ok_t *ok =
-            amqp_queue_declare(cl->c, ch, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
-        int consumers = ok ? (int)ok->consumer_count : 0;
-        if (ok) {
-            amqp_channel_close(cl->c, ch, AMQP_REPLY_SUCCESS);
-        } else {
-            amqp_channel_close_ok_t close_ok = {0};
-            amqp_send_method(cl->c, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
-        }
-        if (consumers > 0)
+        int consumers = 0, messages = 0;
+        if (queue_look(cl, queue, &consumers, &messages) == 0 && consumers > 0)
             return 0;
         usleep(100000);
     }
     return -1;
+}
+
+/* After raw_roundtrip stopped: the messages its queue holds again (within 5 s of its
+ * consumer going), i.e. deliveries it never acked; -1 when the queue cannot be read.
+ * Every job was answered, so anything left means an ack was lost. */
+static int raw_unacked(client *cl, const char *queue)
+{
+    int consumers = 1, messages = -1;
+    for (int i = 0; i < 50 && consumers > 0; i++) {
+        if (queue_look(cl, queue, &consumers, &messages) < 0)
+            return -1;
+        if (consumers > 0)
+            usleep(100000);
+    }
+    return consumers > 0 ? -1 : messages;
 }
 
 /* A worker under test: this tree's (DUO_BIN_DIR) or, with BENCH_BASE_WORKER set (the
@@ -510,6 +533,17 @@ static pid_t start_raw(client *cl, const target *t, size_t reply_len)
     return warm.answered == 1 ? pid : -1;
 }
 
+/* Prints and checks raw_roundtrip's settlement: 0 when it acked every delivery. */
+static int raw_check(client *cl, const char *queue)
+{
+    int left = raw_unacked(cl, queue);
+    printf("  raw_roundtrip acked every delivery: %s\n",
+           left == 0 ? "yes" : (left < 0 ? "unknown (queue unreadable)" : "NO"));
+    if (left != 0)
+        fprintf(stderr, "bench_auth: %d deliveries left unacked in %s\n", left, queue);
+    return left == 0 ? 0 : -1;
+}
+
 /* Profiling hook: with BENCH_ATTACH set (a shell command; BENCH_WORKER_PID names the
  * worker) and BENCH_ATTACH_PHASE equal to which ("throughput", the default, or
  * "latency"), the command runs during that worker phase of the first run and gets
@@ -637,7 +671,7 @@ static int fast(client *cl, int m, int w, int runs)
     for (int k = 0; k < nv; k++)
         stop(wp[k]);
     stop(rp);
-    return ok ? 0 : 1;
+    return ok && raw_check(cl, rq) == 0 ? 0 : 1;
 }
 
 /* raw_roundtrip alone (no worker, no emulator): M messages with W in flight, then 500
@@ -671,7 +705,7 @@ static int raw_only(client *cl, int m, int w, int runs, size_t reply_len)
            m, w, RAW_WINDOW, RAW_PREFETCH, n, median(v[0], n), median(v[1], n), median(v[2], n),
            median(v[3], n), median(v[4], n));
     stop(rp);
-    return 0;
+    return raw_check(cl, rq) == 0 ? 0 : 1;
 }
 
 static void delete_topology(const char *prefix)
