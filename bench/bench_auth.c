@@ -4,28 +4,38 @@
  *   held N,N,.. R  N pushes held DELAY by the emulator, all sent at once to one fresh
  *                  worker process: completion time versus the hold, peak RSS (VmHWM).
  *   fast M W R     passcode jobs (answered at once), W in flight: jobs/s of one worker
- *                  side by side with raw_roundtrip (same broker, same message sizes) and
- *                  with the emulator alone (duo_async, no broker); round-trip p50/p99
- *                  at one job in flight for both; worker CPU time per job (/proc stat).
- * Each figure is the median of R runs. Loopback only; every wait is bounded.
+ *                  side by side with raw_roundtrip (same broker, same message sizes,
+ *                  asynchronous confirms) and with the emulator alone (duo_async, no
+ *                  broker), and the worker as a share of the lower of those two ceilings;
+ *                  round-trip p50/p99 at one job in flight for worker and raw; worker
+ *                  CPU time per job (/proc stat). BENCH_ATTACH runs a profiler on the
+ *                  worker during one phase (see attach()).
+ *   raw M W R      raw_roundtrip alone, with the client's own CPU per message.
+ * Each figure is the median of R runs. Loopback only; every wait is bounded. With
+ * BENCH_BASE_WORKER (a base revision's duo-auth) both workers are measured, alternately
+ * within each run, on MQ prefixes of their own.
  * Environment: AMQP_URL, DATABASE_URL, MQ_PREFIX, DUO_SECRET_KEY, DUO_CA_FILE,
  * DUO_EMU_HOST, DUO_BIN_DIR, BENCH_STAGE, BENCH_USER_PREFIX, BENCH_USERS, BENCH_IKEY,
  * BENCH_SKEY, BENCH_HOLD_MS. */
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "duo_async.h"
 #include "mq.h"
 #include "msg.h"
 
 #define MAX_JOBS 20000
 #define PHASE_LIMIT_MS 60000
+#define RAW_PREFETCH 2000
+#define RAW_WINDOW 512
 
 static const char *env(const char *k)
 {
@@ -37,24 +47,20 @@ static const char *env(const char *k)
     return v;
 }
 
-static long long now_ms(void)
-{
-    return duo_async_now_ms();
-}
-
 static double now_us(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+    return (double)clock_us();
 }
 
 /* ---- processes ------------------------------------------------------------------- */
 
-static pid_t spawn(char *const argv[], const char *log)
+/* Runs argv with stderr to log; prefix, when set, replaces MQ_PREFIX for it. */
+static pid_t spawn(char *const argv[], const char *log, const char *prefix)
 {
     pid_t pid = fork();
     if (pid == 0) {
+        if (prefix)
+            setenv("MQ_PREFIX", prefix, 1);
         FILE *f = freopen(log, "a", stderr);
         (void)f;
         execv(argv[0], argv);
@@ -206,29 +212,32 @@ typedef struct {
     size_t reply_len;
 } phase;
 
-typedef void (*body_fn)(int i, void **buf, size_t *len);
+/* An encoded job body; the bodies are made once per user and kept (see job_body). */
+typedef struct {
+    void *buf;
+    size_t len;
+} body;
+
+typedef const body *(*body_fn)(int i);
 
 static int run_seq;
 
 /* Sends m jobs keeping at most w unanswered; records each round trip. */
-static void run_phase(client *cl, const target *t, int m, int w, body_fn body, phase *ph)
+static void run_phase(client *cl, const target *t, int m, int w, body_fn make, phase *ph)
 {
     static double sent_at[MAX_JOBS];
     int sent = 0, run = ++run_seq;
     memset(ph, 0, sizeof *ph);
     double t0 = now_us();
-    long long limit = now_ms() + PHASE_LIMIT_MS;
-    while (ph->answered < m && now_ms() < limit) {
+    long long limit = clock_ms() + PHASE_LIMIT_MS;
+    while (ph->answered < m && clock_ms() < limit) {
         while (sent < m && sent - ph->answered < w) {
             char id[64];
-            void *buf = NULL;
-            size_t len = 0;
             snprintf(id, sizeof id, "b%d-%d-%d", (int)getpid(), run, sent);
-            body(sent, &buf, &len);
+            const body *b = make(sent);
             sent_at[sent] = now_us();
-            if (publish(cl, t, id, buf, len) < 0)
+            if (!b || publish(cl, t, id, b->buf, b->len) < 0)
                 fprintf(stderr, "bench_auth: publish failed\n");
-            free(buf);
             sent++;
         }
         char res[32];
@@ -245,27 +254,40 @@ static void run_phase(client *cl, const target *t, int m, int w, body_fn body, p
     ph->secs = (now_us() - t0) / 1e6;
 }
 
-static void job_body(int i, const char *factor, void **buf, size_t *len)
+/* The body of job i (user i modulo BENCH_USERS) for factor, encoded on first use and
+ * kept for the process's life, so the client's own CPU per job stays small next to the
+ * round trips it measures. NULL when out of memory. */
+static const body *job_body(int i, const char *factor, body **cache)
 {
+    int users = (int)strtol(env("BENCH_USERS"), NULL, 10);
+    if (!*cache)
+        *cache = calloc((size_t)users, sizeof **cache);
+    if (!*cache || users <= 0)
+        return NULL;
+    body *b = &(*cache)[i % users];
+    if (b->buf)
+        return b;
     char user[64];
-    snprintf(user, sizeof user, "%s%07d", env("BENCH_USER_PREFIX"),
-             i % (int)strtol(env("BENCH_USERS"), NULL, 10));
+    snprintf(user, sizeof user, "%s%07d", env("BENCH_USER_PREFIX"), i % users);
     json_t *j = json_pack("{s:s, s:s, s:s}", "stage_uuid", env("BENCH_STAGE"), "username", user,
                           "factor", factor);
     if (strcmp(factor, "passcode") == 0)
         json_object_set_new(j, "passcode", json_string("123456"));
-    msg_encode(j, buf, len, NULL);
+    int rc = msg_encode(j, &b->buf, &b->len, NULL);
     json_decref(j);
+    return rc == 0 ? b : NULL;
 }
 
-static void push_body(int i, void **buf, size_t *len)
+static const body *push_body(int i)
 {
-    job_body(i, "push", buf, len);
+    static body *cache;
+    return job_body(i, "push", &cache);
 }
 
-static void passcode_body(int i, void **buf, size_t *len)
+static const body *passcode_body(int i)
 {
-    job_body(i, "passcode", buf, len);
+    static body *cache;
+    return job_body(i, "passcode", &cache);
 }
 
 static int cmp_d(const void *a, const void *b)
@@ -287,48 +309,101 @@ static double pct(phase *ph, double p)
     return ph->answered ? ph->lat_us[i] / 1000.0 : 0;
 }
 
-/* Waits (at most 30 s) until queue has a consumer: the process behind it is ready. A
- * failed passive declare closes its channel, so each look uses a channel of its own. */
-static int wait_consumer(client *cl, const char *queue)
+/* A passive declare of queue: its consumers and ready messages; -1 when it does not
+ * exist. A failed passive declare closes its channel, so each look uses its own. */
+static int queue_look(client *cl, const char *queue, int *consumers, int *messages)
 {
     static amqp_channel_t ch = 1;
+    ch = ch >= 2000 ? 2 : ch + 1;
+    amqp_channel_open(cl->c, ch);
+    amqp_queue_declare_ok_t *ok =
+        amqp_queue_declare(cl->c, ch, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+    if (!ok) {
+        amqp_channel_close_ok_t close_ok = {0};
+        amqp_send_method(cl->c, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
+        return -1;
+    }
+    *consumers = (int)ok->consumer_count;
+    *messages = (int)ok->message_count;
+    amqp_channel_close(cl->c, ch, AMQP_REPLY_SUCCESS);
+    return 0;
+}
+
+/* Waits (at most 30 s) until queue has a consumer: the process behind it is ready. */
+static int wait_consumer(client *cl, const char *queue)
+{
     for (int i = 0; i < 300; i++) {
-        ch = ch >= 2000 ? 2 : ch + 1;
-        amqp_channel_open(cl->c, ch);
-        amqp_queue_declare_ok_t *ok =
-            amqp_queue_declare(cl->c, ch, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
-        int consumers = ok ? (int)ok->consumer_count : 0;
-        if (ok) {
-            amqp_channel_close(cl->c, ch, AMQP_REPLY_SUCCESS);
-        } else {
-            amqp_channel_close_ok_t close_ok = {0};
-            amqp_send_method(cl->c, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
-        }
-        if (consumers > 0)
+        int consumers = 0, messages = 0;
+        if (queue_look(cl, queue, &consumers, &messages) == 0 && consumers > 0)
             return 0;
         usleep(100000);
     }
     return -1;
 }
 
-/* Starts duo-auth and waits until it answers one job. */
-static pid_t start_worker(client *cl, const target *t)
+/* After raw_roundtrip stopped: the messages its queue holds again (within 5 s of its
+ * consumer going), i.e. deliveries it never acked; -1 when the queue cannot be read.
+ * Every job was answered, so anything left means an ack was lost. */
+static int raw_unacked(client *cl, const char *queue)
 {
-    char bin[512], log[600];
+    int consumers = 1, messages = -1;
+    for (int i = 0; i < 50 && consumers > 0; i++) {
+        if (queue_look(cl, queue, &consumers, &messages) < 0)
+            return -1;
+        if (consumers > 0)
+            usleep(100000);
+    }
+    return consumers > 0 ? -1 : messages;
+}
+
+/* A worker under test: this tree's (DUO_BIN_DIR) or, with BENCH_BASE_WORKER set (the
+ * duo-auth of a base revision, see run_auth.sh BASE_REV), that one, on an MQ prefix of
+ * its own so both stay up side by side and are measured alternately. */
+typedef struct {
+    const char *name;
+    char bin[512], prefix[128], exchange[160];
+    target t;
+} variant;
+
+static void variant_set(variant *v, const char *name, const char *bin, const char *suffix)
+{
+    v->name = name;
+    snprintf(v->bin, sizeof v->bin, "%s", bin);
+    snprintf(v->prefix, sizeof v->prefix, "%s%s", env("MQ_PREFIX"), suffix);
+    snprintf(v->exchange, sizeof v->exchange, "%s.jobs", v->prefix);
+    v->t = (target){v->exchange, "auth"};
+}
+
+/* The workers to measure, the base one first; how many (1 or 2). */
+static int variants(variant v[2])
+{
+    int n = 0;
+    const char *base = getenv("BENCH_BASE_WORKER");
+    if (base && *base)
+        variant_set(&v[n++], "base", base, "b");
+    char bin[512];
     snprintf(bin, sizeof bin, "%s/duo-auth", env("DUO_BIN_DIR"));
-    snprintf(log, sizeof log, "%s/bench-auth-worker.log",
-             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    char *argv[] = {bin, NULL};
-    pid_t pid = spawn(argv, log);
+    variant_set(&v[n], n ? "this tree" : "worker", bin, "");
+    return n + 1;
+}
+
+/* Starts v's duo-auth and waits until it answers one job. */
+static pid_t start_worker(client *cl, const variant *v)
+{
+    char log[600];
+    snprintf(log, sizeof log, "%s/bench-auth-worker%s.log",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", strcmp(v->name, "base") ? "" : "-base");
+    char *argv[] = {(char *)v->bin, NULL};
+    pid_t pid = spawn(argv, log, v->prefix);
     char q[256];
-    snprintf(q, sizeof q, "%s.auth", env("MQ_PREFIX"));
+    snprintf(q, sizeof q, "%s.auth", v->prefix);
     static phase warm;
     if (wait_consumer(cl, q) < 0) {
         fprintf(stderr, "bench_auth: the worker did not start (see %s)\n", log);
         stop(pid);
         return -1;
     }
-    run_phase(cl, t, 1, 1, passcode_body, &warm);
+    run_phase(cl, &v->t, 1, 1, passcode_body, &warm);
     if (warm.answered != 1) {
         fprintf(stderr, "bench_auth: the worker did not answer (see %s)\n", log);
         stop(pid);
@@ -337,34 +412,51 @@ static pid_t start_worker(client *cl, const target *t)
     return pid;
 }
 
-static int held(client *cl, const target *t, char *list, int runs)
+/* One held-push run of v with n pushes: complete_s, allowed, rss_MB, first_s, cpu_ms. */
+static int held_once(client *cl, const variant *v, int n, double out[5])
+{
+    pid_t pid = start_worker(cl, v);
+    if (pid < 0)
+        return -1;
+    static phase ph;
+    double c0 = cpu_secs(pid);
+    run_phase(cl, &v->t, n, n, push_body, &ph);
+    out[4] = (cpu_secs(pid) - c0) * 1000.0 / n;
+    out[0] = ph.secs;
+    out[1] = ph.allowed;
+    out[2] = vm_hwm_kb(pid) / 1024.0;
+    out[3] = ph.first_secs;
+    stop(pid);
+    return 0;
+}
+
+static int held(client *cl, char *list, int runs)
 {
     int hold = (int)strtol(env("BENCH_HOLD_MS"), NULL, 10);
+    variant vs[2];
+    int nv = variants(vs);
+    runs = runs < 16 ? runs : 16;
     printf("\n(a) pushes held %d ms by the emulator, one worker process, median of %d runs\n", hold,
            runs);
-    printf("%6s %12s %8s %10s %10s %10s %12s\n", "N", "complete_s", "x_hold", "allowed", "rss_MB",
-           "first_s", "cpu_ms/job");
+    printf("%6s %-10s %12s %8s %10s %10s %10s %12s\n", "N", "worker", "complete_s", "x_hold",
+           "allowed", "rss_MB", "first_s", "cpu_ms/job");
     for (char *s = list; s && *s;) {
         int n = (int)strtol(s, &s, 10);
         s += *s == ',';
-        double secs[16], rss[16], ok[16], first[16], cpu[16];
-        for (int r = 0; r < runs && r < 16; r++) {
-            pid_t pid = start_worker(cl, t);
-            if (pid < 0)
-                return 1;
-            static phase ph;
-            double c0 = cpu_secs(pid);
-            run_phase(cl, t, n, n, push_body, &ph);
-            cpu[r] = (cpu_secs(pid) - c0) * 1000.0 / n;
-            first[r] = ph.first_secs;
-            secs[r] = ph.secs;
-            ok[r] = ph.allowed;
-            rss[r] = vm_hwm_kb(pid) / 1024.0;
-            stop(pid);
+        double v[2][5][16], one[5];
+        for (int r = 0; r < runs; r++)
+            for (int k = 0; k < nv; k++) {
+                if (held_once(cl, &vs[k], n, one) < 0)
+                    return 1;
+                for (int f = 0; f < 5; f++)
+                    v[k][f][r] = one[f];
+            }
+        for (int k = 0; k < nv; k++) {
+            double secs = median(v[k][0], runs);
+            printf("%6d %-10s %12.2f %8.2f %10.0f %10.1f %10.2f %12.3f\n", n, vs[k].name, secs,
+                   secs * 1000.0 / hold, median(v[k][1], runs), median(v[k][2], runs),
+                   median(v[k][3], runs), median(v[k][4], runs));
         }
-        double ms = median(secs, runs);
-        printf("%6d %12.2f %8.2f %10.0f %10.1f %10.2f %12.3f\n", n, ms, ms * 1000.0 / hold,
-               median(ok, runs), median(rss, runs), median(first, runs), median(cpu, runs));
         fflush(stdout);
     }
     return 0;
@@ -399,8 +491,8 @@ static double emu_alone(int m, int w)
     emu_count c = {0};
     int sent = 0;
     double t0 = now_us();
-    long long limit = now_ms() + PHASE_LIMIT_MS;
-    while (c.done < m && a && now_ms() < limit) {
+    long long limit = clock_ms() + PHASE_LIMIT_MS;
+    while (c.done < m && a && clock_ms() < limit) {
         for (; sent < m && sent - c.done < w; sent++) {
             char user[64];
             snprintf(user, sizeof user, "%s%07d", env("BENCH_USER_PREFIX"),
@@ -418,17 +510,20 @@ static double emu_alone(int m, int w)
 /* ---- fast path --------------------------------------------------------------------- */
 
 typedef struct {
-    double worker, raw, emu, wp50, wp99, rp50, rp99, cpu_ms, raw_cpu_ms;
+    double raw, emu, rp50, rp99, raw_cpu_ms;
+    double worker[2], wp50[2], wp99[2], cpu_ms[2]; /* per variant */
 } fast_run;
 
 static pid_t start_raw(client *cl, const target *t, size_t reply_len)
 {
-    char bin[512], prefetch[16], bytes[16];
+    char bin[512], prefetch[16], bytes[16], window[16];
     snprintf(bin, sizeof bin, "%s/raw_roundtrip", env("DUO_BIN_DIR"));
-    snprintf(prefetch, sizeof prefetch, "%d", 2000);
+    /* The worker's prefetch, and the confirm window of the loop the issue measured. */
+    snprintf(prefetch, sizeof prefetch, "%d", RAW_PREFETCH);
     snprintf(bytes, sizeof bytes, "%zu", reply_len);
-    char *argv[] = {bin, (char *)t->key, prefetch, bytes, NULL};
-    pid_t pid = spawn(argv, "/dev/null");
+    snprintf(window, sizeof window, "%d", RAW_WINDOW);
+    char *argv[] = {bin, (char *)t->key, prefetch, bytes, window, NULL};
+    pid_t pid = spawn(argv, "/dev/null", NULL);
     static phase warm;
     if (wait_consumer(cl, t->key) < 0) {
         stop(pid);
@@ -438,88 +533,201 @@ static pid_t start_raw(client *cl, const target *t, size_t reply_len)
     return warm.answered == 1 ? pid : -1;
 }
 
-static void fast_once(client *cl, const target *wt, const target *rt, pid_t wp, pid_t rp, int m,
-                      int w, fast_run *f)
+/* Prints and checks raw_roundtrip's settlement: 0 when it acked every delivery. */
+static int raw_check(client *cl, const char *queue)
+{
+    int left = raw_unacked(cl, queue);
+    printf("  raw_roundtrip acked every delivery: %s\n",
+           left == 0 ? "yes" : (left < 0 ? "unknown (queue unreadable)" : "NO"));
+    if (left != 0)
+        fprintf(stderr, "bench_auth: %d deliveries left unacked in %s\n", left, queue);
+    return left == 0 ? 0 : -1;
+}
+
+/* Profiling hook: with BENCH_ATTACH set (a shell command; BENCH_WORKER_PID names the
+ * worker) and BENCH_ATTACH_PHASE equal to which ("throughput", the default, or
+ * "latency"), the command runs during that worker phase of the first run and gets
+ * SIGINT at its end, e.g. BENCH_ATTACH='perf record -g -p $BENCH_WORKER_PID -o f'.
+ * BENCH_ATTACH_WAIT_MS (default 2000) lets it attach before the first job. */
+static pid_t attach(pid_t worker, const char *which)
+{
+    static int used;
+    const char *cmd = getenv("BENCH_ATTACH");
+    const char *want = getenv("BENCH_ATTACH_PHASE");
+    if (!cmd || !*cmd || strcmp(want && *want ? want : "throughput", which) != 0 || used)
+        return -1;
+    used = 1;
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)worker);
+    setenv("BENCH_WORKER_PID", pid, 1);
+    pid_t p = fork();
+    if (p == 0) {
+        setpgid(0, 0); /* its own group: SIGINT reaches the profiler, not only sh */
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    const char *wait = getenv("BENCH_ATTACH_WAIT_MS");
+    long ms = wait ? strtol(wait, NULL, 10) : 2000;
+    usleep((useconds_t)(ms > 0 ? ms : 0) * 1000);
+    return p;
+}
+
+static void detach(pid_t p)
+{
+    if (p <= 0)
+        return;
+    kill(-p, SIGINT);
+    waitpid(p, NULL, 0);
+}
+
+/* Throughput, CPU per job and latency of one worker; the profiler hook on "this tree". */
+static void fast_worker(client *cl, const variant *v, pid_t wp, int m, int w, int k, fast_run *f)
 {
     static phase ph;
+    int profiled = strcmp(v->name, "base") != 0;
+    pid_t prof = profiled ? attach(wp, "throughput") : -1;
     double c0 = cpu_secs(wp);
-    run_phase(cl, wt, m, w, passcode_body, &ph);
-    f->worker = ph.answered == m && ph.allowed == m ? m / ph.secs : -1;
-    f->cpu_ms = (cpu_secs(wp) - c0) * 1000.0 / m;
-    c0 = cpu_secs(rp);
+    run_phase(cl, &v->t, m, w, passcode_body, &ph);
+    f->worker[k] = ph.answered == m && ph.allowed == m ? m / ph.secs : -1;
+    f->cpu_ms[k] = (cpu_secs(wp) - c0) * 1000.0 / m;
+    detach(prof);
+    prof = profiled ? attach(wp, "latency") : -1;
+    run_phase(cl, &v->t, m / 10 < 500 ? m / 10 : 500, 1, passcode_body, &ph);
+    detach(prof);
+    f->wp50[k] = pct(&ph, 0.5), f->wp99[k] = pct(&ph, 0.99);
+}
+
+static void fast_once(client *cl, const variant *vs, int nv, const pid_t *wp, const target *rt,
+                      pid_t rp, int m, int w, fast_run *f)
+{
+    static phase ph;
+    for (int k = 0; k < nv; k++)
+        fast_worker(cl, &vs[k], wp[k], m, w, k, f);
+    double c0 = cpu_secs(rp);
     run_phase(cl, rt, m, w, passcode_body, &ph);
     f->raw = ph.answered == m ? m / ph.secs : -1;
     f->raw_cpu_ms = (cpu_secs(rp) - c0) * 1000.0 / m;
     f->emu = emu_alone(m, w);
-    int lat = m / 10 < 500 ? m / 10 : 500;
-    run_phase(cl, wt, lat, 1, passcode_body, &ph);
-    f->wp50 = pct(&ph, 0.5), f->wp99 = pct(&ph, 0.99);
-    run_phase(cl, rt, lat, 1, passcode_body, &ph);
+    run_phase(cl, rt, m / 10 < 500 ? m / 10 : 500, 1, passcode_body, &ph);
     f->rp50 = pct(&ph, 0.5), f->rp99 = pct(&ph, 0.99);
 }
 
-static void fast_print(fast_run *runs, int n, int m, int w)
+/* Median over n runs of the double at byte offset off in fast_run. */
+static double fast_med(const fast_run *runs, int n, size_t off)
 {
-    double v[9][16];
-    for (int r = 0; r < n; r++) {
-        double row[9] = {runs[r].worker, runs[r].raw,    runs[r].emu,
-                         runs[r].wp50,   runs[r].wp99,   runs[r].rp50,
-                         runs[r].rp99,   runs[r].cpu_ms, runs[r].raw_cpu_ms};
-        for (int k = 0; k < 9; k++)
-            v[k][r] = row[k];
-    }
-    double med[9];
-    for (int k = 0; k < 9; k++)
-        med[k] = median(v[k], n);
-    printf("\n(b) fast path: %d passcode jobs, %d in flight, median of %d runs\n", m, w, n);
-    printf("  worker          %8.0f jobs/s  (%.0f%% of raw)\n", med[0],
-           med[1] > 0 ? 100.0 * med[0] / med[1] : 0);
-    printf("  raw_roundtrip   %8.0f msgs/s\n", med[1]);
-    printf("  emulator alone  %8.0f calls/s (duo_async, no broker)\n", med[2]);
-    printf("  round trip, 1 in flight: worker p50 %.2f ms p99 %.2f ms; raw p50 %.2f ms p99 "
-           "%.2f ms; added by the worker p50 %.2f ms p99 %.2f ms\n",
-           med[3], med[4], med[5], med[6], med[3] - med[5], med[4] - med[6]);
-    printf("  CPU per job: worker %.3f ms, raw_roundtrip %.3f ms\n", med[7], med[8]);
+    double v[16];
+    for (int r = 0; r < n; r++)
+        v[r] = *(const double *)((const char *)&runs[r] + off);
+    return median(v, n);
 }
 
-static int fast(client *cl, const target *wt, int m, int w, int runs)
+#define FAST_MED(field) fast_med(runs, n, offsetof(fast_run, field))
+
+static void fast_print(const fast_run *runs, int n, const variant *vs, int nv, int m, int w)
 {
-    if (m > MAX_JOBS)
-        m = MAX_JOBS;
-    pid_t wp = start_worker(cl, wt);
+    double raw = FAST_MED(raw), emu = FAST_MED(emu), rp50 = FAST_MED(rp50), rp99 = FAST_MED(rp99);
+    double ceiling = emu > 0 && emu < raw ? emu : raw;
+    printf("\n(b) fast path: %d passcode jobs, %d in flight, median of %d runs\n", m, w, n);
+    printf("  raw_roundtrip   %8.0f msgs/s  (async confirms, window %d, prefetch %d); CPU %.3f "
+           "ms per message; 1 in flight p50 %.2f ms p99 %.2f ms\n",
+           raw, RAW_WINDOW, RAW_PREFETCH, FAST_MED(raw_cpu_ms), rp50, rp99);
+    printf("  emulator alone  %8.0f calls/s (duo_async, no broker)\n", emu);
+    for (int k = 0; k < nv; k++) {
+        double jobs = FAST_MED(worker[k]), p50 = FAST_MED(wp50[k]), p99 = FAST_MED(wp99[k]);
+        printf("  %-15s %8.0f jobs/s  = %.0f%% of min(raw, emulator alone) = %.0f/s (%.0f%% of "
+               "raw); CPU %.3f ms per job; 1 in flight p50 %.2f ms p99 %.2f ms, added over raw "
+               "p50 %.2f ms p99 %.2f ms\n",
+               vs[k].name, jobs, ceiling > 0 ? 100.0 * jobs / ceiling : 0, ceiling,
+               raw > 0 ? 100.0 * jobs / raw : 0, FAST_MED(cpu_ms[k]), p50, p99, p50 - rp50,
+               p99 - rp99);
+    }
+}
+
+static int fast(client *cl, int m, int w, int runs)
+{
+    m = m < MAX_JOBS ? m : MAX_JOBS;
+    runs = runs < 16 ? runs : 16;
+    variant vs[2];
+    int nv = variants(vs);
+    pid_t wp[2] = {-1, -1}, rp = -1;
     static phase probe;
-    run_phase(cl, wt, 1, 1, passcode_body, &probe);
     char rq[256];
     snprintf(rq, sizeof rq, "%s.rawbench", env("MQ_PREFIX"));
     target rt = {"", rq};
-    pid_t rp = wp > 0 ? start_raw(cl, &rt, probe.reply_len) : -1;
-    if (wp < 0 || rp < 0) {
-        stop(wp);
-        stop(rp);
-        return 1;
+    int ok = 1;
+    for (int k = 0; k < nv && ok; k++)
+        ok = (wp[k] = start_worker(cl, &vs[k])) > 0;
+    if (ok) {
+        run_phase(cl, &vs[nv - 1].t, 1, 1, passcode_body, &probe);
+        ok = (rp = start_raw(cl, &rt, probe.reply_len)) > 0;
     }
     fast_run res[16];
-    for (int r = 0; r < runs && r < 16; r++)
-        fast_once(cl, wt, &rt, wp, rp, m, w, &res[r]);
-    printf("  (reply size %zu bytes for both)\n", probe.reply_len);
-    fast_print(res, runs < 16 ? runs : 16, m, w);
-    stop(wp);
+    for (int r = 0; r < runs && ok; r++)
+        fast_once(cl, vs, nv, wp, &rt, rp, m, w, &res[r]);
+    if (ok) {
+        printf("  (reply size %zu bytes for all)\n", probe.reply_len);
+        fast_print(res, runs, vs, nv, m, w);
+    }
+    for (int k = 0; k < nv; k++)
+        stop(wp[k]);
     stop(rp);
-    return 0;
+    return ok && raw_check(cl, rq) == 0 ? 0 : 1;
 }
 
-/* Deletes the run's broker names: the worker topology and raw_roundtrip's queue. */
+/* raw_roundtrip alone (no worker, no emulator): M messages with W in flight, then 500
+ * at one in flight, R runs; the client's own CPU per message shows whether it, rather
+ * than the loop or the broker, is the limit. Replies of reply_len bytes. */
+static int raw_only(client *cl, int m, int w, int runs, size_t reply_len)
+{
+    char rq[256];
+    snprintf(rq, sizeof rq, "%s.rawbench", env("MQ_PREFIX"));
+    target rt = {"", rq};
+    pid_t rp = start_raw(cl, &rt, reply_len);
+    if (rp < 0)
+        return 1;
+    if (m > MAX_JOBS)
+        m = MAX_JOBS;
+    double v[5][16];
+    int n = runs < 16 ? runs : 16;
+    for (int r = 0; r < n; r++) {
+        static phase ph;
+        double c0 = cpu_secs(rp), s0 = cpu_secs(getpid());
+        run_phase(cl, &rt, m, w, passcode_body, &ph);
+        v[0][r] = ph.answered == m ? m / ph.secs : -1;
+        v[1][r] = (cpu_secs(rp) - c0) * 1000.0 / m;
+        v[2][r] = (cpu_secs(getpid()) - s0) * 1000.0 / m;
+        run_phase(cl, &rt, m / 10 < 500 ? m / 10 : 500, 1, passcode_body, &ph);
+        v[3][r] = pct(&ph, 0.5), v[4][r] = pct(&ph, 0.99);
+    }
+    printf("raw_roundtrip alone: %d messages, %d in flight, window %d, prefetch %d, median of %d"
+           " runs\n  %.0f msgs/s; CPU per message: raw %.3f ms, client %.3f ms; 1 in flight p50"
+           " %.2f ms p99 %.2f ms\n",
+           m, w, RAW_WINDOW, RAW_PREFETCH, n, median(v[0], n), median(v[1], n), median(v[2], n),
+           median(v[3], n), median(v[4], n));
+    stop(rp);
+    return raw_check(cl, rq) == 0 ? 0 : 1;
+}
+
+static void delete_topology(const char *prefix)
+{
+    err_t e = {0};
+    mq_opts o = {.urls = env("AMQP_URL"), .prefix = prefix};
+    mq_conn *c = mq_open(&o, &e);
+    if (c)
+        mq_delete_topology(c, &e);
+    mq_close(c);
+}
+
+/* Deletes the run's broker names: the workers' topologies and raw_roundtrip's queue. */
 static int cleanup(client *cl)
 {
     char rq[256];
     snprintf(rq, sizeof rq, "%s.rawbench", env("MQ_PREFIX"));
     amqp_queue_delete(cl->c, 1, amqp_cstring_bytes(rq), 0, 0);
-    err_t e = {0};
-    mq_opts o = {.urls = env("AMQP_URL"), .prefix = env("MQ_PREFIX")};
-    mq_conn *c = mq_open(&o, &e);
-    if (c)
-        mq_delete_topology(c, &e);
-    mq_close(c);
+    variant vs[2];
+    int nv = variants(vs);
+    for (int k = 0; k < nv; k++)
+        delete_topology(vs[k].prefix);
     return 0;
 }
 
@@ -528,19 +736,20 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     client cl = {0};
     if (argc < 2 || client_open(&cl) < 0) {
-        fprintf(stderr, "usage: bench_auth held N[,N..] RUNS | fast M W RUNS (see run_auth.sh)\n");
+        fprintf(stderr, "usage: bench_auth held N[,N..] RUNS | fast M W RUNS | raw M W RUNS "
+                        "(see run_auth.sh)\n");
         return 2;
     }
-    char ex[256];
-    snprintf(ex, sizeof ex, "%s.jobs", env("MQ_PREFIX"));
-    target wt = {ex, "auth"};
     int rc = 2;
     if (strcmp(argv[1], "cleanup") == 0)
         rc = cleanup(&cl);
     else if (strcmp(argv[1], "held") == 0 && argc == 4)
-        rc = held(&cl, &wt, argv[2], (int)strtol(argv[3], NULL, 10));
+        rc = held(&cl, argv[2], (int)strtol(argv[3], NULL, 10));
+    else if (strcmp(argv[1], "raw") == 0 && argc == 5)
+        rc = raw_only(&cl, (int)strtol(argv[2], NULL, 10), (int)strtol(argv[3], NULL, 10),
+                      (int)strtol(argv[4], NULL, 10), 171);
     else if (strcmp(argv[1], "fast") == 0 && argc == 5)
-        rc = fast(&cl, &wt, (int)strtol(argv[2], NULL, 10), (int)strtol(argv[3], NULL, 10),
+        rc = fast(&cl, (int)strtol(argv[2], NULL, 10), (int)strtol(argv[3], NULL, 10),
                   (int)strtol(argv[4], NULL, 10));
     amqp_connection_close(cl.c, AMQP_REPLY_SUCCESS);
     amqp_destroy_connection(cl.c);

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # run_auth.sh - the authentication worker benchmark in one command (see bench/README.md).
-# Builds an optimised tree (build-bench), prepares a private database, stage, emulator
+# Builds an optimised tree (build-bench-auth, or BENCH_BUILD), prepares a private database, stage, emulator
 # account with BENCH_USERS users and their devices, and MQ prefix on the local services
 # of scripts/services.sh, runs bench_auth (held pushes, then the fast path next to
 # raw_roundtrip), and removes what it made. Loopback only; every phase is time-bounded.
-#   bench/run_auth.sh [RUNS [held|fast|all [N,N,..]]]
-#   (default: 3 runs per figure, all phases, N = 500,1000,2000; medians are printed)
+#   bench/run_auth.sh [RUNS [held|fast|all|raw [N,N,..]]]
+#   (default: 3 runs per figure, all phases, N = 500,1000,2000; medians are printed;
+#   raw = raw_roundtrip alone, 20,000 messages, with the client's own CPU per message)
+# BASE_REV=<rev> adds that revision's worker as a "before" column in the same run;
+# BENCH_BUILD picks the build folder; BENCH_ATTACH runs a profiler on the worker during
+# one fast-path phase (bench/README.md, "Where a fast-path job's time goes").
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${1:-3}
@@ -16,6 +20,19 @@ eval "$("$ROOT/scripts/services.sh" env)"
 export AMQP_URL="$DUO_MQ_ADMIN_URL"   # own prefixes: the broker administrator on vhost /
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDUO_SANITIZE=OFF >/dev/null
 cmake --build "$BUILD" -j2 --target duo-auth duoctl bench_auth raw_roundtrip >/dev/null
+# BASE_REV=<git rev>: that revision's duo-auth (git archive, Release build) is measured
+# too, alternately with this tree's in every run, as a "before" column. It runs on this
+# tree's database schema, so the revision must share it.
+if [ -n "${BASE_REV:-}" ]; then
+  BASE_DIR=${TMPDIR:-/tmp}/bench-auth-base-$(git -C "$ROOT" rev-parse --short "$BASE_REV^{commit}")
+  if [ ! -x "$BASE_DIR/build/bin/duo-auth" ]; then   # kept between runs: a revision is fixed
+    rm -rf "$BASE_DIR"; mkdir -p "$BASE_DIR"
+    git -C "$ROOT" archive "$BASE_REV" | tar -x -C "$BASE_DIR"
+    cmake -S "$BASE_DIR" -B "$BASE_DIR/build" -DCMAKE_BUILD_TYPE=Release -DDUO_SANITIZE=OFF >/dev/null
+    cmake --build "$BASE_DIR/build" -j2 --target duo-auth >/dev/null
+  fi
+  export BENCH_BASE_WORKER=$BASE_DIR/build/bin/duo-auth
+fi
 
 TAG=benchauth$$
 export DUO_BIN_DIR=$BUILD/bin
@@ -53,6 +70,11 @@ INSERT INTO duo_device (user_id, stage_id, duo_user_id, duo_user_kind, name)
   SELECT u.id, s.id, u.username, 'username', 'bench' FROM app_user u, duo_stage s;
 SQL
 
-echo "bench_auth: $(nproc) CPUs; broker, PostgreSQL, emulator and the worker share them"
-if [ "$WHAT" != fast ]; then "$BUILD/bin/bench_auth" held "$NS" "$RUNS"; fi
-if [ "$WHAT" != held ]; then "$BUILD/bin/bench_auth" fast 5000 256 "$RUNS"; fi
+echo "bench_auth: $(nproc) CPUs; broker, PostgreSQL, emulator and the worker share them;" \
+  "this tree $(git -C "$ROOT" rev-parse --short HEAD)${BASE_REV:+, base $BASE_REV}; load $(cut -d' ' -f1-3 /proc/loadavg)"
+case "$WHAT" in
+  held|all) "$BUILD/bin/bench_auth" held "$NS" "$RUNS" ;;&
+  fast|all) "$BUILD/bin/bench_auth" fast 5000 256 "$RUNS" ;;
+  raw) "$BUILD/bin/bench_auth" raw 20000 256 "$RUNS" ;;
+  *) echo "run_auth.sh: unknown phase '$WHAT' (held, fast, all, raw)" >&2; exit 2 ;;
+esac
