@@ -87,23 +87,21 @@ void auth_poll(const worker_env *env, int mq_fd, int timeout_ms)
 
 /* ---- finishing ------------------------------------------------------------------- */
 
-/* Records the decision (challenge result, last_used) in one statement of its own, just
- * before the runtime records the job: these marks need no atomicity with the job
- * record (a crash in between reruns the job, and the guard then sees the decision), and
- * one round trip instead of a transaction's four matters at thousands of logins/s. */
-static void record(const auth_call *c, const char *decided, job_outcome *out)
+/* Records the decision (challenge result, last_used) in the transaction the runtime
+ * commits with the job record: BEGIN, this mark, the job record and COMMIT travel in one
+ * round trip (store.h: store_begin, store_send), and the mark never outlives a job that
+ * did not commit. */
+static void record(const auth_call *c, const char *decided)
 {
     store *db = c->env->db;
     err_t e = {0};
     int allow = strcmp(decided, "allow") == 0;
     if (!c->challenge_id && !allow)
         return;
-    int rc = store_auth_record(db, c->challenge_id, decided, allow ? c->dev.id : 0, &e);
-    if (rc < 0) {
+    if (store_begin(db, &e) < 0 ||
+        store_auth_record(db, c->challenge_id, decided, allow ? c->dev.id : 0, &e) < 0)
         LOG(LOG_WARN, "could not record the auth decision", "device_id", c->dev.uuid, "error",
             e.msg);
-        (void)out;
-    }
 }
 
 /* Ends the call: the outcome of Duo's final answer (or failure), recorded, then done. */
@@ -112,7 +110,7 @@ static void finish(auth_call *c, int rc, const json_t *resp, const duo_error *de
     job_outcome out = {0};
     const char *decided = "error";
     auth_outcome(c, rc, resp, de, &out, &decided);
-    record(c, decided, &out);
+    record(c, decided);
     call_unlink(c);
     worker *w = c->env->w;
     job_async *h = c->h;
@@ -123,7 +121,7 @@ static void finish(auth_call *c, int rc, const json_t *resp, const duo_error *de
 /* Ends the call with an error outcome decided here (no Duo answer to map). */
 static void finish_fail(auth_call *c, job_outcome *out)
 {
-    record(c, "error", out);
+    record(c, "error");
     call_unlink(c);
     worker *w = c->env->w;
     job_async *h = c->h;
@@ -394,7 +392,7 @@ int auth_start(const worker_env *env, const job *j, job_async *h, job_outcome *o
                      .deadline_ms = t0 + (long long)env->cfg->auth_deadline_secs * 1000};
     if (begin(env, j, c, out) < 0) {
         if (c->challenge_id && !out->fields)
-            record(c, "error", out);
+            record(c, "error");
         free(c);
         return 0;
     }

@@ -16,7 +16,7 @@ typedef struct auth_call auth_call;
 /* The worker's own state (env->app), created by auth_init, freed by auth_fini. */
 typedef struct auth_app {
     duo_async *engine;
-    stages *stages; /* the stage cache (stage.h) */
+    stages *stages;   /* the stage cache (stage.h) */
     auth_call *calls; /* jobs waiting for Duo */
 } auth_app;
 

@@ -8,12 +8,11 @@ int main(int argc, char **argv)
         {.type = "enroll.begin", .handle = enroll_begin},
         {.type = "enroll.status", .handle = enroll_status},
     };
-    static const worker_def def = {
-        .name = "enroll",
-        .queue_kind = MQ_KIND_ENROLL,
-        .types = types,
-        .ntypes = 2,
-        .init = stages_init,
-        .fini = stages_fini};
+    static const worker_def def = {.name = "enroll",
+                                   .queue_kind = MQ_KIND_ENROLL,
+                                   .types = types,
+                                   .ntypes = 2,
+                                   .init = stages_init,
+                                   .fini = stages_fini};
     return worker_main(&def, argc, argv);
 }

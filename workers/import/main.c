@@ -9,12 +9,11 @@ int main(int argc, char **argv)
         {.type = "import.auto", .handle = import_auto},
         {.type = "import.page", .handle = import_page},
     };
-    static const worker_def def = {
-        .name = "import",
-        .queue_kind = MQ_KIND_IMPORT,
-        .types = types,
-        .ntypes = 3,
-        .init = import_init,
-        .fini = stages_fini};
+    static const worker_def def = {.name = "import",
+                                   .queue_kind = MQ_KIND_IMPORT,
+                                   .types = types,
+                                   .ntypes = 3,
+                                   .init = import_init,
+                                   .fini = stages_fini};
     return worker_main(&def, argc, argv);
 }

@@ -51,8 +51,8 @@ static int by_admin(const worker_env *env, duo_client *duo, const char *given, i
     long long t0 = clock_ms();
     int rc = is_id ? duo_admin_user_by_id(duo, given, &user, &de)
                    : duo_admin_user_by_username(duo, given, &user, &de);
-    stage_observe(env, is_id ? "admin_user_by_id" : "admin_user_by_username", clock_ms() - t0,
-                       rc, &de);
+    stage_observe(env, is_id ? "admin_user_by_id" : "admin_user_by_username", clock_ms() - t0, rc,
+                  &de);
     const char *id = json_string_value(json_object_get(user, "user_id"));
     if (rc == 0 && id && *id && strlen(id) < sizeof r->duo_user_id) {
         memcpy(r->duo_user_id, id, strlen(id) + 1);
