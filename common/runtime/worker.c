@@ -446,6 +446,10 @@ static int handle_delivery(worker *w, mq_delivery *d)
     }
     if (accept_input(w, d, &def, &body) < 0)
         return 0;
+    if (def->prefetch && store_ok(w->db)) { /* its reads travel with the claim */
+        job pre = {.id = d->message_id, .type = def->type, .body = body};
+        def->prefetch(&w->env, &pre);
+    }
     int kept = 0;
     if (claim(w, d, def)) {
         if (def->start) {
@@ -466,6 +470,7 @@ static int handle_delivery(worker *w, mq_delivery *d)
             finish_job(w, d, &j, &o);
         }
     }
+    store_prefetch_clear(w->db); /* whatever the job did not ask for */
     json_decref(body);
     return kept;
 }

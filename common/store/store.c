@@ -22,7 +22,20 @@
 typedef struct {
     const char *what; /* statement name, "BEGIN", "COMMIT", or a prepare's name */
     int prepare;      /* a PQsendPrepare: on failure the name is forgotten */
+    int sync;         /* a Sync marker, not a command */
+    int pre;          /* >= 0: a read-ahead (store_prefetch) into pre[pre]; its failure
+                       * is nobody's: the statement runs again when it is asked for */
 } sent_cmd;
+
+#define MAX_PREFETCH 4
+
+/* A read sent ahead of its use (store_prefetch), served once by the store_exec that asks
+ * for the same statement with the same parameters. */
+typedef struct {
+    const char *name;
+    char *key;   /* the parameters, joined */
+    PGresult *r; /* NULL until read (or when it failed) */
+} prefetched;
 
 struct store {
     PGconn *pg;
@@ -34,6 +47,8 @@ struct store {
     int piped;                          /* in libpq pipeline mode */
     int nsent;
     sent_cmd sent[MAX_SENT]; /* commands sent and not yet read, in order */
+    int npre;
+    prefetched pre[MAX_PREFETCH];
 };
 
 struct store_res {
@@ -174,6 +189,7 @@ void store_close(store *s)
 {
     if (!s)
         return;
+    store_prefetch_clear(s);
     if (s->in_tx)
         store_rollback(s);
     PQfinish(s->pg);
@@ -247,8 +263,18 @@ static int note_sent(store *s, const char *what, int prepare, err_t *e)
 {
     if (s->nsent == MAX_SENT)
         return err_set(e, ERR_DB, "%s: too many statements queued without a sync", what);
-    s->sent[s->nsent++] = (sent_cmd){what, prepare};
+    s->sent[s->nsent++] = (sent_cmd){what, prepare, 0, -1};
     return 0;
+}
+
+/* Reads what a read-ahead answered: kept when it succeeded, else forgotten. */
+static void read_prefetch(store *s, const sent_cmd *c, PGresult *r)
+{
+    ExecStatusType t = PQresultStatus(r);
+    if (c->pre < s->npre && (t == PGRES_TUPLES_OK || t == PGRES_COMMAND_OK) && !s->pre[c->pre].r)
+        s->pre[c->pre].r = r;
+    else
+        PQclear(r);
 }
 
 static void forget_prepared(store *s, const char *name)
@@ -287,6 +313,16 @@ static int drain(store *s, PGresult **keep, err_t *e)
         if (!r) {
             rc = rc < 0 ? rc : result_error(s, NULL, s->sent[i].what, e);
             break;
+        }
+        if (s->sent[i].sync) { /* the Sync that isolates a read-ahead from what follows */
+            PQclear(r);
+            continue;
+        }
+        if (s->sent[i].pre >= 0) {
+            read_prefetch(s, &s->sent[i], r);
+            for (PGresult *more; (more = PQgetResult(s->pg));)
+                PQclear(more);
+            continue;
         }
         rc = check_sent(s, &s->sent[i], r, rc, e);
         for (PGresult *more; (more = PQgetResult(s->pg));) /* ends the command's results */
@@ -383,6 +419,90 @@ int store_in_tx(const store *s)
     return s->in_tx;
 }
 
+/* Hands a successful result to *out (or frees it). */
+static int keep_result(PGresult *r, store_res **out, err_t *e)
+{
+    if (!out) {
+        PQclear(r);
+        return 0;
+    }
+    store_res *res = malloc(sizeof *res);
+    if (!res) {
+        PQclear(r);
+        return err_set(e, ERR_NOMEM, "out of memory");
+    }
+    res->r = r;
+    *out = res;
+    return 0;
+}
+
+/* The parameters of a statement as one string (NULL and "" told apart), or NULL. */
+static char *params_key(int n, const char *const *values)
+{
+    size_t len = 1;
+    for (int i = 0; i < n; i++)
+        len += (values[i] ? strlen(values[i]) : 0) + 2;
+    char *k = malloc(len), *p = k;
+    if (!k)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        *p++ = values[i] ? '\x1f' : '\x1e';
+        size_t l = values[i] ? strlen(values[i]) : 0;
+        memcpy(p, values[i] ? values[i] : "", l);
+        p += l;
+    }
+    *p = '\0';
+    return k;
+}
+
+void store_prefetch_clear(store *s)
+{
+    for (int i = 0; i < s->npre; i++) {
+        PQclear(s->pre[i].r);
+        free(s->pre[i].key);
+    }
+    s->npre = 0;
+}
+
+/* A read-ahead answer for st with these parameters, taken out of the store (the caller
+ * owns it), or NULL. */
+static PGresult *take_prefetched(store *s, const store_stmt *st, int n, const char *const *values)
+{
+    if (!s->npre)
+        return NULL;
+    char *key = params_key(n, values);
+    PGresult *r = NULL;
+    for (int i = 0; key && !r && i < s->npre; i++)
+        if (s->pre[i].r && strcmp(s->pre[i].name, st->name) == 0 &&
+            strcmp(s->pre[i].key, key) == 0) {
+            r = s->pre[i].r;
+            s->pre[i].r = NULL;
+        }
+    free(key);
+    return r;
+}
+
+int store_prefetch(store *s, const store_stmt *st, int n, const char *const *values)
+{
+    int known = 0;
+    for (int i = 0; i < s->nprepared && !known; i++)
+        known = strcmp(s->prepared[i], st->name) == 0;
+    /* Only a statement already prepared: a read-ahead must not be able to fail what it
+     * travels with, and it is isolated by its own Sync. */
+    if (!known || s->npre == MAX_PREFETCH || s->nsent + 2 > MAX_SENT || enter_pipeline(s, NULL) < 0)
+        return 0;
+    char *key = params_key(n, values);
+    if (!key || PQsendQueryPrepared(s->pg, st->name, n, values, NULL, NULL, 0) != 1) {
+        free(key);
+        return 0;
+    }
+    s->pre[s->npre] = (prefetched){st->name, key, NULL};
+    s->sent[s->nsent++] = (sent_cmd){st->name, 0, 0, s->npre++};
+    PQpipelineSync(s->pg);
+    s->sent[s->nsent++] = (sent_cmd){"sync", 0, 1, -1};
+    return 1;
+}
+
 static int ensure_prepared(store *s, const store_stmt *st, int n, err_t *e)
 {
     for (int i = 0; i < s->nprepared; i++)
@@ -409,10 +529,12 @@ int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *val
 {
     if (out)
         *out = NULL;
+    PGresult *r = lengths || binary ? NULL : take_prefetched(s, st, n, values);
+    if (r)
+        return keep_result(r, out, e);
     int rc = ensure_prepared(s, st, n, e);
     if (rc < 0)
         return rc;
-    PGresult *r = NULL;
     if (s->piped) { /* the queued commands and this one, one round trip */
         if (PQsendQueryPrepared(s->pg, st->name, n, values, lengths, binary, 0) != 1) {
             rc = result_error(s, NULL, st->name, e);
@@ -432,18 +554,7 @@ int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *val
         PQclear(r);
         return rc;
     }
-    if (!out) {
-        PQclear(r);
-        return 0;
-    }
-    store_res *res = malloc(sizeof *res);
-    if (!res) {
-        PQclear(r);
-        return err_set(e, ERR_NOMEM, "out of memory");
-    }
-    res->r = r;
-    *out = res;
-    return 0;
+    return keep_result(r, out, e);
 }
 
 int store_send(store *s, const store_stmt *st, int n, const char *const *values, const int *lengths,

@@ -75,6 +75,18 @@ int store_exec(store *s, const store_stmt *st, int n, const char *const *values,
 int store_send(store *s, const store_stmt *st, int n, const char *const *values, const int *lengths,
                const int *binary, err_t *e);
 
+/* Sends a read ahead of its use: its answer travels back with the next synchronous
+ * statement (e.g. a job's claim) and is served, once, by the first store_exec of the
+ * same statement with the same text parameters, instead of a round trip of its own. It
+ * is isolated (a failure is forgotten: that store_exec then runs it itself), and only a
+ * statement this connection has prepared is read ahead. Returns 1 when sent, 0 when
+ * not (nothing lost: the store_exec runs it). Answers never asked for are dropped by
+ * store_prefetch_clear(). */
+int store_prefetch(store *s, const store_stmt *st, int n, const char *const *values);
+
+/* Forgets every read-ahead answer not asked for (e.g. after the job it was for). */
+void store_prefetch_clear(store *s);
+
 /* Reads the results of everything queued by store_send/store_begin (one round trip);
  * 0, or the first failure. No effect when nothing is queued. */
 int store_flush(store *s, err_t *e);

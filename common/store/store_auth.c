@@ -71,6 +71,18 @@ static void fill(const store_res *r, auth_device *out)
     out->state = AUTH_DEV_OK;
 }
 
+void store_auth_device_prefetch(store *s, const char *stage_uuid, const char *username,
+                                const char *device_uuid)
+{
+    if (device_uuid && store_is_uuid(device_uuid)) {
+        const char *v[] = {device_uuid};
+        store_prefetch(s, &st_by_uuid, 1, v);
+    } else if (!device_uuid && stage_uuid && username && store_is_uuid(stage_uuid)) {
+        const char *v[] = {stage_uuid, username};
+        store_prefetch(s, &st_for_user, 2, v);
+    }
+}
+
 int store_auth_device_for_user(store *s, const char *stage_uuid, const char *username,
                                auth_device *out, err_t *e)
 {

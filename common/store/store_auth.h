@@ -42,6 +42,12 @@ typedef struct auth_device {
     int by_username; /* duo_user_kind = 'username': address Duo by username */
 } auth_device;
 
+/* Sends the lookup that store_auth_device_by_uuid (device_uuid given) or
+ * store_auth_device_for_user will make, ahead of its use (store_prefetch): that call then
+ * costs no round trip of its own. Malformed ids are left to that call to refuse. */
+void store_auth_device_prefetch(store *s, const char *stage_uuid, const char *username,
+                                const char *device_uuid);
+
 /* The user's confirmed device on the stage (the most recently used one when several);
  * sets the session's synchronous_commit to off (above).
  * Returns 0 with out->state saying whether one was found, ERR_INVAL for a malformed

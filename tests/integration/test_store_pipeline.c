@@ -148,6 +148,47 @@ static void test_flush_outside_a_transaction(void **state)
     assert_int_equal(value_of("h"), 1);
 }
 
+static const store_stmt st_div = {"t_div", "SELECT 10 / $1::int"};
+
+static void test_prefetch_served_once_and_isolated(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    const char *pk[] = {"p"};
+    put("p", "1");
+    assert_int_equal(store_flush(s, &e), 0);
+    assert_int_equal(value_of("p"), 1); /* prepares t_get: only prepared reads go ahead */
+
+    assert_int_equal(store_prefetch(s, &st_get, 1, pk), 1);
+    const char *pa[] = {"a"};
+    store_res *r = NULL;
+    /* The read-ahead travels with this statement ... */
+    assert_int_equal(store_exec(s, &st_get, 1, pa, &r, &e), 0);
+    store_res_free(r);
+    /* ... so a change made after it is not in its answer, which is served once. */
+    assert_int_equal(tl_exec(db, "UPDATE pipe_t SET v = 7 WHERE k = 'p'"), 0);
+    assert_int_equal(value_of("p"), 1);
+    assert_int_equal(value_of("p"), 7);
+
+    /* A read-ahead that fails is forgotten and harms nothing sent after it. */
+    const char *one[] = {"1"}, *zero[] = {"0"};
+    r = NULL;
+    assert_int_equal(store_exec(s, &st_div, 1, one, &r, &e), 0);
+    store_res_free(r);
+    assert_int_equal(store_prefetch(s, &st_div, 1, zero), 1);
+    assert_int_equal(value_of("a"), 2);
+    r = NULL;
+    assert_int_equal(store_exec(s, &st_div, 1, zero, &r, &e), ERR_DB); /* runs it itself */
+    assert_non_null(strstr(e.msg, "division by zero"));
+
+    /* Answers never asked for are dropped. */
+    assert_int_equal(store_prefetch(s, &st_get, 1, pk), 1);
+    assert_int_equal(value_of("a"), 2);
+    store_prefetch_clear(s);
+    assert_int_equal(tl_exec(db, "UPDATE pipe_t SET v = 8 WHERE k = 'p'"), 0);
+    assert_int_equal(value_of("p"), 8);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -156,6 +197,7 @@ int main(void)
         cmocka_unit_test(test_raising_statement_stops_commit),
         cmocka_unit_test(test_sync_statement_reads_what_was_queued),
         cmocka_unit_test(test_flush_outside_a_transaction),
+        cmocka_unit_test(test_prefetch_served_once_and_isolated),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -376,6 +376,12 @@ static int begin(const worker_env *env, const job *j, auth_call *c, job_outcome 
     return 0;
 }
 
+void auth_prefetch(const worker_env *env, const job *j)
+{
+    store_auth_device_prefetch(env->db, str(j, "stage_uuid"), str(j, "username"),
+                               str(j, "device_id"));
+}
+
 int auth_start(const worker_env *env, const job *j, job_async *h, job_outcome *out)
 {
     auth_app *app = env->app;

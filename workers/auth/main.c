@@ -10,7 +10,8 @@
 
 int main(int argc, char **argv)
 {
-    static const job_type_def types[] = {{.type = "auth", .start = auth_start}};
+    static const job_type_def types[] = {
+        {.type = "auth", .start = auth_start, .prefetch = auth_prefetch}};
     static const worker_def def = {.name = "auth",
                                    .queue_kind = MQ_KIND_AUTH,
                                    .types = types,
