@@ -46,6 +46,10 @@ for dirpath, _, files in os.walk(build):
             continue
         obj = os.path.join(dirpath, f)
         name = os.path.relpath(obj, build)
+        # Objects of sources that no longer exist (an older layout) are not the code.
+        rel = obj.split(".dir/", 1)[-1][:-2]
+        if not any(os.path.exists(os.path.join(root, base, rel)) for base in ("", "common")):
+            continue
         out = subprocess.run(["nm", obj], capture_output=True, text=True).stdout
         for line in out.splitlines():
             p = line.split()
