@@ -15,7 +15,7 @@
 #define DUO_STAGE_H
 
 #include "duo.h"
-#include "store_admin.h"
+#include "store_stage.h"
 #include "worker.h"
 
 typedef struct stages stages;

@@ -594,11 +594,6 @@ const char *store_res_get(const store_res *r, int row, int col)
     return PQgetvalue(r->r, row, col);
 }
 
-int store_res_len(const store_res *r, int row, int col)
-{
-    return PQgetlength(r->r, row, col);
-}
-
 int store_res_isnull(const store_res *r, int row, int col)
 {
     return PQgetisnull(r->r, row, col);

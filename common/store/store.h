@@ -1,6 +1,7 @@
 /* store.h - the PostgreSQL store: one connection, transactions, and prepared,
  * parameterised statements. The only module that includes <libpq-fe.h>; domain
- * modules (store_*.c) build on store_exec() and never see libpq.
+ * modules (store_*.c) build on store_exec() and the layer's helpers (store_int.h,
+ * store_util.c) and never see libpq.
  *
  * A store is used by one thread. Statements are described by a static store_stmt
  * (name + SQL) and prepared lazily, once per connection. */
@@ -101,7 +102,6 @@ int store_exec_script(store *s, const char *sql, err_t *e);
 int store_res_rows(const store_res *r);
 /* Borrowed: valid until store_res_free(r). "" for NULL (check store_res_isnull). */
 const char *store_res_get(const store_res *r, int row, int col);
-int store_res_len(const store_res *r, int row, int col);
 int store_res_isnull(const store_res *r, int row, int col);
 /* Rows affected by an INSERT/UPDATE/DELETE. */
 long store_res_affected(const store_res *r);
@@ -121,5 +121,10 @@ int store_migrate(store *s, const char *dir, int *applied, err_t *e);
 
 /* The schema version the database is at (highest applied), 0 when none. */
 int store_schema_version(store *s, int *version, err_t *e);
+
+/* 1 when s is a canonical textual uuid (8-4-4-4-12 hex digits, any case); 0 for NULL.
+ * Check a uuid parameter with it before the query, so PostgreSQL never sees a bad cast
+ * (store_util.c). */
+int store_is_uuid(const char *s);
 
 #endif

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "store_admin.h"
+#include "store_int.h"
 
 /* Both lookups also (re)set the session's synchronous_commit to off (see
  * store_auth.h): every job starts with one of them, so the setting survives a
@@ -56,7 +56,7 @@ static void fill(const store_res *r, auth_device *out)
         return;
     }
     store_res_i64(r, 0, 1, &out->user_id);
-    if (strcmp(store_res_get(r, 0, 2), "t") != 0) {
+    if (!store_col_bool(r, 0, 2)) {
         out->state = AUTH_DEV_INACTIVE;
         return;
     }
@@ -121,12 +121,13 @@ int store_auth_device_by_uuid(store *s, const char *device_uuid, auth_device *ou
 int store_auth_take(store *s, int64_t user_id, int64_t stage_id, const auth_guard *g,
                     const char *job_id, auth_take *out, err_t *e)
 {
-    char uid[24], sid[24], cap[16], win[16], cool[16];
-    snprintf(uid, sizeof uid, "%lld", (long long)user_id);
-    snprintf(sid, sizeof sid, "%lld", (long long)stage_id);
-    snprintf(cap, sizeof cap, "%d", g->cap);
-    snprintf(win, sizeof win, "%d", g->window_secs);
-    snprintf(cool, sizeof cool, "%d", g->cooldown_secs);
+    char uid[STORE_I64_LEN], sid[STORE_I64_LEN], cap[STORE_I64_LEN], win[STORE_I64_LEN],
+        cool[STORE_I64_LEN];
+    store_i64_text(uid, user_id);
+    store_i64_text(sid, stage_id);
+    store_i64_text(cap, g->cap);
+    store_i64_text(win, g->window_secs);
+    store_i64_text(cool, g->cooldown_secs);
     const char *v[] = {uid, sid, cap, win, cool, job_id};
     store_res *r = NULL;
     memset(out, 0, sizeof *out);
@@ -154,8 +155,8 @@ int store_auth_take(store *s, int64_t user_id, int64_t stage_id, const auth_guar
 
 int store_auth_set_txid(store *s, int64_t challenge_id, const char *txid, err_t *e)
 {
-    char cid[24];
-    snprintf(cid, sizeof cid, "%lld", (long long)challenge_id);
+    char cid[STORE_I64_LEN];
+    store_i64_text(cid, challenge_id);
     const char *v[] = {cid, txid};
     return store_exec(s, &st_txid, 2, v, NULL, e);
 }
@@ -163,9 +164,9 @@ int store_auth_set_txid(store *s, int64_t challenge_id, const char *txid, err_t 
 int store_auth_record(store *s, int64_t challenge_id, const char *result, int64_t used_device_id,
                       err_t *e)
 {
-    char cid[24], did[24];
-    snprintf(cid, sizeof cid, "%lld", (long long)challenge_id);
-    snprintf(did, sizeof did, "%lld", (long long)used_device_id);
+    char cid[STORE_I64_LEN], did[STORE_I64_LEN];
+    store_i64_text(cid, challenge_id);
+    store_i64_text(did, used_device_id);
     const char *v[] = {cid, result, did};
     return store_in_tx(s) ? store_send(s, &st_record, 3, v, NULL, NULL, e)
                           : store_exec(s, &st_record, 3, v, NULL, e);

@@ -1,13 +1,12 @@
-/* store_enroll.c - users, enrollments and devices for the enrollment worker. */
+/* store_enroll.c - pending enrollments for the enrollment worker (store_enroll.h).
+ * Invariant: an enrollment is closed at most once (the close only matches 'pending'). */
 #include "store_enroll.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "store_admin.h"
+#include "store_int.h"
 
-static const store_stmt st_user = {"user_by_name",
-                                   "SELECT id, uuid, active FROM app_user WHERE username = $1"};
 static const store_stmt st_enr_add = {
     "enrollment_add",
     "INSERT INTO duo_enrollment (stage_id, user_id, duo_user_id, activation_code, expires_at) "
@@ -21,40 +20,20 @@ static const store_stmt st_enr_get = {
 static const store_stmt st_enr_close = {
     "enrollment_close", "UPDATE duo_enrollment SET state = $2, device_id = nullif($3::bigint, 0), "
                         "closed_at = now() WHERE id = $1::bigint AND state = 'pending'"};
-static const store_stmt st_dev_add = {
-    "device_add",
-    "INSERT INTO duo_device (user_id, stage_id, duo_user_id, duo_user_kind, name, confirmed) "
-    "VALUES ($1::bigint, $2::bigint, $3, $4, $5, true) RETURNING id, uuid"};
 
 static void copy(char *dst, size_t n, const char *src)
 {
     snprintf(dst, n, "%s", src);
 }
 
-int store_user_by_name(store *s, const char *username, store_user *out, err_t *e)
-{
-    store_res *r = NULL;
-    const char *v[] = {username};
-    int rc = store_exec(s, &st_user, 1, v, &r, e);
-    if (rc == 0 && store_res_rows(r) == 0)
-        rc = err_set(e, ERR_NOTFOUND, "no user named '%s'", username);
-    if (rc == 0) {
-        store_res_i64(r, 0, 0, &out->id);
-        copy(out->uuid, sizeof out->uuid, store_res_get(r, 0, 1));
-        out->active = strcmp(store_res_get(r, 0, 2), "t") == 0;
-    }
-    store_res_free(r);
-    return rc;
-}
-
 int store_enrollment_add(store *s, int64_t stage_id, int64_t user_id, const char *duo_user_id,
                          const char *activation_code, int64_t expires_at, store_enrollment *out,
                          err_t *e)
 {
-    char sid[24], uid[24], exp[24];
-    snprintf(sid, sizeof sid, "%lld", (long long)stage_id);
-    snprintf(uid, sizeof uid, "%lld", (long long)user_id);
-    snprintf(exp, sizeof exp, "%lld", (long long)expires_at);
+    char sid[STORE_I64_LEN], uid[STORE_I64_LEN], exp[STORE_I64_LEN];
+    store_i64_text(sid, stage_id);
+    store_i64_text(uid, user_id);
+    store_i64_text(exp, expires_at);
     const char *v[] = {sid, uid, duo_user_id, activation_code, exp};
     store_res *r = NULL;
     int rc = store_exec(s, &st_enr_add, 5, v, &r, e);
@@ -71,8 +50,8 @@ int store_enrollment_get(store *s, int64_t stage_id, const char *uuid, store_enr
 {
     if (!store_is_uuid(uuid))
         return err_set(e, ERR_INVAL, "enrollment_id '%.60s' is not a uuid", uuid);
-    char sid[24];
-    snprintf(sid, sizeof sid, "%lld", (long long)stage_id);
+    char sid[STORE_I64_LEN];
+    store_i64_text(sid, stage_id);
     const char *v[] = {uuid, sid};
     store_res *r = NULL;
     int rc = store_exec(s, &st_enr_get, 2, v, &r, e);
@@ -96,28 +75,9 @@ int store_enrollment_get(store *s, int64_t stage_id, const char *uuid, store_enr
 int store_enrollment_close(store *s, int64_t enrollment_id, const char *state, int64_t device_id,
                            err_t *e)
 {
-    char id[24], dev[24];
-    snprintf(id, sizeof id, "%lld", (long long)enrollment_id);
-    snprintf(dev, sizeof dev, "%lld", (long long)device_id);
+    char id[STORE_I64_LEN], dev[STORE_I64_LEN];
+    store_i64_text(id, enrollment_id);
+    store_i64_text(dev, device_id);
     const char *v[] = {id, state, dev};
     return store_exec(s, &st_enr_close, 3, v, NULL, e);
-}
-
-int store_device_add(store *s, int64_t user_id, int64_t stage_id, const char *duo_user_id,
-                     const char *kind, const char *name, int64_t *id_out, char *uuid_out, err_t *e)
-{
-    char uid[24], sid[24];
-    snprintf(uid, sizeof uid, "%lld", (long long)user_id);
-    snprintf(sid, sizeof sid, "%lld", (long long)stage_id);
-    const char *v[] = {uid, sid, duo_user_id, kind, name};
-    store_res *r = NULL;
-    int rc = store_exec(s, &st_dev_add, 5, v, &r, e);
-    if (rc == ERR_CONFLICT)
-        err_set(e, ERR_CONFLICT, "this stage already has a device for Duo user %s", duo_user_id);
-    if (rc == 0) {
-        store_res_i64(r, 0, 0, id_out);
-        snprintf(uuid_out, 40, "%s", store_res_get(r, 0, 1));
-    }
-    store_res_free(r);
-    return rc;
 }

@@ -1,21 +1,13 @@
-/* store_enroll.h - rows the enrollment worker reads and writes: local users, pending
- * enrollments and the Duo devices they produce. All ids crossing this API are the
- * public uuids as text; internal bigint ids stay inside the store. */
+/* store_enroll.h - the pending enrollments the enrollment worker writes and closes (the
+ * users it looks up are store_user.h, the devices it adds store_device.h). Every struct
+ * returned is the caller's; uuids cross this API as text. Built only on store.h.
+ * Invariant: an enrollment leaves 'pending' once, to 'success' or 'invalid'. */
 #ifndef DUO_STORE_ENROLL_H
 #define DUO_STORE_ENROLL_H
 
 #include <stdint.h>
 
 #include "store.h"
-
-typedef struct store_user {
-    int64_t id;
-    char uuid[40];
-    int active;
-} store_user;
-
-/* Looks up a local user by username: 0, ERR_NOTFOUND, or ERR_DB. */
-int store_user_by_name(store *s, const char *username, store_user *out, err_t *e);
 
 typedef struct store_enrollment {
     int64_t id;
@@ -42,11 +34,5 @@ int store_enrollment_get(store *s, int64_t stage_id, const char *uuid, store_enr
 /* Closes a pending enrollment as 'success' (with device row id) or 'invalid'. */
 int store_enrollment_close(store *s, int64_t enrollment_id, const char *state, int64_t device_id,
                            err_t *e);
-
-/* Adds a confirmed device; ERR_CONFLICT when the stage already has one for this Duo
- * user. Writes the new device's id and uuid (uuid_out: 40 bytes). kind is "user_id"
- * or "username" (what duo_user_id holds). */
-int store_device_add(store *s, int64_t user_id, int64_t stage_id, const char *duo_user_id,
-                     const char *kind, const char *name, int64_t *id_out, char *uuid_out, err_t *e);
 
 #endif

@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+#include "store_int.h"
+
 /* One privilege line: what a kind may do to one object. */
 typedef struct {
     unsigned kinds;   /* bit per STORE_GRANT_* kind */
@@ -77,10 +79,10 @@ static int check_role(store *s, const char *role, const char *setting, err_t *e)
                      "%s: role %s does not exist; create it (CREATE ROLE %s LOGIN PASSWORD "
                      "'...') and run `duoctl migrate` again, or set %s=none",
                      setting, role, role, setting);
-    else if (strcmp(store_res_get(r, 0, 0), "t") == 0)
+    else if (store_col_bool(r, 0, 0))
         rc = err_set(e, ERR_CONFIG, "%s: role %s is a superuser; a worker role must not be one",
                      setting, role);
-    else if (strcmp(store_res_get(r, 0, 1), "t") == 0)
+    else if (store_col_bool(r, 0, 1))
         rc = err_set(e, ERR_CONFIG,
                      "%s: role %s owns the database; a worker role must be another role than "
                      "the one that migrates",

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store_admin.h"
+#include "store_int.h"
 
 #define RUN_COLS                                                                                   \
     "r.id, r.uuid::text, r.stage_id, s.uuid::text, r.job_id, coalesce(r.reply_to, ''),"            \
@@ -180,45 +180,29 @@ static const store_stmt PAGE_ERRORS = {
     "SELECT \"offset\", coalesce(error, '') FROM import_page WHERE run_id = $1::bigint"
     " AND state = 'failed' ORDER BY page_no LIMIT $2::bigint"};
 
-static int64_t i64(const store_res *r, int row, int col)
-{
-    int64_t v = 0;
-    return store_res_i64(r, row, col, &v) == 0 ? v : 0;
-}
-
-static int is_true(const store_res *r, int row, int col)
-{
-    return strcmp(store_res_get(r, row, col), "t") == 0;
-}
-
-static void num(char buf[24], long long v)
-{
-    snprintf(buf, 24, "%lld", v);
-}
-
 static void run_read(const store_res *r, import_run *o)
 {
     memset(o, 0, sizeof *o);
-    o->id = i64(r, 0, 0);
+    o->id = store_col_i64(r, 0, 0);
     snprintf(o->uuid, sizeof o->uuid, "%s", store_res_get(r, 0, 1));
-    o->stage_id = i64(r, 0, 2);
+    o->stage_id = store_col_i64(r, 0, 2);
     snprintf(o->stage_uuid, sizeof o->stage_uuid, "%s", store_res_get(r, 0, 3));
     snprintf(o->job_id, sizeof o->job_id, "%s", store_res_get(r, 0, 4));
     snprintf(o->reply_to, sizeof o->reply_to, "%s", store_res_get(r, 0, 5));
     snprintf(o->correlation_id, sizeof o->correlation_id, "%s", store_res_get(r, 0, 6));
     snprintf(o->state, sizeof o->state, "%s", store_res_get(r, 0, 7));
-    o->dry_run = is_true(r, 0, 8);
-    o->page_size = (int)i64(r, 0, 9);
-    o->total_objects = i64(r, 0, 10);
-    o->pages_total = (int)i64(r, 0, 11);
-    o->pages_done = (int)i64(r, 0, 12);
-    o->created = i64(r, 0, 13);
-    o->existing = i64(r, 0, 14);
-    o->unknown_user = i64(r, 0, 15);
-    o->errors = (int)i64(r, 0, 16);
-    o->final_sent = is_true(r, 0, 17);
-    o->elapsed_s = strtod(store_res_get(r, 0, 18), NULL);
-    o->total_at_end = i64(r, 0, 19);
+    o->dry_run = store_col_bool(r, 0, 8);
+    o->page_size = (int)store_col_i64(r, 0, 9);
+    o->total_objects = store_col_i64(r, 0, 10);
+    o->pages_total = (int)store_col_i64(r, 0, 11);
+    o->pages_done = (int)store_col_i64(r, 0, 12);
+    o->created = store_col_i64(r, 0, 13);
+    o->existing = store_col_i64(r, 0, 14);
+    o->unknown_user = store_col_i64(r, 0, 15);
+    o->errors = (int)store_col_i64(r, 0, 16);
+    o->final_sent = store_col_bool(r, 0, 17);
+    o->elapsed_s = store_col_f64(r, 0, 18);
+    o->total_at_end = store_col_i64(r, 0, 19);
 }
 
 /* Runs a one-parameter run query and reads its row. */
@@ -237,8 +221,8 @@ static int run_query(store *s, const store_stmt *st, const char *param, import_r
 
 static int run_by_id(store *s, int64_t id, import_run *out, err_t *e)
 {
-    char b[24];
-    num(b, id);
+    char b[STORE_I64_LEN];
+    store_i64_text(b, id);
     return run_query(s, &RUN_BY_ID, b, out, e);
 }
 
@@ -251,8 +235,8 @@ int store_import_run_get(store *s, const char *run_uuid, import_run *out, err_t 
 
 int store_import_run_running(store *s, int64_t stage_id, import_run *out, err_t *e)
 {
-    char b[24];
-    num(b, stage_id);
+    char b[STORE_I64_LEN];
+    store_i64_text(b, stage_id);
     return run_query(s, &RUN_RUNNING, b, out, e);
 }
 
@@ -260,12 +244,12 @@ int store_import_run_start(store *s, const import_run_new *n, import_run *out, e
 {
     if (n->page_size < 1 || n->page_size > 300 || n->total_objects < 0 || n->rate_per_min <= 0)
         return err_set(e, ERR_INVAL, "bad import run parameters");
-    char sid[24], ps[24], tot[24], rate[32], first[24];
-    num(sid, n->stage_id);
-    num(ps, n->page_size);
-    num(tot, n->total_objects);
+    char sid[STORE_I64_LEN], ps[STORE_I64_LEN], tot[STORE_I64_LEN], rate[32], first[STORE_I64_LEN];
+    store_i64_text(sid, n->stage_id);
+    store_i64_text(ps, n->page_size);
+    store_i64_text(tot, n->total_objects);
     snprintf(rate, sizeof rate, "%.6f", n->rate_per_min);
-    num(first, n->first_slot_ms);
+    store_i64_text(first, n->first_slot_ms);
     const char *v[] = {sid,
                        n->job_id,
                        n->reply_to && *n->reply_to ? n->reply_to : NULL,
@@ -277,7 +261,7 @@ int store_import_run_start(store *s, const import_run_new *n, import_run *out, e
                        first};
     store_res *r = NULL;
     int rc = store_exec(s, &RUN_START, 9, v, &r, e);
-    int64_t id = rc == 0 ? i64(r, 0, 0) : 0;
+    int64_t id = rc == 0 ? store_col_i64(r, 0, 0) : 0;
     store_res_free(r);
     if (rc == ERR_CONFLICT)
         return err_set(e, ERR_CONFLICT, "an import is already running for this stage");
@@ -291,65 +275,56 @@ static int read_refs(const store_res *r, import_page_ref **out, size_t *n, err_t
     if (rows > 0 && !(*out = calloc((size_t)rows, sizeof **out)))
         return err_set(e, ERR_NOMEM, "out of memory");
     for (int i = 0; i < rows; i++)
-        (*out)[i] = (import_page_ref){
-            .page_no = (int)i64(r, i, 0), .offset = i64(r, i, 1), .limit = (int)i64(r, i, 2)};
+        (*out)[i] = (import_page_ref){.page_no = (int)store_col_i64(r, i, 0),
+                                      .offset = store_col_i64(r, i, 1),
+                                      .limit = (int)store_col_i64(r, i, 2)};
     *n = (size_t)rows;
     return 0;
+}
+
+/* Runs a page query (integer parameters v[0..nv)) into a fresh array of its rows. */
+static int query_refs(store *s, const store_stmt *st, int nv, const int64_t *v,
+                      import_page_ref **out, size_t *n, err_t *e)
+{
+    store_res *r = NULL;
+    *out = NULL;
+    *n = 0;
+    int rc = store_exec_i64(s, st, nv, v, &r, e);
+    if (rc == 0)
+        rc = read_refs(r, out, n, e);
+    store_res_free(r);
+    return rc;
 }
 
 int store_import_pages_pending(store *s, int64_t run_id, int from_page, size_t max,
                                import_page_ref **out, size_t *n, err_t *e)
 {
-    char id[24], from[24], lim[24];
-    num(id, run_id);
-    num(from, from_page);
-    num(lim, (long long)max);
-    const char *v[] = {id, from, lim};
-    store_res *r = NULL;
-    *out = NULL;
-    *n = 0;
-    int rc = store_exec(s, &PAGES_PENDING, 3, v, &r, e);
-    if (rc == 0)
-        rc = read_refs(r, out, n, e);
-    store_res_free(r);
-    return rc;
+    const int64_t v[] = {run_id, from_page, (int64_t)max};
+    return query_refs(s, &PAGES_PENDING, 3, v, out, n, e);
 }
 
 int store_import_pages_children(store *s, int64_t run_id, int64_t parent_offset,
                                 import_page_ref **out, size_t *n, err_t *e)
 {
-    char id[24], off[24];
-    num(id, run_id);
-    num(off, parent_offset);
-    const char *v[] = {id, off};
-    store_res *r = NULL;
-    *out = NULL;
-    *n = 0;
-    int rc = store_exec(s, &PAGES_CHILDREN, 2, v, &r, e);
-    if (rc == 0)
-        rc = read_refs(r, out, n, e);
-    store_res_free(r);
-    return rc;
+    const int64_t v[] = {run_id, parent_offset};
+    return query_refs(s, &PAGES_CHILDREN, 2, v, out, n, e);
 }
 
 int store_import_pages_extend(store *s, int64_t run_id, int64_t new_total, int *first_new,
                               int *added, err_t *e)
 {
-    char id[24], tot[24];
-    num(id, run_id);
-    num(tot, new_total);
-    const char *v[] = {id, tot};
+    const int64_t v[] = {run_id, new_total};
     store_res *r = NULL;
     *first_new = 0;
     *added = 0;
     int rc = store_begin(s, e);
     if (rc == 0)
-        rc = store_exec(s, &RUN_LOCK, 1, v, NULL, e);
+        rc = store_exec_i64(s, &RUN_LOCK, 1, v, NULL, e);
     if (rc == 0)
-        rc = store_exec(s, &PAGES_EXTEND, 2, v, &r, e);
+        rc = store_exec_i64(s, &PAGES_EXTEND, 2, v, &r, e);
     if (rc == 0) {
-        *first_new = (int)i64(r, 0, 0);
-        *added = (int)i64(r, 0, 1);
+        *first_new = (int)store_col_i64(r, 0, 0);
+        *added = (int)store_col_i64(r, 0, 1);
         rc = store_commit(s, e);
     }
     store_res_free(r);
@@ -360,8 +335,8 @@ int store_import_pages_extend(store *s, int64_t run_id, int64_t new_total, int *
 
 int store_import_pace_take(store *s, int64_t run_id, double max_rate, long long *wait_ms, err_t *e)
 {
-    char id[24], rate[32];
-    num(id, run_id);
+    char id[STORE_I64_LEN], rate[32];
+    store_i64_text(id, run_id);
     snprintf(rate, sizeof rate, "%.6f", max_rate);
     const char *v[] = {id, rate};
     store_res *r = NULL;
@@ -370,7 +345,7 @@ int store_import_pace_take(store *s, int64_t run_id, double max_rate, long long 
     if (rc == 0 && store_res_rows(r) == 0)
         rc = err_set(e, ERR_NOTFOUND, "import run %lld has no pace row", (long long)run_id);
     if (rc == 0)
-        *wait_ms = i64(r, 0, 0);
+        *wait_ms = store_col_i64(r, 0, 0);
     store_res_free(r);
     return rc;
 }
@@ -384,8 +359,8 @@ int store_import_page_begin(store *s, const char *run_uuid, long long offset, do
     *page = (import_page_ref){.page_no = -1, .offset = offset};
     if (!store_is_uuid(run_uuid))
         return err_set(e, ERR_NOTFOUND, "'%.60s' is not an import run id", run_uuid);
-    char pg[24], rate[32];
-    num(pg, offset);
+    char pg[STORE_I64_LEN], rate[32];
+    store_i64_text(pg, offset);
     snprintf(rate, sizeof rate, "%.6f", max_rate);
     const char *v[] = {run_uuid, pg, rate};
     store_res *r = NULL;
@@ -394,10 +369,10 @@ int store_import_page_begin(store *s, const char *run_uuid, long long offset, do
         rc = err_set(e, ERR_NOTFOUND, "no such import run");
     if (rc == 0) {
         run_read(r, run);
-        *pending = is_true(r, 0, RUN_NCOLS);
-        *wait_ms = i64(r, 0, RUN_NCOLS + 1);
-        page->page_no = (int)i64(r, 0, RUN_NCOLS + 2);
-        page->limit = (int)i64(r, 0, RUN_NCOLS + 3);
+        *pending = store_col_bool(r, 0, RUN_NCOLS);
+        *wait_ms = store_col_i64(r, 0, RUN_NCOLS + 1);
+        page->page_no = (int)store_col_i64(r, 0, RUN_NCOLS + 2);
+        page->limit = (int)store_col_i64(r, 0, RUN_NCOLS + 3);
     }
     store_res_free(r);
     return rc;
@@ -405,64 +380,33 @@ int store_import_page_begin(store *s, const char *run_uuid, long long offset, do
 
 int store_import_pace_slow(store *s, int64_t run_id, double factor, double floor, err_t *e)
 {
-    char id[24], f[32], fl[32];
-    num(id, run_id);
+    char id[STORE_I64_LEN], f[32], fl[32];
+    store_i64_text(id, run_id);
     snprintf(f, sizeof f, "%.6f", factor);
     snprintf(fl, sizeof fl, "%.6f", floor);
     const char *v[] = {id, f, fl};
     return store_exec(s, &PACE_SLOW, 3, v, NULL, e);
 }
 
-/* Appends one array element, quoted and escaped, to a text[] literal being built. */
-static char *put_elem(char *w, const char *s)
+/* 1 when every v[i] is 1..max bytes long. */
+static int texts_ok(const char *const *v, size_t n, size_t max)
 {
-    *w++ = '"';
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            *w++ = '\\';
-        *w++ = *s;
-    }
-    *w++ = '"';
-    return w;
-}
-
-/* Builds the text[] literal of v[0..n): a parameter value, never SQL. NULL when out of
- * memory or an element is empty or longer than maxlen bytes (*bad set then). */
-static char *text_array(const char *const *v, size_t n, size_t maxlen, int *bad)
-{
-    size_t cap = 3;
-    for (size_t i = 0; i < n; i++) {
-        size_t len = v[i] ? strlen(v[i]) : 0;
-        if (len == 0 || len > maxlen) {
-            *bad = 1;
-            return NULL;
-        }
-        cap += 2 * len + 3;
-    }
-    char *out = malloc(cap), *w = out;
-    if (!out)
-        return NULL;
-    *w++ = '{';
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            *w++ = ',';
-        w = put_elem(w, v[i]);
-    }
-    *w++ = '}';
-    *w = '\0';
-    return out;
+    for (size_t i = 0; i < n; i++)
+        if (!store_text_ok(v[i], max))
+            return 0;
+    return 1;
 }
 
 static void page_result(const store_res *r, import_page_result *out)
 {
-    out->created = i64(r, 0, 0);
-    out->existing = i64(r, 0, 1);
-    out->unknown_user = i64(r, 0, 2);
-    out->applied = is_true(r, 0, 3);
-    out->pages_done = (int)i64(r, 0, 4);
-    out->pages_total = (int)i64(r, 0, 5);
-    out->progress_due = is_true(r, 0, 6);
-    out->rest_page_no = (int)i64(r, 0, 7);
+    out->created = store_col_i64(r, 0, 0);
+    out->existing = store_col_i64(r, 0, 1);
+    out->unknown_user = store_col_i64(r, 0, 2);
+    out->applied = store_col_bool(r, 0, 3);
+    out->pages_done = (int)store_col_i64(r, 0, 4);
+    out->pages_total = (int)store_col_i64(r, 0, 5);
+    out->progress_due = store_col_bool(r, 0, 6);
+    out->rest_page_no = (int)store_col_i64(r, 0, 7);
 }
 
 int store_import_page_apply(store *s, int64_t run_id, const import_page_ref *page,
@@ -471,22 +415,20 @@ int store_import_page_apply(store *s, int64_t run_id, const import_page_ref *pag
                             import_page_result *out, err_t *e)
 {
     memset(out, 0, sizeof *out);
-    int bad = 0;
-    char *aid = text_array(ids, n, 200, &bad), *anm = bad ? NULL : text_array(names, n, 150, &bad);
-    int rc = 0;
-    if (bad)
-        rc = err_set(e, ERR_INVAL, "a Duo user id or username on this page is empty or too long");
-    else if (!aid || !anm)
-        rc = err_set(e, ERR_NOMEM, "out of memory");
-    char run[24], pg[24], st[24], pms[24], roff[24], rlim[24], poff[24];
-    num(run, run_id);
-    num(pg, page->page_no);
-    num(st, stage_id);
-    num(pms, progress_ms);
-    num(poff, page->offset);
+    if (!texts_ok(ids, n, 200) || !texts_ok(names, n, 150))
+        return err_set(e, ERR_INVAL, "a Duo user id or username on this page is empty or too long");
+    char *aid = store_text_array(ids, n), *anm = store_text_array(names, n);
+    int rc = aid && anm ? 0 : err_set(e, ERR_NOMEM, "out of memory");
+    char run[STORE_I64_LEN], pg[STORE_I64_LEN], st[STORE_I64_LEN], pms[STORE_I64_LEN],
+        roff[STORE_I64_LEN], rlim[STORE_I64_LEN], poff[STORE_I64_LEN];
+    store_i64_text(run, run_id);
+    store_i64_text(pg, page->page_no);
+    store_i64_text(st, stage_id);
+    store_i64_text(pms, progress_ms);
+    store_i64_text(poff, page->offset);
     if (rest) {
-        num(roff, rest->offset);
-        num(rlim, rest->limit);
+        store_i64_text(roff, rest->offset);
+        store_i64_text(rlim, rest->limit);
     }
     const char *v[] = {run,
                        pg,
@@ -512,9 +454,9 @@ int store_import_page_apply(store *s, int64_t run_id, const import_page_ref *pag
 int store_import_page_fail(store *s, int64_t run_id, int page_no, const char *message, int *applied,
                            err_t *e)
 {
-    char run[24], pg[24];
-    num(run, run_id);
-    num(pg, page_no);
+    char run[STORE_I64_LEN], pg[STORE_I64_LEN];
+    store_i64_text(run, run_id);
+    store_i64_text(pg, page_no);
     const char *v[] = {run, pg, message};
     store_res *r = NULL;
     int rc = store_exec(s, &PAGE_FAIL, 3, v, &r, e);
@@ -526,12 +468,9 @@ int store_import_page_fail(store *s, int64_t run_id, int page_no, const char *me
 int store_import_run_finish(store *s, int64_t run_id, int64_t total_at_end, int *finished,
                             import_run *out, err_t *e)
 {
-    char id[24], tot[24];
-    num(id, run_id);
-    num(tot, total_at_end);
-    const char *v[] = {id, tot};
+    const int64_t v[] = {run_id, total_at_end};
     store_res *r = NULL;
-    int rc = store_exec(s, &RUN_FINISH, 2, v, &r, e);
+    int rc = store_exec_i64(s, &RUN_FINISH, 2, v, &r, e);
     *finished = rc == 0 && store_res_affected(r) > 0;
     store_res_free(r);
     return rc < 0 ? rc : run_by_id(s, run_id, out, e);
@@ -539,23 +478,17 @@ int store_import_run_finish(store *s, int64_t run_id, int64_t total_at_end, int 
 
 int store_import_run_final_sent(store *s, int64_t run_id, err_t *e)
 {
-    char id[24];
-    num(id, run_id);
-    const char *v[] = {id};
-    return store_exec(s, &RUN_FINAL_SENT, 1, v, NULL, e);
+    return store_exec_i64(s, &RUN_FINAL_SENT, 1, &run_id, NULL, e);
 }
 
 int store_import_page_errors(store *s, int64_t run_id, size_t max, import_page_error_fn fn,
                              void *arg, err_t *e)
 {
-    char id[24], lim[24];
-    num(id, run_id);
-    num(lim, (long long)max);
-    const char *v[] = {id, lim};
+    const int64_t v[] = {run_id, (int64_t)max};
     store_res *r = NULL;
-    int rc = store_exec(s, &PAGE_ERRORS, 2, v, &r, e);
+    int rc = store_exec_i64(s, &PAGE_ERRORS, 2, v, &r, e);
     for (int i = 0; rc == 0 && i < store_res_rows(r); i++)
-        fn(i64(r, i, 0), store_res_get(r, i, 1), arg);
+        fn(store_col_i64(r, i, 0), store_res_get(r, i, 1), arg);
     store_res_free(r);
     return rc;
 }

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store_int.h"
+
 /* One round trip: take the job's advisory lock and, holding it, insert the job or count
  * another attempt of a crashed one. The joined row is read from the snapshot before the
  * insert, so a finished job shows as 'done' with its reply. */
@@ -29,7 +31,7 @@ static int claim_result(store_res *r, const char *job_id, job_claim *out, err_t 
 {
     if (store_res_rows(r) != 1)
         return err_set(e, ERR_DB, "job %s: claim answered no row", job_id);
-    if (strcmp(store_res_get(r, 0, 0), "t") != 0) {
+    if (!store_col_bool(r, 0, 0)) {
         out->state = JOB_CLAIM_BUSY;
         return 0;
     }

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store_int.h"
+
 static const store_stmt st_view = {
     "ops_job_view",
     "SELECT job_type, state, attempts, coalesce(error_code, ''), "
@@ -29,19 +31,6 @@ static const store_stmt st_runs = {
     "FROM import_run r JOIN duo_stage s ON s.id = r.stage_id WHERE r.state = 'running' "
     "ORDER BY r.started_at"};
 
-static int64_t i64_at(const store_res *r, int row, int col)
-{
-    int64_t v = 0;
-    return store_res_i64(r, row, col, &v) == 0 ? v : 0;
-}
-
-static double f64_at(const store_res *r, int row, int col)
-{
-    char *end = NULL;
-    double v = strtod(store_res_get(r, row, col), &end);
-    return end && *end == '\0' ? v : 0.0;
-}
-
 int store_job_view_get(store *s, const char *job_id, store_job_view *out, err_t *e)
 {
     memset(out, 0, sizeof *out);
@@ -53,10 +42,10 @@ int store_job_view_get(store *s, const char *job_id, store_job_view *out, err_t 
     if (rc == 0) {
         snprintf(out->job_type, sizeof out->job_type, "%s", store_res_get(r, 0, 0));
         snprintf(out->state, sizeof out->state, "%s", store_res_get(r, 0, 1));
-        out->attempts = (int)i64_at(r, 0, 2);
+        out->attempts = (int)store_col_i64(r, 0, 2);
         snprintf(out->error_code, sizeof out->error_code, "%s", store_res_get(r, 0, 3));
-        out->created_at = i64_at(r, 0, 4);
-        out->finished_at = i64_at(r, 0, 5);
+        out->created_at = store_col_i64(r, 0, 4);
+        out->finished_at = store_col_i64(r, 0, 5);
         if (!store_res_isnull(r, 0, 6) &&
             store_res_bytea(r, 0, 6, &out->reply, &out->reply_len) < 0)
             rc = err_set(e, ERR_NOMEM, "unreadable stored reply");
@@ -85,13 +74,13 @@ int store_job_rearm(store *s, const char *job_id, int *rearmed, err_t *e)
 
 int store_job_outcomes(store *s, int limit, store_outcome_cb cb, void *arg, err_t *e)
 {
-    char lim[16];
-    snprintf(lim, sizeof lim, "%d", limit > 0 ? limit : 1);
+    char lim[STORE_I64_LEN];
+    store_i64_text(lim, limit > 0 ? limit : 1);
     const char *v[] = {lim};
     store_res *r = NULL;
     int rc = store_exec(s, &st_outcomes, 1, v, &r, e);
     for (int i = 0; rc == 0 && i < store_res_rows(r); i++)
-        rc = cb(store_res_get(r, i, 0), store_res_get(r, i, 1), i64_at(r, i, 2), arg);
+        rc = cb(store_res_get(r, i, 0), store_res_get(r, i, 1), store_col_i64(r, i, 2), arg);
     store_res_free(r);
     return rc;
 }
@@ -101,7 +90,7 @@ int store_job_running(store *s, store_count_cb cb, void *arg, err_t *e)
     store_res *r = NULL;
     int rc = store_exec(s, &st_running, 0, NULL, &r, e);
     for (int i = 0; rc == 0 && i < store_res_rows(r); i++)
-        rc = cb(store_res_get(r, i, 0), i64_at(r, i, 1), arg);
+        rc = cb(store_res_get(r, i, 0), store_col_i64(r, i, 1), arg);
     store_res_free(r);
     return rc;
 }
@@ -111,15 +100,15 @@ static void run_row(const store_res *r, int i, store_run_progress *p)
     memset(p, 0, sizeof *p);
     snprintf(p->uuid, sizeof p->uuid, "%s", store_res_get(r, i, 0));
     snprintf(p->stage, sizeof p->stage, "%s", store_res_get(r, i, 1));
-    p->dry_run = strcmp(store_res_get(r, i, 2), "t") == 0;
-    p->pages_total = (int)i64_at(r, i, 3);
-    p->pages_done = (int)i64_at(r, i, 4);
-    p->created = i64_at(r, i, 5);
-    p->existing = i64_at(r, i, 6);
-    p->unknown_user = i64_at(r, i, 7);
-    p->errors = (int)i64_at(r, i, 8);
-    p->elapsed_s = f64_at(r, i, 9);
-    p->idle_s = f64_at(r, i, 10);
+    p->dry_run = store_col_bool(r, i, 2);
+    p->pages_total = (int)store_col_i64(r, i, 3);
+    p->pages_done = (int)store_col_i64(r, i, 4);
+    p->created = store_col_i64(r, i, 5);
+    p->existing = store_col_i64(r, i, 6);
+    p->unknown_user = store_col_i64(r, i, 7);
+    p->errors = (int)store_col_i64(r, i, 8);
+    p->elapsed_s = store_col_f64(r, i, 9);
+    p->idle_s = store_col_f64(r, i, 10);
 }
 
 int store_import_running(store *s, store_run_cb cb, void *arg, err_t *e)

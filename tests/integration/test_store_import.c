@@ -15,8 +15,8 @@
 
 #include <cmocka.h>
 
-#include "store_admin.h"
 #include "store_import.h"
+#include "store_stage.h"
 #include "testlib.h"
 
 #define KEY_A "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="

@@ -5,7 +5,7 @@
 
 #include "admin_io.h"
 #include "cmd.h"
-#include "store_admin.h"
+#include "store_device.h"
 
 static const char USAGE[] =
     "usage: duoctl device COMMAND [ARGS]\n"

@@ -2,14 +2,15 @@
  * (one Duo application each) as the operator manages them.
  *
  * Invariant: secrets given on the command line, in files or on standard input go to
- * the store only through store_admin (which encrypts them) and are never printed:
+ * the store only through store_stage (which encrypts them) and are never printed:
  * output shows "set"/"unset" and the key id. Buffers read from files are wiped. */
 #include <stdio.h>
 #include <string.h>
 
 #include "admin_io.h"
 #include "cmd.h"
-#include "store_admin.h"
+#include "store_keys.h"
+#include "store_stage.h"
 
 #define MAX_SECRET_BYTES 4096
 #define MAX_CA_BYTES (1024 * 1024)

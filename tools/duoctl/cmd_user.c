@@ -9,7 +9,7 @@
 
 #include "admin_io.h"
 #include "cmd.h"
-#include "store_admin.h"
+#include "store_user.h"
 
 #define BATCH 10000
 

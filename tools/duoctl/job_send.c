@@ -9,7 +9,7 @@
 #include "config.h"
 #include "jobs_client.h"
 #include "store.h"
-#include "store_admin.h"
+#include "store_stage.h"
 
 static int print_stage_uuid(const stage_view *v, void *arg)
 {

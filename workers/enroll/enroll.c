@@ -7,7 +7,9 @@
 
 #include "clock.h"
 #include "log.h"
+#include "store_device.h"
 #include "store_enroll.h"
+#include "store_user.h"
 
 static const char *str(const job *j, const char *key)
 {

@@ -14,7 +14,8 @@
 #include "clock.h"
 #include "import.h"
 #include "log.h"
-#include "store_enroll.h"
+#include "store_device.h"
+#include "store_user.h"
 
 /* What the job's duo_user_id turned into. */
 typedef struct resolved {

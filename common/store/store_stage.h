@@ -1,16 +1,16 @@
-/* store_admin.h - stages, local users and devices as the operator manages them
- * (duoctl), plus the decrypted stage record the workers load.
+/* store_stage.h - Duo stages: the rows an operator creates, changes, lists and deletes
+ * (duoctl), and the decrypted record a worker loads (the stage layer's cache).
  *
- * Built only on store.h. Key invariant: a stage's client secret and admin secret key
- * cross this module's boundary in plaintext only inside stage_fields (input, borrowed)
- * and stage_rec (output, wiped by stage_rec_free); the database only ever receives and
- * returns envelopes (secret.h) bound to their column by the AAD below.
+ * Key invariant: a stage's client secret and admin secret key cross this module's
+ * boundary in plaintext only inside stage_fields (input, borrowed) and stage_rec (output,
+ * owned by the caller, wiped by stage_rec_free); the database only ever receives and
+ * returns envelopes (secret.h) bound to their column by the AAD below. Re-encryption
+ * under a new key is store_keys.h. Built only on store.h and secret.h.
  *
  * A stage is addressed by "ref": its uuid (any case) or its name. */
-#ifndef DUO_STORE_ADMIN_H
-#define DUO_STORE_ADMIN_H
+#ifndef DUO_STORE_STAGE_H
+#define DUO_STORE_STAGE_H
 
-#include <stddef.h>
 #include <stdint.h>
 
 #include "err.h"
@@ -20,11 +20,6 @@
 /* AAD of each encrypted column: an envelope only decrypts in the column it was made for. */
 #define STAGE_AAD_CLIENT_SECRET "duo_stage.client_secret"
 #define STAGE_AAD_ADMIN_SECRET "duo_stage.admin_secret_key"
-
-/* 1 when s is a canonical textual uuid (8-4-4-4-12 hex digits, any case). */
-int store_is_uuid(const char *s);
-
-/* ---- stages ---- */
 
 /* Input of create/update; all strings borrowed for the call, secrets in plaintext.
  * NULL means "not given" (update: unchanged). On update, "" clears an optional field
@@ -105,75 +100,13 @@ int store_stage_show(store *s, const char *ref, stage_view_fn fn, void *arg, err
  * many devices went with it. ERR_NOTFOUND, ERR_DB. */
 int store_stage_delete(store *s, const char *ref, int64_t *devices, err_t *e);
 
-/* Re-encrypts, in one transaction, every stage secret not under k's current key;
- * *count receives how many secrets were rewritten. ERR_CRYPTO (a secret under a key not
- * in the ring: nothing is changed), ERR_DB. */
-int store_stage_rotate(store *s, const secret_keyring *k, int64_t *count, err_t *e);
-
 /* Loads the stage with this uuid, secrets decrypted (for workers). ERR_INVAL for a
  * malformed uuid (checked before any query), ERR_NOTFOUND, ERR_CRYPTO, ERR_DB. On
  * success the caller owns *out: stage_rec_free(). On failure *out is empty. */
 int store_stage_load(store *s, const secret_keyring *k, const char *uuid, stage_rec *out, err_t *e);
 
-/* Same, addressed by uuid or name. ERR_NOTFOUND, ERR_CRYPTO, ERR_DB. */
-int store_stage_get(store *s, const secret_keyring *k, const char *ref, stage_rec *out, err_t *e);
-
 /* Wipes the secrets and frees the strings of r (not r itself); accepts NULL and an
  * already-freed record. */
 void stage_rec_free(stage_rec *r);
-
-/* ---- local users ---- */
-
-typedef struct user_view {
-    int64_t id;
-    const char *uuid;
-    const char *username;
-    const char *email; /* NULL when unset */
-    int active;
-    const char *created_at;
-} user_view;
-
-typedef int (*user_view_fn)(const user_view *v, void *arg);
-
-/* Inserts or updates a user by username (email kept when email is NULL). *id and
- * *inserted (1 new, 0 existing) may be NULL. ERR_INVAL (username not 1..150 bytes),
- * ERR_DB. */
-int store_user_upsert(store *s, const char *username, const char *email, int active, int64_t *id,
-                      int *inserted, err_t *e);
-
-/* Walks up to limit users by id (limit <= 0: all). */
-int store_user_list(store *s, long limit, user_view_fn fn, void *arg, err_t *e);
-
-/* Inserts n users in one statement (unnest of two arrays); existing usernames are left
- * alone. emails[i] may be NULL; emails itself may be NULL. *inserted receives the rows
- * added. ERR_INVAL (a username not 1..150 bytes), ERR_NOMEM, ERR_DB. */
-int store_user_insert_batch(store *s, const char *const *usernames, const char *const *emails,
-                            size_t n, int64_t *inserted, err_t *e);
-
-/* ---- devices ---- */
-
-typedef struct device_view {
-    int64_t id;
-    const char *uuid;
-    const char *stage_uuid;
-    const char *stage_name;
-    const char *username;
-    const char *duo_user_id;
-    const char *duo_user_kind;
-    const char *name;
-    int confirmed;
-    const char *created_at;
-    const char *last_used; /* NULL when never used */
-} device_view;
-
-typedef int (*device_view_fn)(const device_view *v, void *arg);
-
-/* Walks devices by id, optionally only those of stage_ref and/or username (NULL: any),
- * at most limit (<= 0: all). ERR_NOTFOUND when stage_ref names no stage. */
-int store_device_list(store *s, const char *stage_ref, const char *username, long limit,
-                      device_view_fn fn, void *arg, err_t *e);
-
-/* Deletes one device by numeric id or uuid. ERR_INVAL (neither), ERR_NOTFOUND, ERR_DB. */
-int store_device_delete(store *s, const char *id_or_uuid, err_t *e);
 
 #endif
