@@ -49,6 +49,7 @@ struct store {
     sent_cmd sent[MAX_SENT]; /* commands sent and not yet read, in order */
     int npre;
     prefetched pre[MAX_PREFETCH];
+    int prefetch_failed; /* the last drain met a failed read ahead */
 };
 
 struct store_res {
@@ -271,6 +272,8 @@ static int note_sent(store *s, const char *what, int prepare, err_t *e)
 static void read_prefetch(store *s, const sent_cmd *c, PGresult *r)
 {
     ExecStatusType t = PQresultStatus(r);
+    if (t != PGRES_TUPLES_OK && t != PGRES_COMMAND_OK)
+        s->prefetch_failed = 1;
     if (c->pre < s->npre && (t == PGRES_TUPLES_OK || t == PGRES_COMMAND_OK) && !s->pre[c->pre].r)
         s->pre[c->pre].r = r;
     else
@@ -304,6 +307,7 @@ static int check_sent(store *s, const sent_cmd *c, PGresult *r, int rc, err_t *e
 static int drain(store *s, PGresult **keep, err_t *e)
 {
     int rc = 0;
+    s->prefetch_failed = 0;
     if (keep)
         *keep = NULL;
     if (PQpipelineSync(s->pg) != 1)
@@ -484,12 +488,16 @@ static PGresult *take_prefetched(store *s, const store_stmt *st, int n, const ch
 
 int store_prefetch(store *s, const store_stmt *st, int n, const char *const *values)
 {
-    int known = 0;
+    int known = 0, only_reads = 1;
     for (int i = 0; i < s->nprepared && !known; i++)
         known = strcmp(s->prepared[i], st->name) == 0;
-    /* Only a statement already prepared: a read-ahead must not be able to fail what it
-     * travels with, and it is isolated by its own Sync. */
-    if (!known || s->npre == MAX_PREFETCH || s->nsent + 2 > MAX_SENT || enter_pipeline(s, NULL) < 0)
+    for (int i = 0; i < s->nsent; i++)
+        only_reads &= s->sent[i].pre >= 0;
+    /* Only a statement already prepared, outside a transaction, with nothing but other
+     * reads ahead queued: if it fails, the statement it travels with is aborted too and
+     * simply run again on its own (store_exec_bin), so nothing else can be lost. */
+    if (!known || s->in_tx || !only_reads || s->npre == MAX_PREFETCH || s->nsent + 1 > MAX_SENT ||
+        enter_pipeline(s, NULL) < 0)
         return 0;
     char *key = params_key(n, values);
     if (!key || PQsendQueryPrepared(s->pg, st->name, n, values, NULL, NULL, 0) != 1) {
@@ -498,8 +506,6 @@ int store_prefetch(store *s, const store_stmt *st, int n, const char *const *val
     }
     s->pre[s->npre] = (prefetched){st->name, key, NULL};
     s->sent[s->nsent++] = (sent_cmd){st->name, 0, 0, s->npre++};
-    PQpipelineSync(s->pg);
-    s->sent[s->nsent++] = (sent_cmd){"sync", 0, 1, -1};
     return 1;
 }
 
@@ -541,11 +547,14 @@ int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *val
             drain(s, NULL, NULL);
             return rc;
         }
-        if ((rc = note_sent(s, st->name, 0, e)) < 0 || (rc = drain(s, &r, e)) < 0) {
-            if (s->piped)
-                drain(s, NULL, NULL);
+        if ((rc = note_sent(s, st->name, 0, e)) == 0)
+            rc = drain(s, &r, e);
+        if (s->piped)
+            drain(s, NULL, NULL);
+        if (rc < 0 && s->prefetch_failed && store_ok(s)) /* aborted by a read ahead */
+            rc = 0, r = PQexecPrepared(s->pg, st->name, n, values, lengths, binary, 0);
+        else if (rc < 0)
             return rc;
-        }
     } else
         r = PQexecPrepared(s->pg, st->name, n, values, lengths, binary, 0);
     ExecStatusType t = PQresultStatus(r);

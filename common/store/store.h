@@ -77,12 +77,13 @@ int store_send(store *s, const store_stmt *st, int n, const char *const *values,
                const int *binary, err_t *e);
 
 /* Sends a read ahead of its use: its answer travels back with the next synchronous
- * statement (e.g. a job's claim) and is served, once, by the first store_exec of the
- * same statement with the same text parameters, instead of a round trip of its own. It
- * is isolated (a failure is forgotten: that store_exec then runs it itself), and only a
- * statement this connection has prepared is read ahead. Returns 1 when sent, 0 when
- * not (nothing lost: the store_exec runs it). Answers never asked for are dropped by
- * store_prefetch_clear(). */
+ * statement (e.g. a job's claim), in the same round trip, and is served, once, by the
+ * first store_exec of the same statement with the same text parameters. Only a
+ * statement this connection has prepared, and only outside a transaction with nothing
+ * but reads ahead queued: a read ahead that fails is forgotten (that store_exec runs it
+ * itself) and the statement it travelled with, aborted with it, is run again on its
+ * own. Returns 1 when sent, 0 when not (nothing lost: the store_exec runs it). Answers
+ * never asked for are dropped by store_prefetch_clear(). */
 int store_prefetch(store *s, const store_stmt *st, int n, const char *const *values);
 
 /* Forgets every read-ahead answer not asked for (e.g. after the job it was for). */

@@ -170,7 +170,8 @@ static void test_prefetch_served_once_and_isolated(void **state)
     assert_int_equal(value_of("p"), 1);
     assert_int_equal(value_of("p"), 7);
 
-    /* A read-ahead that fails is forgotten and harms nothing sent after it. */
+    /* A read-ahead that fails is forgotten; the statement it travelled with, aborted
+     * with it, is run again on its own. */
     const char *one[] = {"1"}, *zero[] = {"0"};
     r = NULL;
     assert_int_equal(store_exec(s, &st_div, 1, one, &r, &e), 0);
@@ -180,6 +181,11 @@ static void test_prefetch_served_once_and_isolated(void **state)
     r = NULL;
     assert_int_equal(store_exec(s, &st_div, 1, zero, &r, &e), ERR_DB); /* runs it itself */
     assert_non_null(strstr(e.msg, "division by zero"));
+
+    /* Never inside a transaction, which a failed read would abort. */
+    assert_int_equal(store_begin(s, &e), 0);
+    assert_int_equal(store_prefetch(s, &st_get, 1, pk), 0);
+    store_rollback(s);
 
     /* Answers never asked for are dropped. */
     assert_int_equal(store_prefetch(s, &st_get, 1, pk), 1);
