@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "duo_async.h"
 #include "mq.h"
 #include "msg.h"
@@ -35,11 +36,6 @@ static const char *env(const char *k)
         exit(2);
     }
     return v;
-}
-
-static long long now_ms(void)
-{
-    return duo_async_now_ms();
 }
 
 static double now_us(void)
@@ -217,8 +213,8 @@ static void run_phase(client *cl, const target *t, int m, int w, body_fn body, p
     int sent = 0, run = ++run_seq;
     memset(ph, 0, sizeof *ph);
     double t0 = now_us();
-    long long limit = now_ms() + PHASE_LIMIT_MS;
-    while (ph->answered < m && now_ms() < limit) {
+    long long limit = clock_ms() + PHASE_LIMIT_MS;
+    while (ph->answered < m && clock_ms() < limit) {
         while (sent < m && sent - ph->answered < w) {
             char id[64];
             void *buf = NULL;
@@ -399,8 +395,8 @@ static double emu_alone(int m, int w)
     emu_count c = {0};
     int sent = 0;
     double t0 = now_us();
-    long long limit = now_ms() + PHASE_LIMIT_MS;
-    while (c.done < m && a && now_ms() < limit) {
+    long long limit = clock_ms() + PHASE_LIMIT_MS;
+    while (c.done < m && a && clock_ms() < limit) {
         for (; sent < m && sent - c.done < w; sent++) {
             char user[64];
             snprintf(user, sizeof user, "%s%07d", env("BENCH_USER_PREFIX"),
