@@ -105,7 +105,7 @@ duo_async *duo_async_new(const duo_async_opts *o, err_t *e)
     if (o)
         a->o = *o;
     if (a->o.buffer_size <= 0)
-        a->o.buffer_size = 4096;
+        a->o.buffer_size = 1024;
     a->rng = (unsigned)clock_ms() ^ (unsigned)(size_t)a;
     a->timer_ms = -1;
     a->epfd = -1;
@@ -320,6 +320,11 @@ static int set_opts(duo_areq *r, CURL *h, long long left)
     bad |= curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
     if (r->ca_file)
         bad |= curl_easy_setopt(h, CURLOPT_CAINFO, r->ca_file) != CURLE_OK;
+    /* Debian's libcurl has a default CApath (/etc/ssl/certs) besides its CA file, and
+     * libcurl keeps a loaded CA store for reuse (CURLOPT_CA_CACHE_TIMEOUT) only when no
+     * CApath is set: without this every connection parses the CA file into a store of
+     * its own. The CA file (ours, or the system bundle) holds every trusted CA. */
+    bad |= curl_easy_setopt(h, CURLOPT_CAPATH, (char *)NULL) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_SHARE, r->a->share) != CURLE_OK;

@@ -27,7 +27,8 @@ typedef struct duo_areq duo_areq;
 
 typedef struct duo_async_opts {
     long max_host_connections; /* 0 = unlimited (each held push needs its own) */
-    long buffer_size;          /* per-transfer receive buffer; 0 = 4 KiB */
+    long buffer_size;          /* per-transfer receive buffer; 0 = 1 KiB (libcurl's least:
+                                  Duo's auth answers are smaller) */
 } duo_async_opts;
 
 /* Completion. rc 0: response (and metadata, or NULL) are borrowed, valid during the
