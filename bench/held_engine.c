@@ -1,5 +1,5 @@
 /* held_engine.c - N pushes held by the emulator on one bare duo_async engine (no broker,
- * no database): the client's own cost of a held HTTPS connection, as peak RSS (VmHWM)
+ * no database): the client's own cost of a held HTTPS connection, as peak RSS
  * and CPU time per push. Run through bench/run_held_engine.sh, which makes the
  * emulator account (BENCH_IKEY, BENCH_SKEY, users BENCH_USER_PREFIX0000000..) first.
  *
@@ -29,18 +29,12 @@ static void on_done(void *arg, int rc, json_t *resp, json_t *meta, const duo_err
         fprintf(stderr, "held_engine: push failed: %s\n", rc < 0 ? err->message : "not allow");
 }
 
-/* Peak RSS of this process in KiB, -1 when unknown. */
+/* Peak RSS of this process in KiB (ru_maxrss is VmHWM, as bench_auth reads it). */
 static long peak_rss_kb(void)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long v = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "VmHWM:", 6) == 0)
-            v = strtol(line + 6, NULL, 10);
-    if (f)
-        fclose(f);
-    return v;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
 }
 
 static double cpu_ms(void)
