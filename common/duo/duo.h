@@ -1,10 +1,14 @@
 /* duo.h - the Duo Auth API v2 / Admin API v1 client (HTTPS via libcurl, JSON via jansson).
  *
- * Three layers, each public so an asynchronous engine can reuse the first and last:
+ * Three layers, each public so the asynchronous engine (duo_async.h) can reuse the first
+ * and last:
  *   duo_request_build()  signs one attempt (pure: URL, headers, body; no I/O);
- *   duo_call()           performs it with retries on a duo_client (blocking);
+ *   duo_call()           performs it with retries on a duo_client (blocking: a loop over
+ *                        a private duo_async engine, so one retry policy serves both);
  *   duo_response_parse() turns (HTTP status, body) into a response or a duo_error.
- * Typed calls (duo_enroll, duo_auth, ...) sit on duo_call.
+ * Parameter builders (duo_auth_params, duo_preauth_params) are the one place an acting
+ * call's parameters are listed; typed calls (duo_enroll, duo_preauth, ...) sit on
+ * duo_call.
  *
  * Invariants: TLS peer and host verification are always on; every attempt is signed
  * afresh; only HTTP 429, 5xx and connection failures are retried (never 4xx, never a
@@ -70,7 +74,7 @@ const char *duo_error_code(const duo_error *err);
 
 /* 1 when a call makes Duo act (POST /auth/v2/auth sends a push, call or SMS, or checks
  * a passcode; POST /auth/v2/enroll creates an activation): repeating it after Duo may
- * have received it could act twice, so both engines retry such a call only when the
+ * have received it could act twice, so the engine retries such a call only when the
  * attempt never reached Duo or Duo refused it unprocessed (429). */
 int duo_call_acts(const char *method, const char *path);
 
@@ -151,11 +155,39 @@ int duo_response_parse(long http_status, const char *body, size_t len, json_t **
 int duo_call(duo_client *c, const char *method, const char *path, const duo_param *params,
              size_t nparams, json_t **response, json_t **metadata, duo_error *err);
 
-/* ---- typed calls ------------------------------------------------------------------- */
+/* ---- parameter builders ----------------------------------------------------------- */
 
-/* ping (unsigned on Duo's side) and check (signed): Duo's clock in *server_time. */
-int duo_ping(duo_client *c, long long *server_time, duo_error *err);
-int duo_check(duo_client *c, long long *server_time, duo_error *err);
+typedef struct duo_auth_req {
+    const char *user_id; /* exactly one of user_id / username */
+    const char *username;
+    const char *factor;   /* NULL = "auto" */
+    const char *device;   /* NULL = "auto" (not sent for factor passcode) */
+    const char *passcode; /* factor passcode */
+    const char *ipaddr;   /* the rest are optional (NULL = not sent) */
+    const char *type;
+    const char *display_username;
+    const char *pushinfo; /* URL-encoded pairs, sent as one value (duo_pushinfo_encode) */
+    int async;            /* 1: Duo answers with a txid at once */
+} duo_auth_req;
+
+#define DUO_AUTH_MAX_PARAMS 12
+
+/* Fills p with the parameters of POST /auth/v2/auth for req and returns their count, or
+ * ERR_INVAL when req names not exactly one of user_id / username. p borrows req's
+ * strings: valid while they are. */
+int duo_auth_params(const duo_auth_req *req, duo_param p[DUO_AUTH_MAX_PARAMS]);
+
+/* The same for POST /auth/v2/preauth: exactly one of user_id / username; ipaddr may be
+ * NULL. */
+int duo_preauth_params(const char *user_id, const char *username, const char *ipaddr,
+                       duo_param p[2]);
+
+/* pushinfo as Duo takes it: obj's members as percent-encoded "k=v" pairs joined by "&"
+ * in the object's order (a non-string value is sent empty). *out is a new string owned
+ * by the caller ("" for an empty object). 0, or ERR_NOMEM with *e set. */
+int duo_pushinfo_encode(const json_t *obj, char **out, err_t *e);
+
+/* ---- typed calls ------------------------------------------------------------------- */
 
 typedef struct duo_enroll_result {
     char *activation_barcode; /* URL of a QR image */
@@ -190,10 +222,9 @@ duo_result duo_result_of(const char *s);
 
 typedef struct duo_auth_result {
     duo_result result;
-    char *result_raw;        /* as Duo sent it; NULL for an async start */
+    char *result_raw;        /* as Duo sent it */
     char *status;            /* may be NULL */
     char *status_msg;        /* may be NULL */
-    char *txid;              /* async start only */
     char *enroll_portal_url; /* preauth "enroll" only */
     json_t *response;        /* the whole response object (owned), e.g. preauth devices */
 } duo_auth_result;
@@ -203,24 +234,6 @@ void duo_auth_result_free(duo_auth_result *r);
 /* Exactly one of user_id / username; ipaddr may be NULL. */
 int duo_preauth(duo_client *c, const char *user_id, const char *username, const char *ipaddr,
                 duo_auth_result *out, duo_error *err);
-
-typedef struct duo_auth_req {
-    const char *user_id; /* exactly one of user_id / username */
-    const char *username;
-    const char *factor;   /* NULL = "auto" */
-    const char *device;   /* NULL = "auto" (not sent for factor passcode) */
-    const char *passcode; /* factor passcode */
-    const char *ipaddr;   /* the rest are optional (NULL = not sent) */
-    const char *type;
-    const char *display_username;
-    const char *pushinfo; /* URL-encoded pairs, sent as one value */
-    int async;            /* 1: returns txid at once */
-} duo_auth_req;
-
-/* Sync: result/status/status_msg. Async: txid (result OTHER, result_raw NULL). */
-int duo_auth(duo_client *c, const duo_auth_req *req, duo_auth_result *out, duo_error *err);
-
-int duo_auth_status(duo_client *c, const char *txid, duo_auth_result *out, duo_error *err);
 
 typedef struct duo_users_page {
     json_t *users;           /* owned array of user objects */
@@ -240,9 +253,6 @@ int duo_admin_user_by_username(duo_client *c, const char *username, json_t **use
  * (with err->code 40401) when Duo has no such user; ERR_INVAL for an id that is not
  * letters and digits (it goes into the path). */
 int duo_admin_user_by_id(duo_client *c, const char *user_id, json_t **user, duo_error *err);
-
-/* *user_count from /admin/v1/info/summary; *summary (may be NULL) a new reference. */
-int duo_admin_info_summary(duo_client *c, long long *user_count, json_t **summary, duo_error *err);
 
 /* ---- internal helpers shared by the duo_*.c files (not for other modules) ---------- */
 

@@ -5,9 +5,12 @@
  *
  * Invariant: a request is in exactly one place at a time - on the multi handle
  * (running) or on the waiting list - until it completes or is cancelled, and its
- * callback runs at most once, after it left both. Besides duo_http.c this is the only
- * file that includes curl. */
+ * callback runs at most once, after it left both. The blocking client (duo_http.c) runs
+ * on this engine too, so retries follow one policy (duo_retry.h) for both faces. Only
+ * this file and duo_transfer.c include curl. */
 #include "duo_async.h"
+#include "clock.h"
+#include "duo_retry.h"
 #include "duo_transfer.h"
 
 #include <curl/curl.h>
@@ -35,12 +38,14 @@ struct duo_areq {
     duo_param *params; /* keys and values heap copies */
     size_t nparams;
     long long deadline_ms;
-    long long wake_ms; /* waiting: when the next attempt starts */
-    int attempt;       /* attempts made so far */
-    int waiting;       /* on the waiting list */
-    duo_request *req;  /* current attempt (curl borrows its body) */
+    long long start_by_ms; /* no attempt starts after this (0: no such limit) */
+    long long wake_ms;     /* waiting: when the next attempt starts */
+    int attempt;           /* attempts made so far */
+    int waiting;           /* on the waiting list */
+    duo_request *req;      /* current attempt (curl borrows its body) */
     struct curl_slist *hdrs;
     reply r;
+    duo_error last; /* the failed attempt a retry is waiting to follow */
     duo_async_cb cb;
     void *arg;
     duo_areq *prev, *next;   /* all requests of the engine */
@@ -64,13 +69,6 @@ struct duo_async {
     int curl_inited;
 };
 
-long long duo_async_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* curl says which events a socket needs (or that it is done with it). */
 static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
@@ -93,7 +91,7 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp)
 {
     (void)multi;
     duo_async *a = userp;
-    a->timer_ms = timeout_ms < 0 ? -1 : duo_async_now_ms() + timeout_ms;
+    a->timer_ms = timeout_ms < 0 ? -1 : clock_ms() + timeout_ms;
     return 0;
 }
 
@@ -107,8 +105,8 @@ duo_async *duo_async_new(const duo_async_opts *o, err_t *e)
     if (o)
         a->o = *o;
     if (a->o.buffer_size <= 0)
-        a->o.buffer_size = 4096;
-    a->rng = (unsigned)duo_async_now_ms() ^ (unsigned)(size_t)a;
+        a->o.buffer_size = 1024;
+    a->rng = (unsigned)clock_ms() ^ (unsigned)(size_t)a;
     a->timer_ms = -1;
     a->epfd = -1;
     if ((a->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
@@ -199,7 +197,7 @@ static void attempt_clear(duo_areq *r)
     r->hdrs = NULL;
     duo_request_free(r->req);
     r->req = NULL;
-    free(r->r.body);
+    buf_free(&r->r.b);
     r->r = (reply){0};
 }
 
@@ -322,6 +320,11 @@ static int set_opts(duo_areq *r, CURL *h, long long left)
     bad |= curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
     if (r->ca_file)
         bad |= curl_easy_setopt(h, CURLOPT_CAINFO, r->ca_file) != CURLE_OK;
+    /* Debian's libcurl has a default CApath (/etc/ssl/certs) besides its CA file, and
+     * libcurl keeps a loaded CA store for reuse (CURLOPT_CA_CACHE_TIMEOUT) only when no
+     * CApath is set: without this every connection parses the CA file into a store of
+     * its own. The CA file (ours, or the system bundle) holds every trusted CA. */
+    bad |= curl_easy_setopt(h, CURLOPT_CAPATH, (char *)NULL) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_SHARE, r->a->share) != CURLE_OK;
@@ -374,6 +377,7 @@ static int start_attempt(duo_areq *r, long long now)
     attempt_clear(r);
     r->r = (reply){.max = r->o.max_response_bytes, .retry_after_ms = -1};
     r->errbuf[0] = '\0';
+    r->attempt++; /* counted even when it fails before reaching the wire */
     wait_del(r);
     int rc = duo_request_build(&r->o, r->method, r->path, r->params, r->nparams, time(NULL),
                                &r->req, &be);
@@ -398,7 +402,6 @@ static int start_attempt(duo_areq *r, long long now)
         return fail_local(r, ERR_NET, DUO_CLASS_TRANSIENT, "libcurl refused the transfer");
     }
     r->easy = h;
-    r->attempt++;
     a->nrunning++;
     a->attempts++;
     return 0;
@@ -489,7 +492,34 @@ void duo_async_defer(duo_areq *r, long long start_ms)
         r->wake_ms = start_ms; /* still on the waiting list: only its time changes */
 }
 
+void duo_async_start_by(duo_areq *r, long long start_by_ms)
+{
+    if (r)
+        r->start_by_ms = start_by_ms;
+}
+
+void duo_async_last_error(const duo_areq *r, duo_error *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!r)
+        return;
+    if (r->waiting && r->attempt > 0)
+        *out = r->last;
+    out->attempts = r->attempt;
+}
+
 /* ---- finished transfers ----------------------------------------------------------- */
+
+/* When a failed attempt is tried again (duo_retry.h), or -1: not again. */
+static long long retry_wake(duo_areq *r, int rc, const duo_error *de)
+{
+    if (!duo_retry_allowed(rc, de, duo_call_acts(r->method, r->path)) ||
+        r->attempt >= r->o.retry_attempts)
+        return -1;
+    long long wait = duo_backoff_ms(r->attempt, r->o.backoff_base_ms, r->r.retry_after_ms,
+                                    (unsigned)rand_r(&r->a->rng));
+    return duo_retry_wake(clock_ms(), wait, r->deadline_ms, r->start_by_ms);
+}
 
 /* Decides what a finished transfer means: done (callback), or a retry later. */
 static int finished(duo_areq *r, CURLcode cc)
@@ -504,21 +534,15 @@ static int finished(duo_areq *r, CURLcode cc)
         duo_transfer_note_sent(r->easy, &de);
     } else {
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-        rc = duo_response_parse(status, r->r.body, r->r.len, &resp, &meta, &de);
+        rc = duo_response_parse(status, r->r.b.data, r->r.b.len, &resp, &meta, &de);
     }
     de.attempts = r->attempt;
     detach_easy(r);
-    long long now = duo_async_now_ms();
-    if (rc < 0 && duo_transfer_retryable(rc, &de, duo_call_acts(r->method, r->path)) &&
-        r->attempt < r->o.retry_attempts) {
-        long long wake = now + duo_transfer_backoff_ms(r->o.backoff_base_ms, r->attempt,
-                                                       r->r.retry_after_ms, &r->a->rng);
-        if (r->deadline_ms <= 0 || wake < r->deadline_ms) {
-            wait_add(r, wake);
-            json_decref(resp);
-            json_decref(meta);
-            return 0;
-        }
+    long long wake = rc < 0 ? retry_wake(r, rc, &de) : -1;
+    if (wake >= 0) {
+        r->last = de;
+        wait_add(r, wake);
+        return 0;
     }
     complete(r, rc, resp, meta, &de);
     return 1;
@@ -585,7 +609,7 @@ static int drive(duo_async *a)
                     ((ev[i].events & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
         bad |= curl_multi_socket_action(a->multi, ev[i].data.fd, flags, &running) != CURLM_OK;
     }
-    if (a->timer_ms >= 0 && duo_async_now_ms() >= a->timer_ms) {
+    if (a->timer_ms >= 0 && clock_ms() >= a->timer_ms) {
         a->timer_ms = -1; /* curl may set a new one from inside the call */
         bad |= curl_multi_socket_action(a->multi, CURL_SOCKET_TIMEOUT, 0, &running) != CURLM_OK;
     }
@@ -597,7 +621,7 @@ int duo_async_poll(duo_async *a, int extra_fd, int timeout_ms, int *extra_ready)
     int ran = 0;
     if (extra_ready)
         *extra_ready = 0;
-    long long now = duo_async_now_ms();
+    long long now = clock_ms();
     long long next = a->waiting ? fire_timers(a, now, &ran) : -1;
     int wait = ran ? 0 : wait_ms(a, timeout_ms, next, now);
     struct pollfd p[2] = {{.fd = a->epfd, .events = POLLIN}, {.fd = extra_fd, .events = POLLIN}};

@@ -3,7 +3,8 @@
  * The engine is driven from the caller's event loop: duo_async_poll() waits for Duo's
  * sockets, retry timers and one extra descriptor (the AMQP socket) together, makes
  * progress and runs completion callbacks. Keep-alive connections are reused across
- * requests of the same host.
+ * requests of the same host. The blocking client (duo_call) is a loop over one private
+ * engine, so this is the one transfer engine and the one retry policy (duo_retry.h).
  *
  * Invariants: every attempt is signed afresh (duo_request_build); only HTTP 429, 5xx
  * and connection failures are retried, with backoff that never blocks (a timer, not a
@@ -26,7 +27,8 @@ typedef struct duo_areq duo_areq;
 
 typedef struct duo_async_opts {
     long max_host_connections; /* 0 = unlimited (each held push needs its own) */
-    long buffer_size;          /* per-transfer receive buffer; 0 = 4 KiB */
+    long buffer_size;          /* per-transfer receive buffer; 0 = 1 KiB (libcurl's least:
+                                  Duo's auth answers are smaller) */
 } duo_async_opts;
 
 /* Completion. rc 0: response (and metadata, or NULL) are borrowed, valid during the
@@ -46,9 +48,9 @@ void duo_async_free(duo_async *a);
 
 /* Starts one call. creds supplies host, ikey, skey, sig_version, digest, ca_file,
  * connect_timeout_ms, timeout_ms (per attempt), retry_attempts, backoff_base_ms and
- * max_response_bytes (the idle hook and retry budget are not used: the deadline
- * replaces the budget); its strings and params are copied. deadline_ms is an absolute
- * CLOCK_MONOTONIC time in milliseconds (duo_async_now_ms() + n); <= 0 means none.
+ * max_response_bytes (the idle hook and retry budget are not used: the deadline, and
+ * duo_async_start_by(), replace the budget); its strings and params are copied.
+ * deadline_ms is an absolute clock_ms() time (clock.h); <= 0 means none.
  * cb(arg, ...) runs from a later duo_async_poll(), never from inside this call. *out
  * (may be NULL) receives a handle valid until the callback runs or duo_async_cancel().
  * Returns 0, or ERR_INVAL / ERR_NOMEM with *e set (nothing started, no callback). */
@@ -60,6 +62,15 @@ int duo_async_submit(duo_async *a, const duo_client_opts *creds, const char *met
  * start_ms (CLOCK_MONOTONIC ms), e.g. to poll auth_status at a pace; its deadline still
  * holds. No effect on a request that has started. */
 void duo_async_defer(duo_areq *r, long long start_ms);
+
+/* No attempt of r starts after start_by_ms (clock_ms(); 0: no such limit). Unlike the
+ * deadline, an attempt started before it runs its full timeout: this is the blocking
+ * client's retry budget. */
+void duo_async_start_by(duo_areq *r, long long start_by_ms);
+
+/* Fills *out with what r has been through so far: attempts made, and while r waits to
+ * retry, the error of the attempt that failed (else the rest is zero). */
+void duo_async_last_error(const duo_areq *r, duo_error *out);
 
 /* Drops a request (closing its connection if a transfer is under way) without running
  * its callback; the handle is freed. */
@@ -80,8 +91,5 @@ size_t duo_async_running(const duo_async *a);
 
 /* HTTP attempts made in all, retries included (for tests and metrics). */
 unsigned long long duo_async_attempts(const duo_async *a);
-
-/* CLOCK_MONOTONIC in milliseconds: the clock of deadlines. */
-long long duo_async_now_ms(void);
 
 #endif

@@ -1,4 +1,5 @@
-/* duo_calls.c - typed Auth API v2 and Admin API v1 calls on top of duo_call().
+/* duo_calls.c - the typed Auth API v2 and Admin API v1 calls the workers make, on top of
+ * duo_call() (anything else goes through duo_call itself, e.g. duoctl api).
  *
  * Invariant: a call succeeds only when every field it promises is present with the
  * right type; a missing field is a bad response (ERR_DUO, DUO_FAIL_BAD_RESPONSE), and
@@ -37,30 +38,6 @@ static int dup_field(json_t *o, const char *k, char **out)
 static int oom(duo_error *err)
 {
     return duo_fail_set(err, ERR_NOMEM, DUO_FAIL_LOCAL, DUO_CLASS_TRANSIENT, "out of memory");
-}
-
-static int time_call(duo_client *c, const char *path, long long *server_time, duo_error *err)
-{
-    json_t *resp = NULL;
-    int rc = duo_call(c, "GET", path, NULL, 0, &resp, NULL, err);
-    if (rc < 0)
-        return rc;
-    json_t *t = json_object_get(resp, "time");
-    if (json_is_integer(t) && server_time)
-        *server_time = json_integer_value(t);
-    rc = json_is_integer(t) ? 0 : missing(err, path, "time");
-    json_decref(resp);
-    return rc;
-}
-
-int duo_ping(duo_client *c, long long *server_time, duo_error *err)
-{
-    return time_call(c, "/auth/v2/ping", server_time, err);
-}
-
-int duo_check(duo_client *c, long long *server_time, duo_error *err)
-{
-    return time_call(c, "/auth/v2/check", server_time, err);
 }
 
 void duo_enroll_result_free(duo_enroll_result *r)
@@ -162,39 +139,26 @@ void duo_auth_result_free(duo_auth_result *r)
     free(r->result_raw);
     free(r->status);
     free(r->status_msg);
-    free(r->txid);
     free(r->enroll_portal_url);
     json_decref(r->response);
     memset(r, 0, sizeof *r);
 }
 
-/* Takes ownership of resp; requires "result" (or "txid" when want_txid). */
-static int fill_auth(json_t *resp, int want_txid, const char *call, duo_auth_result *out,
-                     duo_error *err)
+/* Takes ownership of resp; requires "result". */
+static int fill_auth(json_t *resp, const char *call, duo_auth_result *out, duo_error *err)
 {
     out->response = resp;
     if (!json_is_object(resp))
         return missing(err, call, "response object");
-    const char *need = want_txid ? "txid" : "result";
-    if (!json_is_string(json_object_get(resp, need)))
-        return missing(err, call, need);
+    if (!json_is_string(json_object_get(resp, "result")))
+        return missing(err, call, "result");
     if (dup_field(resp, "result", &out->result_raw) < 0 ||
         dup_field(resp, "status", &out->status) < 0 ||
         dup_field(resp, "status_msg", &out->status_msg) < 0 ||
-        dup_field(resp, "txid", &out->txid) < 0 ||
         dup_field(resp, "enroll_portal_url", &out->enroll_portal_url) < 0)
         return oom(err);
     out->result = duo_result_of(out->result_raw);
     return 0;
-}
-
-/* Adds user_id or username (exactly one) to p; returns the new count or -1. */
-static int add_user(duo_param *p, size_t n, const char *user_id, const char *username)
-{
-    if ((user_id && username) || (!user_id && !username))
-        return -1;
-    p[n++] = user_id ? (duo_param){"user_id", user_id} : (duo_param){"username", username};
-    return (int)n;
 }
 
 int duo_preauth(duo_client *c, const char *user_id, const char *username, const char *ipaddr,
@@ -202,67 +166,13 @@ int duo_preauth(duo_client *c, const char *user_id, const char *username, const 
 {
     memset(out, 0, sizeof *out);
     duo_param p[2];
-    int n = add_user(p, 0, user_id, username);
+    int n = duo_preauth_params(user_id, username, ipaddr, p);
     if (n < 0)
         return bad_arg(err, "preauth needs exactly one of user_id and username");
-    if (ipaddr)
-        p[n++] = (duo_param){"ipaddr", ipaddr};
     json_t *resp = NULL;
     int rc = duo_call(c, "POST", "/auth/v2/preauth", p, (size_t)n, &resp, NULL, err);
     if (rc == 0)
-        rc = fill_auth(resp, 0, "preauth", out, err);
-    if (rc < 0)
-        duo_auth_result_free(out);
-    return rc;
-}
-
-/* Appends the optional fields of req that are set. */
-static size_t auth_params(const duo_auth_req *req, duo_param *p, size_t n)
-{
-    const char *factor = req->factor ? req->factor : "auto";
-    p[n++] = (duo_param){"factor", factor};
-    if (strcmp(factor, "passcode") != 0)
-        p[n++] = (duo_param){"device", req->device ? req->device : "auto"};
-    const duo_param opt[] = {{"passcode", req->passcode},
-                             {"ipaddr", req->ipaddr},
-                             {"type", req->type},
-                             {"display_username", req->display_username},
-                             {"pushinfo", req->pushinfo}};
-    for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++)
-        if (opt[i].value)
-            p[n++] = opt[i];
-    if (req->async)
-        p[n++] = (duo_param){"async", "1"};
-    return n;
-}
-
-int duo_auth(duo_client *c, const duo_auth_req *req, duo_auth_result *out, duo_error *err)
-{
-    memset(out, 0, sizeof *out);
-    duo_param p[12];
-    int n = req ? add_user(p, 0, req->user_id, req->username) : -1;
-    if (n < 0)
-        return bad_arg(err, "auth needs exactly one of user_id and username");
-    size_t np = auth_params(req, p, (size_t)n);
-    json_t *resp = NULL;
-    int rc = duo_call(c, "POST", "/auth/v2/auth", p, np, &resp, NULL, err);
-    if (rc == 0)
-        rc = fill_auth(resp, req->async, "auth", out, err);
-    if (rc < 0)
-        duo_auth_result_free(out);
-    return rc;
-}
-
-int duo_auth_status(duo_client *c, const char *txid, duo_auth_result *out, duo_error *err)
-{
-    memset(out, 0, sizeof *out);
-    if (!txid)
-        return bad_arg(err, "auth_status needs a txid");
-    duo_param p[] = {{"txid", txid}};
-    json_t *resp = NULL;
-    int rc = duo_call(c, "GET", "/auth/v2/auth_status", p, 1, &resp, NULL, err);
-    if (rc == 0)
-        rc = fill_auth(resp, 0, "auth_status", out, err);
+        rc = fill_auth(resp, "preauth", out, err);
     if (rc < 0)
         duo_auth_result_free(out);
     return rc;
@@ -359,26 +269,4 @@ int duo_admin_user_by_id(duo_client *c, const char *user_id, json_t **user, duo_
         *user = json_incref(resp);
     json_decref(resp);
     return rc;
-}
-
-int duo_admin_info_summary(duo_client *c, long long *user_count, json_t **summary, duo_error *err)
-{
-    if (summary)
-        *summary = NULL;
-    json_t *resp = NULL;
-    int rc = duo_call(c, "GET", "/admin/v1/info/summary", NULL, 0, &resp, NULL, err);
-    if (rc < 0)
-        return rc;
-    json_t *n = json_object_get(resp, "user_count");
-    if (!json_is_integer(n)) {
-        json_decref(resp);
-        return missing(err, "info summary", "user_count");
-    }
-    if (user_count)
-        *user_count = json_integer_value(n);
-    if (summary)
-        *summary = resp;
-    else
-        json_decref(resp);
-    return 0;
 }

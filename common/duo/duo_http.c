@@ -1,32 +1,34 @@
-/* duo_http.c - the blocking Duo client: one curl easy handle driven through a private
- * multi handle (so the idle hook runs every <= 200 ms), with retries and backoff.
+/* duo_http.c - the blocking Duo client: a thin loop over a private asynchronous engine
+ * (duo_async), the way curl's easy interface drives its multi interface. A call submits
+ * one request, then polls the engine until its callback fires, running the idle hook
+ * between polls of at most IDLE_SLICE_MS.
  *
- * Invariants: peer and host verification are always on; each attempt is built and
- * signed afresh; only 429, 5xx and connection failures are retried, within both the
- * attempt count and the time budget; the only library that sees curl is this file. */
+ * Invariants: retries, backoff, TLS and the answer's parsing are the engine's (one
+ * implementation); the retry budget is the request's start-by limit; the engine lives
+ * as long as the client, so keep-alive connections are reused across its calls. */
 #include "duo.h"
-#include "duo_transfer.h"
+#include "clock.h"
+#include "duo_async.h"
 
-#include <curl/curl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define IDLE_SLICE_MS 200
+/* curl's own default receive buffer: admin pages are a few hundred KiB. */
+#define CLIENT_BUFFER_SIZE 16384
 
 struct duo_client {
     duo_client_opts o; /* strings point at the copies below */
     char *host, *ikey, *skey, *ca_file;
-    CURLM *multi;
-    CURL *easy;
-    unsigned rng;    /* jitter state, per client */
-    int curl_inited; /* curl_global_init succeeded: cleanup owed */
-    char errbuf[CURL_ERROR_SIZE];
+    duo_async *engine; /* private: one request at a time */
 };
 
-/* What one attempt brought back. */
-typedef duo_body reply;
+/* What the engine's callback left for the waiting call. */
+typedef struct call_state {
+    int done, rc;
+    json_t *response, *metadata;
+    duo_error err;
+} call_state;
 
 void duo_client_opts_default(duo_client_opts *o)
 {
@@ -39,33 +41,6 @@ void duo_client_opts_default(duo_client_opts *o)
     o->retry_budget_ms = 90000;
     o->backoff_base_ms = 1000;
     o->max_response_bytes = DUO_MAX_RESPONSE_BYTES;
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int set_static_opts(duo_client *c)
-{
-    CURL *h = c->easy;
-    int bad = 0;
-    bad |= curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
-    if (c->ca_file)
-        bad |= curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->o.connect_timeout_ms) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->o.timeout_ms) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_USERAGENT, "duo-workers/1.0") != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, duo_body_on_data) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, duo_body_on_header) != CURLE_OK;
-    return bad ? ERR_INVAL : 0;
 }
 
 static int copy_str(const char *s, char **out)
@@ -107,17 +82,9 @@ duo_client *duo_client_new(const duo_client_opts *o, err_t *e)
     c->o.host = c->host, c->o.ikey = c->ikey, c->o.skey = c->skey, c->o.ca_file = c->ca_file;
     if (!c->o.max_response_bytes || c->o.max_response_bytes > DUO_MAX_RESPONSE_BYTES)
         c->o.max_response_bytes = DUO_MAX_RESPONSE_BYTES;
-    c->rng = (unsigned)now_ms() ^ (unsigned)(size_t)c;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        err_set(e, ERR_NET, "libcurl initialisation failed");
+    duo_async_opts ao = {.max_host_connections = 0, .buffer_size = CLIENT_BUFFER_SIZE};
+    if (!(c->engine = duo_async_new(&ao, e)))
         goto fail;
-    }
-    c->curl_inited = 1;
-    if (!(c->multi = curl_multi_init()) || !(c->easy = curl_easy_init()) ||
-        set_static_opts(c) < 0) {
-        err_set(e, ERR_NET, "libcurl handle setup failed");
-        goto fail;
-    }
     return c;
 fail:
     duo_client_free(c);
@@ -128,12 +95,7 @@ void duo_client_free(duo_client *c)
 {
     if (!c)
         return;
-    if (c->easy)
-        curl_easy_cleanup(c->easy);
-    if (c->multi)
-        curl_multi_cleanup(c->multi);
-    if (c->curl_inited)
-        curl_global_cleanup();
+    duo_async_free(c->engine);
     if (c->skey)
         memset(c->skey, 0, strlen(c->skey));
     free(c->host);
@@ -143,130 +105,52 @@ void duo_client_free(duo_client *c)
     free(c);
 }
 
-/* Runs the idle hook; non-zero means the caller wants the call cancelled. */
-static int idle_says_stop(duo_client *c)
+static void on_done(void *arg, int rc, json_t *response, json_t *metadata, const duo_error *err)
 {
-    return c->o.idle && c->o.idle(c->o.idle_arg) != 0;
+    call_state *s = arg;
+    s->done = 1;
+    s->rc = rc;
+    s->err = *err;
+    s->response = json_incref(response);
+    s->metadata = json_incref(metadata);
 }
 
-/* Drives the easy handle through the multi handle until done, calling the idle hook
- * between polls of at most IDLE_SLICE_MS. */
-static int run_transfer(duo_client *c, CURLcode *result, duo_error *err)
+/* The idle hook asked to stop: drop the request, saying where it was. */
+static int cancel(duo_client *c, duo_areq *r, duo_error *e)
 {
-    if (curl_multi_add_handle(c->multi, c->easy) != CURLM_OK)
-        return duo_fail_set(err, ERR_NET, DUO_FAIL_LOCAL, DUO_CLASS_TRANSIENT,
-                            "libcurl refused the transfer");
-    int running = 1, rc = 0;
-    *result = CURLE_OK;
-    while (running) {
-        if (curl_multi_perform(c->multi, &running) != CURLM_OK) {
-            *result = CURLE_FAILED_INIT;
+    int on_wire = duo_async_running(c->engine) > 0;
+    duo_async_last_error(r, e);
+    if (on_wire) { /* nothing of an earlier attempt applies to this one */
+        int n = e->attempts;
+        memset(e, 0, sizeof *e);
+        e->attempts = n;
+    }
+    duo_async_cancel(c->engine, r);
+    if (on_wire)
+        return duo_fail_set(e, ERR_TIMEOUT, DUO_FAIL_CANCELLED, DUO_CLASS_TRANSIENT,
+                            "Duo call cancelled while waiting for %s", c->host);
+    return duo_fail_set(e, ERR_TIMEOUT, DUO_FAIL_CANCELLED, DUO_CLASS_TRANSIENT,
+                        "Duo call cancelled during backoff");
+}
+
+/* Polls the engine until r's callback ran, calling the idle hook between polls. */
+static int wait_for(duo_client *c, duo_areq *r, call_state *s, duo_error *e)
+{
+    while (!s->done) {
+        int rc = duo_async_poll(c->engine, -1, IDLE_SLICE_MS, NULL);
+        if (s->done)
             break;
+        if (rc < 0) {
+            duo_async_last_error(r, e);
+            duo_async_cancel(c->engine, r);
+            return duo_fail_set(e, ERR_NET, DUO_FAIL_NETWORK, DUO_CLASS_TRANSIENT,
+                                "network failure talking to Duo at %s", c->host);
         }
-        if (running && curl_multi_poll(c->multi, NULL, 0, IDLE_SLICE_MS, NULL) != CURLM_OK) {
-            *result = CURLE_FAILED_INIT;
-            break;
-        }
-        if (running && idle_says_stop(c)) {
-            rc = duo_fail_set(err, ERR_TIMEOUT, DUO_FAIL_CANCELLED, DUO_CLASS_TRANSIENT,
-                              "Duo call cancelled while waiting for %s", c->host);
-            break;
-        }
+        if (c->o.idle && c->o.idle(c->o.idle_arg) != 0)
+            return cancel(c, r, e);
     }
-    int left;
-    CURLMsg *m;
-    while ((m = curl_multi_info_read(c->multi, &left)))
-        if (m->msg == CURLMSG_DONE)
-            *result = m->data.result;
-    curl_multi_remove_handle(c->multi, c->easy);
-    return rc;
-}
-
-static int set_request_opts(duo_client *c, const duo_request *req, struct curl_slist *hdrs,
-                            reply *r)
-{
-    CURL *h = c->easy;
-    int bad = 0;
-    bad |= curl_easy_setopt(h, CURLOPT_URL, req->url) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_WRITEDATA, r) != CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_HEADERDATA, r) != CURLE_OK;
-    if (strcmp(req->method, "GET") == 0) {
-        bad |= curl_easy_setopt(h, CURLOPT_HTTPGET, 1L) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, (char *)NULL) != CURLE_OK;
-    } else {
-        const char *b = req->body ? req->body : "";
-        bad |=
-            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_POSTFIELDS, b) != CURLE_OK;
-        bad |= curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST,
-                                strcmp(req->method, "POST") == 0 ? NULL : req->method) != CURLE_OK;
-    }
-    return bad ? ERR_INVAL : 0;
-}
-
-/* One HTTP exchange. 0: *status and r hold the answer; negative: transfer failed. */
-static int attempt(duo_client *c, const duo_request *req, long *status, reply *r, duo_error *err)
-{
-    struct curl_slist *hdrs = NULL, *tmp;
-    for (size_t i = 0; i < req->nheaders; i++) {
-        if (!(tmp = curl_slist_append(hdrs, req->headers[i])))
-            break;
-        hdrs = tmp;
-    }
-    if ((tmp = curl_slist_append(hdrs, "Expect:")))
-        hdrs = tmp;
-    c->errbuf[0] = '\0';
-    int rc = set_request_opts(c, req, hdrs, r);
-    CURLcode cc = CURLE_OK;
-    if (rc < 0)
-        rc = duo_fail_set(err, ERR_INVAL, DUO_FAIL_LOCAL, DUO_CLASS_PERMANENT,
-                          "libcurl rejected the request options");
-    else
-        rc = run_transfer(c, &cc, err);
-    if (rc == 0 && cc != CURLE_OK) {
-        rc = duo_transfer_error(cc, r, c->errbuf, c->host, c->ca_file, err);
-        duo_transfer_note_sent(c->easy, err);
-    }
-    if (rc == 0)
-        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, status);
-    curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
-    curl_slist_free_all(hdrs);
-    return rc;
-}
-
-/* Sleeps ms in slices, calling the idle hook; returns non-zero when cancelled. */
-static int sleep_sliced(duo_client *c, long long ms)
-{
-    long long until = now_ms() + ms;
-    for (long long left = ms; left > 0; left = until - now_ms()) {
-        long long slice = left < IDLE_SLICE_MS ? left : IDLE_SLICE_MS;
-        struct timespec ts = {(time_t)(slice / 1000), (long)(slice % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
-        if (idle_says_stop(c))
-            return 1;
-    }
-    return 0;
-}
-
-/* Builds, signs and performs attempt n; parses the answer. */
-static int one_attempt(duo_client *c, const char *method, const char *path, const duo_param *params,
-                       size_t nparams, reply *r, json_t **response, json_t **metadata, duo_error *e)
-{
-    duo_request *req = NULL;
-    err_t be = {0};
-    int rc = duo_request_build(&c->o, method, path, params, nparams, time(NULL), &req, &be);
-    if (rc < 0)
-        return duo_fail_set(e, rc, DUO_FAIL_LOCAL, DUO_CLASS_PERMANENT, "%s", be.msg);
-    long status = 0;
-    /* A call that reaches a person never rides a reused connection (see duo.h). */
-    curl_easy_setopt(c->easy, CURLOPT_FRESH_CONNECT,
-                     (long)duo_call_reaches_user(method, path, params, nparams));
-    rc = attempt(c, req, &status, r, e);
-    duo_request_free(req);
-    if (rc < 0)
-        return rc;
-    return duo_response_parse(status, r->body, r->len, response, metadata, e);
+    *e = s->err;
+    return s->rc;
 }
 
 int duo_call(duo_client *c, const char *method, const char *path, const duo_param *params,
@@ -281,25 +165,23 @@ int duo_call(duo_client *c, const char *method, const char *path, const duo_para
         *metadata = NULL;
     if (!c)
         return duo_fail_set(e, ERR_INVAL, DUO_FAIL_LOCAL, DUO_CLASS_PERMANENT, "no Duo client");
-    long long start = now_ms();
-    for (int n = 1;; n++) {
-        reply r = {.max = c->o.max_response_bytes, .retry_after_ms = -1};
-        duo_error attempt_err;
-        memset(&attempt_err, 0, sizeof attempt_err);
-        int rc =
-            one_attempt(c, method, path, params, nparams, &r, response, metadata, &attempt_err);
-        free(r.body);
-        *e = attempt_err;
-        e->attempts = n;
-        if (rc == 0 || !duo_transfer_retryable(rc, e, duo_call_acts(method, path)) ||
-            n >= c->o.retry_attempts)
-            return rc;
-        long long wait =
-            duo_transfer_backoff_ms(c->o.backoff_base_ms, n, r.retry_after_ms, &c->rng);
-        if (now_ms() - start + wait > c->o.retry_budget_ms)
-            return rc;
-        if (sleep_sliced(c, wait))
-            return duo_fail_set(e, ERR_TIMEOUT, DUO_FAIL_CANCELLED, DUO_CLASS_TRANSIENT,
-                                "Duo call cancelled during backoff");
-    }
+    call_state s = {0};
+    duo_areq *r = NULL;
+    err_t se = {0};
+    long long start = clock_ms();
+    int rc =
+        duo_async_submit(c->engine, &c->o, method, path, params, nparams, 0, on_done, &s, &r, &se);
+    if (rc < 0)
+        return duo_fail_set(e, rc, DUO_FAIL_LOCAL,
+                            rc == ERR_NOMEM ? DUO_CLASS_TRANSIENT : DUO_CLASS_PERMANENT, "%s",
+                            se.msg);
+    duo_async_start_by(r, start + c->o.retry_budget_ms);
+    rc = wait_for(c, r, &s, e);
+    if (rc == 0 && response)
+        *response = json_incref(s.response);
+    if (rc == 0 && metadata)
+        *metadata = json_incref(s.metadata);
+    json_decref(s.response);
+    json_decref(s.metadata);
+    return rc;
 }

@@ -4,6 +4,8 @@
  * request signed here verifies byte for byte against Duo's own canonicalisation. */
 #include "duo_sign.h"
 
+#include "buf.h"
+
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <stdint.h>
@@ -12,52 +14,11 @@
 #include <string.h>
 #include <strings.h>
 
-/* A growable NUL-terminated buffer; `failed` latches the first allocation failure so
- * callers check once at the end. */
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    int failed;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *nb = realloc(b->buf, cap);
-        if (!nb) {
-            b->failed = 1;
-            return;
-        }
-        b->buf = nb;
-        b->cap = cap;
-    }
-    memcpy(b->buf + b->len, s, n);
-    b->len += n;
-    b->buf[b->len] = '\0';
-}
-
-static void sb_str(sbuf *b, const char *s)
-{
-    sb_put(b, s, strlen(s));
-}
-
 /* Hands the buffer to *out ("" when nothing was written) or reports ERR_NOMEM. */
-static int sb_finish(sbuf *b, char **out, size_t *len, err_t *e)
+static int sb_finish(buf *b, char **out, size_t *len, err_t *e)
 {
-    sb_put(b, "", 0);
-    if (b->failed) {
-        free(b->buf);
-        *out = NULL;
+    if (!(*out = buf_release(b, len)))
         return err_set(e, ERR_NOMEM, "out of memory building a Duo request");
-    }
-    *out = b->buf;
-    if (len)
-        *len = b->len;
     return 0;
 }
 
@@ -102,22 +63,22 @@ static int unreserved(unsigned char c)
            c == '.' || c == '_' || c == '~';
 }
 
-static void sb_encode(sbuf *b, const char *s, size_t len)
+static void sb_encode(buf *b, const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
         if (unreserved(c)) {
-            sb_put(b, (const char *)&s[i], 1);
+            buf_put(b, (const char *)&s[i], 1);
         } else {
             char esc[3] = {'%', hexdig_upper[c >> 4], hexdig_upper[c & 15]};
-            sb_put(b, esc, 3);
+            buf_put(b, esc, 3);
         }
     }
 }
 
 int duo_percent_encode(const char *s, size_t len, char **out, err_t *e)
 {
-    sbuf b = {0};
+    buf b = {0};
     sb_encode(&b, s, len);
     return sb_finish(&b, out, NULL, e);
 }
@@ -160,13 +121,13 @@ int duo_canon_params(const duo_param *p, size_t n, char **out, err_t *e)
         return rc;
     }
     qsort(pairs, n, sizeof *pairs, cmp_enc);
-    sbuf b = {0};
+    buf b = {0};
     for (size_t i = 0; i < n; i++) {
         if (i)
-            sb_put(&b, "&", 1);
-        sb_str(&b, pairs[i].k);
-        sb_put(&b, "=", 1);
-        sb_str(&b, pairs[i].v);
+            buf_put(&b, "&", 1);
+        buf_str(&b, pairs[i].k);
+        buf_put(&b, "=", 1);
+        buf_str(&b, pairs[i].v);
     }
     free_pairs(pairs, n);
     return sb_finish(&b, out, NULL, e);
@@ -203,7 +164,7 @@ static size_t utf8_decode(const unsigned char *s, size_t left, uint32_t *cp)
     return n;
 }
 
-static void sb_u16(sbuf *b, uint32_t u)
+static void sb_u16(buf *b, uint32_t u)
 {
     char esc[7] = {'\\',
                    'u',
@@ -212,15 +173,15 @@ static void sb_u16(sbuf *b, uint32_t u)
                    hexdig_lower[(u >> 4) & 15],
                    hexdig_lower[u & 15],
                    0};
-    sb_put(b, esc, 6);
+    buf_put(b, esc, 6);
 }
 
 /* Writes s as a JSON string the way Python's json.dumps(ensure_ascii=True) does. */
-static int sb_json_string(sbuf *b, const char *s)
+static int sb_json_string(buf *b, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t left = strlen(s);
-    sb_put(b, "\"", 1);
+    buf_put(b, "\"", 1);
     while (left) {
         uint32_t cp;
         size_t n = utf8_decode(p, left, &cp);
@@ -253,9 +214,9 @@ static int sb_json_string(sbuf *b, const char *s)
             break;
         }
         if (short_esc) {
-            sb_str(b, short_esc);
+            buf_str(b, short_esc);
         } else if (cp >= 0x20 && cp < 0x7F) {
-            sb_put(b, (const char *)p, 1);
+            buf_put(b, (const char *)p, 1);
         } else if (cp < 0x10000) {
             sb_u16(b, cp);
         } else {
@@ -265,7 +226,7 @@ static int sb_json_string(sbuf *b, const char *s)
         p += n;
         left -= n;
     }
-    sb_put(b, "\"", 1);
+    buf_put(b, "\"", 1);
     return 0;
 }
 
@@ -284,9 +245,9 @@ int duo_json_body(const duo_param *p, size_t n, char **out, size_t *len, err_t *
     for (size_t i = 0; i < n; i++)
         sorted[i] = &p[i];
     qsort(sorted, n, sizeof *sorted, cmp_param_key);
-    sbuf b = {0};
+    buf b = {0};
     int rc = 0;
-    sb_put(&b, "{", 1);
+    buf_put(&b, "{", 1);
     for (size_t i = 0; i < n && rc == 0; i++) {
         if (!sorted[i]->key || !sorted[i]->value)
             rc = err_set(e, ERR_INVAL, "Duo parameter has no key or value");
@@ -294,17 +255,17 @@ int duo_json_body(const duo_param *p, size_t n, char **out, size_t *len, err_t *
             rc =
                 err_set(e, ERR_INVAL, "Duo parameter '%s' repeated in a JSON body", sorted[i]->key);
         else if (i)
-            sb_put(&b, ",", 1);
+            buf_put(&b, ",", 1);
         if (rc == 0 && (sb_json_string(&b, sorted[i]->key) < 0 ||
-                        (sb_put(&b, ":", 1), sb_json_string(&b, sorted[i]->value) < 0)))
+                        (buf_put(&b, ":", 1), sb_json_string(&b, sorted[i]->value) < 0)))
             rc = err_set(e, ERR_INVAL, "Duo parameter is not valid UTF-8");
     }
     free(sorted);
     if (rc < 0) {
-        free(b.buf);
+        buf_free(&b);
         return rc;
     }
-    sb_put(&b, "}", 1);
+    buf_put(&b, "}", 1);
     return sb_finish(&b, out, len, e);
 }
 
@@ -348,26 +309,26 @@ static int x_duo_hash(const duo_param *h, size_t n, char hex[DUO_HEX_LEN], err_t
                 *c = (char)(*c - 'A' + 'a');
         pairs[m++].value = h[i].value;
     }
-    sbuf b = {0};
+    buf b = {0};
     qsort(pairs, m, sizeof *pairs, cmp_hdr);
     for (size_t i = 0; i < m; i++) {
         if (i)
-            sb_put(&b, "", 1); /* the NUL separator */
-        sb_str(&b, pairs[i].name);
-        sb_put(&b, "", 1);
-        sb_str(&b, pairs[i].value);
+            buf_put(&b, "", 1); /* the NUL separator */
+        buf_str(&b, pairs[i].name);
+        buf_put(&b, "", 1);
+        buf_str(&b, pairs[i].value);
         free(pairs[i].name);
     }
     free(pairs);
     if (rc == 0 && b.failed)
         rc = err_set(e, ERR_NOMEM, "out of memory building a Duo request");
     if (rc == 0)
-        rc = duo_sha512_hex(b.buf, b.len, hex, e);
-    free(b.buf);
+        rc = duo_sha512_hex(b.data, b.len, hex, e);
+    buf_free(&b);
     return rc;
 }
 
-static void sb_lower(sbuf *b, const char *s, int upper)
+static void sb_lower(buf *b, const char *s, int upper)
 {
     for (; *s; s++) {
         char c = *s;
@@ -375,7 +336,7 @@ static void sb_lower(sbuf *b, const char *s, int upper)
             c = (char)(c - 'a' + 'A');
         else if (!upper && c >= 'A' && c <= 'Z')
             c = (char)(c - 'A' + 'a');
-        sb_put(b, &c, 1);
+        buf_put(b, &c, 1);
     }
 }
 
@@ -398,21 +359,21 @@ int duo_canon_request(const duo_sign_input *in, char **out, err_t *e)
             return rc;
         }
     }
-    sbuf b = {0};
-    sb_str(&b, in->date);
-    sb_put(&b, "\n", 1);
+    buf b = {0};
+    buf_str(&b, in->date);
+    buf_put(&b, "\n", 1);
     sb_lower(&b, in->method, 1);
-    sb_put(&b, "\n", 1);
+    buf_put(&b, "\n", 1);
     sb_lower(&b, in->host, 0);
-    sb_put(&b, "\n", 1);
-    sb_str(&b, in->path);
-    sb_put(&b, "\n", 1);
-    sb_str(&b, params);
+    buf_put(&b, "\n", 1);
+    buf_str(&b, in->path);
+    buf_put(&b, "\n", 1);
+    buf_str(&b, params);
     if (in->sig_version == 5) {
-        sb_put(&b, "\n", 1);
-        sb_str(&b, body_hex);
-        sb_put(&b, "\n", 1);
-        sb_str(&b, hdr_hex);
+        buf_put(&b, "\n", 1);
+        buf_str(&b, body_hex);
+        buf_put(&b, "\n", 1);
+        buf_str(&b, hdr_hex);
     }
     free(params);
     return sb_finish(&b, out, NULL, e);
@@ -443,23 +404,23 @@ int duo_sign(const duo_sign_input *in, const char *skey, char hex[DUO_HEX_LEN], 
 int duo_auth_header(const char *ikey, const char *hex, char **out, err_t *e)
 {
     *out = NULL;
-    sbuf raw = {0};
-    sb_str(&raw, ikey ? ikey : "");
-    sb_put(&raw, ":", 1);
-    sb_str(&raw, hex);
+    buf raw = {0};
+    buf_str(&raw, ikey ? ikey : "");
+    buf_put(&raw, ":", 1);
+    buf_str(&raw, hex);
     if (raw.failed) {
-        free(raw.buf);
+        buf_free(&raw);
         return err_set(e, ERR_NOMEM, "out of memory building a Duo request");
     }
     size_t cap = 6 + 4 * ((raw.len + 2) / 3) + 1;
     char *s = malloc(cap);
     if (!s) {
-        free(raw.buf);
+        buf_free(&raw);
         return err_set(e, ERR_NOMEM, "out of memory building a Duo request");
     }
     memcpy(s, "Basic ", 6);
-    EVP_EncodeBlock((unsigned char *)s + 6, (const unsigned char *)raw.buf, (int)raw.len);
-    free(raw.buf);
+    EVP_EncodeBlock((unsigned char *)s + 6, (const unsigned char *)raw.data, (int)raw.len);
+    buf_free(&raw);
     *out = s;
     return 0;
 }

@@ -2,7 +2,6 @@
 #include "duo_transfer.h"
 
 #include <stdio.h>
-
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -11,24 +10,11 @@ size_t duo_body_on_data(char *p, size_t size, size_t n, void *arg)
 {
     duo_body *r = arg;
     size_t add = size * n;
-    if (r->len + add > r->max) {
+    if (add > r->max || r->b.len > r->max - add) {
         r->oversize = 1;
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
     }
-    if (r->len + add + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap : 1024;
-        while (cap < r->len + add + 1)
-            cap *= 2;
-        char *nb = realloc(r->body, cap);
-        if (!nb)
-            return 0;
-        r->body = nb;
-        r->cap = cap;
-    }
-    memcpy(r->body + r->len, p, add);
-    r->len += add;
-    r->body[r->len] = '\0';
-    return add;
+    return buf_put(&r->b, p, add) < 0 ? 0 : add;
 }
 
 /* Retry-After in seconds (the HTTP-date form is ignored: the backoff applies then). */
@@ -102,23 +88,4 @@ void duo_transfer_note_sent(CURL *h, duo_error *err)
     long sent = -1;
     if (err && curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK && sent == 0)
         err->not_sent = 1;
-}
-
-int duo_transfer_retryable(int rc, const duo_error *e, int acts)
-{
-    int throttled = rc == ERR_DUO && e->fail == DUO_FAIL_HTTP && e->http_status == 429;
-    if (acts) /* Duo may have acted on anything it received, even if it then failed */
-        return throttled || (rc == ERR_NET && e->not_sent);
-    if (rc == ERR_NET && e->fail == DUO_FAIL_NETWORK)
-        return 1;
-    return throttled || (rc == ERR_DUO && e->fail == DUO_FAIL_HTTP && e->http_status >= 500);
-}
-
-long long duo_transfer_backoff_ms(long long base, int n, long retry_after_ms, unsigned *rng)
-{
-    if (retry_after_ms >= 0)
-        return retry_after_ms;
-    int shift = n - 1 < 5 ? n - 1 : 5;
-    long long jitter = base > 0 ? (long long)(rand_r(rng) % (base + 1)) : 0;
-    return (base << shift) + jitter;
 }

@@ -1,20 +1,23 @@
-/* duo_transfer.h - what the blocking client (duo_http.c) and the asynchronous engine
- * (duo_async.c) share about one HTTP attempt: collecting the answer from libcurl's
- * callbacks (body capped, Retry-After), naming a failed transfer, which failures are
- * retried, and the backoff before the next attempt. Internal to the duo module. */
+/* duo_transfer.h - one HTTP attempt as the asynchronous engine (duo_async.c) sees it:
+ * collecting the answer from libcurl's callbacks (body capped, Retry-After) and naming a
+ * failed transfer. Which failures are retried, and when, is duo_retry.h.
+ *
+ * Invariant: a body never grows past its cap (the transfer is aborted and marked
+ * oversize instead). Internal to the duo module. */
 #ifndef DUO_TRANSFER_H
 #define DUO_TRANSFER_H
 
 #include <curl/curl.h>
 #include <stddef.h>
 
+#include "buf.h"
 #include "duo.h"
 
 typedef struct duo_body {
-    char *body;           /* NUL-terminated, owned: free() */
-    size_t len, cap, max; /* max: the cap, set by the caller */
-    int oversize;         /* 1 when the answer passed max (transfer aborted) */
-    long retry_after_ms;  /* -1 when absent */
+    buf b;               /* the answer, NUL-terminated, owned: buf_free() */
+    size_t max;          /* the cap, set by the caller */
+    int oversize;        /* 1 when the answer passed max (transfer aborted) */
+    long retry_after_ms; /* -1 when absent */
 } duo_body;
 
 /* CURLOPT_WRITEFUNCTION / CURLOPT_HEADERFUNCTION callbacks; arg is a duo_body. */
@@ -30,14 +33,5 @@ int duo_transfer_error(CURLcode cc, const duo_body *b, const char *errbuf, const
 /* Marks err->not_sent when transfer h never sent a byte of its request (it failed in
  * name lookup, connect or the TLS handshake): Duo cannot have acted on it. */
 void duo_transfer_note_sent(CURL *h, duo_error *err);
-
-/* 1 when a failed attempt may be tried again: network failures, HTTP 429 and 5xx (never
- * other 4xx, never timeouts: Duo may already have acted). For a call that makes Duo act
- * (acts, see duo_call_acts) only 429 and attempts that never reached Duo. */
-int duo_transfer_retryable(int rc, const duo_error *e, int acts);
-
-/* Wait before attempt n+1: Retry-After when Duo sent one, else base * 2^(n-1) (capped at
- * 32x) plus up to one base of jitter drawn from *rng. */
-long long duo_transfer_backoff_ms(long long base, int n, long retry_after_ms, unsigned *rng);
 
 #endif

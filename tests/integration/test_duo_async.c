@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 
+#include "clock.h"
 #include "duo_async.h"
 #include "testlib.h"
 #include "tl_stack.h"
@@ -148,7 +149,8 @@ static void test_many_held_pushes(void **state)
     assert_int_equal(peak, N); /* all were on the wire at once */
     for (int i = 0; i < N; i++) {
         assert_int_equal(outs[i].done, 1);
-        assert_int_equal(outs[i].rc, 0);
+        if (outs[i].rc != 0)
+            fail_msg("push %d: %s (%s)", i, outs[i].err.message, outs[i].err.detail);
         assert_string_equal(outs[i].result, "allow");
     }
     duo_async_free(a);
@@ -221,6 +223,50 @@ static void test_4xx_not_retried(void **state)
     duo_async_free(a);
 }
 
+/* The receive buffer is sized to Duo's small answers (1 KiB); a far larger answer
+ * still arrives whole, and one past max_response_bytes is refused. */
+/* GET /auth/v2/check on a, polled until it answered. */
+static void check_once(duo_async *a, const duo_client_opts *o, outcome *out)
+{
+    err_t e = {0};
+    assert_int_equal(
+        duo_async_submit(a, o, "GET", "/auth/v2/check", NULL, 0, 0, on_done, out, NULL, &e), 0);
+    run_until(a, &out->done, 1);
+}
+
+static void test_large_answer(void **state)
+{
+    (void)state;
+    emu_account acc;
+    new_account(&acc);
+    enum { PAD = 200000 };
+    char *pad = malloc(PAD + 1);
+    assert_non_null(pad);
+    memset(pad, 'x', PAD);
+    pad[PAD] = '\0';
+    json_t *body =
+        json_pack("{s:s, s:{s:i, s:s}}", "stat", "OK", "response", "time", 1700000000, "pad", pad);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    json_decref(emu("/_emu/faults",
+                    json_pack("{s:s, s:s, s:i, s:i, s:s}", "account", acc.account, "path_prefix",
+                              "/auth/v2/check", "status", 200, "count", 2, "body", text)));
+    duo_client_opts o;
+    opts_for(&acc, &o);
+    duo_async *a = engine();
+    outcome whole = {0}, cut = {0};
+    check_once(a, &o, &whole);
+    assert_int_equal(whole.rc, 0);
+    assert_string_equal(whole.result, "time");
+    o.max_response_bytes = PAD / 2;
+    check_once(a, &o, &cut);
+    assert_int_equal(cut.rc, ERR_DUO);
+    assert_string_equal(duo_error_code(&cut.err), "duo_bad_response");
+    duo_async_free(a);
+    free(text);
+    free(pad);
+}
+
 /* A push the emulator holds forever ends at its deadline as a timeout. */
 static void test_deadline(void **state)
 {
@@ -232,7 +278,7 @@ static void test_deadline(void **state)
     opts_for(&acc, &o);
     duo_async *a = engine();
     outcome out = {0};
-    submit_auth(a, &o, duo_async_now_ms() + 1500, &out);
+    submit_auth(a, &o, clock_ms() + 1500, &out);
     run_until(a, &out.done, 1);
     assert_int_equal(out.done, 1);
     assert_int_equal(out.rc, ERR_TIMEOUT);
@@ -319,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_5xx_exhausted),    cmocka_unit_test(test_4xx_not_retried),
         cmocka_unit_test(test_deadline),         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_extra_fd),         cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_large_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

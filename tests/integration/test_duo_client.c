@@ -1,5 +1,6 @@
-/* test_duo_client.c - the Duo client against the emulator: every typed call, every
- * error class, retries counted through the emulator's stats, signature versions, TLS.
+/* test_duo_client.c - the blocking Duo client against the emulator: every typed call,
+ * duo_call with the parameter builders, every error class, retries counted through the
+ * emulator's stats, the retry budget, signature versions, TLS, the idle hook.
  * Each test creates its own emulator account with unique keys, so tests can run in
  * parallel with anything else using the emulator. */
 #include <setjmp.h>
@@ -14,6 +15,7 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 
+#include "clock.h"
 #include "duo.h"
 #include "testlib.h"
 #include "tl_stack.h"
@@ -106,6 +108,38 @@ static void fault(const emu_account *a, const char *path, int status, int count,
     emu_post("/_emu/faults", f);
 }
 
+/* GET path answering {"time": n} (ping, check): Duo's clock into *t. */
+static int time_call(duo_client *c, const char *path, long long *t, duo_error *e)
+{
+    json_t *resp = NULL;
+    int rc = duo_call(c, "GET", path, NULL, 0, &resp, NULL, e);
+    if (rc == 0 && !json_is_integer(json_object_get(resp, "time")))
+        fail_msg("%s answered without a time", path);
+    if (rc == 0)
+        *t = json_integer_value(json_object_get(resp, "time"));
+    json_decref(resp);
+    return rc;
+}
+
+static int check(duo_client *c, long long *t, duo_error *e)
+{
+    return time_call(c, "/auth/v2/check", t, e);
+}
+
+/* POST /auth/v2/auth with the parameters the duo layer builds; *resp owned. */
+static int auth(duo_client *c, const duo_auth_req *req, json_t **resp, duo_error *e)
+{
+    duo_param p[DUO_AUTH_MAX_PARAMS];
+    int n = duo_auth_params(req, p);
+    assert_true(n > 0);
+    return duo_call(c, "POST", "/auth/v2/auth", p, (size_t)n, resp, NULL, e);
+}
+
+static duo_result result_in(json_t *resp)
+{
+    return duo_result_of(json_string_value(json_object_get(resp, "result")));
+}
+
 static void test_ping_check_and_signatures(void **state)
 {
     (void)state;
@@ -122,10 +156,10 @@ static void test_ping_check_and_signatures(void **state)
         duo_client *c = client(&a, 0, v[i].sig, v[i].d);
         duo_error e;
         long long t = 0;
-        assert_int_equal(duo_ping(c, &t, &e), 0);
+        assert_int_equal(time_call(c, "/auth/v2/ping", &t, &e), 0);
         assert_true(t > 1000000000);
         t = 0;
-        if (duo_check(c, &t, &e) < 0)
+        if (check(c, &t, &e) < 0)
             fail_msg("check %s: %s", v[i].kind, e.message);
         assert_true(t > 1000000000);
         duo_client_free(c);
@@ -208,26 +242,27 @@ static void test_preauth_auth(void **state)
                         .type = "Acme Login",
                         .display_username = "Carol",
                         .pushinfo = "Domain=x.test&App=Mail"};
-    assert_int_equal(duo_auth(c, &req, &r, &e), 0);
-    assert_int_equal(r.result, DUO_RESULT_ALLOW);
-    duo_auth_result_free(&r);
+    json_t *resp = NULL;
+    assert_int_equal(auth(c, &req, &resp, &e), 0);
+    assert_int_equal(result_in(resp), DUO_RESULT_ALLOW);
+    json_decref(resp);
     behavior(&a, "*", "deny", 0);
-    assert_int_equal(duo_auth(c, &req, &r, &e), 0);
-    assert_int_equal(r.result, DUO_RESULT_DENY);
-    duo_auth_result_free(&r);
+    assert_int_equal(auth(c, &req, &resp, &e), 0);
+    assert_int_equal(result_in(resp), DUO_RESULT_DENY);
+    json_decref(resp);
     behavior(&a, "*", "allowish", 0); /* an unexpected result string is not success */
-    assert_int_equal(duo_auth(c, &req, &r, &e), 0);
-    assert_int_equal(r.result, DUO_RESULT_OTHER);
-    assert_string_equal(r.result_raw, "allowish");
-    duo_auth_result_free(&r);
+    assert_int_equal(auth(c, &req, &resp, &e), 0);
+    assert_int_equal(result_in(resp), DUO_RESULT_OTHER);
+    assert_string_equal(json_string_value(json_object_get(resp, "result")), "allowish");
+    json_decref(resp);
     duo_auth_req pc = {.username = "carol", .factor = "passcode", .passcode = "000000"};
-    assert_int_equal(duo_auth(c, &pc, &r, &e), 0);
-    assert_int_equal(r.result, DUO_RESULT_DENY);
-    duo_auth_result_free(&r);
+    assert_int_equal(auth(c, &pc, &resp, &e), 0);
+    assert_int_equal(result_in(resp), DUO_RESULT_DENY);
+    json_decref(resp);
     pc.passcode = "123456";
-    assert_int_equal(duo_auth(c, &pc, &r, &e), 0);
-    assert_int_equal(r.result, DUO_RESULT_ALLOW);
-    duo_auth_result_free(&r);
+    assert_int_equal(auth(c, &pc, &resp, &e), 0);
+    assert_int_equal(result_in(resp), DUO_RESULT_ALLOW);
+    json_decref(resp);
     duo_client_free(c);
 }
 
@@ -238,24 +273,25 @@ static void test_async_auth(void **state)
     new_account(&a, 1);
     add_user(&a, "dave");
     duo_client *c = client(&a, 0, 5, DUO_DIGEST_SHA512);
-    duo_auth_result r, s;
     duo_error e;
     duo_auth_req req = {.username = "dave", .async = 1};
-    assert_int_equal(duo_auth(c, &req, &r, &e), 0);
-    assert_non_null(r.txid);
-    assert_null(r.result_raw);
+    json_t *r = NULL, *s = NULL;
+    assert_int_equal(auth(c, &req, &r, &e), 0);
+    duo_param p[] = {{"txid", json_string_value(json_object_get(r, "txid"))}};
+    assert_non_null(p[0].value);
+    assert_null(json_object_get(r, "result"));
     int done = 0;
     for (int i = 0; i < 100 && !done; i++) {
-        assert_int_equal(duo_auth_status(c, r.txid, &s, &e), 0);
-        done = s.result != DUO_RESULT_WAITING;
+        assert_int_equal(duo_call(c, "GET", "/auth/v2/auth_status", p, 1, &s, NULL, &e), 0);
+        done = result_in(s) != DUO_RESULT_WAITING;
         if (done)
-            assert_int_equal(s.result, DUO_RESULT_ALLOW);
-        duo_auth_result_free(&s);
+            assert_int_equal(result_in(s), DUO_RESULT_ALLOW);
+        json_decref(s);
         if (!done)
             usleep(100000);
     }
     assert_true(done);
-    duo_auth_result_free(&r);
+    json_decref(r);
     duo_client_free(c);
 }
 
@@ -268,9 +304,11 @@ static void test_admin_calls(void **state)
                                       "count", 650, "prefix", "gen", "start", 0));
     duo_client *c = client(&a, 1, 5, DUO_DIGEST_SHA512);
     duo_error e;
-    long long count = 0, seen = 0, offset = 0;
-    assert_int_equal(duo_admin_info_summary(c, &count, NULL, &e), 0);
-    assert_int_equal(count, 650);
+    long long seen = 0, offset = 0;
+    json_t *summary = NULL;
+    assert_int_equal(duo_call(c, "GET", "/admin/v1/info/summary", NULL, 0, &summary, NULL, &e), 0);
+    assert_int_equal(json_integer_value(json_object_get(summary, "user_count")), 650);
+    json_decref(summary);
     int pages = 0;
     while (offset >= 0 && pages < 10) {
         duo_users_page p;
@@ -332,19 +370,19 @@ static void test_credential_errors(void **state)
     duo_client *c = client(&bad, 0, 5, DUO_DIGEST_SHA512);
     duo_error e;
     long long t;
-    expect_class(duo_check(c, &t, &e), ERR_DUO, &e, 401, 40103, DUO_CLASS_AUTH_CONFIG,
+    expect_class(check(c, &t, &e), ERR_DUO, &e, 401, 40103, DUO_CLASS_AUTH_CONFIG,
                  "duo_bad_signature");
     assert_non_null(strstr(e.message, "signature"));
     assert_int_equal(e.attempts, 1);
     duo_client_free(c);
     snprintf(bad.auth_ikey, sizeof bad.auth_ikey, "DINOSUCHKEY%s", a.account);
     c = client(&bad, 0, 2, DUO_DIGEST_SHA1);
-    expect_class(duo_check(c, &t, &e), ERR_DUO, &e, 401, 40102, DUO_CLASS_AUTH_CONFIG,
+    expect_class(check(c, &t, &e), ERR_DUO, &e, 401, 40102, DUO_CLASS_AUTH_CONFIG,
                  "duo_bad_integration_key");
     duo_client_free(c);
     c = client(&a, 1, 5, DUO_DIGEST_SHA512); /* admin, but the account is unlicensed */
-    long long n;
-    expect_class(duo_admin_info_summary(c, &n, NULL, &e), ERR_DUO, &e, 403, 40301,
+    duo_users_page pg;
+    expect_class(duo_admin_users_page(c, 10, 0, &pg, &e), ERR_DUO, &e, 403, 40301,
                  DUO_CLASS_LICENSE, "duo_forbidden");
     assert_int_equal(e.attempts, 1);
     duo_client_free(c);
@@ -359,27 +397,20 @@ static void test_retries(void **state)
     duo_error e;
     long long t;
     fault(&a, "/auth/v2/check", 429, 2, -1, NULL);
-    assert_int_equal(duo_check(c, &t, &e), 0);
+    assert_int_equal(check(c, &t, &e), 0);
     assert_int_equal(e.attempts, 3);
     assert_int_equal(stat_count(&a, "/auth/v2/check", "429"), 2);
     assert_int_equal(stat_count(&a, "/auth/v2/check", "200"), 1);
     fault(&a, "/auth/v2/check", 429, 4, -1, NULL); /* exactly the attempts */
-    expect_class(duo_check(c, &t, &e), ERR_DUO, &e, 429, 42901, DUO_CLASS_TRANSIENT,
+    expect_class(check(c, &t, &e), ERR_DUO, &e, 429, 42901, DUO_CLASS_TRANSIENT,
                  "duo_rate_limited");
     assert_int_equal(e.attempts, 4);
     assert_int_equal(stat_count(&a, "/auth/v2/check", "429"), 6);
     fault(&a, "/auth/v2/check", 503, 1, -1, NULL);
-    assert_int_equal(duo_check(c, &t, &e), 0);
+    assert_int_equal(check(c, &t, &e), 0);
     assert_int_equal(e.attempts, 2);
     assert_int_equal(stat_count(&a, "/auth/v2/check", "503"), 1);
     duo_client_free(c);
-}
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void test_retry_after(void **state)
@@ -394,14 +425,14 @@ static void test_retry_after(void **state)
     duo_client *c = duo_client_new(&o, NULL); /* CA from $DUO_CA_FILE */
     assert_non_null(c);
     duo_error e;
-    long long t, start = mono_ms();
+    long long t, start = clock_ms();
     fault(&a, "/auth/v2/check", 429, 1, 1, NULL);
-    assert_int_equal(duo_check(c, &t, &e), 0);
+    assert_int_equal(check(c, &t, &e), 0);
     assert_int_equal(e.attempts, 2);
-    assert_true(mono_ms() - start >= 900); /* waited Retry-After, not the 1 ms backoff */
+    assert_true(clock_ms() - start >= 900); /* waited Retry-After, not the 1 ms backoff */
     /* A Retry-After beyond the budget ends the call at once rather than sleeping. */
     fault(&a, "/auth/v2/check", 429, 1, 60, NULL);
-    expect_class(duo_check(c, &t, &e), ERR_DUO, &e, 429, 42901, DUO_CLASS_TRANSIENT,
+    expect_class(check(c, &t, &e), ERR_DUO, &e, 429, 42901, DUO_CLASS_TRANSIENT,
                  "duo_rate_limited");
     assert_int_equal(e.attempts, 1);
     assert_int_equal(stat_count(&a, "/auth/v2/check", "429"), 2);
@@ -417,11 +448,16 @@ static void test_bad_response_and_tls(void **state)
     duo_error e;
     long long t;
     fault(&a, "/auth/v2/check", 200, 1, -1, "this is not json");
-    assert_int_equal(duo_check(c, &t, &e), ERR_DUO);
+    assert_int_equal(check(c, &t, &e), ERR_DUO);
     assert_string_equal(duo_error_code(&e), "duo_bad_response");
-    fault(&a, "/auth/v2/check", 200, 1, -1, "{\"stat\":\"OK\",\"response\":{}}");
-    assert_int_equal(duo_check(c, &t, &e), ERR_DUO);
-    assert_non_null(strstr(e.message, "time"));
+    duo_client_free(c);
+    /* A typed call refuses an answer that lacks what it promises. */
+    c = client(&a, 1, 5, DUO_DIGEST_SHA512);
+    fault(&a, "/admin/v1/users", 200, 1, -1, "{\"stat\":\"OK\",\"response\":{}}");
+    duo_users_page pg;
+    assert_int_equal(duo_admin_users_page(c, 10, 0, &pg, &e), ERR_DUO);
+    assert_non_null(strstr(e.message, "response array"));
+    assert_string_equal(duo_error_code(&e), "duo_bad_response");
     duo_client_free(c);
     char other[512];
     snprintf(other, sizeof other, "%s/emu/other-ca.crt", tl_env("DUO_RUN_DIR"));
@@ -429,7 +465,7 @@ static void test_bad_response_and_tls(void **state)
     duo_client_opts_default(&o);
     o.host = tl_env("DUO_EMU_HOST"), o.ikey = a.auth_ikey, o.skey = a.skey, o.ca_file = other;
     c = duo_client_new(&o, NULL);
-    assert_int_equal(duo_check(c, &t, &e), ERR_TLS);
+    assert_int_equal(check(c, &t, &e), ERR_TLS);
     assert_int_equal(e.cls, DUO_CLASS_TLS);
     assert_string_equal(duo_error_code(&e), "duo_tls");
     assert_non_null(strstr(e.message, "TLS"));
@@ -463,17 +499,37 @@ static void test_idle_hook(void **state)
     o.host = tl_env("DUO_EMU_HOST"), o.ikey = a.auth_ikey, o.skey = a.skey;
     o.idle = on_idle, o.idle_arg = &is;
     duo_client *c = duo_client_new(&o, NULL);
-    duo_auth_result r;
+    json_t *r = NULL;
     duo_error e;
     duo_auth_req req = {.username = "erin"};
-    assert_int_equal(duo_auth(c, &req, &r, &e), 0);
-    assert_int_equal(r.result, DUO_RESULT_ALLOW);
+    assert_int_equal(auth(c, &req, &r, &e), 0);
+    assert_int_equal(result_in(r), DUO_RESULT_ALLOW);
     assert_true(is.calls >= 3); /* a 1.2 s wait polled every <= 200 ms */
-    duo_auth_result_free(&r);
+    json_decref(r);
     is = (idle_state){0, 2};
-    assert_int_equal(duo_auth(c, &req, &r, &e), ERR_TIMEOUT);
+    assert_int_equal(auth(c, &req, &r, &e), ERR_TIMEOUT);
+    assert_null(r);
     assert_string_equal(duo_error_code(&e), "duo_cancelled");
     assert_int_equal(e.cls, DUO_CLASS_TRANSIENT);
+    assert_non_null(strstr(e.message, "waiting for"));
+    assert_int_equal(e.http_status, 0);
+    /* Cancelled while waiting out a 5 s Retry-After: the refused attempt's status stays,
+     * and the call ends long before the wait would have. */
+    is = (idle_state){0, 2};
+    fault(&a, "/auth/v2/check", 429, 1, 5, NULL);
+    long long t, start = clock_ms();
+    assert_int_equal(check(c, &t, &e), ERR_TIMEOUT);
+    assert_true(clock_ms() - start < 2000);
+    assert_string_equal(duo_error_code(&e), "duo_cancelled");
+    assert_non_null(strstr(e.message, "backoff"));
+    assert_int_equal(e.http_status, 429);
+    assert_int_equal(e.code, 42901);
+    assert_int_equal(e.attempts, 1);
+    assert_int_equal(stat_count(&a, "/auth/v2/check", "429"), 1);
+    /* The client works on after a cancel (the keep-alive engine survives it). */
+    is = (idle_state){0, 0};
+    assert_int_equal(check(c, &t, &e), 0);
+    assert_int_equal(e.attempts, 1);
     duo_client_free(c);
 }
 

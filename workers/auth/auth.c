@@ -364,12 +364,13 @@ static int begin(const worker_env *env, const job *j, auth_call *c, job_outcome 
     duo_client_opts creds;
     if (stage_creds(env, app, c->dev.stage_uuid, &creds, out) < 0)
         return -1;
-    duo_param p[1] = {c->dev.by_username ? (duo_param){"username", c->dev.duo_user_id}
-                                         : (duo_param){"user_id", c->dev.duo_user_id}};
+    duo_param p[2];
+    int n = c->dev.by_username ? duo_preauth_params(NULL, c->dev.duo_user_id, NULL, p)
+                               : duo_preauth_params(c->dev.duo_user_id, NULL, NULL, p);
     err_t e = {0};
     c->call_ms = clock_ms();
-    if (duo_async_submit(app->engine, &creds, "POST", "/auth/v2/preauth", p, 1, c->deadline_ms,
-                         on_preauth, c, &c->req, &e) < 0) {
+    if (n < 0 || duo_async_submit(app->engine, &creds, "POST", "/auth/v2/preauth", p, (size_t)n,
+                                  c->deadline_ms, on_preauth, c, &c->req, &e) < 0) {
         job_fail(out, "duo_local_error", "cannot start the Duo call: %s", e.msg);
         return -1;
     }

@@ -85,77 +85,53 @@ int auth_device_check(const job *j, const json_t *preauth, job_outcome *o)
     return -1;
 }
 
-/* Appends "k=v" (both percent-encoded) to *buf. */
-static int append_pair(char **buf, size_t *len, const char *k, const char *v)
+/* The job's pushinfo, URL-encoded into *pushinfo (NULL when none); -1 with *o set when
+ * it cannot be encoded or Duo would refuse its size. */
+static int job_pushinfo(const job *j, char **pushinfo, job_outcome *o)
 {
-    char *ek = NULL, *ev = NULL;
-    int rc = duo_percent_encode(k, strlen(k), &ek, NULL);
-    if (rc == 0)
-        rc = duo_percent_encode(v, strlen(v), &ev, NULL);
-    size_t add = rc == 0 ? strlen(ek) + strlen(ev) + 2 : 0;
-    char *nb = rc == 0 ? realloc(*buf, *len + add + 1) : NULL;
-    if (nb) {
-        snprintf(nb + *len, add + 1, "%s%s=%s", *len ? "&" : "", ek, ev);
-        *len += strlen(nb + *len);
-        *buf = nb;
+    *pushinfo = NULL;
+    const json_t *pi = json_object_get(j->body, "pushinfo");
+    if (!pi || json_object_size(pi) == 0)
+        return 0;
+    if (duo_pushinfo_encode(pi, pushinfo, NULL) < 0) {
+        job_retry(o, "out of memory encoding pushinfo");
+        return -1;
     }
-    free(ek);
-    free(ev);
-    return nb ? 0 : -1;
-}
-
-/* pushinfo {"k": "v", ...} -> "k=v&..." in the object's order. */
-static int encode_pushinfo(const json_t *obj, char **out)
-{
-    *out = NULL;
-    size_t len = 0;
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)obj, k, v)
-    {
-        if (append_pair(out, &len, k, json_string_value(v) ? json_string_value(v) : "") < 0) {
-            free(*out);
-            *out = NULL;
-            return -1;
-        }
+    size_t len = strlen(*pushinfo); /* the URL-encoded pairs, as Duo measures them */
+    if (len >= AUTH_PUSHINFO_MAX) {
+        job_fail(o, "invalid_parameter",
+                 "pushinfo is %zu bytes URL-encoded; Duo accepts under %d: send less", len,
+                 AUTH_PUSHINFO_MAX);
+        free(*pushinfo);
+        *pushinfo = NULL;
+        return -1;
     }
     return 0;
 }
 
 int auth_params(const job *j, const auth_device *dev, duo_param *p, char **pushinfo, job_outcome *o)
 {
-    size_t n = 0;
-    const char *factor = factor_of(j);
-    p[n++] = dev->by_username ? (duo_param){"username", dev->duo_user_id}
-                              : (duo_param){"user_id", dev->duo_user_id};
-    p[n++] = (duo_param){"factor", factor};
-    if (strcmp(factor, "passcode") != 0)
-        p[n++] = (duo_param){"device", str(j, "device") ? str(j, "device") : "auto"};
-    static const char *opt[] = {"passcode", "ipaddr", "type", "display_username"};
-    for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++)
-        if (str(j, opt[i]))
-            p[n++] = (duo_param){opt[i], str(j, opt[i])};
-    if (auth_factor_async(j))
-        p[n++] = (duo_param){"async", "1"};
-    *pushinfo = NULL;
-    const json_t *pi = json_object_get(j->body, "pushinfo");
-    if (pi && json_object_size(pi) > 0) {
-        if (encode_pushinfo(pi, pushinfo) < 0) {
-            job_retry(o, "out of memory encoding pushinfo");
-            return -1;
-        }
-        size_t len = strlen(*pushinfo); /* the URL-encoded pairs, as Duo measures them */
-        if (len >= AUTH_PUSHINFO_MAX) {
-            job_fail(o, "invalid_parameter",
-                     "pushinfo is %zu bytes URL-encoded; Duo accepts under %d: send less", len,
-                     AUTH_PUSHINFO_MAX);
-            free(*pushinfo);
-            *pushinfo = NULL;
-            return -1;
-        }
-        p[n++] = (duo_param){"pushinfo", *pushinfo};
+    if (job_pushinfo(j, pushinfo, o) < 0)
+        return -1;
+    duo_auth_req req = {.factor = factor_of(j),
+                        .device = str(j, "device"),
+                        .passcode = str(j, "passcode"),
+                        .ipaddr = str(j, "ipaddr"),
+                        .type = str(j, "type"),
+                        .display_username = str(j, "display_username"),
+                        .pushinfo = *pushinfo,
+                        .async = auth_factor_async(j)};
+    if (dev->by_username)
+        req.username = dev->duo_user_id;
+    else
+        req.user_id = dev->duo_user_id;
+    int n = duo_auth_params(&req, p);
+    if (n < 0) {
+        job_fail(o, "invalid_parameter", "the device names no Duo user");
+        free(*pushinfo);
+        *pushinfo = NULL;
     }
-    return (int)n;
+    return n < 0 ? -1 : n;
 }
 
 /* Copies at most max bytes of s into a JSON string, cut on a UTF-8 boundary. */

@@ -38,14 +38,15 @@ struct auth_call {
 
 /* ---- auth_duo.c ---- */
 
-/* Most parameters an auth call sends. */
-#define AUTH_MAX_PARAMS 12
+/* Most parameters an auth call sends (the duo layer builds them). */
+#define AUTH_MAX_PARAMS DUO_AUTH_MAX_PARAMS
 
 /* Duo refuses a pushinfo of this many URL-encoded bytes or more. */
 #define AUTH_PUSHINFO_MAX 20000
 
 /* Fills p (AUTH_MAX_PARAMS) with the /auth/v2/auth parameters for job j on device dev
- * (with async=1 when auth_factor_async); *pushinfo receives the URL-encoded pushinfo
+ * (with async=1 when auth_factor_async), listed by duo_auth_params after the job's own
+ * checks (pushinfo size); *pushinfo receives the URL-encoded pushinfo
  * (caller frees; NULL when none). Returns the count, or -1 with *o set: an error
  * (`invalid_parameter`, nothing sent to Duo) or a retry. */
 int auth_params(const job *j, const auth_device *dev, duo_param *p, char **pushinfo,
