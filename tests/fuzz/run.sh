@@ -25,7 +25,7 @@ CC=${CC_FUZZ:-clang}
 declare -A sources=(
   [msg]="codec/msg.c codec/schema.c base/err.c"
   [duo_response]="duo/duo_response.c base/err.c"
-  [duo_sign]="duo/duo_sign.c base/err.c"
+  [duo_sign]="duo/duo_sign.c base/buf.c base/err.c"
 )
 declare -A libs=([msg]="-lmsgpackc -ljansson" [duo_response]="-ljansson"
                  [duo_sign]="-ljansson -lcrypto")
