@@ -51,8 +51,8 @@ static int by_admin(const worker_env *env, duo_client *duo, const char *given, i
     long long t0 = clock_ms();
     int rc = is_id ? duo_admin_user_by_id(duo, given, &user, &de)
                    : duo_admin_user_by_username(duo, given, &user, &de);
-    stage_observe(env, is_id ? "admin_user_by_id" : "admin_user_by_username", clock_ms() - t0,
-                       rc, &de);
+    stage_observe(env, is_id ? "admin_user_by_id" : "admin_user_by_username", clock_ms() - t0, rc,
+                  &de);
     const char *id = json_string_value(json_object_get(user, "user_id"));
     if (rc == 0 && id && *id && strlen(id) < sizeof r->duo_user_id) {
         memcpy(r->duo_user_id, id, strlen(id) + 1);
@@ -99,7 +99,7 @@ static void judge_preauth(const char *given, int is_id, const char *result, reso
 static int by_preauth(const worker_env *env, const stage_rec *st, const char *given, int is_id,
                       resolved *r, job_outcome *out)
 {
-    duo_client *duo = stages_duo(env->app, env, st, STAGE_AUTH_API, out);
+    duo_client *duo = stages_duo(import_stages(env), env, st, STAGE_AUTH_API, out);
     if (!duo)
         return -1;
     duo_auth_result res = {0};
@@ -125,7 +125,7 @@ static int resolve(const worker_env *env, const stage_rec *st, const char *given
     int is_id = looks_like_user_id(given);
     r->from = is_id ? "user_id" : "username";
     if (st->admin_integration_key && st->admin_secret_key) {
-        duo_client *duo = stages_duo(env->app, env, st, STAGE_ADMIN_API, out);
+        duo_client *duo = stages_duo(import_stages(env), env, st, STAGE_ADMIN_API, out);
         int rc = duo ? by_admin(env, duo, given, is_id, r, out) : -1;
         if (rc <= 0)
             return rc;
@@ -160,8 +160,8 @@ void import_manual(const worker_env *env, const job *j, job_outcome *out)
 {
     const char *username = json_string_value(json_object_get(j->body, "username"));
     const char *given = json_string_value(json_object_get(j->body, "duo_user_id"));
-    const stage_rec *st =
-        stages_get(env->app, env, json_string_value(json_object_get(j->body, "stage_uuid")), out);
+    const stage_rec *st = stages_get(
+        import_stages(env), env, json_string_value(json_object_get(j->body, "stage_uuid")), out);
     if (!st)
         return;
     store_user u;
