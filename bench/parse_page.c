@@ -46,15 +46,16 @@ static char *slurp(const char *path, size_t *len)
     return b;
 }
 
-/* One page read as a tree, the two strings per user picked out; users or -1. */
-static long tree_once(const char *body, size_t len)
+/* One page read as a tree (the two strings per user picked out, as the import did) or
+ * by the scanner; users found, or -1. */
+static long read_once(int tree, const char *body, size_t len)
 {
     json_t *resp = NULL, *meta = NULL;
     duo_error de = {0};
-    if (duo_response_parse(200, body, len, &resp, &meta, &de) < 0)
-        return -1;
-    long n = 0;
-    for (size_t i = 0; i < json_array_size(resp); i++) {
+    int rc = tree ? duo_response_parse(200, body, len, &resp, &meta, &de)
+                  : duo_users_scan(200, body, len, &resp, &meta, &de);
+    long n = rc < 0 ? -1 : 0;
+    for (size_t i = 0; rc == 0 && i < json_array_size(resp); i++) {
         json_t *u = json_array_get(resp, i);
         n += json_string_value(json_object_get(u, "user_id")) &&
              json_string_value(json_object_get(u, "username"));
@@ -64,27 +65,14 @@ static long tree_once(const char *body, size_t len)
     return n;
 }
 
-static long scan_once(const char *body, size_t len)
-{
-    json_t *resp = NULL, *meta = NULL;
-    duo_error de = {0};
-    if (duo_users_scan(200, body, len, &resp, &meta, &de) < 0)
-        return -1;
-    long n = (long)json_array_size(resp);
-    json_decref(resp);
-    json_decref(meta);
-    return n;
-}
-
 /* Best of three rounds of iters reads: ms of CPU per page. */
-static double measure(long (*fn)(const char *, size_t), const char *body, size_t len, int iters,
-                      long *users)
+static double measure(int tree, const char *body, size_t len, int iters, long *users)
 {
     double best = 1e18;
     for (int round = 0; round < 3; round++) {
         double t0 = cpu_ms();
         for (int i = 0; i < iters; i++)
-            *users = fn(body, len);
+            *users = read_once(tree, body, len);
         double per = (cpu_ms() - t0) / iters;
         best = per < best ? per : best;
     }
@@ -106,8 +94,8 @@ int main(int argc, char **argv)
         return 1;
     }
     long tu = 0, su = 0;
-    double tree = measure(tree_once, body, len, iters, &tu);
-    double scan = measure(scan_once, body, len, iters, &su);
+    double tree = measure(1, body, len, iters, &tu);
+    double scan = measure(0, body, len, iters, &su);
     free(body);
     if (tu < 0 || su < 0 || tu != su) {
         fprintf(stderr, "parse_page: the readers disagree (%ld vs %ld users)\n", tu, su);

@@ -67,6 +67,10 @@ stages *import_stages(const worker_env *env);
 /* The run's pace ceiling in pages per minute (IMPORT_PAGES_PER_MIN with headroom). */
 double import_max_rate(const worker_env *env);
 
+/* Publishes body (msgpack) with the properties of *props (its body ignored), confirmed.
+ * 0, or ERR_NOMEM (body NULL) / the publish's error (*e). */
+int import_publish_msg(const worker_env *env, const json_t *body, const mq_msg *props, err_t *e);
+
 /* Publishes one import.page job for each page (confirmed). Returns 0 or -1 (*e). */
 int import_publish_pages(const worker_env *env, const import_run *run, const import_page_ref *pages,
                          size_t n, err_t *e);

@@ -22,7 +22,6 @@
 #include "clock.h"
 #include "import.h"
 #include "log.h"
-#include "msg.h"
 
 /* The part of the page's range Duo did not list, from its next_offset: 1 when there is
  * one (*rest filled), 0 when Duo covered the range or the list ended. */
@@ -343,21 +342,12 @@ static int publish_copy(const worker_env *env, const job *j, int ms, const char 
     char sfx[32], queue[256];
     mq_ttl_suffix(ms, sfx, sizeof sfx);
     snprintf(queue, sizeof queue, "%s.%s.retry.%s", env->cfg->mq_prefix, MQ_KIND_IMPORT, sfx);
-    void *buf = NULL;
-    size_t len = 0;
-    int rc = msg_encode(j->body, &buf, &len, e);
     mq_msg m = {.exchange = "",
                 .routing_key = queue,
-                .body = buf,
-                .body_len = len,
                 .message_id = id,
                 .correlation_id = j->correlation_id,
-                .type = "import.page",
-                .content_type = "application/msgpack"};
-    if (rc == 0)
-        rc = worker_publish(env->w, &m, e);
-    free(buf);
-    return rc;
+                .type = "import.page"};
+    return import_publish_msg(env, j->body, &m, e);
 }
 
 /* Defers the page: keeps its slot on the page row, publishes the job again into a delay

@@ -59,28 +59,35 @@ double import_max_rate(const worker_env *env)
     return env->cfg->import_pages_per_min * IMPORT_PACE_HEADROOM;
 }
 
+int import_publish_msg(const worker_env *env, const json_t *body, const mq_msg *props, err_t *e)
+{
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = body ? msg_encode(body, &buf, &len, e) : err_set(e, ERR_NOMEM, "out of memory");
+    mq_msg m = *props;
+    m.body = buf;
+    m.body_len = len;
+    m.content_type = "application/msgpack";
+    if (rc == 0)
+        rc = worker_publish(env->w, &m, e);
+    free(buf);
+    return rc;
+}
+
 /* Publishes one page job: body {run_id, offset, limit}, id "<run uuid>.<page_no>". */
 static int publish_page(const worker_env *env, const import_run *run, const import_page_ref *p,
                         err_t *e)
 {
     json_t *b = json_pack("{s:s, s:I, s:i}", "run_id", run->uuid, "offset", (json_int_t)p->offset,
                           "limit", p->limit);
-    void *buf = NULL;
-    size_t len = 0;
-    int rc = b ? msg_encode(b, &buf, &len, e) : err_set(e, ERR_NOMEM, "out of memory");
-    json_decref(b);
     char id[64];
     snprintf(id, sizeof id, "%s.%d", run->uuid, p->page_no);
     mq_msg m = {.exchange = worker_jobs_exchange(env->w),
                 .routing_key = MQ_KIND_IMPORT,
-                .body = buf,
-                .body_len = len,
                 .message_id = id,
-                .type = "import.page",
-                .content_type = "application/msgpack"};
-    if (rc == 0)
-        rc = worker_publish(env->w, &m, e);
-    free(buf);
+                .type = "import.page"};
+    int rc = import_publish_msg(env, b, &m, e);
+    json_decref(b);
     return rc;
 }
 
@@ -151,12 +158,8 @@ static json_t *run_message(const worker_env *env, const import_run *run, int pro
 
 int import_send(const worker_env *env, const import_run *run, int progress)
 {
-    json_t *m = run_message(env, run, progress);
-    void *buf = NULL;
-    size_t len = 0;
+    json_t *body = run_message(env, run, progress);
     err_t e = {0};
-    int rc = msg_encode(m, &buf, &len, &e);
-    json_decref(m);
     char results[200], id[80];
     snprintf(results, sizeof results, "%s.results", env->cfg->mq_prefix);
     /* A reply's message_id names that reply (schemas/README.md "Several replies"): a copy
@@ -166,17 +169,13 @@ int import_send(const worker_env *env, const import_run *run, int progress)
     else
         snprintf(id, sizeof id, "%s.final", run->uuid);
     int direct = run->reply_to[0] != '\0';
-    mq_msg msg = {.exchange = direct ? "" : results,
-                  .routing_key = direct ? run->reply_to : "import.auto.result",
-                  .body = buf,
-                  .body_len = len,
-                  .message_id = id,
-                  .correlation_id = run->correlation_id,
-                  .type = "import.auto.result",
-                  .content_type = "application/msgpack"};
-    if (rc == 0)
-        rc = worker_publish(env->w, &msg, &e);
-    free(buf);
+    mq_msg m = {.exchange = direct ? "" : results,
+                .routing_key = direct ? run->reply_to : "import.auto.result",
+                .message_id = id,
+                .correlation_id = run->correlation_id,
+                .type = "import.auto.result"};
+    int rc = import_publish_msg(env, body, &m, &e);
+    json_decref(body);
     if (rc < 0)
         LOG(LOG_WARN, "could not send import message", "run_id", run->uuid, "error", e.msg);
     return rc < 0 ? -1 : 0;
