@@ -93,21 +93,29 @@ static const store_stmt PACE_TAKE = {
 /* A page job's start: the run, whether the page is still pending, and (only then, and
  * only while the run is running) its page slot: the one a deferred page kept (slot_at,
  * taken and cleared here), else the next one reserved as PACE_TAKE does - one round
- * trip instead of three. A run that is not found returns no row. */
+ * trip instead of three. A kept slot more than two slot intervals past is dropped for a
+ * fresh one: a deferred page that came back late must not go out in a burst with the
+ * pages whose slots are now (Duo counts pages per sliding minute). A run that is not
+ * found returns no row. */
 static const store_stmt PAGE_BEGIN = {
     "import_page_begin",
     "WITH run AS (SELECT " RUN_COLS "WHERE r.uuid = $1::uuid),"
     " g AS (SELECT g.page_no, g.\"limit\", g.state = 'pending' AND run.state = 'running' AS open,"
-    " g.slot_at FROM import_page g, run WHERE g.run_id = run.id AND g.\"offset\" = $2::bigint),"
+    " g.slot_at, g.slot_at >= clock_timestamp() - make_interval(secs => 120.0 /"
+    " (SELECT rate_per_min FROM import_pace WHERE run_id = run.id)) AS timely"
+    " FROM import_page g, run WHERE g.run_id = run.id AND g.\"offset\" = $2::bigint),"
     " pg AS (SELECT 1 FROM g WHERE g.open),"
     " kept AS (UPDATE import_page k SET slot_at = NULL FROM g, run WHERE k.run_id = run.id"
     " AND k.page_no = g.page_no AND g.open AND g.slot_at IS NOT NULL"
+    " AND g.timely"
     " RETURNING greatest(0, extract(epoch FROM g.slot_at - clock_timestamp()) * 1000)::bigint"
     " AS w),"
+    " late AS (UPDATE import_page k SET slot_at = NULL FROM g, run WHERE k.run_id = run.id"
+    " AND k.page_no = g.page_no AND g.open AND NOT g.timely),"
     " o AS (SELECT p.run_id, greatest(p.next_slot_at, clock_timestamp()) AS slot,"
     " p.rate_per_min, least($3::float8, coalesce(p.max_rate_per_min, $3::float8)) AS cap"
     " FROM import_pace p, run WHERE p.run_id = run.id AND EXISTS (SELECT 1 FROM pg)"
-    " AND (SELECT slot_at FROM g) IS NULL FOR UPDATE OF p),"
+    " AND (SELECT slot_at IS NULL OR NOT timely FROM g) FOR UPDATE OF p),"
     " t AS (UPDATE import_pace p SET next_slot_at = o.slot + make_interval(secs => 60.0 /"
     " o.rate_per_min), rate_per_min = least(o.cap, o.rate_per_min + o.cap * 0.002)"
     " FROM o WHERE p.run_id = o.run_id"

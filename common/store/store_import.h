@@ -101,7 +101,8 @@ int store_import_pace_take(store *s, int64_t run_id, double max_rate, long long 
 /* Starts a page job in one round trip: loads the run (as store_import_run_get) and,
  * when the run is running and its page at offset is still pending, sets *pending = 1 and
  * gives the page its slot (*wait_ms until it): the one it kept when it was deferred
- * (store_import_page_keep_slot; taken and cleared), else the run's next page slot,
+ * (store_import_page_keep_slot; taken and cleared; dropped when it is more than two
+ * slot intervals past, so late pages never burst), else the run's next page slot,
  * reserved as store_import_pace_take does.
  * Otherwise *pending = 0, *wait_ms = 0 and no slot is taken. *page receives the page at
  * that offset (page_no -1 when the run has none there) with its limit. 0, ERR_NOTFOUND

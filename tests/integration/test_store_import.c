@@ -465,6 +465,16 @@ static void test_deferred_page_keeps_its_slot(void **state)
     assert_int_equal(store_import_page_begin(f->s, run.uuid, 0, 6, &got, &ref, &pending, &w2, &e),
                      0);
     assert_true(w2 > 1000 && w2 <= 10000); /* taken once: now a fresh slot of the run */
+    /* A kept slot long past (the deferred page came back late) is not used: the page
+     * takes a fresh slot of the run instead of going out at once. */
+    assert_int_equal(tl_exec(f->db, "UPDATE import_pace SET next_slot_at = clock_timestamp()"
+                                    " + interval '20 seconds'"),
+                     0);
+    assert_int_equal(store_import_page_keep_slot(f->s, run.id, 0, -60000, &e), 0);
+    assert_int_equal(store_import_page_begin(f->s, run.uuid, 0, 6, &got, &ref, &pending, &w2, &e),
+                     0);
+    assert_true(w2 > 15000 && w2 <= 20000);
+    assert_int_equal(count(f, "SELECT count(*) FROM import_page WHERE slot_at IS NOT NULL"), 0);
     /* A page no longer pending keeps nothing. */
     assert_int_equal(tl_exec(f->db, "UPDATE import_page SET state = 'done' WHERE page_no = 1"), 0);
     assert_int_equal(store_import_page_keep_slot(f->s, run.id, 1, 30000, &e), 0);
