@@ -12,7 +12,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config \
       librabbitmq-dev libcurl4-openssl-dev libssl-dev libmsgpack-dev libpq-dev \
-      libjansson-dev libmicrohttpd-dev libcmocka-dev \
+      libjansson-dev libyajl-dev libmicrohttpd-dev libcmocka-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what the build reads (the top-level CMakeLists.txt also configures tests/ and
@@ -39,7 +39,7 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/opt/
 FROM debian:12-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      librabbitmq4 libcurl4 libssl3 libmsgpackc2 libpq5 libjansson4 libmicrohttpd12 \
+      librabbitmq4 libcurl4 libssl3 libmsgpackc2 libpq5 libjansson4 libyajl2 libmicrohttpd12 \
       ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --no-create-home \

@@ -11,6 +11,10 @@
 #     extrapolated to 1,000,000.
 #  3. The emulator limited to 200 pages/min, IMPORT_PAGES_PER_MIN=200, for RATE_SECS:
 #     achieved fraction of the allowed rate, share of 429 answers.
+#  4. Two tenants at once on the same 2 workers: two stages whose emulator accounts allow
+#     TENANT_A and TENANT_B pages/min, each imported with that budget (pages_per_min),
+#     for WARM_SECS + RATE_SECS: the fraction of its own budget each one got, from the
+#     start and after the warm-up (the first seconds defer the slow run's far pages).
 # During each import, CPU seconds per process group (import workers, this database's
 # PostgreSQL backends, other PostgreSQL processes, the emulator, the broker) from
 # /proc/<pid>/stat deltas. The emulator is the benchmark's own instance (this tree's
@@ -21,7 +25,8 @@
 # tree's, on the same database and Duo users (the emulator restarts on its port).
 # Knobs (env): USERS (1000000), SAMPLE (20000), RATE_SECS (90), WORKERS ("1 2"),
 # RUNS (1; with more, each figure is the median), EMU_SECS (15, the emulator-alone
-# phase per client count), BASE_REV (unset).
+# phase per client count), BASE_REV (unset), TENANT_A (60), TENANT_B (300),
+# TENANT_USERS (300000), WARM_SECS (15), PHASES ("auto emu ref rate tenants").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -33,6 +38,10 @@ RATE_SECS="${RATE_SECS:-90}"
 WORKERS="${WORKERS:-1 2}"
 EMU_SECS="${EMU_SECS:-15}"
 RUNS="${RUNS:-1}"
+TENANT_A="${TENANT_A:-60}"          # two-tenant case: page budgets (pages/min)
+TENANT_B="${TENANT_B:-300}"
+TENANT_USERS="${TENANT_USERS:-300000}"
+WARM_SECS="${WARM_SECS:-15}"
 BASE_REV="${BASE_REV:-}"
 BUILD="$ROOT/build-bench"
 TAG="bimp$$"
@@ -78,9 +87,9 @@ emu() { curl -fsS --cacert "$DUO_CA_FILE" -X "$1" -H 'Content-Type: application/
 sql() { "${PSQL[@]}" "$DATABASE_URL" -At -c "$1"; }
 ms() { date +%s%3N; }
 
-account() { # name pages_per_min
+account() { # name pages_per_min [users]
   emu POST /_emu/account "{\"account\":\"$1\",\"integrations\":[{\"ikey\":\"DIA$TAG$1\",\"skey\":\"auth-secret-$TAG\",\"type\":\"auth\"},{\"ikey\":\"DIX$TAG$1\",\"skey\":\"admin-secret-$TAG\",\"type\":\"admin\"}],\"admin_licensed\":true,\"admin_pages_per_min\":$2}" >/dev/null
-  emu POST /_emu/users "{\"account\":\"$1\",\"generate\":{\"count\":$USERS,\"prefix\":\"b\",\"start\":0}}" >/dev/null
+  emu POST /_emu/users "{\"account\":\"$1\",\"generate\":{\"count\":${3:-$USERS},\"prefix\":\"b\",\"start\":0}}" >/dev/null
 }
 
 stage() { # name account
@@ -160,6 +169,8 @@ PY
 
 hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
+phase() { [[ " ${PHASES:-auto emu ref rate tenants} " == *" $1 "* ]]; }
+
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 
 echo "== setup: $USERS Duo users, $USERS local users; variants: $VARIANTS${BASE_REV:+ (base = $BASE_REV)}"
@@ -190,6 +201,7 @@ import_once() { # variant n
   eval "ALL_${v}_$n=\"\${ALL_${v}_$n:-} $secs\""
 }
 
+if phase auto; then
 echo "== automatic import, no rate limit ($RUNS run(s) per variant and worker count, alternating)"
 for n in $WORKERS; do
   for _ in $(seq 1 "$RUNS"); do for v in $VARIANTS; do import_once "$v" "$n"; done; done
@@ -201,7 +213,9 @@ for n in $WORKERS; do
     eval "WALL_${v}_$n=$m"
   done
 done
+fi
 
+if phase emu; then
 echo "== emulator alone: bench/import_pages, 300-user pages, ${EMU_SECS}s per client count"
 for v in $VARIANTS; do for n in $WORKERS; do
   start_emulator "$v"
@@ -228,7 +242,9 @@ PY
   rm -f /tmp/$TAG.pages.*
 done; done
 start_emulator new
+fi
 
+if phase ref; then
 echo "== reference per-user pattern (3 autocommit statements per user), sample $SAMPLE"
 sql "TRUNCATE duo_device CASCADE"
 SID=$(sql "SELECT id FROM duo_stage LIMIT 1")
@@ -253,7 +269,10 @@ for n in $WORKERS; do for v in $VARIANTS; do
   echo "speed-up, $v, $n worker(s): $(echo "scale=1; $ref_full / $w" | bc)x"
 done; done
 rm -f "/tmp/$TAG.ref.sql"
+fi
 
+if phase rate; then
+start_emulator new
 echo "== rate-limited emulator: 200 pages/min, IMPORT_PAGES_PER_MIN=200, ${RATE_SECS}s"
 sql "TRUNCATE duo_device, import_run CASCADE"
 account "${TAG}r" 200
@@ -275,3 +294,42 @@ print(f"pages served {pages} in {secs:.0f}s allowed {allowed:.0f}: "
       f"{100 * pages / allowed:.1f}% of the allowed rate; 429s {thr} of {pages + thr} calls "
       f"= {100 * thr / max(1, pages + thr):.2f}%")
 PY
+fi
+
+if phase tenants; then
+start_emulator new
+echo "== two tenants at once: budgets $TENANT_A and $TENANT_B pages/min (each its emulator account's limit and its run's pages_per_min), 2 workers, ${RATE_SECS}s"
+sql "TRUNCATE duo_device, import_run CASCADE"
+account "${TAG}ta" "$TENANT_A" "$TENANT_USERS"
+account "${TAG}tb" "$TENANT_B" "$TENANT_USERS"
+SA=$(stage "bench-ta-$TAG" "${TAG}ta")
+SB=$(stage "bench-tb-$TAG" "${TAG}tb")
+# The workers allow any rate: each run's own budget (pages_per_min) is what paces it.
+start_workers new 2 IMPORT_PAGES_PER_MIN=100000
+"$BIN/duoctl" import auto --stage "$SA" --pages-per-min "$TENANT_A" --timeout 60 >/dev/null &
+ja=$!
+"$BIN/duoctl" import auto --stage "$SB" --pages-per-min "$TENANT_B" --timeout 60 >/dev/null &
+jb=$!
+wait "$ja" "$jb"
+ta0=$(emu GET "/_emu/stats?account=${TAG}ta"); tb0=$(emu GET "/_emu/stats?account=${TAG}tb")
+t0=$(ms)
+sleep "$WARM_SECS"
+ta1=$(emu GET "/_emu/stats?account=${TAG}ta"); tb1=$(emu GET "/_emu/stats?account=${TAG}tb")
+t1=$(ms)
+sleep "$RATE_SECS"
+ta2=$(emu GET "/_emu/stats?account=${TAG}ta"); tb2=$(emu GET "/_emu/stats?account=${TAG}tb")
+t2=$(ms)
+stop_workers
+python3 - "$TENANT_A" "$TENANT_B" "$t0" "$t1" "$t2" "$ta0" "$ta1" "$ta2" "$tb0" "$tb1" "$tb2" <<'PY'
+import json, sys
+a = sys.argv
+t0, t1, t2 = (int(x) / 1000 for x in a[3:6])
+for name, budget, st in (("A", int(a[1]), a[6:9]), ("B", int(a[2]), a[9:12])):
+    s0, s1, s2 = (json.loads(x) for x in st)
+    for label, x, y, secs in (("from the start", s0, s2, t2 - t0), ("after warm-up", s1, s2, t2 - t1)):
+        pages, thr = y["admin_pages"] - x["admin_pages"], y["throttled"] - x["throttled"]
+        allowed = budget * secs / 60
+        print(f"tenant {name} ({budget} pages/min), {label} ({secs:.0f}s): {pages} pages of "
+              f"{allowed:.0f} allowed = {100 * pages / allowed:.1f}% of its budget; 429s {thr}")
+PY
+fi

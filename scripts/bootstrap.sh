@@ -6,7 +6,7 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       librabbitmq-dev libcurl4-openssl-dev libssl-dev libmsgpack-dev libpq-dev
-      libcmocka-dev libjansson-dev libmicrohttpd-dev
+      libcmocka-dev libjansson-dev libmicrohttpd-dev libyajl-dev
       postgresql-15 postgresql-client-15 rabbitmq-server
       python3 python3-duo-client openssl curl docker-compose clang-format prometheus
       python3-pika python3-msgpack python3-jsonschema)

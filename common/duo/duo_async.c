@@ -11,6 +11,7 @@
 #include "duo_async.h"
 #include "clock.h"
 #include "duo_retry.h"
+#include "duo_users_scan.h"
 #include "duo_transfer.h"
 
 #include <curl/curl.h>
@@ -539,7 +540,9 @@ static int finished(duo_areq *r, CURLcode cc)
         duo_transfer_note_sent(r->easy, &de);
     } else {
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-        rc = duo_response_parse(status, r->r.b.data, r->r.b.len, &resp, &meta, &de);
+        /* A user-list page is read by the streaming scanner, everything else as a tree. */
+        rc = duo_users_scan_answer(r->method, r->path, r->params, r->nparams, status,
+                                   r->r.b.data, r->r.b.len, &resp, &meta, &de);
     }
     de.attempts = r->attempt;
     detach_easy(r);

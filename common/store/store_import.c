@@ -45,8 +45,9 @@ static const store_stmt RUN_START = {
     " p AS (INSERT INTO import_page (run_id, page_no, \"offset\", \"limit\")"
     " SELECT r.id, g, g::bigint * r.page_size, r.page_size FROM r,"
     " generate_series(0, r.pages_total - 1) g),"
-    " c AS (INSERT INTO import_pace (run_id, rate_per_min, next_slot_at)"
-    " SELECT r.id, $8::float8, clock_timestamp() + $9::int * interval '1 millisecond' FROM r)"
+    " c AS (INSERT INTO import_pace (run_id, rate_per_min, next_slot_at, max_rate_per_min)"
+    " SELECT r.id, $8::float8, clock_timestamp() + $9::int * interval '1 millisecond',"
+    " $10::float8 FROM r)"
     " SELECT id FROM r"};
 
 static const store_stmt PAGES_PENDING = {
@@ -76,35 +77,59 @@ static const store_stmt PAGES_EXTEND = {
     " WHERE r.id = cur.id)"
     " SELECT coalesce((SELECT next_no FROM cur), 0), (SELECT count(*) FROM add)"};
 
-/* Reserves max(next slot, now); a slowed rate recovers 0.2 % of max_rate per page. */
+/* The run's rate ceiling: the worker's, or the run's own budget when lower. */
+#define PACE_CAP "least($2::float8, coalesce(max_rate_per_min, $2::float8))"
+
+/* Reserves max(next slot, now); a slowed rate recovers 0.2 % of the ceiling per page. */
 static const store_stmt PACE_TAKE = {
     "import_pace_take",
-    "WITH o AS (SELECT run_id, greatest(next_slot_at, clock_timestamp()) AS slot, rate_per_min"
-    " FROM import_pace WHERE run_id = $1::bigint FOR UPDATE)"
+    "WITH o AS (SELECT run_id, greatest(next_slot_at, clock_timestamp()) AS slot, rate_per_min,"
+    " " PACE_CAP " AS cap FROM import_pace WHERE run_id = $1::bigint FOR UPDATE)"
     " UPDATE import_pace p SET next_slot_at = o.slot + make_interval(secs => 60.0 /"
-    " o.rate_per_min), rate_per_min = least($2::float8, o.rate_per_min + $2::float8 * 0.002)"
+    " o.rate_per_min), rate_per_min = least(o.cap, o.rate_per_min + o.cap * 0.002)"
     " FROM o WHERE p.run_id = o.run_id"
     " RETURNING greatest(0, extract(epoch FROM o.slot - clock_timestamp()) * 1000)::bigint"};
 
 /* A page job's start: the run, whether the page is still pending, and (only then, and
- * only while the run is running) the next page slot reserved as PACE_TAKE does - one
- * round trip instead of three. A run that is not found returns no row. */
+ * only while the run is running) its page slot: the one a deferred page kept (slot_at,
+ * taken and cleared here), else the next one reserved as PACE_TAKE does - one round
+ * trip instead of three. A kept slot more than two slot intervals past is dropped for a
+ * fresh one: a deferred page that came back late must not go out in a burst with the
+ * pages whose slots are now (Duo counts pages per sliding minute). A run that is not
+ * found returns no row. */
 static const store_stmt PAGE_BEGIN = {
     "import_page_begin",
     "WITH run AS (SELECT " RUN_COLS "WHERE r.uuid = $1::uuid),"
-    " g AS (SELECT g.page_no, g.\"limit\", g.state = 'pending' AND run.state = 'running' AS open"
+    " g AS (SELECT g.page_no, g.\"limit\", g.state = 'pending' AND run.state = 'running' AS open,"
+    " g.slot_at, g.slot_at >= clock_timestamp() - make_interval(secs => 120.0 /"
+    " (SELECT rate_per_min FROM import_pace WHERE run_id = run.id)) AS timely"
     " FROM import_page g, run WHERE g.run_id = run.id AND g.\"offset\" = $2::bigint),"
     " pg AS (SELECT 1 FROM g WHERE g.open),"
+    " kept AS (UPDATE import_page k SET slot_at = NULL FROM g, run WHERE k.run_id = run.id"
+    " AND k.page_no = g.page_no AND g.open AND g.slot_at IS NOT NULL"
+    " AND g.timely"
+    " RETURNING greatest(0, extract(epoch FROM g.slot_at - clock_timestamp()) * 1000)::bigint"
+    " AS w),"
+    " late AS (UPDATE import_page k SET slot_at = NULL FROM g, run WHERE k.run_id = run.id"
+    " AND k.page_no = g.page_no AND g.open AND NOT g.timely),"
     " o AS (SELECT p.run_id, greatest(p.next_slot_at, clock_timestamp()) AS slot,"
-    " p.rate_per_min FROM import_pace p, run WHERE p.run_id = run.id AND EXISTS (SELECT 1"
-    " FROM pg) FOR UPDATE OF p),"
+    " p.rate_per_min, least($3::float8, coalesce(p.max_rate_per_min, $3::float8)) AS cap"
+    " FROM import_pace p, run WHERE p.run_id = run.id AND EXISTS (SELECT 1 FROM pg)"
+    " AND (SELECT slot_at IS NULL OR NOT timely FROM g) FOR UPDATE OF p),"
     " t AS (UPDATE import_pace p SET next_slot_at = o.slot + make_interval(secs => 60.0 /"
-    " o.rate_per_min), rate_per_min = least($3::float8, o.rate_per_min + $3::float8 * 0.002)"
+    " o.rate_per_min), rate_per_min = least(o.cap, o.rate_per_min + o.cap * 0.002)"
     " FROM o WHERE p.run_id = o.run_id"
     " RETURNING greatest(0, extract(epoch FROM o.slot - clock_timestamp()) * 1000)::bigint AS w)"
-    " SELECT run.*, EXISTS (SELECT 1 FROM pg), coalesce((SELECT w FROM t), 0),"
+    " SELECT run.*, EXISTS (SELECT 1 FROM pg),"
+    " coalesce((SELECT w FROM kept), (SELECT w FROM t), 0),"
     " coalesce((SELECT page_no FROM g), -1), coalesce((SELECT \"limit\" FROM g), 0), " ASYNC_COMMIT
     " FROM run"};
+
+/* Keeps the slot a deferred page reserved (wait_ms from now) until it comes back. */
+static const store_stmt PAGE_KEEP_SLOT = {
+    "import_page_keep_slot",
+    "UPDATE import_page SET slot_at = clock_timestamp() + $3::bigint * interval '1 millisecond'"
+    " WHERE run_id = $1::bigint AND page_no = $2::int AND state = 'pending'"};
 
 static const store_stmt PACE_SLOW = {
     "import_pace_slow",
@@ -244,12 +269,14 @@ int store_import_run_start(store *s, const import_run_new *n, import_run *out, e
 {
     if (n->page_size < 1 || n->page_size > 300 || n->total_objects < 0 || n->rate_per_min <= 0)
         return err_set(e, ERR_INVAL, "bad import run parameters");
-    char sid[STORE_I64_LEN], ps[STORE_I64_LEN], tot[STORE_I64_LEN], rate[32], first[STORE_I64_LEN];
+    char sid[STORE_I64_LEN], ps[STORE_I64_LEN], tot[STORE_I64_LEN], rate[32], first[STORE_I64_LEN],
+        max[32];
     store_i64_text(sid, n->stage_id);
     store_i64_text(ps, n->page_size);
     store_i64_text(tot, n->total_objects);
     snprintf(rate, sizeof rate, "%.6f", n->rate_per_min);
     store_i64_text(first, n->first_slot_ms);
+    snprintf(max, sizeof max, "%.6f", n->max_rate_per_min);
     const char *v[] = {sid,
                        n->job_id,
                        n->reply_to && *n->reply_to ? n->reply_to : NULL,
@@ -258,9 +285,10 @@ int store_import_run_start(store *s, const import_run_new *n, import_run *out, e
                        ps,
                        tot,
                        rate,
-                       first};
+                       first,
+                       n->max_rate_per_min > 0 ? max : NULL};
     store_res *r = NULL;
-    int rc = store_exec(s, &RUN_START, 9, v, &r, e);
+    int rc = store_exec(s, &RUN_START, 10, v, &r, e);
     int64_t id = rc == 0 ? store_col_i64(r, 0, 0) : 0;
     store_res_free(r);
     if (rc == ERR_CONFLICT)
@@ -376,6 +404,12 @@ int store_import_page_begin(store *s, const char *run_uuid, long long offset, do
     }
     store_res_free(r);
     return rc;
+}
+
+int store_import_page_keep_slot(store *s, int64_t run_id, int page_no, long long wait_ms, err_t *e)
+{
+    const int64_t v[] = {run_id, page_no, wait_ms};
+    return store_exec_i64(s, &PAGE_KEEP_SLOT, 3, v, NULL, e);
 }
 
 int store_import_pace_slow(store *s, int64_t run_id, double factor, double floor, err_t *e)

@@ -48,10 +48,12 @@ typedef struct import_run_new {
     const char *reply_to;
     const char *correlation_id;
     int dry_run;
-    int page_size;         /* 1..300 */
-    int64_t total_objects; /* from the preflight page's metadata */
-    double rate_per_min;   /* initial shared page budget */
-    int first_slot_ms;     /* the next page may start this long from now */
+    int page_size;           /* 1..300 */
+    int64_t total_objects;   /* from the preflight page's metadata */
+    double rate_per_min;     /* initial shared page budget */
+    double max_rate_per_min; /* the run's own ceiling (pages/min); <= 0: none, the
+                              * ceiling each reservation passes (store_import_pace_take) */
+    int first_slot_ms;       /* the next page may start this long from now */
 } import_run_new;
 
 /* Creates the run, one pending page per offset range [k*page_size, total) and its pace
@@ -92,18 +94,26 @@ int store_import_pages_extend(store *s, int64_t run_id, int64_t new_total, int *
 
 /* Reserves the run's next page slot at its shared rate and returns in *wait_ms how long
  * until it (0 when it is now). Each reservation also lets a slowed rate recover a little
- * toward max_rate. Autocommit: call outside a transaction so the row is not held. */
+ * toward its ceiling: max_rate, or the run's own max_rate_per_min when lower.
+ * Autocommit: call outside a transaction so the row is not held. */
 int store_import_pace_take(store *s, int64_t run_id, double max_rate, long long *wait_ms, err_t *e);
 
 /* Starts a page job in one round trip: loads the run (as store_import_run_get) and,
  * when the run is running and its page at offset is still pending, sets *pending = 1 and
- * reserves the run's next page slot (as store_import_pace_take; *wait_ms until it).
+ * gives the page its slot (*wait_ms until it): the one it kept when it was deferred
+ * (store_import_page_keep_slot; taken and cleared; dropped when it is more than two
+ * slot intervals past, so late pages never burst), else the run's next page slot,
+ * reserved as store_import_pace_take does.
  * Otherwise *pending = 0, *wait_ms = 0 and no slot is taken. *page receives the page at
  * that offset (page_no -1 when the run has none there) with its limit. 0, ERR_NOTFOUND
  * (also for a malformed uuid), ERR_DB. Autocommit: call outside a transaction. */
 int store_import_page_begin(store *s, const char *run_uuid, long long offset, double max_rate,
                             import_run *run, import_page_ref *page, int *pending,
                             long long *wait_ms, err_t *e);
+
+/* Keeps on a pending page the slot it reserved, due wait_ms from now, while the page is
+ * deferred (store_import_page_begin takes it back). Autocommit. */
+int store_import_page_keep_slot(store *s, int64_t run_id, int page_no, long long wait_ms, err_t *e);
 
 /* Slows the run's shared rate: rate = max(rate * factor, floor). Persisted. */
 int store_import_pace_slow(store *s, int64_t run_id, double factor, double floor, err_t *e);

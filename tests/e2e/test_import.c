@@ -2,7 +2,8 @@
  * database, the Duo emulator): manual import by Duo user id and by Duo username (with
  * and without Admin API credentials), automatic import counting created / existing /
  * unknown users with existing devices untouched, a worker killed mid-run, two
- * concurrent requests for one stage, and the licence and credential preflights. */
+ * concurrent requests for one stage, paced pages deferred through the delay queue (the
+ * worker meanwhile free for other jobs), and the licence and credential preflights. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "clock.h"
 #include "testlib.h"
 #include "tl_stack.h"
 
@@ -294,6 +296,19 @@ static int setup_no_admin(void **state)
     return setup_t(TL_NO_ADMIN);
 }
 
+/* One worker whose shortest retry delay is 1 s: a page whose slot is further than that
+ * is deferred through the broker instead of waiting in the worker. */
+static const char *const defer_env[] = {"IMPORT_PAGES_PER_MIN=6000",
+                                        "RETRY_DELAYS_MS=1000,2000,5000", NULL};
+
+static int setup_defer(void **state)
+{
+    (void)state;
+    if (tl_stack_init(&T, "import2", 0) < 0)
+        return -1;
+    return tl_stack_worker(&T, "import", defer_env) > 0 ? 0 : -1;
+}
+
 static int teardown_t(void **state)
 {
     (void)state;
@@ -368,6 +383,56 @@ static void test_admin_missing_and_manual_by_preauth(void **state)
                      0);
 }
 
+/* A run with a budget of its own (60 pages/min, far below the worker's 6000): its pages
+ * go out at its pace, those whose slot is further than the shortest retry delay are
+ * deferred through the delay queue (as new job ids, "<page job>~n"), and the run still
+ * counts every user once. The single worker meanwhile answers a manual import at once:
+ * no paced page holds it. */
+static void test_paced_pages_are_deferred(void **state)
+{
+    (void)state;
+    duo_users(&T, "p", 600);
+    local_users(&T, "p", 600);
+    char id[64];
+    tl_job_id(&T, id, sizeof id);
+    err_t e = {0};
+    json_t *body = json_pack("{s:s, s:i, s:i}", "stage_uuid", T.stage_uuid, "page_size", 100,
+                             "pages_per_min", 60);
+    long long t0 = clock_ms();
+    assert_int_equal(jobs_send(T.client, "import.auto", id, body, &e), 0);
+    json_decref(body);
+    json_t *r = next_reply(&T, id, 60000);
+    assert_non_null(r);
+    assert_string_equal(tl_str(r, "state"), "running");
+    json_decref(r);
+    /* While pages wait for their slots, the worker takes other jobs. */
+    emu_user(&T, "pmanual", "DUPMPMPMPMPMPMPMPMP1");
+    assert_int_equal(tl_stack_user(&T, "pmanual"), 0);
+    long long m0 = clock_ms();
+    r = manual(&T, "DUPMPMPMPMPMPMPMPMP1", "pmanual");
+    if (strcmp(tl_str(r, "status"), "ok") != 0)
+        fail_msg("manual import: %s", json_dumps(r, 0));
+    assert_true(clock_ms() - m0 < 3000);
+    json_decref(r);
+    r = final_reply(&T, id);
+    long long took = clock_ms() - t0;
+    assert_string_equal(tl_str(r, "state"), "done");
+    /* The Duo user added meanwhile grew the run by a page at its end (total 601). */
+    assert_int_equal(counted(r, "pages_total"), 7);
+    assert_int_equal(counted(r, "created"), 600);
+    assert_int_equal(counted(r, "seen"), 601);
+    assert_int_equal(counted(r, "errors"), 0);
+    json_decref(r);
+    /* 7 pages and 2 total checks at 57 pages/min: about 9 s at least. */
+    assert_true(took > 8000);
+    assert_int_equal(count(&T, "SELECT count(*) FROM duo_device WHERE duo_user_id LIKE 'DU%'"),
+                     601);
+    assert_true(
+        count(&T, "SELECT count(*) FROM job WHERE job_type = 'import.page' AND job_id LIKE '%~%'") >
+        0);
+    assert_int_equal(count(&T, "SELECT count(*) FROM import_page WHERE slot_at IS NOT NULL"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest main_stack[] = {
@@ -378,6 +443,7 @@ int main(void)
     };
     const struct CMUnitTest own_stack[] = {
         cmocka_unit_test_setup_teardown(test_license_required, setup_unlicensed, teardown_t),
+        cmocka_unit_test_setup_teardown(test_paced_pages_are_deferred, setup_defer, teardown_t),
         cmocka_unit_test_setup_teardown(test_admin_missing_and_manual_by_preauth, setup_no_admin,
                                         teardown_t),
     };

@@ -2,8 +2,9 @@
  * (and only one per stage), a page's batched upsert counts created / existing / unknown
  * users, a replayed page changes nothing, a dry run writes no device, pages applied
  * concurrently by several processes add up, failed pages still let the run finish
- * exactly once, the run grows when Duo's total grows, the shared pace spaces slots, and
- * a page job's start reserves a slot only for a page still pending. */
+ * exactly once, the run grows when Duo's total grows, the shared pace spaces slots, a
+ * page job's start reserves a slot only for a page still pending, a deferred page takes
+ * back the slot it kept, and a run's own budget caps its pace. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -437,6 +438,80 @@ static void test_page_begin(void **state)
                      ERR_NOTFOUND);
 }
 
+/* A deferred page keeps its slot: the next begin of that page takes it (not a fresh
+ * one, the run's next slot is untouched) and clears it, so a later begin reserves. */
+static void test_deferred_page_keeps_its_slot(void **state)
+{
+    fixture *f = *state;
+    import_run run, got;
+    start(f, 650, 0, &run);
+    assert_int_equal(tl_exec(f->db, "UPDATE import_pace SET rate_per_min = 6"), 0);
+    err_t e = {0};
+    import_page_ref ref;
+    int pending = -1;
+    long long w0 = -1, w1 = -1, w2 = -1;
+    assert_int_equal(store_import_page_begin(f->s, run.uuid, 0, 6, &got, &ref, &pending, &w0, &e),
+                     0);
+    assert_int_equal(store_import_page_keep_slot(f->s, run.id, 0, 30000, &e), 0);
+    char before[64], after[64];
+    assert_int_equal(tl_query1(f->db, "SELECT next_slot_at FROM import_pace", before, 64), 0);
+    assert_int_equal(store_import_page_begin(f->s, run.uuid, 0, 6, &got, &ref, &pending, &w1, &e),
+                     0);
+    assert_int_equal(pending, 1);
+    assert_true(w1 > 20000 && w1 <= 30000); /* the kept slot, not the run's next (10 s) */
+    assert_int_equal(tl_query1(f->db, "SELECT next_slot_at FROM import_pace", after, 64), 0);
+    assert_string_equal(before, after);
+    assert_int_equal(count(f, "SELECT count(*) FROM import_page WHERE slot_at IS NOT NULL"), 0);
+    assert_int_equal(store_import_page_begin(f->s, run.uuid, 0, 6, &got, &ref, &pending, &w2, &e),
+                     0);
+    assert_true(w2 > 1000 && w2 <= 10000); /* taken once: now a fresh slot of the run */
+    /* A kept slot long past (the deferred page came back late) is not used: the page
+     * takes a fresh slot of the run instead of going out at once. */
+    assert_int_equal(tl_exec(f->db, "UPDATE import_pace SET next_slot_at = clock_timestamp()"
+                                    " + interval '20 seconds'"),
+                     0);
+    assert_int_equal(store_import_page_keep_slot(f->s, run.id, 0, -60000, &e), 0);
+    assert_int_equal(store_import_page_begin(f->s, run.uuid, 0, 6, &got, &ref, &pending, &w2, &e),
+                     0);
+    assert_true(w2 > 15000 && w2 <= 20000);
+    assert_int_equal(count(f, "SELECT count(*) FROM import_page WHERE slot_at IS NOT NULL"), 0);
+    /* A page no longer pending keeps nothing. */
+    assert_int_equal(tl_exec(f->db, "UPDATE import_page SET state = 'done' WHERE page_no = 1"), 0);
+    assert_int_equal(store_import_page_keep_slot(f->s, run.id, 1, 30000, &e), 0);
+    assert_int_equal(count(f, "SELECT count(*) FROM import_page WHERE slot_at IS NOT NULL"), 0);
+}
+
+/* A run with a budget of its own never recovers above it, whatever the workers allow. */
+static void test_run_budget_caps_the_pace(void **state)
+{
+    fixture *f = *state;
+    import_run_new n = {.stage_id = f->stage_id,
+                        .job_id = "job-cap",
+                        .correlation_id = "corr",
+                        .page_size = 300,
+                        .total_objects = 3000,
+                        .rate_per_min = 57,
+                        .max_rate_per_min = 57,
+                        .first_slot_ms = 0};
+    import_run run, got;
+    err_t e = {0};
+    assert_int_equal(store_import_run_start(f->s, &n, &run, &e), 0);
+    assert_int_equal(count(f, "SELECT max_rate_per_min::int FROM import_pace"), 57);
+    long long w = 0;
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(store_import_pace_take(f->s, run.id, 6000, &w, &e), 0);
+    assert_int_equal(count(f, "SELECT rate_per_min::int FROM import_pace"), 57);
+    import_page_ref ref;
+    int pending = 0;
+    assert_int_equal(store_import_page_begin(f->s, run.uuid, 0, 6000, &got, &ref, &pending, &w, &e),
+                     0);
+    assert_int_equal(count(f, "SELECT rate_per_min::int FROM import_pace"), 57);
+    /* Slowed by a 429, it recovers toward its own ceiling, not the workers'. */
+    assert_int_equal(store_import_pace_slow(f->s, run.id, 0.5, 1, &e), 0);
+    assert_int_equal(store_import_pace_take(f->s, run.id, 6000, &w, &e), 0);
+    assert_true(count(f, "SELECT (rate_per_min * 1000)::int FROM import_pace") <= 28500 + 115);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -448,6 +523,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pace_spaces_and_slows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_page_adds_the_rest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page_begin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_page_keeps_its_slot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_budget_caps_the_pace, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

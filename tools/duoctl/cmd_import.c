@@ -14,14 +14,15 @@
 
 #define USAGE                                                                                      \
     "usage: duoctl import manual --stage S --duo-user-id ID_OR_DUO_USERNAME --username U\n"        \
-    "       duoctl import auto --stage S [--page-size N] [--dry-run] [--follow]\n"                 \
+    "       duoctl import auto --stage S [--page-size N] [--pages-per-min N] [--dry-run]\n"        \
+    "                          [--follow]\n"                                                       \
     "  common: [--timeout SECS (90; with --follow: per message)]\n"                                \
     "  Needs AMQP_URL (and DATABASE_URL to look a stage up by name). Prints the reply as\n"        \
     "  JSON; exit 0 ok, 1 error reply, 3 no reply in time.\n"
 
 typedef struct {
     const char *stage, *duo_user_id, *username;
-    long page_size;
+    long page_size, pages_per_min;
     int dry_run, follow, timeout;
 } import_args;
 
@@ -48,6 +49,8 @@ static int parse(int argc, char **argv, import_args *a)
             a->username = v;
         else if (strcmp(o, "--page-size") == 0 && num_ok && n <= 300)
             a->page_size = n;
+        else if (strcmp(o, "--pages-per-min") == 0 && num_ok && n <= 100000)
+            a->pages_per_min = n;
         else if (strcmp(o, "--timeout") == 0 && num_ok && n < 86400)
             a->timeout = (int)n;
         else
@@ -200,6 +203,8 @@ int cmd_import(int argc, char **argv)
     }
     if (a.page_size)
         json_object_set_new(body, "page_size", json_integer(a.page_size));
+    if (a.pages_per_min)
+        json_object_set_new(body, "pages_per_min", json_integer(a.pages_per_min));
     if (a.dry_run)
         json_object_set_new(body, "dry_run", json_true());
     return send_auto(&a, body);

@@ -78,6 +78,10 @@ static void start(const worker_env *env, const job *j, const stage_rec *st, long
                   job_outcome *out)
 {
     json_t *ps = json_object_get(j->body, "page_size");
+    /* A run's own budget (a tenant with a smaller Duo limit) caps its pace for good. */
+    json_t *ppm = json_object_get(j->body, "pages_per_min");
+    double own = ppm ? (double)json_integer_value(ppm) * IMPORT_PACE_HEADROOM : 0;
+    double rate = own > 0 && own < import_max_rate(env) ? own : import_max_rate(env);
     import_run_new n = {.stage_id = st->id,
                         .job_id = j->id,
                         .reply_to = j->reply_to,
@@ -85,8 +89,9 @@ static void start(const worker_env *env, const job *j, const stage_rec *st, long
                         .dry_run = json_is_true(json_object_get(j->body, "dry_run")),
                         .page_size = ps ? (int)json_integer_value(ps) : env->cfg->import_page_size,
                         .total_objects = total,
-                        .rate_per_min = import_max_rate(env),
-                        .first_slot_ms = (int)(60000.0 / import_max_rate(env))};
+                        .rate_per_min = rate,
+                        .max_rate_per_min = own,
+                        .first_slot_ms = (int)(60000.0 / rate)};
     import_run run;
     err_t e = {0};
     int rc = store_import_run_start(env->db, &n, &run, &e);
@@ -111,11 +116,11 @@ static void start(const worker_env *env, const job *j, const stage_rec *st, long
 
 void import_auto(const worker_env *env, const job *j, job_outcome *out)
 {
-    const stage_rec *st =
-        stages_get(env->app, env, json_string_value(json_object_get(j->body, "stage_uuid")), out);
+    const stage_rec *st = stages_get(
+        import_stages(env), env, json_string_value(json_object_get(j->body, "stage_uuid")), out);
     if (!st)
         return;
-    duo_client *duo = stages_duo(env->app, env, st, STAGE_ADMIN_API, out);
+    duo_client *duo = stages_duo(import_stages(env), env, st, STAGE_ADMIN_API, out);
     import_run run;
     err_t e = {0};
     long long total = 0;

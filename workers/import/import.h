@@ -4,11 +4,13 @@
  *
  * Invariant: a page's effect is one statement that only applies while the page is
  * pending, so a redelivered or duplicated page job changes nothing; the run finishes
- * exactly once, by whichever worker sees its last page done. */
+ * exactly once, by whichever worker sees its last page done. No handler sleeps: a page
+ * waits for its pace slot on a timer of the worker's event loop. */
 #ifndef DUO_IMPORT_H
 #define DUO_IMPORT_H
 
 #include "store_import.h"
+#include "duo_async.h"
 #include "stage.h"
 
 /* Progress messages go out at most this often per run. */
@@ -20,6 +22,18 @@
 #define IMPORT_PACE_SLOWDOWN 0.8
 /* Attempts at one page (each after a fresh pace slot) before the job is retried later. */
 #define IMPORT_PAGE_TRIES 8
+/* Page requests on the wire per worker: the next page's fetch runs while this one is
+ * applied; more would only queue at Duo (the pace, not the connections, sets the rate). */
+#define IMPORT_FETCHES_IN_FLIGHT 2
+/* A page request gives up this long after its slot (curl's own timeouts come first). */
+#define IMPORT_FETCH_DEADLINE_MS 120000
+
+/* The import worker's own state (env->app): its stage cache and the asynchronous Duo
+ * engine the page jobs fetch through. Made by import_init, freed by import_fini. */
+typedef struct import_app {
+    stages *stages;
+    duo_async *engine;
+} import_app;
 
 /* {stage_uuid, duo_user_id, username} -> one confirmed device. */
 void import_manual(const worker_env *env, const job *j, job_outcome *out);
@@ -27,27 +41,35 @@ void import_manual(const worker_env *env, const job *j, job_outcome *out);
 /* {stage_uuid, page_size?, dry_run?} -> preflight, run + page jobs, "running" reply. */
 void import_auto(const worker_env *env, const job *j, job_outcome *out);
 
-/* {run_id, offset, limit} -> one paced Admin API page applied in one statement. */
-void import_page(const worker_env *env, const job *j, job_outcome *out);
+/* {run_id, offset, limit} -> one paced Admin API page applied in one statement. An
+ * asynchronous job (worker.h): the page is fetched through env->app's engine, its first
+ * attempt deferred to the run's page slot by a timer, so a paced page never holds the
+ * worker; the apply runs when the answer arrives, while the next page's fetch is on the
+ * wire. Returns 1 while the job is pending (it ends in worker_job_done), 0 when *out was
+ * decided at once. */
+int import_page_start(const worker_env *env, const job *j, job_async *h, job_outcome *out);
 
 /* ---- shared by the handlers (run.c) ---- */
 
-/* The worker's init: describes its metrics and makes its stage cache (env->app; the
- * Admin API client it gives makes one HTTP attempt per call: the import handles 429s
- * itself, slowing the shared pace, instead of sleeping in the client). Its fini is
- * stages_fini. */
+/* The worker's init: describes its metrics and makes env->app (the stage cache; its
+ * blocking Admin API clients make one HTTP attempt per call: the import handles 429s
+ * itself, slowing the shared pace; and the asynchronous engine). */
 int import_init(const worker_env *env, err_t *e);
+void import_fini(const worker_env *env);
+
+/* Drives the page fetches (the worker_def poll): waits up to timeout_ms for Duo's
+ * sockets, the engine's timers (page slots) and mq_fd, runs finished fetches. */
+void import_poll(const worker_env *env, int mq_fd, int timeout_ms);
+
+/* The worker's stage cache (borrowed from env->app). */
+stages *import_stages(const worker_env *env);
 
 /* The run's pace ceiling in pages per minute (IMPORT_PAGES_PER_MIN with headroom). */
 double import_max_rate(const worker_env *env);
 
-/* Waits for the run's next shared page slot, servicing the broker meanwhile. Returns 0,
- * or -1 with *o set (database trouble or shutdown: retry later). */
-int import_pace_wait(const worker_env *env, int64_t run_id, job_outcome *o);
-
-/* Sleeps until a slot already reserved wait ms ahead, servicing the broker meanwhile.
- * 0, or -1 with *o set (shutdown: retry later). */
-int import_pace_sleep(const worker_env *env, long long wait, job_outcome *o);
+/* Publishes body (msgpack) with the properties of *props (its body ignored), confirmed.
+ * 0, or ERR_NOMEM (body NULL) / the publish's error (*e). */
+int import_publish_msg(const worker_env *env, const json_t *body, const mq_msg *props, err_t *e);
 
 /* Publishes one import.page job for each page (confirmed). Returns 0 or -1 (*e). */
 int import_publish_pages(const worker_env *env, const import_run *run, const import_page_ref *pages,
@@ -63,9 +85,22 @@ json_t *import_run_fields(const import_run *run, int progress);
  * import.auto job (or the results exchange). Returns 0 or -1 (logged). */
 int import_send(const worker_env *env, const import_run *run, int progress);
 
-/* Called after a page of the run was settled: when every page is done, re-checks Duo's
- * total (adding pages if it grew), else finishes the run and sends the final message
- * once. Failures are logged; a redelivered page job repeats this check. */
-void import_complete(const worker_env *env, const stage_rec *st, const char *run_uuid);
+/* What the end of a run still needs after one of its pages was settled. */
+typedef enum {
+    IMPORT_END_NONE = 0, /* pages left, or the run is over and its final message sent */
+    IMPORT_END_TOTAL,    /* every page done: ask Duo's total (a paced one-user page), then
+                          * import_end() with it */
+    IMPORT_END_SEND,     /* the run is over but its final message was not sent:
+                          * import_end() with total -1 sends it */
+} import_end_need;
+
+/* Loads the run (into *run) and says what its end needs. Failures are logged and need
+ * nothing: a redelivered page job repeats this check. */
+import_end_need import_end_due(const worker_env *env, const char *run_uuid, import_run *run);
+
+/* With Duo's total now (-1: unknown), grows a running run whose total grew (publishing
+ * the new pages) or finishes it, then sends the final message once. Failures are
+ * logged; a redelivered page job repeats the check. */
+void import_end(const worker_env *env, import_run *run, long long total);
 
 #endif

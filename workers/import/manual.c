@@ -100,7 +100,7 @@ static void judge_preauth(const char *given, int is_id, const char *result, reso
 static int by_preauth(const worker_env *env, const stage_rec *st, const char *given, int is_id,
                       resolved *r, job_outcome *out)
 {
-    duo_client *duo = stages_duo(env->app, env, st, STAGE_AUTH_API, out);
+    duo_client *duo = stages_duo(import_stages(env), env, st, STAGE_AUTH_API, out);
     if (!duo)
         return -1;
     duo_auth_result res = {0};
@@ -126,7 +126,7 @@ static int resolve(const worker_env *env, const stage_rec *st, const char *given
     int is_id = looks_like_user_id(given);
     r->from = is_id ? "user_id" : "username";
     if (st->admin_integration_key && st->admin_secret_key) {
-        duo_client *duo = stages_duo(env->app, env, st, STAGE_ADMIN_API, out);
+        duo_client *duo = stages_duo(import_stages(env), env, st, STAGE_ADMIN_API, out);
         int rc = duo ? by_admin(env, duo, given, is_id, r, out) : -1;
         if (rc <= 0)
             return rc;
@@ -161,8 +161,8 @@ void import_manual(const worker_env *env, const job *j, job_outcome *out)
 {
     const char *username = json_string_value(json_object_get(j->body, "username"));
     const char *given = json_string_value(json_object_get(j->body, "duo_user_id"));
-    const stage_rec *st =
-        stages_get(env->app, env, json_string_value(json_object_get(j->body, "stage_uuid")), out);
+    const stage_rec *st = stages_get(
+        import_stages(env), env, json_string_value(json_object_get(j->body, "stage_uuid")), out);
     if (!st)
         return;
     store_user u;

@@ -1,10 +1,9 @@
-/* run.c - what the import handlers share: the Admin API client, the shared pace, page
- * job fan-out, run messages (progress and final) and the end of a run. Messages for a
- * run are sent only after the rows they report were committed. */
+/* run.c - what the import handlers share: the worker's state (stage cache, Duo engine),
+ * the pace ceiling, page job fan-out, run messages (progress and final) and the end of
+ * a run. Messages for a run are sent only after the rows they report were committed. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "import.h"
 #include "log.h"
@@ -18,7 +17,41 @@ int import_init(const worker_env *env, err_t *e)
                            "Import pages applied by this worker");
     worker_metric_describe(env, "duo_import_run_pages", "gauge",
                            "Pages done and total of the import run this worker last advanced");
-    return stages_init(env, e);
+    duo_async_opts ao = {.max_host_connections = IMPORT_FETCHES_IN_FLIGHT,
+                         .buffer_size = 64 * 1024};
+    import_app *app = calloc(1, sizeof *app);
+    if (!app || !(app->stages = stages_new(env)) || !(app->engine = duo_async_new(&ao, e))) {
+        if (app)
+            stages_free(app->stages);
+        free(app);
+        return e && e->code ? e->code : err_set(e, ERR_NOMEM, "out of memory");
+    }
+    worker_set_app(env->w, app);
+    return 0;
+}
+
+void import_fini(const worker_env *env)
+{
+    import_app *app = env->app;
+    if (!app)
+        return;
+    /* No callbacks: pending page jobs go back to the queue unacked. */
+    duo_async_free(app->engine);
+    stages_free(app->stages);
+    free(app);
+    worker_set_app(env->w, NULL);
+}
+
+void import_poll(const worker_env *env, int mq_fd, int timeout_ms)
+{
+    import_app *app = env->app;
+    if (duo_async_poll(app->engine, mq_fd, timeout_ms, NULL) < 0)
+        LOG(LOG_WARN, "curl multi interface failed; retrying next turn");
+}
+
+stages *import_stages(const worker_env *env)
+{
+    return ((import_app *)env->app)->stages;
 }
 
 double import_max_rate(const worker_env *env)
@@ -26,30 +59,19 @@ double import_max_rate(const worker_env *env)
     return env->cfg->import_pages_per_min * IMPORT_PACE_HEADROOM;
 }
 
-int import_pace_wait(const worker_env *env, int64_t run_id, job_outcome *o)
+int import_publish_msg(const worker_env *env, const json_t *body, const mq_msg *props, err_t *e)
 {
-    err_t e = {0};
-    long long wait = 0;
-    if (store_import_pace_take(env->db, run_id, import_max_rate(env), &wait, &e) < 0) {
-        job_retry(o, "reserving a page slot: %s", e.msg);
-        return -1;
-    }
-    return import_pace_sleep(env, wait, o);
-}
-
-int import_pace_sleep(const worker_env *env, long long wait, job_outcome *o)
-{
-    while (wait > 0) {
-        long long slice = wait < 100 ? wait : 100;
-        struct timespec ts = {.tv_sec = 0, .tv_nsec = slice * 1000000L};
-        nanosleep(&ts, NULL);
-        wait -= slice;
-        if (worker_idle(env->w)) {
-            job_retry(o, "shutting down while waiting for a page slot");
-            return -1;
-        }
-    }
-    return 0;
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = body ? msg_encode(body, &buf, &len, e) : err_set(e, ERR_NOMEM, "out of memory");
+    mq_msg m = *props;
+    m.body = buf;
+    m.body_len = len;
+    m.content_type = "application/msgpack";
+    if (rc == 0)
+        rc = worker_publish(env->w, &m, e);
+    free(buf);
+    return rc;
 }
 
 /* Publishes one page job: body {run_id, offset, limit}, id "<run uuid>.<page_no>". */
@@ -58,22 +80,14 @@ static int publish_page(const worker_env *env, const import_run *run, const impo
 {
     json_t *b = json_pack("{s:s, s:I, s:i}", "run_id", run->uuid, "offset", (json_int_t)p->offset,
                           "limit", p->limit);
-    void *buf = NULL;
-    size_t len = 0;
-    int rc = b ? msg_encode(b, &buf, &len, e) : err_set(e, ERR_NOMEM, "out of memory");
-    json_decref(b);
     char id[64];
     snprintf(id, sizeof id, "%s.%d", run->uuid, p->page_no);
     mq_msg m = {.exchange = worker_jobs_exchange(env->w),
                 .routing_key = MQ_KIND_IMPORT,
-                .body = buf,
-                .body_len = len,
                 .message_id = id,
-                .type = "import.page",
-                .content_type = "application/msgpack"};
-    if (rc == 0)
-        rc = worker_publish(env->w, &m, e);
-    free(buf);
+                .type = "import.page"};
+    int rc = import_publish_msg(env, b, &m, e);
+    json_decref(b);
     return rc;
 }
 
@@ -144,12 +158,8 @@ static json_t *run_message(const worker_env *env, const import_run *run, int pro
 
 int import_send(const worker_env *env, const import_run *run, int progress)
 {
-    json_t *m = run_message(env, run, progress);
-    void *buf = NULL;
-    size_t len = 0;
+    json_t *body = run_message(env, run, progress);
     err_t e = {0};
-    int rc = msg_encode(m, &buf, &len, &e);
-    json_decref(m);
     char results[200], id[80];
     snprintf(results, sizeof results, "%s.results", env->cfg->mq_prefix);
     /* A reply's message_id names that reply (schemas/README.md "Several replies"): a copy
@@ -159,37 +169,16 @@ int import_send(const worker_env *env, const import_run *run, int progress)
     else
         snprintf(id, sizeof id, "%s.final", run->uuid);
     int direct = run->reply_to[0] != '\0';
-    mq_msg msg = {.exchange = direct ? "" : results,
-                  .routing_key = direct ? run->reply_to : "import.auto.result",
-                  .body = buf,
-                  .body_len = len,
-                  .message_id = id,
-                  .correlation_id = run->correlation_id,
-                  .type = "import.auto.result",
-                  .content_type = "application/msgpack"};
-    if (rc == 0)
-        rc = worker_publish(env->w, &msg, &e);
-    free(buf);
+    mq_msg m = {.exchange = direct ? "" : results,
+                .routing_key = direct ? run->reply_to : "import.auto.result",
+                .message_id = id,
+                .correlation_id = run->correlation_id,
+                .type = "import.auto.result"};
+    int rc = import_publish_msg(env, body, &m, &e);
+    json_decref(body);
     if (rc < 0)
         LOG(LOG_WARN, "could not send import message", "run_id", run->uuid, "error", e.msg);
     return rc < 0 ? -1 : 0;
-}
-
-/* Asks Duo for the current total (a one-user page, paced like any page). -1 on failure. */
-static long long duo_total(const worker_env *env, const stage_rec *st, int64_t run_id)
-{
-    job_outcome o = {0};
-    duo_client *duo = stages_duo(env->app, env, st, STAGE_ADMIN_API, &o);
-    if (!duo || import_pace_wait(env, run_id, &o) < 0)
-        return -1;
-    duo_users_page p = {0};
-    duo_error de = {0};
-    int rc = duo_admin_users_page(duo, 1, 0, &p, &de);
-    long long total = rc == 0 ? p.total_objects : -1;
-    duo_users_page_free(&p);
-    if (rc < 0)
-        LOG(LOG_WARN, "could not re-check the Duo user total", "error", de.message);
-    return total;
 }
 
 /* Adds and publishes pages for users Duo gained while the run paged (its total is now
@@ -212,29 +201,32 @@ static int grow(const worker_env *env, const import_run *run, long long total)
     return 1;
 }
 
-void import_complete(const worker_env *env, const stage_rec *st, const char *run_uuid)
+import_end_need import_end_due(const worker_env *env, const char *run_uuid, import_run *run)
 {
     err_t e = {0};
-    import_run run;
-    int finished = 0;
-    if (store_import_run_get(env->db, run_uuid, &run, &e) < 0) {
+    if (store_import_run_get(env->db, run_uuid, run, &e) < 0) {
         LOG(LOG_WARN, "could not load the import run", "run_id", run_uuid, "error", e.msg);
-        return;
+        return IMPORT_END_NONE;
     }
-    int running = strcmp(run.state, "running") == 0;
-    if ((running && run.pages_done < run.pages_total) || (!running && run.final_sent))
-        return;
+    if (strcmp(run->state, "running") == 0)
+        return run->pages_done < run->pages_total ? IMPORT_END_NONE : IMPORT_END_TOTAL;
+    return run->final_sent ? IMPORT_END_NONE : IMPORT_END_SEND;
+}
+
+void import_end(const worker_env *env, import_run *run, long long total)
+{
+    err_t e = {0};
+    int finished = 0;
     /* Duo's total now: more users than at the start are paged too; the final reply
      * reports it beside what the run saw. */
-    long long total = running ? duo_total(env, st, run.id) : -1;
-    if (running &&
-        (grow(env, &run, total) ||
-         store_import_run_finish(env->db, run.id, total, &finished, &run, &e) < 0 || !finished))
+    if (strcmp(run->state, "running") == 0 &&
+        (grow(env, run, total) ||
+         store_import_run_finish(env->db, run->id, total, &finished, run, &e) < 0 || !finished))
         return; /* grew, failed, or another worker finished it and sends the message */
     if (finished)
-        LOG(LOG_INFO, "import run finished", "run_id", run.uuid);
-    if (run.final_sent)
+        LOG(LOG_INFO, "import run finished", "run_id", run->uuid);
+    if (run->final_sent)
         return;
-    if (import_send(env, &run, 0) == 0 && store_import_run_final_sent(env->db, run.id, &e) < 0)
-        LOG(LOG_WARN, "could not record the final message", "run_id", run.uuid, "error", e.msg);
+    if (import_send(env, run, 0) == 0 && store_import_run_final_sent(env->db, run->id, &e) < 0)
+        LOG(LOG_WARN, "could not record the final message", "run_id", run->uuid, "error", e.msg);
 }
