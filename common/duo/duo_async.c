@@ -541,8 +541,8 @@ static int finished(duo_areq *r, CURLcode cc)
     } else {
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
         /* A user-list page is read by the streaming scanner, everything else as a tree. */
-        rc = duo_users_scan_answer(r->method, r->path, r->params, r->nparams, status,
-                                   r->r.b.data, r->r.b.len, &resp, &meta, &de);
+        rc = duo_users_scan_answer(r->method, r->path, r->params, r->nparams, status, r->r.b.data,
+                                   r->r.b.len, &resp, &meta, &de);
     }
     de.attempts = r->attempt;
     detach_easy(r);
