@@ -131,11 +131,6 @@ duo_async *duo_async_new(const duo_async_opts *o, err_t *e)
     curl_multi_setopt(a->multi, CURLMOPT_TIMERDATA, a);
     if (a->o.max_host_connections > 0)
         curl_multi_setopt(a->multi, CURLMOPT_MAX_HOST_CONNECTIONS, a->o.max_host_connections);
-    /* libcurl sizes its cache of idle connections at 4x the transfers in hand, so it
-     * closed connections whenever the jobs in flight drained and the next burst paid
-     * new TLS handshakes (~150 per 5,000 fast-path jobs, bench/README.md). A fixed
-     * cache keeps them, at ~70 KB per idle connection. */
-    curl_multi_setopt(a->multi, CURLMOPT_MAXCONNECTS, (long)DUO_ASYNC_IDLE_CONNECTIONS);
     return a;
 fail:
     duo_async_free(a);

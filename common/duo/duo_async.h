@@ -22,9 +22,6 @@
 #include "duo.h"
 #include "err.h"
 
-/* Idle keep-alive connections an engine keeps for reuse. */
-#define DUO_ASYNC_IDLE_CONNECTIONS 256
-
 typedef struct duo_async duo_async;
 typedef struct duo_areq duo_areq;
 
