@@ -131,6 +131,8 @@ duo_async *duo_async_new(const duo_async_opts *o, err_t *e)
     curl_multi_setopt(a->multi, CURLMOPT_TIMERDATA, a);
     if (a->o.max_host_connections > 0)
         curl_multi_setopt(a->multi, CURLMOPT_MAX_HOST_CONNECTIONS, a->o.max_host_connections);
+    if (a->o.max_idle_connections > 0)
+        curl_multi_setopt(a->multi, CURLMOPT_MAXCONNECTS, a->o.max_idle_connections);
     return a;
 fail:
     duo_async_free(a);

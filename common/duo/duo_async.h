@@ -29,6 +29,10 @@ typedef struct duo_async_opts {
     long max_host_connections; /* 0 = unlimited (each held push needs its own) */
     long buffer_size;          /* per-transfer receive buffer; 0 = 1 KiB (libcurl's least:
                                   Duo's auth answers are smaller) */
+    long max_idle_connections; /* connections kept open between calls; 0 = libcurl's
+                                  default (4 x the transfers in hand, so it shrinks when
+                                  they drain). Size it to the calls a worker can have in
+                                  flight (its prefetch): one per held push, all reusable. */
 } duo_async_opts;
 
 /* Completion. rc 0: response (and metadata, or NULL) are borrowed, valid during the

@@ -40,7 +40,10 @@ static void raise_fd_limit(void)
 int auth_init(const worker_env *env, err_t *e)
 {
     auth_app *app = calloc(1, sizeof *app);
-    if (!app || !(app->stages = stages_new(env)) || !(app->engine = duo_async_new(NULL, e))) {
+    /* Every job the broker may hand over at once can hold one connection; keeping them
+     * all between calls saves a TLS set-up (about 1 ms of CPU) per reconnect. */
+    duo_async_opts ao = {.max_idle_connections = env->cfg->prefetch + 16};
+    if (!app || !(app->stages = stages_new(env)) || !(app->engine = duo_async_new(&ao, e))) {
         if (app)
             stages_free(app->stages);
         free(app);
