@@ -1,6 +1,9 @@
-/* worker.c - the job pipeline (see worker.h). One delivery at a time; acks only after
- * COMMIT and a confirmed reply: a crash in between means a redelivery, and the claim
- * makes it a re-send of the stored reply. */
+/* worker.c - the job pipeline (see worker.h). Acks only after COMMIT and a confirmed
+ * reply: a crash in between means a redelivery, and the claim makes it a re-send of the
+ * stored reply. An asynchronous worker takes the deliveries in hand as one batch (their
+ * claims travel in one round trip) and commits the jobs finished in one turn together
+ * (one round trip, each job its own transaction); a synchronous one runs one delivery at
+ * a time. */
 #include "worker.h"
 
 #include <signal.h>
@@ -261,8 +264,69 @@ static int db_ready(worker *w)
     return 0;
 }
 
-/* Commits the outcome with the job record and sends the reply. */
-static int commit_and_reply(worker *w, const mq_delivery *d, const job *j, job_outcome *o)
+/* A job whose record was committed without waiting (store_commit_later): its reply goes
+ * out once the commit is known to have happened (collect_commits). */
+typedef struct finishing {
+    mq_delivery *d; /* owned */
+    const char *type;
+    void *buf; /* the encoded reply, owned */
+    size_t len;
+    int how; /* 0 ack, -1 dead-letter, once the reply is confirmed */
+} finishing;
+
+/* Queues the job record (joining the handler's open transaction, if any) and its commit
+ * for the turn's one round trip; takes d when it returns 0. */
+static int commit_later(worker *w, mq_delivery *d, const job *j, job_outcome *o, void *buf,
+                        size_t len, err_t *e)
+{
+    finishing *f = malloc(sizeof *f);
+    if (!f) {
+        free(buf);
+        store_rollback(w->db);
+        return err_set(e, ERR_NOMEM, "out of memory");
+    }
+    *f = (finishing){d, j->type, buf, len, o->dead_letter ? -1 : 0};
+    if (store_job_finish_later(w->db, j->id, buf, len, o->code, f, e) < 0) {
+        free(buf);
+        free(f);
+        LOG(LOG_ERROR, "could not commit job", "job_id", j->id, "error", e->msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Sends the replies of the jobs whose deferred commits are done (and returns to the
+ * queue those that did not commit). */
+static void collect_commits(worker *w)
+{
+    err_t e = {0};
+    void *tag = NULL;
+    if (store_flush(w->db, &e) < 0)
+        LOG(LOG_WARN, "queued statements failed", "error", e.msg);
+    while (store_take_committed(w->db, &tag, &e)) {
+        finishing *f = tag;
+        const char *id = f->d->message_id;
+        if (e.code) {
+            LOG(LOG_ERROR, "could not commit job", "job_id", id, "error", e.msg);
+            store_job_release(w->db, id);
+            mq_reject(w->mq, f->d, 1, NULL);
+        } else {
+            fault_point(w, "after_commit");
+            if (f->how < 0)
+                LOG(LOG_WARN, "dead-lettering job", "job_id", id);
+            if (reply_send(w, f->d, f->type, f->buf, f->len, f->how, &e) < 0)
+                LOG(LOG_WARN, "reply or ack failed after commit; redelivery will re-send it",
+                    "job_id", id, "error", e.msg);
+        }
+        free(f->buf);
+        mq_delivery_free(f->d);
+        free(f);
+    }
+}
+
+/* Commits the outcome with the job record and sends the reply. With later (a job
+ * finished by an asynchronous worker), the commit is only queued and d taken: 1. */
+static int commit_and_reply(worker *w, mq_delivery *d, const job *j, job_outcome *o, int later)
 {
     err_t e = {0};
     json_t *r = reply_build(j->id, j->type, o);
@@ -270,6 +334,8 @@ static int commit_and_reply(worker *w, const mq_delivery *d, const job *j, job_o
     size_t len = 0;
     int rc = msg_encode(r, &buf, &len, &e);
     json_decref(r);
+    if (rc == 0 && later)
+        return commit_later(w, d, j, o, buf, len, &e) == 0 ? 1 : -1;
     /* With the handler's effect in an open transaction, the job record joins it; alone,
      * the record is one autocommitted statement. */
     int in_tx = store_in_tx(w->db);
@@ -306,7 +372,7 @@ static void resend_stored(worker *w, const mq_delivery *d, const job_claim *c)
 }
 
 /* A transient failure: retry after a delay, or give up once attempts are exhausted. */
-static void retry_or_give_up(worker *w, const mq_delivery *d, const job *j, job_outcome *o)
+static void retry_or_give_up(worker *w, mq_delivery *d, const job *j, job_outcome *o)
 {
     store_rollback(w->db);
     err_t e = {0};
@@ -326,7 +392,7 @@ static void retry_or_give_up(worker *w, const mq_delivery *d, const job *j, job_
     job_fail(o, "retries_exhausted", "gave up after %d attempts: %.400s", j->attempt, last);
     o->dead_letter = 1;
     metrics_dead_letter(w);
-    if (commit_and_reply(w, d, j, o) < 0)
+    if (commit_and_reply(w, d, j, o, 0) < 0)
         mq_reject(w->mq, d, 1, &e);
 }
 
@@ -338,22 +404,27 @@ struct job_async {
     job_async *prev, *next;
 };
 
-/* Finishes a job whose handler decided: retry, or commit + reply + ack. */
-static void finish_job(worker *w, const mq_delivery *d, const job *j, job_outcome *o)
+/* Finishes a job whose handler decided: retry, or commit + reply + ack. With later, the
+ * commit may be deferred to the turn's round trip: returns 1 when it took d. */
+static int finish_job(worker *w, mq_delivery *d, const job *j, job_outcome *o, int later)
 {
+    int kept = 0;
     if (o->retry) {
         retry_or_give_up(w, d, j, o);
     } else {
         metrics_job(w, j->type, o->code ? o->code : "ok");
-        if (commit_and_reply(w, d, j, o) < 0) {
+        int rc = commit_and_reply(w, d, j, o, later);
+        if (rc < 0) {
             store_job_release(w->db, j->id);
             mq_reject(w->mq, d, 1, NULL);
         }
+        kept = rc == 1;
     }
     json_decref(o->fields);
     o->fields = NULL;
     json_decref(o->error_fields);
     o->error_fields = NULL;
+    return kept;
 }
 
 /* Claims the job; returns 1 when it should run, 0 when the claim already dealt with it. */
@@ -406,7 +477,7 @@ static int start_async(worker *w, mq_delivery *d, const job_type_def *def, json_
         metrics_held(w);
         return 1;
     }
-    finish_job(w, d, &h->j, &o);
+    finish_job(w, d, &h->j, &o, 0);
     json_decref(h->body);
     free(h);
     return 0;
@@ -423,8 +494,8 @@ void worker_job_done(worker *w, job_async *h, job_outcome *out)
     w->npending--;
     metrics_inflight(w, -1);
     metrics_held(w);
-    finish_job(w, h->d, &h->j, out);
-    mq_delivery_free(h->d);
+    if (!finish_job(w, h->d, &h->j, out, 1))
+        mq_delivery_free(h->d);
     json_decref(h->body);
     free(h);
 }
@@ -434,58 +505,92 @@ const job *worker_job_of(const job_async *h)
     return &h->j;
 }
 
-/* Runs one delivery through the job path. Returns 1 when the runtime kept d (an
- * asynchronous job is pending), 0 when the caller frees it. */
-static int handle_delivery(worker *w, mq_delivery *d)
+/* The most deliveries taken as one batch: their claims share a round trip. */
+#define BATCH_MAX 64
+
+/* Decodes and checks d and sends its reads ahead (the handler's, then the claim); NULL
+ * when d was answered here (bad input, shutting down) and the caller frees it. */
+static const job_type_def *prepare(worker *w, mq_delivery *d, json_t **body)
 {
     const job_type_def *def = NULL;
-    json_t *body = NULL;
+    *body = NULL;
     if (stop_requested) { /* shutting down: give it back for another worker */
         mq_reject(w->mq, d, 1, NULL);
+        return NULL;
+    }
+    if (accept_input(w, d, &def, body) < 0)
+        return NULL;
+    if (store_ok(w->db)) { /* its reads, and the claim, travel with the first claim */
+        job pre = {.id = d->message_id, .type = def->type, .body = *body};
+        if (def->prefetch)
+            def->prefetch(&w->env, &pre);
+        if (def->start)
+            store_job_claim_ahead(w->db, d->message_id, def->type, d->user_id);
+    }
+    return def;
+}
+
+/* Runs a prepared delivery from its claim on. Returns 1 when the runtime kept d (an
+ * asynchronous job is pending), 0 when the caller frees it. */
+static int run(worker *w, mq_delivery *d, const job_type_def *def, json_t *body)
+{
+    if (!claim(w, d, def))
         return 0;
+    if (def->start)
+        return start_async(w, d, def, body);
+    job j = {.id = d->message_id,
+             .type = def->type,
+             .correlation_id = d->correlation_id,
+             .reply_to = d->reply_to,
+             .attempt = d->attempt + 1,
+             .body = body};
+    job_outcome o = {0};
+    long long t0 = clock_ms();
+    metrics_inflight(w, 1);
+    def->handle(&w->env, &j, &o);
+    metrics_inflight(w, -1);
+    metrics_job_time(w, def->type, clock_ms() - t0);
+    finish_job(w, d, &j, &o, 0);
+    return 0;
+}
+
+/* Runs the deliveries in hand through the job path: all prepared first, so that every
+ * claim and read ahead travels in the first claim's round trip, then each run. */
+static void handle_batch(worker *w, mq_delivery **ds, size_t n)
+{
+    const job_type_def *defs[BATCH_MAX];
+    json_t *bodies[BATCH_MAX];
+    for (size_t i = 0; i < n; i++)
+        defs[i] = prepare(w, ds[i], &bodies[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (!defs[i] || !run(w, ds[i], defs[i], bodies[i]))
+            mq_delivery_free(ds[i]);
+        json_decref(bodies[i]);
     }
-    if (accept_input(w, d, &def, &body) < 0)
-        return 0;
-    if (def->prefetch && store_ok(w->db)) { /* its reads travel with the claim */
-        job pre = {.id = d->message_id, .type = def->type, .body = body};
-        def->prefetch(&w->env, &pre);
-    }
-    int kept = 0;
-    if (claim(w, d, def)) {
-        if (def->start) {
-            kept = start_async(w, d, def, body);
-        } else {
-            job j = {.id = d->message_id,
-                     .type = def->type,
-                     .correlation_id = d->correlation_id,
-                     .reply_to = d->reply_to,
-                     .attempt = d->attempt + 1,
-                     .body = body};
-            job_outcome o = {0};
-            long long t0 = clock_ms();
-            metrics_inflight(w, 1);
-            def->handle(&w->env, &j, &o);
-            metrics_inflight(w, -1);
-            metrics_job_time(w, def->type, clock_ms() - t0);
-            finish_job(w, d, &j, &o);
-        }
-    }
-    store_prefetch_clear(w->db); /* whatever the job did not ask for */
-    json_decref(body);
-    return kept;
+    store_prefetch_clear(w->db); /* whatever the jobs did not ask for */
+    collect_commits(w);          /* the claims' round trip read those too */
 }
 
 /* ---- main loop ------------------------------------------------------------------------ */
 
-/* One turn: let an asynchronous worker drive its I/O, then take every delivery. */
-static int poll_once(worker *w, mq_delivery **d, err_t *e)
+/* One turn: let an asynchronous worker drive its I/O (committing what finished in one
+ * round trip), then take the deliveries in hand: *n of them (at most max). */
+static int poll_once(worker *w, mq_delivery **ds, size_t max, size_t *n, err_t *e)
 {
+    *n = 0;
     settle_confirmed(w);
-    if (!w->def->poll)
-        return mq_poll_event(w->mq, 500, d, e); /* wakes for confirms to settle */
+    if (!w->def->poll) {
+        int rc = mq_poll_event(w->mq, 500, ds, e); /* wakes for confirms to settle */
+        *n = rc > 0;
+        return rc;
+    }
     int wait = mq_pending_deliveries(w->mq) ? 0 : 200;
     w->def->poll(&w->env, mq_is_broken(w->mq) ? -1 : mq_fd(w->mq), wait);
-    return mq_poll(w->mq, 0, d, e);
+    collect_commits(w);
+    int rc = 0;
+    while (*n < max && (rc = mq_poll(w->mq, 0, &ds[*n], e)) > 0)
+        (*n)++;
+    return *n ? 1 : rc;
 }
 
 static int should_stop(worker *w)
@@ -500,14 +605,17 @@ static int should_stop(worker *w)
 
 static void loop(worker *w)
 {
+    /* One delivery at a time for a synchronous worker: a batch's claims would count an
+     * attempt of each job while the first one runs. */
+    size_t max = w->def->poll ? BATCH_MAX : 1;
     while (!should_stop(w)) {
-        mq_delivery *d = NULL;
+        mq_delivery *ds[BATCH_MAX];
+        size_t n = 0;
         err_t e = {0};
-        int rc = poll_once(w, &d, &e);
-        if (rc > 0) {
-            if (!handle_delivery(w, d))
-                mq_delivery_free(d);
-        } else if (rc < 0 && mq_error_is_connection(rc)) {
+        int rc = poll_once(w, ds, max, &n, &e);
+        if (n)
+            handle_batch(w, ds, n);
+        if (rc < 0 && mq_error_is_connection(rc)) {
             LOG(LOG_WARN, "broker connection lost; reconnecting", "error", e.msg);
             metrics_reconnect(w, "rabbitmq");
             while (!stop_requested && mq_reconnect(w->mq, 5000, &e) < 0)
@@ -541,6 +649,7 @@ int worker_main(const worker_def *def, int argc, char **argv)
         return 1;
     }
     loop(w);
+    collect_commits(w);  /* the last turn's commits, then their replies' confirms */
     settle_all(w, 5000); /* let confirmed replies' deliveries be acked before closing */
     if (def->fini)
         def->fini(&w->env);

@@ -16,18 +16,17 @@
 #include "log.h"
 
 #define MAX_PREPARED 128
-#define MAX_SENT 64
 
 /* A command sent in pipeline mode whose result has not been read yet. */
 typedef struct {
     const char *what; /* statement name, "BEGIN", "COMMIT", or a prepare's name */
     int prepare;      /* a PQsendPrepare: on failure the name is forgotten */
     int sync;         /* a Sync marker, not a command */
+    int quiet;        /* its result is nobody's (the ROLLBACK after a deferred commit) */
     int pre;          /* >= 0: a read-ahead (store_prefetch) into pre[pre]; its failure
                        * is nobody's: the statement runs again when it is asked for */
+    void *tag;        /* on a Sync: the store_commit_later() whose transaction it ends */
 } sent_cmd;
-
-#define MAX_PREFETCH 4
 
 /* A read sent ahead of its use (store_prefetch), served once by the store_exec that asks
  * for the same statement with the same parameters. */
@@ -37,6 +36,12 @@ typedef struct {
     PGresult *r; /* NULL until read (or when it failed) */
 } prefetched;
 
+/* A deferred commit whose outcome was read, waiting for store_take_committed(). */
+typedef struct {
+    void *tag;
+    err_t e; /* code 0: committed */
+} committed;
+
 struct store {
     PGconn *pg;
     char *url;
@@ -45,11 +50,14 @@ struct store {
     int nprepared;
     const char *prepared[MAX_PREPARED]; /* names, borrowed from static store_stmt */
     int piped;                          /* in libpq pipeline mode */
-    int nsent;
-    sent_cmd sent[MAX_SENT]; /* commands sent and not yet read, in order */
-    int npre;
-    prefetched pre[MAX_PREFETCH];
+    int nsent, capsent;
+    sent_cmd *sent; /* commands sent and not yet read, in order */
+    int seg;        /* sent[seg..]: what follows the last deferred commit's Sync */
+    int npre, cappre;
+    prefetched *pre;
     int prefetch_failed; /* the last drain met a failed read ahead */
+    int ndone, capdone, done_at;
+    committed *done; /* done[done_at..ndone): outcomes not taken yet */
 };
 
 struct store_res {
@@ -141,9 +149,13 @@ static int tls_error(PGconn *pg, const char *msg, err_t *e)
     return 0;
 }
 
+static void fail_unread(store *s, int from, const char *why);
+
 static int connect_pg(store *s, err_t *e)
 {
     const char *vals[] = {"read-write", "5", "10", "5", "3", s->url, NULL};
+    fail_unread(s, 0, "the connection was reset");
+    s->seg = 0;
     PQfinish(s->pg);
     s->pg = PQconnectdbParams(conn_keys, vals, 1);
     s->nprepared = 0;
@@ -195,6 +207,9 @@ void store_close(store *s)
         store_rollback(s);
     PQfinish(s->pg);
     free(s->url);
+    free(s->sent);
+    free(s->pre);
+    free(s->done);
     free(s);
 }
 
@@ -250,6 +265,20 @@ static int result_error(store *s, PGresult *r, const char *what, err_t *e)
  * or store_commit sends a Sync and reads every result in order, so a transaction of
  * BEGIN, effects, job record and COMMIT costs one round trip. */
 
+/* Makes room for one more element in *arr (of *cap elements of size sz). 0 or -1. */
+static int grow(void **arr, int n, int *cap, size_t sz)
+{
+    if (n < *cap)
+        return 0;
+    int c = *cap ? *cap * 2 : 16;
+    void *p = realloc(*arr, (size_t)c * sz);
+    if (!p)
+        return -1;
+    *arr = p;
+    *cap = c;
+    return 0;
+}
+
 static int enter_pipeline(store *s, err_t *e)
 {
     if (s->piped)
@@ -260,12 +289,43 @@ static int enter_pipeline(store *s, err_t *e)
     return 0;
 }
 
+static int push_sent(store *s, sent_cmd c, err_t *e)
+{
+    if (grow((void **)&s->sent, s->nsent, &s->capsent, sizeof *s->sent) < 0)
+        return err_set(e, ERR_NOMEM, "%s: out of memory queueing a statement", c.what);
+    s->sent[s->nsent++] = c;
+    return 0;
+}
+
 static int note_sent(store *s, const char *what, int prepare, err_t *e)
 {
-    if (s->nsent == MAX_SENT)
-        return err_set(e, ERR_DB, "%s: too many statements queued without a sync", what);
-    s->sent[s->nsent++] = (sent_cmd){what, prepare, 0, -1};
-    return 0;
+    return push_sent(s, (sent_cmd){.what = what, .prepare = prepare, .pre = -1}, e);
+}
+
+/* Records the outcome of a deferred commit (e: NULL or code 0 when it committed). */
+static void note_done(store *s, void *tag, const err_t *e)
+{
+    if (grow((void **)&s->done, s->ndone, &s->capdone, sizeof *s->done) < 0) {
+        /* No room to say it committed: the caller then never hears of it, and only a
+         * redelivery finishes the job (its record makes that a re-sent reply). */
+        LOG(LOG_ERROR, "out of memory recording a commit's outcome");
+        return;
+    }
+    s->done[s->ndone] = (committed){.tag = tag};
+    if (e && e->code)
+        s->done[s->ndone].e = *e;
+    s->ndone++;
+}
+
+/* Every deferred commit still unread is reported failed (the connection is gone). */
+static void fail_unread(store *s, int from, const char *why)
+{
+    for (int i = from; i < s->nsent; i++)
+        if (s->sent[i].sync && s->sent[i].tag) {
+            err_t e = {0};
+            err_set(&e, ERR_DB, "COMMIT: outcome unknown: %s", why);
+            note_done(s, s->sent[i].tag, &e);
+        }
 }
 
 /* Reads what a read-ahead answered: kept when it succeeded, else forgotten. */
@@ -303,40 +363,49 @@ static int check_sent(store *s, const sent_cmd *c, PGresult *r, int rc, err_t *e
 }
 
 /* Sends a Sync and reads every queued result; *keep (may be NULL) receives the result of
- * the last queued command (the caller's statement). Leaves pipeline mode. */
+ * the last queued command (the caller's statement). Deferred commits met on the way
+ * (store_commit_later) have their outcome recorded for store_take_committed(); only what
+ * follows the last of them counts for the return value. Leaves pipeline mode. */
 static int drain(store *s, PGresult **keep, err_t *e)
 {
-    int rc = 0;
+    int rc = 0, i = 0;
+    err_t le = {0}; /* the current segment's first failure */
     s->prefetch_failed = 0;
     if (keep)
         *keep = NULL;
     if (PQpipelineSync(s->pg) != 1)
-        rc = result_error(s, NULL, "sending to PostgreSQL", e);
-    for (int i = 0; i < s->nsent && PQstatus(s->pg) == CONNECTION_OK; i++) {
+        rc = result_error(s, NULL, "sending to PostgreSQL", &le);
+    for (; i < s->nsent && PQstatus(s->pg) == CONNECTION_OK; i++) {
         PGresult *r = PQgetResult(s->pg);
         if (!r) {
-            rc = rc < 0 ? rc : result_error(s, NULL, s->sent[i].what, e);
+            rc = rc < 0 ? rc : result_error(s, NULL, s->sent[i].what, &le);
             break;
         }
-        if (s->sent[i].sync) { /* the Sync that isolates a read-ahead from what follows */
+        if (s->sent[i].sync) { /* the end of a deferred commit's transaction */
             PQclear(r);
+            note_done(s, s->sent[i].tag, rc < 0 ? &le : NULL);
+            rc = 0;
+            le = (err_t){0};
+            s->prefetch_failed = 0;
             continue;
         }
-        if (s->sent[i].pre >= 0) {
+        if (s->sent[i].pre >= 0)
             read_prefetch(s, &s->sent[i], r);
-            for (PGresult *more; (more = PQgetResult(s->pg));)
-                PQclear(more);
-            continue;
+        else if (s->sent[i].quiet)
+            PQclear(r);
+        else {
+            rc = check_sent(s, &s->sent[i], r, rc, &le);
+            if (keep && i == s->nsent - 1 && rc == 0)
+                *keep = r;
+            else
+                PQclear(r);
         }
-        rc = check_sent(s, &s->sent[i], r, rc, e);
         for (PGresult *more; (more = PQgetResult(s->pg));) /* ends the command's results */
             PQclear(more);
-        if (keep && i == s->nsent - 1 && rc == 0)
-            *keep = r;
-        else
-            PQclear(r);
     }
+    fail_unread(s, i, "connection lost");
     s->nsent = 0;
+    s->seg = 0;
     for (PGresult *r; PQstatus(s->pg) == CONNECTION_OK && (r = PQgetResult(s->pg));) {
         int sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
         PQclear(r);
@@ -361,12 +430,64 @@ static int drain(store *s, PGresult **keep, err_t *e)
         s->in_tx = 0;
         s->nprepared = 0;
     }
+    if (rc < 0 && e)
+        *e = le;
     return rc;
 }
 
 int store_flush(store *s, err_t *e)
 {
     return s->piped ? drain(s, NULL, e) : 0;
+}
+
+int store_commit_later(store *s, void *tag, err_t *e)
+{
+    int explicit = s->in_tx, rc = enter_pipeline(s, e);
+    if (rc == 0 && explicit &&
+        PQsendQueryParams(s->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1)
+        rc = result_error(s, NULL, "COMMIT", e);
+    if (rc == 0 && explicit)
+        rc = note_sent(s, "COMMIT", 0, e);
+    /* The Sync ends the transaction: an explicit one committed above, or the implicit one
+     * of the statements queued since the last Sync (the pipeline commits them at it). */
+    if (rc == 0 && PQpipelineSync(s->pg) != 1)
+        rc = result_error(s, NULL, "sending to PostgreSQL", e);
+    if (rc == 0)
+        rc = push_sent(s, (sent_cmd){.what = "Sync", .sync = 1, .pre = -1, .tag = tag}, e);
+    if (rc == 0)
+        s->seg = s->nsent;
+    /* After an error, an explicit transaction stays aborted past its Sync: a ROLLBACK
+     * (a no-op with a warning when it committed) keeps that from the next one. */
+    if (rc == 0 && explicit &&
+        (PQsendQueryParams(s->pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
+         push_sent(s, (sent_cmd){.what = "ROLLBACK", .quiet = 1, .pre = -1}, e) < 0))
+        rc = result_error(s, NULL, "ROLLBACK", e);
+    s->in_tx = 0;
+    if (rc < 0 && s->piped) {
+        /* Not queued as a whole: roll back what was, and tell the caller now. */
+        int pending = s->nsent && s->sent[s->nsent - 1].sync && s->sent[s->nsent - 1].tag == tag;
+        if (pending)
+            s->sent[s->nsent - 1].tag = NULL;
+        drain(s, NULL, NULL);
+        if (PQtransactionStatus(s->pg) != PQTRANS_IDLE) {
+            PGresult *r = PQexec(s->pg, "ROLLBACK");
+            PQclear(r);
+        }
+    }
+    return rc;
+}
+
+int store_take_committed(store *s, void **tag, err_t *e)
+{
+    if (s->done_at == s->ndone) {
+        s->done_at = s->ndone = 0;
+        return 0;
+    }
+    committed *c = &s->done[s->done_at++];
+    *tag = c->tag;
+    if (e)
+        *e = c->e;
+    return 1;
 }
 
 static int simple(store *s, const char *sql, err_t *e)
@@ -469,19 +590,29 @@ void store_prefetch_clear(store *s)
 }
 
 /* A read-ahead answer for st with these parameters, taken out of the store (the caller
- * owns it), or NULL. */
+ * owns it), or NULL. One still unread is read first, with everything queued before it:
+ * its own round trip then stands for the statement's. */
 static PGresult *take_prefetched(store *s, const store_stmt *st, int n, const char *const *values)
 {
     if (!s->npre)
         return NULL;
     char *key = params_key(n, values);
     PGresult *r = NULL;
-    for (int i = 0; key && !r && i < s->npre; i++)
-        if (s->pre[i].r && strcmp(s->pre[i].name, st->name) == 0 &&
-            strcmp(s->pre[i].key, key) == 0) {
-            r = s->pre[i].r;
-            s->pre[i].r = NULL;
+    int unread = -1;
+    for (int i = 0; key && i < s->npre; i++)
+        if (strcmp(s->pre[i].name, st->name) == 0 && strcmp(s->pre[i].key, key) == 0) {
+            if (s->pre[i].r) {
+                r = s->pre[i].r;
+                s->pre[i].r = NULL;
+                break;
+            }
+            unread = i;
         }
+    if (!r && unread >= 0 && s->piped) {
+        drain(s, NULL, NULL); /* a failed read ahead stays NULL: the caller runs it */
+        r = s->pre[unread].r;
+        s->pre[unread].r = NULL;
+    }
     free(key);
     return r;
 }
@@ -491,12 +622,14 @@ int store_prefetch(store *s, const store_stmt *st, int n, const char *const *val
     int known = 0, only_reads = 1;
     for (int i = 0; i < s->nprepared && !known; i++)
         known = strcmp(s->prepared[i], st->name) == 0;
-    for (int i = 0; i < s->nsent; i++)
+    for (int i = s->seg; i < s->nsent; i++) /* deferred commits before s->seg are apart */
         only_reads &= s->sent[i].pre >= 0;
     /* Only a statement already prepared, outside a transaction, with nothing but other
      * reads ahead queued: if it fails, the statement it travels with is aborted too and
      * simply run again on its own (store_exec_bin), so nothing else can be lost. */
-    if (!known || s->in_tx || !only_reads || s->npre == MAX_PREFETCH || s->nsent + 1 > MAX_SENT ||
+    if (!known || s->in_tx || !only_reads ||
+        grow((void **)&s->pre, s->npre, &s->cappre, sizeof *s->pre) < 0 ||
+        grow((void **)&s->sent, s->nsent, &s->capsent, sizeof *s->sent) < 0 ||
         enter_pipeline(s, NULL) < 0)
         return 0;
     char *key = params_key(n, values);
@@ -505,7 +638,7 @@ int store_prefetch(store *s, const store_stmt *st, int n, const char *const *val
         return 0;
     }
     s->pre[s->npre] = (prefetched){st->name, key, NULL};
-    s->sent[s->nsent++] = (sent_cmd){st->name, 0, 0, s->npre++};
+    s->sent[s->nsent++] = (sent_cmd){.what = st->name, .pre = s->npre++};
     return 1;
 }
 

@@ -93,6 +93,22 @@ void store_prefetch_clear(store *s);
  * 0, or the first failure. No effect when nothing is queued. */
 int store_flush(store *s, err_t *e);
 
+/* Ends a transaction without waiting for it: the open one (store_begin) is committed, or,
+ * outside one, the statements queued by store_send since the last such call run as one
+ * transaction. Everything travels with the next round trip (store_flush, store_exec,
+ * store_commit), whose reading records this transaction's outcome under tag; collect it
+ * with store_take_committed(). Transactions ended this way are independent: one that
+ * fails changes neither those before nor those after it, nor the caller's statement of
+ * that round trip. 0 when queued; an error when it could not be (the transaction is then
+ * rolled back and nothing is recorded under tag). tag is the caller's, never touched. */
+int store_commit_later(store *s, void *tag, err_t *e);
+
+/* Takes the oldest recorded outcome of a store_commit_later(): returns 1 with *tag and
+ * *e (code 0: committed; otherwise why not: rolled back, or unknown when the connection
+ * was lost first), 0 when none is left. A lost or reset connection records every
+ * unread one as failed. */
+int store_take_committed(store *s, void **tag, err_t *e);
+
 /* Same with explicit per-parameter lengths and binary flags (for bytea). */
 int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *values,
                    const int *lengths, const int *binary, store_res **out, err_t *e);

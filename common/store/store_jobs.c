@@ -49,6 +49,13 @@ static int claim_result(store_res *r, const char *job_id, job_claim *out, err_t 
     return 0;
 }
 
+void store_job_claim_ahead(store *s, const char *job_id, const char *job_type,
+                           const char *publisher)
+{
+    const char *v[] = {job_id, job_type, publisher};
+    store_prefetch(s, &st_claim, 3, v);
+}
+
 int store_job_claim(store *s, const char *job_id, const char *job_type, const char *publisher,
                     job_claim *out, err_t *e)
 {
@@ -73,6 +80,20 @@ int store_job_finish(store *s, const char *job_id, const void *reply, size_t len
     if (store_in_tx(s)) /* queued: its outcome is the COMMIT's */
         return store_send(s, &st_finish, 3, v, lengths, binary, e);
     return store_exec_bin(s, &st_finish, 3, v, lengths, binary, NULL, e);
+}
+
+int store_job_finish_later(store *s, const char *job_id, const void *reply, size_t len,
+                           const char *error_code, void *tag, err_t *e)
+{
+    const char *v[] = {job_id, reply, error_code};
+    int lengths[] = {0, (int)len, 0};
+    int binary[] = {0, 1, 0};
+    int rc = store_send(s, &st_finish, 3, v, lengths, binary, e);
+    if (rc == 0)
+        rc = store_commit_later(s, tag, e);
+    else
+        store_rollback(s);
+    return rc;
 }
 
 void store_job_release(store *s, const char *job_id)

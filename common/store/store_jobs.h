@@ -34,11 +34,25 @@ typedef struct job_claim {
 int store_job_claim(store *s, const char *job_id, const char *job_type, const char *publisher,
                     job_claim *out, err_t *e);
 
+/* Sends the claim of a job ahead (store_prefetch), so that the claims of the deliveries in
+ * hand travel in one round trip: the next store_job_claim of the same job, which must
+ * follow before store_prefetch_clear(), takes its answer. Only for a claim that will be
+ * asked for: an answer never taken leaves the job's lock held by this session. Nothing
+ * is lost when it could not be sent (the claim then runs itself). */
+void store_job_claim_ahead(store *s, const char *job_id, const char *job_type,
+                           const char *publisher);
+
 /* Marks the job done with its encoded reply and releases the claim's lock: on its own
  * (one statement), or queued in the caller's open transaction, where the COMMIT checks
  * that the record was there (store_send). */
 int store_job_finish(store *s, const char *job_id, const void *reply, size_t len,
                      const char *error_code, err_t *e);
+
+/* The same, committed without waiting (store_commit_later): the record joins the open
+ * transaction, or is a transaction of its own, and the outcome is collected under tag
+ * with store_take_committed() after the next round trip. */
+int store_job_finish_later(store *s, const char *job_id, const void *reply, size_t len,
+                           const char *error_code, void *tag, err_t *e);
 
 /* Releases the advisory lock taken by store_job_claim when the job is not finished
  * (retries, failures). Never fails visibly: a lost connection released it already. */

@@ -2,7 +2,8 @@
  * store_send) on a real PostgreSQL: a transaction's statements and its COMMIT travel
  * together and commit together; the first failure of what was queued is reported by
  * the COMMIT (or the next synchronous statement), the transaction is rolled back, and
- * the connection is usable afterwards. */
+ * the connection is usable afterwards. Transactions ended with store_commit_later are
+ * independent of each other and of the statement that reads them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -195,6 +196,114 @@ static void test_prefetch_served_once_and_isolated(void **state)
     assert_int_equal(value_of("p"), 8);
 }
 
+/* The next deferred outcome: its tag, and its error code (0: committed). */
+static int take(void **tag)
+{
+    err_t e = {0};
+    *tag = NULL;
+    assert_int_equal(store_take_committed(s, tag, &e), 1);
+    return e.code;
+}
+
+static void test_deferred_commits_are_independent(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    int t1, t2, t3, t4;
+    void *tag = NULL;
+    /* An explicit transaction, a failing one, a lone statement, and one after them. */
+    assert_int_equal(store_begin(s, &e), 0);
+    put("q1", "1");
+    const char *pa[] = {"a"};
+    assert_int_equal(store_send(s, &st_bump, 1, pa, NULL, NULL, &e), 0);
+    assert_int_equal(store_commit_later(s, &t1, &e), 0);
+    assert_int_equal(store_in_tx(s), 0);
+    assert_int_equal(store_begin(s, &e), 0);
+    put("q2", "1");
+    put("a", "1"); /* unique violation: this transaction only */
+    assert_int_equal(store_commit_later(s, &t2, &e), 0);
+    put("q3", "1"); /* outside a transaction: one of its own */
+    assert_int_equal(store_commit_later(s, &t3, &e), 0);
+    assert_int_equal(store_begin(s, &e), 0);
+    put("q4", "1");
+    assert_int_equal(store_commit_later(s, &t4, &e), 0);
+    /* Nothing read yet; a synchronous statement reads all of it and is not affected by
+     * the failure before it. */
+    assert_int_equal(store_take_committed(s, &tag, &e), 0);
+    assert_int_equal(value_of("q1"), 1);
+    assert_int_equal(take(&tag), 0);
+    assert_ptr_equal(tag, &t1);
+    assert_int_equal(take(&tag), ERR_CONFLICT);
+    assert_ptr_equal(tag, &t2);
+    assert_int_equal(take(&tag), 0);
+    assert_ptr_equal(tag, &t3);
+    assert_int_equal(take(&tag), 0);
+    assert_ptr_equal(tag, &t4);
+    assert_int_equal(store_take_committed(s, &tag, &e), 0);
+    assert_int_equal(value_of("a"), 3); /* bumped by the first */
+    assert_int_equal(value_of("q2"), -1);
+    assert_int_equal(value_of("q3"), 1);
+    assert_int_equal(value_of("q4"), 1);
+    assert_int_equal(store_ok(s), 1);
+    assert_int_equal(tl_exec(db, "UPDATE pipe_t SET v = 2 WHERE k = 'a'"), 0);
+
+    /* store_flush reads them too; a failure in the last one leaves the connection ready. */
+    assert_int_equal(store_begin(s, &e), 0);
+    put("a", "1");
+    assert_int_equal(store_commit_later(s, &t1, &e), 0);
+    assert_int_equal(store_flush(s, &e), 0);
+    assert_int_equal(take(&tag), ERR_CONFLICT);
+    assert_int_equal(store_in_tx(s), 0);
+    assert_int_equal(value_of("a"), 2);
+}
+
+static void test_deferred_commit_lost_with_the_connection(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    int t1;
+    void *tag = NULL;
+    store_res *r = NULL;
+    static const store_stmt st_pid = {"t_pid", "SELECT pg_backend_pid()"};
+    assert_int_equal(store_exec(s, &st_pid, 0, NULL, &r, &e), 0);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%s)", store_res_get(r, 0, 0));
+    store_res_free(r);
+    /* The server ended the session: a deferred commit is reported failed, never as
+     * committed (or refused at once, when the send already fails). */
+    assert_int_equal(tl_exec(db, sql), 0);
+    assert_int_equal(store_begin(s, &e), 0);
+    put("r2", "1");
+    if (store_commit_later(s, &t1, &e) == 0) {
+        store_flush(s, &e);
+        assert_int_not_equal(take(&tag), 0);
+        assert_ptr_equal(tag, &t1);
+    }
+    assert_int_equal(store_take_committed(s, &tag, &e), 0);
+    assert_int_equal(store_ok(s), 0);
+    assert_int_equal(store_reconnect(s, 5000, &e), 0);
+    assert_int_equal(value_of("r2"), -1);
+}
+
+/* A read ahead asked for before anything read it is its own round trip, never run twice
+ * (a claim sent ahead must not count two attempts). */
+static void test_prefetch_asked_before_read(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    const char *pa[] = {"a"}, *pp[] = {"p"};
+    store_res *r = NULL;
+    assert_int_equal(store_exec(s, &st_bump, 1, pa, NULL, &e), 0); /* prepares it */
+    long a = value_of("a");
+    assert_int_equal(store_prefetch(s, &st_bump, 1, pa), 1);
+    assert_int_equal(store_prefetch(s, &st_get, 1, pp), 1);
+    assert_int_equal(store_exec(s, &st_bump, 1, pa, &r, &e), 0); /* served, not re-run */
+    assert_int_equal(store_res_affected(r), 1);
+    store_res_free(r);
+    store_prefetch_clear(s);
+    assert_int_equal(value_of("a"), a + 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -204,6 +313,9 @@ int main(void)
         cmocka_unit_test(test_sync_statement_reads_what_was_queued),
         cmocka_unit_test(test_flush_outside_a_transaction),
         cmocka_unit_test(test_prefetch_served_once_and_isolated),
+        cmocka_unit_test(test_deferred_commits_are_independent),
+        cmocka_unit_test(test_deferred_commit_lost_with_the_connection),
+        cmocka_unit_test(test_prefetch_asked_before_read),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
