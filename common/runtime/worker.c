@@ -562,19 +562,21 @@ static void handle_batch(worker *w, mq_delivery **ds, size_t n)
     json_t *bodies[BATCH_MAX];
     for (size_t i = 0; i < n; i++)
         defs[i] = prepare(w, ds[i], &bodies[i]);
+    collect_commits(w); /* one round trip: the turn's commits, the claims, their reads */
     for (size_t i = 0; i < n; i++) {
         if (!defs[i] || !run(w, ds[i], defs[i], bodies[i]))
             mq_delivery_free(ds[i]);
         json_decref(bodies[i]);
     }
     store_prefetch_clear(w->db); /* whatever the jobs did not ask for */
-    collect_commits(w);          /* the claims' round trip read those too */
+    collect_commits(w);          /* what the jobs' own statements read */
 }
 
 /* ---- main loop ------------------------------------------------------------------------ */
 
-/* One turn: let an asynchronous worker drive its I/O (committing what finished in one
- * round trip), then take the deliveries in hand: *n of them (at most max). */
+/* One turn: let an asynchronous worker drive its I/O (queueing the commits of what
+ * finished), then take the deliveries in hand: *n of them (at most max). The commits
+ * are read with the batch's claims, or alone when no delivery came. */
 static int poll_once(worker *w, mq_delivery **ds, size_t max, size_t *n, err_t *e)
 {
     *n = 0;
@@ -586,10 +588,11 @@ static int poll_once(worker *w, mq_delivery **ds, size_t max, size_t *n, err_t *
     }
     int wait = mq_pending_deliveries(w->mq) ? 0 : 200;
     w->def->poll(&w->env, mq_is_broken(w->mq) ? -1 : mq_fd(w->mq), wait);
-    collect_commits(w);
     int rc = 0;
     while (*n < max && (rc = mq_poll(w->mq, 0, &ds[*n], e)) > 0)
         (*n)++;
+    if (!*n) /* else the batch's claims read the commits in the same round trip */
+        collect_commits(w);
     return *n ? 1 : rc;
 }
 

@@ -454,14 +454,14 @@ int store_commit_later(store *s, void *tag, err_t *e)
         rc = result_error(s, NULL, "sending to PostgreSQL", e);
     if (rc == 0)
         rc = push_sent(s, (sent_cmd){.what = "Sync", .sync = 1, .pre = -1, .tag = tag}, e);
-    if (rc == 0)
-        s->seg = s->nsent;
     /* After an error, an explicit transaction stays aborted past its Sync: a ROLLBACK
      * (a no-op with a warning when it committed) keeps that from the next one. */
     if (rc == 0 && explicit &&
         (PQsendQueryParams(s->pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
          push_sent(s, (sent_cmd){.what = "ROLLBACK", .quiet = 1, .pre = -1}, e) < 0))
         rc = result_error(s, NULL, "ROLLBACK", e);
+    if (rc == 0) /* reads ahead may follow: nothing before can be aborted by them */
+        s->seg = s->nsent;
     s->in_tx = 0;
     if (rc < 0 && s->piped) {
         /* Not queued as a whole: roll back what was, and tell the caller now. */
