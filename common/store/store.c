@@ -46,7 +46,9 @@ struct store {
     PGconn *pg;
     char *url;
     int in_tx;
-    int read_only; /* the server refused a write as read-only: reconnect before reuse */
+    int begin_pending; /* in_tx, BEGIN not sent: the statements queued since store_begin
+                        * are an implicit transaction that the next Sync would commit */
+    int read_only;     /* the server refused a write as read-only: reconnect before reuse */
     int nprepared;
     const char *prepared[MAX_PREPARED]; /* names, borrowed from static store_stmt */
     int piped;                          /* in libpq pipeline mode */
@@ -150,6 +152,7 @@ static int tls_error(PGconn *pg, const char *msg, err_t *e)
 }
 
 static void fail_unread(store *s, int from, const char *why);
+static int send_begin(store *s, err_t *e);
 
 static int connect_pg(store *s, err_t *e)
 {
@@ -160,6 +163,7 @@ static int connect_pg(store *s, err_t *e)
     s->pg = PQconnectdbParams(conn_keys, vals, 1);
     s->nprepared = 0;
     s->in_tx = 0;
+    s->begin_pending = 0;
     s->piped = 0;
     s->nsent = 0;
     s->read_only = 0;
@@ -381,8 +385,10 @@ static int drain(store *s, PGresult **keep, err_t *e)
             rc = rc < 0 ? rc : result_error(s, NULL, s->sent[i].what, &le);
             break;
         }
-        if (s->sent[i].sync) { /* the end of a deferred commit's transaction */
+        if (s->sent[i].sync) { /* ends a deferred commit's transaction, or parts one */
             PQclear(r);
+            if (!s->sent[i].tag)
+                continue; /* a first failure before it is still the caller's */
             note_done(s, s->sent[i].tag, rc < 0 ? &le : NULL);
             rc = 0;
             le = (err_t){0};
@@ -437,12 +443,14 @@ static int drain(store *s, PGresult **keep, err_t *e)
 
 int store_flush(store *s, err_t *e)
 {
-    return s->piped ? drain(s, NULL, e) : 0;
+    int rc = send_begin(s, e); /* a Sync must not commit an open transaction */
+    return rc < 0 ? rc : s->piped ? drain(s, NULL, e) : 0;
 }
 
 int store_commit_later(store *s, void *tag, err_t *e)
 {
-    int explicit = s->in_tx, rc = enter_pipeline(s, e);
+    int explicit = s->in_tx && !s->begin_pending, rc = enter_pipeline(s, e);
+    s->begin_pending = 0;
     if (rc == 0 && explicit &&
         PQsendQueryParams(s->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1)
         rc = result_error(s, NULL, "COMMIT", e);
@@ -499,23 +507,51 @@ static int simple(store *s, const char *sql, err_t *e)
     return rc;
 }
 
-int store_begin(store *s, err_t *e)
+/* ---- transactions: BEGIN is sent only when a statement inside must be answered before
+ * the end. Until then the statements queued since store_begin form the implicit
+ * transaction of a pipeline (one that the next Sync commits, or that a failure or a
+ * ROLLBACK aborts whole), and BEGIN, when it comes, makes them an explicit transaction
+ * (PostgreSQL turns the implicit transaction in progress into the block). A transaction
+ * that only queues statements and ends with store_commit_later therefore costs no BEGIN,
+ * COMMIT or ROLLBACK statement, just its Sync. */
+
+static int send_begin(store *s, err_t *e)
 {
-    /* Queued: it travels with the transaction's first statement. */
+    if (!s->begin_pending)
+        return 0;
+    s->begin_pending = 0;
     int rc = enter_pipeline(s, e);
     if (rc == 0 && PQsendQueryParams(s->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1)
         rc = result_error(s, NULL, "BEGIN", e);
     if (rc == 0)
         rc = note_sent(s, "BEGIN", 0, e);
+    return rc;
+}
+
+int store_begin(store *s, err_t *e)
+{
+    int rc = 0;
+    /* What is queued already (reads ahead) is not the transaction's: a Sync parts them. */
+    if (s->piped && s->nsent > s->seg) {
+        if (PQpipelineSync(s->pg) != 1)
+            rc = result_error(s, NULL, "sending to PostgreSQL", e);
+        if (rc == 0)
+            rc = push_sent(s, (sent_cmd){.what = "Sync", .sync = 1, .pre = -1}, e);
+        if (rc == 0)
+            s->seg = s->nsent;
+    }
     if (rc == 0)
-        s->in_tx = 1;
+        s->in_tx = s->begin_pending = 1;
     return rc;
 }
 
 int store_commit(store *s, err_t *e)
 {
     int rc = 0;
-    if (!s->piped)
+    if (s->begin_pending) { /* implicit: the drain's Sync commits what was queued */
+        s->begin_pending = 0;
+        rc = s->piped ? drain(s, NULL, e) : 0;
+    } else if (!s->piped)
         rc = simple(s, "COMMIT", e);
     else if (PQsendQueryParams(s->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
              note_sent(s, "COMMIT", 0, e) < 0) {
@@ -529,6 +565,17 @@ int store_commit(store *s, err_t *e)
 
 void store_rollback(store *s)
 {
+    if (s->begin_pending) {
+        /* The queued statements are an implicit transaction: a ROLLBACK before the Sync
+         * aborts it (with a warning that no transaction block is in progress). */
+        s->begin_pending = s->in_tx = 0;
+        if (s->piped && s->nsent > s->seg &&
+            PQsendQueryParams(s->pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) == 1)
+            push_sent(s, (sent_cmd){.what = "ROLLBACK", .quiet = 1, .pre = -1}, NULL);
+        if (s->piped)
+            drain(s, NULL, NULL);
+        return;
+    }
     if (s->piped)
         drain(s, NULL, NULL); /* what was queued is discarded with the transaction */
     if (!s->in_tx)
@@ -668,10 +715,13 @@ int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *val
 {
     if (out)
         *out = NULL;
+    int rc = send_begin(s, e); /* this answer is needed before the transaction ends */
+    if (rc < 0)
+        return rc;
     PGresult *r = lengths || binary ? NULL : take_prefetched(s, st, n, values);
     if (r)
         return keep_result(r, out, e);
-    int rc = ensure_prepared(s, st, n, e);
+    rc = ensure_prepared(s, st, n, e);
     if (rc < 0)
         return rc;
     if (s->piped) { /* the queued commands and this one, one round trip */
@@ -722,7 +772,7 @@ int store_exec(store *s, const store_stmt *st, int n, const char *const *values,
 
 int store_exec_script(store *s, const char *sql, err_t *e)
 {
-    int rc = store_flush(s, e);
+    int rc = store_flush(s, e); /* with the BEGIN of an open transaction */
     return rc < 0 ? rc : simple(s, sql, e);
 }
 

@@ -257,6 +257,50 @@ static void test_deferred_commits_are_independent(void **state)
     assert_int_equal(value_of("a"), 2);
 }
 
+/* BEGIN goes out only when a statement inside needs its answer; before that the queued
+ * statements are the pipeline's implicit transaction, which a rollback aborts whole and
+ * which a later BEGIN turns into the explicit one. */
+static void test_begin_sent_only_when_needed(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    int t1, t2;
+    void *tag = NULL;
+    assert_int_equal(store_begin(s, &e), 0);
+    put("s1", "1");
+    put("s2", "1");
+    store_rollback(s);
+    assert_int_equal(store_in_tx(s), 0);
+    assert_int_equal(value_of("s1"), -1);
+    assert_int_equal(value_of("s2"), -1);
+
+    /* An explicit transaction (a read inside sent BEGIN) that fails when deferred, then
+     * an implicit one: the second is not caught in the first one's aborted block. */
+    assert_int_equal(store_begin(s, &e), 0);
+    put("s3", "1");
+    assert_int_equal(value_of("s3"), 1); /* BEGIN now: s3 is in the explicit transaction */
+    put("a", "1");                       /* unique violation */
+    assert_int_equal(store_commit_later(s, &t1, &e), 0);
+    assert_int_equal(store_begin(s, &e), 0);
+    put("s4", "1");
+    assert_int_equal(store_commit_later(s, &t2, &e), 0);
+    assert_int_equal(store_flush(s, &e), 0);
+    assert_int_equal(take(&tag), ERR_CONFLICT);
+    assert_ptr_equal(tag, &t1);
+    assert_int_equal(take(&tag), 0);
+    assert_ptr_equal(tag, &t2);
+    assert_int_equal(value_of("s3"), -1);
+    assert_int_equal(value_of("s4"), 1);
+
+    /* store_flush inside a transaction reads what was queued but does not end it. */
+    assert_int_equal(store_begin(s, &e), 0);
+    put("s5", "1");
+    assert_int_equal(store_flush(s, &e), 0);
+    assert_int_equal(store_in_tx(s), 1);
+    store_rollback(s);
+    assert_int_equal(value_of("s5"), -1);
+}
+
 static void test_deferred_commit_lost_with_the_connection(void **state)
 {
     (void)state;
@@ -314,6 +358,7 @@ int main(void)
         cmocka_unit_test(test_flush_outside_a_transaction),
         cmocka_unit_test(test_prefetch_served_once_and_isolated),
         cmocka_unit_test(test_deferred_commits_are_independent),
+        cmocka_unit_test(test_begin_sent_only_when_needed),
         cmocka_unit_test(test_deferred_commit_lost_with_the_connection),
         cmocka_unit_test(test_prefetch_asked_before_read),
     };
