@@ -377,7 +377,10 @@ static int drain(store *s, PGresult **keep, err_t *e)
     s->prefetch_failed = 0;
     if (keep)
         *keep = NULL;
-    if (PQpipelineSync(s->pg) != 1)
+    /* Queued work that ends with a Sync (a deferred commit) needs no other: one more
+     * would cost another wake-up of the server, waited for, at one job in flight. */
+    int own_sync = !(s->nsent && s->sent[s->nsent - 1].sync);
+    if (own_sync ? PQpipelineSync(s->pg) != 1 : PQflush(s->pg) != 0)
         rc = result_error(s, NULL, "sending to PostgreSQL", &le);
     for (; i < s->nsent && PQstatus(s->pg) == CONNECTION_OK; i++) {
         PGresult *r = PQgetResult(s->pg);
@@ -412,7 +415,7 @@ static int drain(store *s, PGresult **keep, err_t *e)
     fail_unread(s, i, "connection lost");
     s->nsent = 0;
     s->seg = 0;
-    for (PGresult *r; PQstatus(s->pg) == CONNECTION_OK && (r = PQgetResult(s->pg));) {
+    for (PGresult *r; own_sync && PQstatus(s->pg) == CONNECTION_OK && (r = PQgetResult(s->pg));) {
         int sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
         PQclear(r);
         if (sync)
