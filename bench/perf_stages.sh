@@ -20,15 +20,16 @@ BEGIN {
   n = split("mq_poll pump_once mq_service mq_pump start_delivery=receive deliveries and confirms (AMQP frames)|" \
             "msg_decode=decode (msgpack to JSON)|" \
             "schema_validate schema_get=validate (JSON schema)|" \
-            "store_job_claim=claim (SQL 1)|" \
-            "store_auth_device_for_user store_auth_device_by_uuid=device and stage row (SQL 2)|" \
+            "store_job_claim store_job_claim_ahead=claim (sent ahead with the batch)|" \
+            "store_auth_device_for_user store_auth_device_by_uuid store_auth_device_prefetch=device and stage row (sent ahead with the claim)|" \
             "stages_get stages_duo_opts=stage cache, Duo options|" \
             "duo_request_build=Duo request build and sign|" \
             "start_attempt duo_async_submit=curl: start the call (easy handle, connection reuse)|" \
             "drive on_socket on_timer=curl: HTTPS I/O (TLS, HTTP)|" \
             "duo_response_parse duo_json_body duo_body_on_data duo_body_on_header=Duo answer parse|" \
-            "store_auth_record=decision record (SQL 3)|" \
-            "store_job_finish=job record (SQL 4)|" \
+            "store_auth_record=decision record (queued)|" \
+            "store_job_finish store_job_finish_later store_commit_later=job record and its Sync (queued)|" \
+            "collect_commits store_flush store_take_committed=PostgreSQL round trip of the turn (claims, reads, commits)|" \
             "reply_build msg_encode=reply build and encode|" \
             "mq_reply=reply publish|" \
             "mq_confirmed confirm=confirm bookkeeping|" \
