@@ -73,8 +73,9 @@ SQL
 echo "bench_auth: $(nproc) CPUs; broker, PostgreSQL, emulator and the worker share them;" \
   "this tree $(git -C "$ROOT" rev-parse --short HEAD)${BASE_REV:+, base $BASE_REV}; load $(cut -d' ' -f1-3 /proc/loadavg)"
 case "$WHAT" in
-  held|all) "$BUILD/bin/bench_auth" held "$NS" "$RUNS" ;;&
-  fast|all) "$BUILD/bin/bench_auth" fast 5000 256 "$RUNS" ;;
-  raw) "$BUILD/bin/bench_auth" raw 20000 256 "$RUNS" ;;
+  held|fast|all|raw) ;;
   *) echo "run_auth.sh: unknown phase '$WHAT' (held, fast, all, raw)" >&2; exit 2 ;;
 esac
+case "$WHAT" in held|all) "$BUILD/bin/bench_auth" held "$NS" "$RUNS" ;; esac
+case "$WHAT" in fast|all) "$BUILD/bin/bench_auth" fast 5000 256 "$RUNS" ;; esac
+case "$WHAT" in raw) "$BUILD/bin/bench_auth" raw 20000 256 "$RUNS" ;; esac
