@@ -11,6 +11,8 @@
  * pass. Encoding uses msgpack-c's packer, which picks the compact forms. */
 #include "msg.h"
 
+#include "buf.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -344,12 +346,12 @@ static void limits_resolve(const msg_limits *in, msg_limits *l)
         l->max_depth = MAX_DEPTH_CAP;
 }
 
-int msg_decode(const void *buf, size_t len, const msg_limits *lim, json_t **out, err_t *e)
+int msg_decode(const void *data, size_t len, const msg_limits *lim, json_t **out, err_t *e)
 {
     *out = NULL;
-    rd r = {.p = buf, .end = (const unsigned char *)buf + len, .path = "$", .plen = 1, .e = e};
+    rd r = {.p = data, .end = (const unsigned char *)data + len, .path = "$", .plen = 1, .e = e};
     limits_resolve(lim, &r.lim);
-    if (!buf || len == 0)
+    if (!data || len == 0)
         return fail(&r, "empty message");
     if (len > r.lim.max_bytes)
         return err_set(e, ERR_INVAL, "$: message of %zu bytes exceeds the limit of %zu", len,
@@ -441,22 +443,30 @@ static int pack_value(msgpack_packer *pk, const json_t *v, int depth, err_t *e)
     return rc < 0 ? err_set(e, ERR_NOMEM, "out of memory encoding a value") : 0;
 }
 
+/* msgpack write callback into a buf: grows from the first write's size, not from
+ * msgpack_sbuffer's fixed 8 KiB (a reply is a few hundred bytes; the big chunk made
+ * malloc/free of one reply a visible share of a job's CPU). */
+static int buf_write(void *data, const char *p, size_t n)
+{
+    return buf_put(data, p, n);
+}
+
 int msg_encode(const json_t *v, void **out, size_t *len, err_t *e)
 {
     *out = NULL;
     *len = 0;
     if (!json_is_object(v))
         return err_set(e, ERR_INVAL, "only an object can be encoded as a message");
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
+    buf b = {0};
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &b, buf_write);
     int rc = pack_value(&pk, v, 1, e);
+    if (rc == 0 && b.failed)
+        rc = err_set(e, ERR_NOMEM, "out of memory encoding a message");
     if (rc < 0) {
-        msgpack_sbuffer_destroy(&sbuf);
+        buf_free(&b);
         return rc;
     }
-    *len = sbuf.size;
-    *out = msgpack_sbuffer_release(&sbuf); /* allocated with malloc/realloc */
-    return 0;
+    *out = buf_release(&b, len); /* allocated with malloc/realloc */
+    return *out ? 0 : err_set(e, ERR_NOMEM, "out of memory encoding a message");
 }
