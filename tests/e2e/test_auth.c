@@ -382,6 +382,14 @@ static void test_many_concurrent(void **state)
     send_all(users, MANY, &allow, &limited, &other);
     assert_int_equal(allow, MANY);
     assert_int_equal(limited + other, 0);
+    /* The deliveries arrived in batches whose claims travel ahead together: each job was
+     * claimed once (one attempt) and pushed once. */
+    const char *mine = "FROM auth_challenge c JOIN app_user u ON u.id = c.user_id "
+                       "JOIN job j ON j.job_id = c.job_id WHERE u.username LIKE 'many%'";
+    snprintf(sql, sizeof sql, "SELECT count(DISTINCT c.job_id) %s AND j.attempts = 1", mine);
+    assert_int_equal(count(sql), MANY);
+    snprintf(sql, sizeof sql, "SELECT count(*) %s", mine);
+    assert_int_equal(count(sql), MANY);
 }
 
 int main(void)
