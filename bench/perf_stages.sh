@@ -27,6 +27,7 @@ BEGIN {
             "start_attempt duo_async_submit=curl: start the call (easy handle, connection reuse)|" \
             "drive on_socket on_timer=curl: HTTPS I/O (TLS, HTTP)|" \
             "duo_response_parse duo_json_body duo_body_on_data duo_body_on_header=Duo answer parse|" \
+            "finished auth_outcome on_duo finish worker_job_done finish_job commit_and_reply commit_later=job completion (outcome, hand-off to the runtime)|" \
             "store_auth_record=decision record (queued)|" \
             "store_job_finish store_job_finish_later store_commit_later=job record and its Sync (queued)|" \
             "collect_commits store_flush store_take_committed=PostgreSQL round trip of the turn (claims, reads, commits)|" \
