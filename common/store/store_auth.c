@@ -118,17 +118,37 @@ int store_auth_device_by_uuid(store *s, const char *device_uuid, auth_device *ou
     return rc;
 }
 
+typedef struct {
+    char uid[STORE_I64_LEN], sid[STORE_I64_LEN], cap[STORE_I64_LEN], win[STORE_I64_LEN],
+        cool[STORE_I64_LEN];
+} take_args;
+
+static void take_params(take_args *a, int64_t user_id, int64_t stage_id, const auth_guard *g,
+                        const char *job_id, const char *v[6])
+{
+    store_i64_text(a->uid, user_id);
+    store_i64_text(a->sid, stage_id);
+    store_i64_text(a->cap, g->cap);
+    store_i64_text(a->win, g->window_secs);
+    store_i64_text(a->cool, g->cooldown_secs);
+    v[0] = a->uid, v[1] = a->sid, v[2] = a->cap, v[3] = a->win, v[4] = a->cool, v[5] = job_id;
+}
+
+void store_auth_take_ahead(store *s, int64_t user_id, int64_t stage_id, const auth_guard *g,
+                           const char *job_id)
+{
+    take_args a;
+    const char *v[6];
+    take_params(&a, user_id, stage_id, g, job_id, v);
+    store_prefetch(s, &st_take, 6, v);
+}
+
 int store_auth_take(store *s, int64_t user_id, int64_t stage_id, const auth_guard *g,
                     const char *job_id, auth_take *out, err_t *e)
 {
-    char uid[STORE_I64_LEN], sid[STORE_I64_LEN], cap[STORE_I64_LEN], win[STORE_I64_LEN],
-        cool[STORE_I64_LEN];
-    store_i64_text(uid, user_id);
-    store_i64_text(sid, stage_id);
-    store_i64_text(cap, g->cap);
-    store_i64_text(win, g->window_secs);
-    store_i64_text(cool, g->cooldown_secs);
-    const char *v[] = {uid, sid, cap, win, cool, job_id};
+    take_args a;
+    const char *v[6];
+    take_params(&a, user_id, stage_id, g, job_id, v);
     store_res *r = NULL;
     memset(out, 0, sizeof *out);
     out->why = "ok";

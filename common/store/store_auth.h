@@ -81,6 +81,16 @@ typedef struct auth_take {
 int store_auth_take(store *s, int64_t user_id, int64_t stage_id, const auth_guard *g,
                     const char *job_id, auth_take *out, err_t *e);
 
+/* Sends store_auth_take for these arguments ahead (store_prefetch): the takes sent ahead
+ * together run as one transaction, committed synchronously once, and each is served to
+ * the store_auth_take with the same arguments (the first one's round trip reads them
+ * all). If any of them fails, all are rolled back and each store_auth_take runs alone.
+ * Send them in ascending user_id, so that two workers' groups lock users in the same
+ * order. Only for a take that will be asked for before store_prefetch_clear(): one never
+ * asked for still counts against the user's cap. */
+void store_auth_take_ahead(store *s, int64_t user_id, int64_t stage_id, const auth_guard *g,
+                           const char *job_id);
+
 /* Stores the txid Duo gave the challenge's asynchronous auth call, so a rerun of the job
  * waits on it instead of pushing again. Autocommit, one round trip. */
 int store_auth_set_txid(store *s, int64_t challenge_id, const char *txid, err_t *e);

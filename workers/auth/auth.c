@@ -81,9 +81,15 @@ void auth_fini(const worker_env *env)
     worker_set_app(env->w, NULL);
 }
 
+static void run_guards(const worker_env *env, auth_app *app);
+
 void auth_poll(const worker_env *env, int mq_fd, int timeout_ms)
 {
     auth_app *app = env->app;
+    if (app->guard_queue) { /* the pushes started last turn: out before any wait */
+        run_guards(env, app);
+        timeout_ms = 0;
+    }
     if (duo_async_poll(app->engine, mq_fd, timeout_ms, NULL) < 0)
         LOG(LOG_WARN, "curl multi interface failed; retrying next turn");
 }
@@ -338,6 +344,69 @@ static int guard_and_send(const worker_env *env, const job *j, auth_call *c, job
     return rc;
 }
 
+/* A factor that reaches the phone waits for the turn's guard rows (run_guards), whose
+ * synchronous commit is then one WAL flush for all of them instead of one each; its
+ * parameters are checked now, so that a job refused for them never takes a challenge.
+ * Anything else goes out at once. */
+static int queue_or_send(const worker_env *env, const job *j, auth_call *c, job_outcome *out)
+{
+    if (!auth_factor_guarded(j))
+        return guard_and_send(env, j, c, out);
+    duo_param p[AUTH_MAX_PARAMS];
+    char *pushinfo = NULL;
+    int n = auth_params(j, &c->dev, p, &pushinfo, out);
+    free(pushinfo);
+    if (n < 0)
+        return -1;
+    c->gnext = c->app->guard_queue;
+    c->app->guard_queue = c;
+    return 0;
+}
+
+static int by_user(const void *a, const void *b)
+{
+    int64_t x = (*(auth_call *const *)a)->dev.user_id, y = (*(auth_call *const *)b)->dev.user_id;
+    return x < y ? -1 : x > y;
+}
+
+/* Takes the guard rows of every queued push in one round trip and one synchronous
+ * commit (store_auth_take_ahead, in ascending user id), then sends each push (or waits
+ * on a rerun's, or answers rate_limited) as guard_and_send does one by one. */
+static void run_guards(const worker_env *env, auth_app *app)
+{
+    size_t n = 0;
+    for (auth_call *c = app->guard_queue; c; c = c->gnext)
+        n++;
+    if (!n)
+        return;
+    auth_call **cs = malloc(n * sizeof *cs);
+    size_t k = 0;
+    for (auth_call *c = app->guard_queue; c; c = c->gnext)
+        if (cs)
+            cs[k++] = c;
+        else { /* no room to sort: each takes its guard alone, still exactly once */
+            job_outcome out = {0};
+            if (guard_and_send(env, worker_job_of(c->h), c, &out) < 0)
+                finish_fail(c, &out);
+        }
+    app->guard_queue = NULL;
+    if (!cs)
+        return;
+    qsort(cs, n, sizeof *cs, by_user);
+    const config *cfg = env->cfg;
+    auth_guard g = {cfg->push_cap, cfg->push_window_secs, cfg->deny_cooldown_secs};
+    for (size_t i = 0; n > 1 && i < n; i++)
+        store_auth_take_ahead(env->db, cs[i]->dev.user_id, cs[i]->dev.stage_id, &g,
+                              worker_job_of(cs[i]->h)->id);
+    for (size_t i = 0; i < n; i++) {
+        job_outcome out = {0};
+        if (guard_and_send(env, worker_job_of(cs[i]->h), cs[i], &out) < 0)
+            finish_fail(cs[i], &out);
+    }
+    store_prefetch_clear(env->db); /* none is left: each was asked for above */
+    free(cs);
+}
+
 /* preauth answered: the job's device must be one of the user's with the capability the
  * factor needs, as Duo itself would insist; then the challenge goes out. */
 static void on_preauth(void *arg, int rc, json_t *resp, json_t *meta, const duo_error *de)
@@ -352,7 +421,7 @@ static void on_preauth(void *arg, int rc, json_t *resp, json_t *meta, const duo_
     const job *j = worker_job_of(c->h);
     job_outcome out = {0};
     /* A refusal by the guard (rate_limited) took no challenge: finish_fail records none. */
-    if (auth_device_check(j, resp, &out) < 0 || guard_and_send(c->env, j, c, &out) < 0)
+    if (auth_device_check(j, resp, &out) < 0 || queue_or_send(c->env, j, c, &out) < 0)
         finish_fail(c, &out);
 }
 
@@ -362,7 +431,7 @@ static int begin(const worker_env *env, const job *j, auth_call *c, job_outcome 
     if (resolve(env, j, &c->dev, out) < 0)
         return -1;
     if (!auth_device_named(j))
-        return guard_and_send(env, j, c, out);
+        return queue_or_send(env, j, c, out);
     auth_app *app = env->app;
     duo_client_opts creds;
     if (stage_creds(env, app, c->dev.stage_uuid, &creds, out) < 0)

@@ -16,8 +16,9 @@ typedef struct auth_call auth_call;
 /* The worker's own state (env->app), created by auth_init, freed by auth_fini. */
 typedef struct auth_app {
     duo_async *engine;
-    stages *stages;   /* the stage cache (stage.h) */
-    auth_call *calls; /* jobs waiting for Duo */
+    stages *stages;         /* the stage cache (stage.h) */
+    auth_call *calls;       /* jobs waiting for Duo */
+    auth_call *guard_queue; /* started pushes waiting for their guard row (run_guards) */
 } auth_app;
 
 /* One job waiting for Duo; owned by the app until its job is done. */
@@ -34,6 +35,7 @@ struct auth_call {
     char txid[128];        /* the push's Duo transaction, once known */
     int polls;             /* auth_status answers "waiting" so far */
     auth_call *prev, *next;
+    auth_call *gnext; /* in app->guard_queue */
 };
 
 /* ---- auth_duo.c ---- */
