@@ -390,6 +390,13 @@ static int drain(store *s, PGresult **keep, err_t *e)
         }
         if (s->sent[i].sync) { /* ends a deferred commit's transaction, or parts one */
             PQclear(r);
+            if (s->sent[i].quiet) { /* store_send_alone: nobody waits for its outcome */
+                if (rc < 0)
+                    LOG(LOG_WARN, "a statement sent alone failed", "error", le.msg);
+                rc = 0;
+                le = (err_t){0};
+                continue;
+            }
             if (!s->sent[i].tag)
                 continue; /* a first failure before it is still the caller's */
             note_done(s, s->sent[i].tag, rc < 0 ? &le : NULL);
@@ -485,6 +492,20 @@ int store_commit_later(store *s, void *tag, err_t *e)
             PQclear(r);
         }
     }
+    return rc;
+}
+
+int store_send_alone(store *s, const store_stmt *st, int n, const char *const *values, err_t *e)
+{
+    if (s->in_tx || (s->piped && s->nsent > s->seg)) /* it would join other statements */
+        return store_exec(s, st, n, values, NULL, e);
+    int rc = store_send(s, st, n, values, NULL, NULL, e);
+    if (rc == 0 && PQpipelineSync(s->pg) != 1)
+        rc = result_error(s, NULL, "sending to PostgreSQL", e);
+    if (rc == 0)
+        rc = push_sent(s, (sent_cmd){.what = "Sync", .sync = 1, .quiet = 1, .pre = -1}, e);
+    if (rc == 0)
+        s->seg = s->nsent;
     return rc;
 }
 

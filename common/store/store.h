@@ -103,6 +103,13 @@ int store_flush(store *s, err_t *e);
  * rolled back and nothing is recorded under tag). tag is the caller's, never touched. */
 int store_commit_later(store *s, void *tag, err_t *e);
 
+/* Queues st (text parameters) as a transaction of its own whose outcome nobody waits
+ * for: it travels with the next round trip, and a failure is only logged then. For a
+ * write that may be lost without harm (e.g. a mark that only saves work later). Inside a
+ * transaction, or behind other queued statements, it runs at once (store_exec). 0, or
+ * an error when it could not be sent. */
+int store_send_alone(store *s, const store_stmt *st, int n, const char *const *values, err_t *e);
+
 /* Takes the oldest recorded outcome of a store_commit_later(): returns 1 with *tag and
  * *e (code 0: committed; otherwise why not: rolled back, or unknown when the connection
  * was lost first), 0 when none is left. A lost or reset connection records every

@@ -178,7 +178,7 @@ int store_auth_set_txid(store *s, int64_t challenge_id, const char *txid, err_t 
     char cid[STORE_I64_LEN];
     store_i64_text(cid, challenge_id);
     const char *v[] = {cid, txid};
-    return store_exec(s, &st_txid, 2, v, NULL, e);
+    return store_send_alone(s, &st_txid, 2, v, e);
 }
 
 int store_auth_record(store *s, int64_t challenge_id, const char *result, int64_t used_device_id,

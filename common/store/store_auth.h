@@ -92,7 +92,9 @@ void store_auth_take_ahead(store *s, int64_t user_id, int64_t stage_id, const au
                            const char *job_id);
 
 /* Stores the txid Duo gave the challenge's asynchronous auth call, so a rerun of the job
- * waits on it instead of pushing again. Autocommit, one round trip. */
+ * waits on it instead of pushing again. Queued as a transaction of its own
+ * (store_send_alone): it travels with the next round trip, and its failure is logged
+ * (a rerun then answers push_outcome_unknown rather than push again). */
 int store_auth_set_txid(store *s, int64_t challenge_id, const char *txid, err_t *e);
 
 /* Records the outcome of a challenge ("allow", "deny", "timeout", "error"; challenge_id

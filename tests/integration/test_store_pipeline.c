@@ -301,6 +301,25 @@ static void test_begin_sent_only_when_needed(void **state)
     assert_int_equal(value_of("s5"), -1);
 }
 
+/* A statement sent alone commits by itself with the next round trip; its failure is
+ * nobody's (logged), not the next statement's. */
+static void test_send_alone(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    const char *p1[] = {"u1", "1"}, *dup[] = {"a", "1"};
+    assert_int_equal(store_send_alone(s, &st_put, 2, p1, &e), 0);
+    assert_int_equal(store_send_alone(s, &st_put, 2, dup, &e), 0); /* unique violation */
+    assert_int_equal(value_of("u1"), 1); /* this round trip read both; it is not failed */
+    assert_int_equal(value_of("a"), 2);
+    /* Inside a transaction it runs at once, as part of it. */
+    const char *p2[] = {"u2", "1"};
+    assert_int_equal(store_begin(s, &e), 0);
+    assert_int_equal(store_send_alone(s, &st_put, 2, p2, &e), 0);
+    store_rollback(s);
+    assert_int_equal(value_of("u2"), -1);
+}
+
 static void test_deferred_commit_lost_with_the_connection(void **state)
 {
     (void)state;
@@ -359,6 +378,7 @@ int main(void)
         cmocka_unit_test(test_prefetch_served_once_and_isolated),
         cmocka_unit_test(test_deferred_commits_are_independent),
         cmocka_unit_test(test_begin_sent_only_when_needed),
+        cmocka_unit_test(test_send_alone),
         cmocka_unit_test(test_deferred_commit_lost_with_the_connection),
         cmocka_unit_test(test_prefetch_asked_before_read),
     };
