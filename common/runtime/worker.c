@@ -526,6 +526,7 @@ static const job_type_def *prepare(worker *w, mq_delivery *d, json_t **body)
             def->prefetch(&w->env, &pre);
         if (def->start)
             store_job_claim_ahead(w->db, d->message_id, def->type, d->user_id);
+        store_prefetch_end(w->db); /* one job's failure rolls back no other's claim */
     }
     return def;
 }
@@ -554,14 +555,30 @@ static int run(worker *w, mq_delivery *d, const job_type_def *def, json_t *body)
     return 0;
 }
 
+/* 1 when an earlier delivery of the batch has ds[i]'s job id (a redelivered twin): it is
+ * given back for later, as a claim held by a twin is, since this session's claim lock
+ * would not keep the two apart. */
+static int twin_in_batch(worker *w, mq_delivery **ds, size_t i)
+{
+    const char *id = ds[i]->message_id;
+    for (size_t k = 0; id && *id && k < i; k++)
+        if (ds[k]->message_id && strcmp(ds[k]->message_id, id) == 0) {
+            mq_retry(w->mq, ds[i], ds[i]->attempt + 1, CONFIRM_TIMEOUT_MS, NULL);
+            return 1;
+        }
+    return 0;
+}
+
 /* Runs the deliveries in hand through the job path: all prepared first, so that every
  * claim and read ahead travels in the first claim's round trip, then each run. */
 static void handle_batch(worker *w, mq_delivery **ds, size_t n)
 {
     const job_type_def *defs[BATCH_MAX];
     json_t *bodies[BATCH_MAX];
-    for (size_t i = 0; i < n; i++)
-        defs[i] = prepare(w, ds[i], &bodies[i]);
+    for (size_t i = 0; i < n; i++) {
+        bodies[i] = NULL;
+        defs[i] = twin_in_batch(w, ds, i) ? NULL : prepare(w, ds[i], &bodies[i]);
+    }
     collect_commits(w); /* one round trip: the turn's commits, the claims, their reads */
     for (size_t i = 0; i < n; i++) {
         if (!defs[i] || !run(w, ds[i], defs[i], bodies[i]))

@@ -34,7 +34,12 @@ typedef struct {
     const char *name;
     char *key;   /* the parameters, joined */
     PGresult *r; /* NULL until read (or when it failed) */
+    int failed;  /* it failed, or its transaction did (store_prefetch_failed) */
+    int taken;   /* served already */
 } prefetched;
+
+/* sent_cmd.pre of a read ahead whose answer was dropped (store_prefetch_clear). */
+#define PRE_DROPPED (-2)
 
 /* A deferred commit whose outcome was read, waiting for store_take_committed(). */
 typedef struct {
@@ -158,6 +163,7 @@ static int connect_pg(store *s, err_t *e)
 {
     const char *vals[] = {"read-write", "5", "10", "5", "3", s->url, NULL};
     fail_unread(s, 0, "the connection was reset");
+    store_prefetch_clear(s); /* answers of the old session: its locks are gone */
     s->seg = 0;
     PQfinish(s->pg);
     s->pg = PQconnectdbParams(conn_keys, vals, 1);
@@ -333,15 +339,34 @@ static void fail_unread(store *s, int from, const char *why)
 }
 
 /* Reads what a read-ahead answered: kept when it succeeded, else forgotten. */
-static void read_prefetch(store *s, const sent_cmd *c, PGresult *r)
+static int read_prefetch(store *s, const sent_cmd *c, PGresult *r)
 {
     ExecStatusType t = PQresultStatus(r);
-    if (t != PGRES_TUPLES_OK && t != PGRES_COMMAND_OK)
+    int ok = t == PGRES_TUPLES_OK || t == PGRES_COMMAND_OK;
+    if (!ok)
         s->prefetch_failed = 1;
-    if (c->pre < s->npre && (t == PGRES_TUPLES_OK || t == PGRES_COMMAND_OK) && !s->pre[c->pre].r)
+    if (c->pre >= 0 && c->pre < s->npre && !ok)
+        s->pre[c->pre].failed = 1;
+    if (c->pre >= 0 && c->pre < s->npre && ok && !s->pre[c->pre].r)
         s->pre[c->pre].r = r;
     else
         PQclear(r);
+    return ok;
+}
+
+/* Everything between two Syncs is one transaction: when any of it failed, what the reads
+ * ahead in sent[from..to) answered was rolled back with it (a claim sent ahead is a
+ * write) and is forgotten, so each is run again on its own when asked for. */
+static void forget_segment(store *s, int from, int to)
+{
+    for (int i = from; i < to && i < s->nsent; i++) {
+        int p = s->sent[i].pre;
+        if (p < 0 || p >= s->npre)
+            continue;
+        PQclear(s->pre[p].r);
+        s->pre[p].r = NULL;
+        s->pre[p].failed = 1;
+    }
 }
 
 static void forget_prepared(store *s, const char *name)
@@ -369,10 +394,12 @@ static int check_sent(store *s, const sent_cmd *c, PGresult *r, int rc, err_t *e
 /* Sends a Sync and reads every queued result; *keep (may be NULL) receives the result of
  * the last queued command (the caller's statement). Deferred commits met on the way
  * (store_commit_later) have their outcome recorded for store_take_committed(); only what
- * follows the last of them counts for the return value. Leaves pipeline mode. */
+ * follows the last of them counts for the return value. A segment (what lies between
+ * two Syncs: one transaction) whose Sync is not read back is failed, and so are the
+ * answers of its reads ahead. Leaves pipeline mode. */
 static int drain(store *s, PGresult **keep, err_t *e)
 {
-    int rc = 0, i = 0;
+    int rc = 0, i = 0, seg_first = 0, seg_failed = 0;
     err_t le = {0}; /* the current segment's first failure */
     s->prefetch_failed = 0;
     if (keep)
@@ -388,29 +415,35 @@ static int drain(store *s, PGresult **keep, err_t *e)
             rc = rc < 0 ? rc : result_error(s, NULL, s->sent[i].what, &le);
             break;
         }
-        if (s->sent[i].sync) { /* ends a deferred commit's transaction, or parts one */
+        if (s->sent[i].sync) { /* ends a segment: a deferred commit's, or a part */
+            if (PQresultStatus(r) != PGRES_PIPELINE_SYNC) { /* its commit is not known */
+                seg_failed = 1;
+                rc = rc < 0 ? rc : result_error(s, r, "COMMIT", &le);
+            }
             PQclear(r);
+            if (seg_failed)
+                forget_segment(s, seg_first, i);
+            seg_first = i + 1;
+            seg_failed = 0;
             if (s->sent[i].quiet) { /* store_send_alone: nobody waits for its outcome */
                 if (rc < 0)
                     LOG(LOG_WARN, "a statement sent alone failed", "error", le.msg);
-                rc = 0;
-                le = (err_t){0};
-                continue;
-            }
-            if (!s->sent[i].tag)
+            } else if (!s->sent[i].tag) {
                 continue; /* a first failure before it is still the caller's */
-            note_done(s, s->sent[i].tag, rc < 0 ? &le : NULL);
+            } else
+                note_done(s, s->sent[i].tag, rc < 0 ? &le : NULL);
             rc = 0;
             le = (err_t){0};
             s->prefetch_failed = 0;
             continue;
         }
-        if (s->sent[i].pre >= 0)
-            read_prefetch(s, &s->sent[i], r);
+        if (s->sent[i].pre >= 0 || s->sent[i].pre == PRE_DROPPED)
+            seg_failed |= !read_prefetch(s, &s->sent[i], r);
         else if (s->sent[i].quiet)
             PQclear(r);
         else {
             rc = check_sent(s, &s->sent[i], r, rc, &le);
+            seg_failed |= rc < 0;
             if (keep && i == s->nsent - 1 && rc == 0)
                 *keep = r;
             else
@@ -419,15 +452,23 @@ static int drain(store *s, PGresult **keep, err_t *e)
         for (PGresult *more; (more = PQgetResult(s->pg));) /* ends the command's results */
             PQclear(more);
     }
+    int synced = !own_sync && i == s->nsent; /* the last entry was a Sync, read back */
+    for (PGresult *r; own_sync && PQstatus(s->pg) == CONNECTION_OK && (r = PQgetResult(s->pg));) {
+        synced = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        if (!synced && rc == 0)
+            rc = result_error(s, r, "COMMIT", &le);
+        PQclear(r);
+        if (synced)
+            break;
+    }
+    if (!synced || seg_failed) { /* the last segment did not commit (or is unknown) */
+        forget_segment(s, seg_first, s->nsent);
+        if (rc == 0 && !synced)
+            rc = result_error(s, NULL, "reading from PostgreSQL", &le);
+    }
     fail_unread(s, i, "connection lost");
     s->nsent = 0;
     s->seg = 0;
-    for (PGresult *r; own_sync && PQstatus(s->pg) == CONNECTION_OK && (r = PQgetResult(s->pg));) {
-        int sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
-        PQclear(r);
-        if (sync)
-            break;
-    }
     if (PQstatus(s->pg) == CONNECTION_OK)
         PQexitPipelineMode(s->pg);
     s->piped = 0;
@@ -658,34 +699,63 @@ void store_prefetch_clear(store *s)
         free(s->pre[i].key);
     }
     s->npre = 0;
+    for (int i = 0; i < s->nsent; i++) /* still unread: their answers are dropped */
+        if (s->sent[i].pre >= 0)
+            s->sent[i].pre = PRE_DROPPED;
 }
 
-/* A read-ahead answer for st with these parameters, taken out of the store (the caller
- * owns it), or NULL. One still unread is read first, with everything queued before it:
- * its own round trip then stands for the statement's. */
-static PGresult *take_prefetched(store *s, const store_stmt *st, int n, const char *const *values)
+int store_prefetch_failed(store *s, const store_stmt *st, int n, const char *const *values)
 {
+    char *key = s->npre ? params_key(n, values) : NULL;
+    int failed = 0;
+    for (int i = 0; key && i < s->npre && !failed; i++)
+        failed = s->pre[i].failed && strcmp(s->pre[i].name, st->name) == 0 &&
+                 strcmp(s->pre[i].key, key) == 0;
+    free(key);
+    return failed;
+}
+
+void store_prefetch_end(store *s)
+{
+    if (!s->piped || s->in_tx || s->nsent == s->seg || PQpipelineSync(s->pg) != 1)
+        return;
+    if (push_sent(s, (sent_cmd){.what = "Sync", .sync = 1, .pre = -1}, NULL) == 0)
+        s->seg = s->nsent;
+}
+
+/* Serves a read-ahead answer for st with these parameters into *r (the caller owns it;
+ * NULL when there is none: the caller runs the statement). One still unread is read
+ * first, with everything queued before it: its own round trip then stands for the
+ * statement's, and a failure of what was queued with it is the caller's. */
+static int take_prefetched(store *s, const store_stmt *st, int n, const char *const *values,
+                           PGresult **r, err_t *e)
+{
+    *r = NULL;
     if (!s->npre)
-        return NULL;
+        return 0;
     char *key = params_key(n, values);
-    PGresult *r = NULL;
-    int unread = -1;
+    int unread = -1, rc = 0;
     for (int i = 0; key && i < s->npre; i++)
         if (strcmp(s->pre[i].name, st->name) == 0 && strcmp(s->pre[i].key, key) == 0) {
             if (s->pre[i].r) {
-                r = s->pre[i].r;
+                *r = s->pre[i].r;
                 s->pre[i].r = NULL;
+                s->pre[i].taken = 1;
                 break;
             }
-            unread = i;
+            if (!s->pre[i].failed && !s->pre[i].taken && unread < 0)
+                unread = i;
         }
-    if (!r && unread >= 0 && s->piped) {
-        drain(s, NULL, NULL); /* a failed read ahead stays NULL: the caller runs it */
-        r = s->pre[unread].r;
-        s->pre[unread].r = NULL;
+    if (!*r && unread >= 0 && s->piped) {
+        rc = drain(s, NULL, e);
+        if (rc == 0 && s->pre[unread].r) {
+            *r = s->pre[unread].r;
+            s->pre[unread].r = NULL;
+            s->pre[unread].taken = 1;
+        }
     }
     free(key);
-    return r;
+    return rc;
 }
 
 int store_prefetch(store *s, const store_stmt *st, int n, const char *const *values)
@@ -708,7 +778,7 @@ int store_prefetch(store *s, const store_stmt *st, int n, const char *const *val
         free(key);
         return 0;
     }
-    s->pre[s->npre] = (prefetched){st->name, key, NULL};
+    s->pre[s->npre] = (prefetched){.name = st->name, .key = key};
     s->sent[s->nsent++] = (sent_cmd){.what = st->name, .pre = s->npre++};
     return 1;
 }
@@ -742,7 +812,9 @@ int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *val
     int rc = send_begin(s, e); /* this answer is needed before the transaction ends */
     if (rc < 0)
         return rc;
-    PGresult *r = lengths || binary ? NULL : take_prefetched(s, st, n, values);
+    PGresult *r = NULL;
+    if (!lengths && !binary && (rc = take_prefetched(s, st, n, values, &r, e)) < 0)
+        return rc;
     if (r)
         return keep_result(r, out, e);
     rc = ensure_prepared(s, st, n, e);
@@ -776,6 +848,11 @@ int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *val
 int store_send(store *s, const store_stmt *st, int n, const char *const *values, const int *lengths,
                const int *binary, err_t *e)
 {
+    int reads_ahead = 0;
+    for (int i = s->seg; i < s->nsent && !reads_ahead; i++)
+        reads_ahead = s->sent[i].pre >= 0;
+    if (!s->in_tx && reads_ahead) /* not into the reads' transaction */
+        store_prefetch_end(s);
     int rc = enter_pipeline(s, e);
     if (rc == 0)
         rc = ensure_prepared(s, st, n, e);

@@ -89,6 +89,18 @@ int store_prefetch(store *s, const store_stmt *st, int n, const char *const *val
 /* Forgets every read-ahead answer not asked for (e.g. after the job it was for). */
 void store_prefetch_clear(store *s);
 
+/* Ends the reads sent ahead since the last Sync as a transaction of their own, so that a
+ * failure of one group (a job's reads and claim) rolls back neither an earlier group nor
+ * what follows. Everything between two Syncs is one transaction: if any part of it
+ * fails, every answer in it is forgotten (its writes were rolled back) and each
+ * statement runs again on its own when asked for. No effect when nothing is queued. */
+void store_prefetch_end(store *s);
+
+/* 1 when a read ahead of st with these parameters was read and failed (or its group
+ * did): the statement then runs again on its own, and whatever session state its failed
+ * run left (e.g. an advisory lock) is the caller's to undo first. */
+int store_prefetch_failed(store *s, const store_stmt *st, int n, const char *const *values);
+
 /* Reads the results of everything queued by store_send/store_begin (one round trip);
  * 0, or the first failure. No effect when nothing is queued. */
 int store_flush(store *s, err_t *e);

@@ -62,6 +62,11 @@ int store_job_claim(store *s, const char *job_id, const char *job_type, const ch
     memset(out, 0, sizeof *out);
     store_res *r = NULL;
     const char *v[] = {job_id, job_type, publisher};
+    /* Sent ahead and failed (or rolled back with its group): that run may have taken the
+     * job's lock, which a rollback does not release. Drop it before claiming again, so
+     * that the lock is held once (unlocking one not held is a no-op). */
+    if (store_prefetch_failed(s, &st_claim, 3, v))
+        store_job_release(s, job_id);
     int rc = store_exec(s, &st_claim, 3, v, &r, e);
     if (rc == 0)
         rc = claim_result(r, job_id, out, e);

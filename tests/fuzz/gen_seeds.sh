@@ -14,7 +14,8 @@ vectors=${DUO_SIGNING_VECTORS:-$src/tests/data/duo-signing-vectors.json}
 mkdir -p "$out" "$here/corpus/msg" "$here/corpus/duo_response" "$here/corpus/duo_sign"
 
 clang -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I"$src/common/base" -I"$src/common/codec" \
-  -o "$out/gen_msg_seeds" "$here/gen_msg_seeds.c" "$src/common/codec/msg.c" "$src/common/base/err.c" \
+  -o "$out/gen_msg_seeds" "$here/gen_msg_seeds.c" "$src/common/codec/msg.c" "$src/common/base/buf.c" \
+  "$src/common/base/err.c" \
   -lmsgpackc -ljansson -lm
 "$out/gen_msg_seeds" "$src/schemas/examples" "$here/corpus/msg"
 

@@ -23,7 +23,7 @@ CC=${CC_FUZZ:-clang}
 
 # Sources each harness links; only what the code under test needs.
 declare -A sources=(
-  [msg]="codec/msg.c codec/schema.c base/err.c"
+  [msg]="codec/msg.c codec/schema.c base/buf.c base/err.c"
   [duo_response]="duo/duo_response.c base/err.c"
   [duo_sign]="duo/duo_sign.c base/buf.c base/err.c"
 )

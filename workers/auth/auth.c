@@ -379,9 +379,10 @@ static void run_guards(const worker_env *env, auth_app *app)
         n++;
     if (!n)
         return;
-    auth_call **cs = malloc(n * sizeof *cs);
+    auth_call **cs = malloc(n * sizeof *cs), *next = NULL;
     size_t k = 0;
-    for (auth_call *c = app->guard_queue; c; c = c->gnext)
+    for (auth_call *c = app->guard_queue; c; c = next) {
+        next = c->gnext; /* finish_fail frees c */
         if (cs)
             cs[k++] = c;
         else { /* no room to sort: each takes its guard alone, still exactly once */
@@ -389,6 +390,7 @@ static void run_guards(const worker_env *env, auth_app *app)
             if (guard_and_send(env, worker_job_of(c->h), c, &out) < 0)
                 finish_fail(c, &out);
         }
+    }
     app->guard_queue = NULL;
     if (!cs)
         return;
