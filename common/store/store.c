@@ -416,9 +416,19 @@ static int drain(store *s, PGresult **keep, err_t *e)
             break;
         }
         if (s->sent[i].sync) { /* ends a segment: a deferred commit's, or a part */
-            if (PQresultStatus(r) != PGRES_PIPELINE_SYNC) { /* its commit is not known */
+            if (PQresultStatus(r) != PGRES_PIPELINE_SYNC) { /* its commit failed */
                 seg_failed = 1;
                 rc = rc < 0 ? rc : result_error(s, r, "COMMIT", &le);
+                /* The Sync's own result follows the error: read up to it, so that the
+                 * next segment's results stay in step (two NULLs: there is none). */
+                for (int nulls = 0; nulls < 2 && PQstatus(s->pg) == CONNECTION_OK;) {
+                    PGresult *x = PQgetResult(s->pg);
+                    int done = x && PQresultStatus(x) == PGRES_PIPELINE_SYNC;
+                    nulls = x ? 0 : nulls + 1;
+                    PQclear(x);
+                    if (done)
+                        break;
+                }
             }
             PQclear(r);
             if (seg_failed)
