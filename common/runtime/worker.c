@@ -524,9 +524,10 @@ static const job_type_def *prepare(worker *w, mq_delivery *d, json_t **body)
         job pre = {.id = d->message_id, .type = def->type, .body = *body};
         if (def->prefetch)
             def->prefetch(&w->env, &pre);
+        /* The batch's reads and claims are one transaction: if any fails, all are
+         * forgotten and each claim runs again alone (store_job_claim). */
         if (def->start)
             store_job_claim_ahead(w->db, d->message_id, def->type, d->user_id);
-        store_prefetch_end(w->db); /* one job's failure rolls back no other's claim */
     }
     return def;
 }
