@@ -63,6 +63,7 @@ struct store {
     int npre, cappre;
     prefetched *pre;
     int prefetch_failed; /* the last drain met a failed read ahead */
+    int npre_failed;     /* entries of pre[] marked failed (store_prefetch_failed) */
     int ndone, capdone, done_at;
     committed *done; /* done[done_at..ndone): outcomes not taken yet */
 };
@@ -345,8 +346,10 @@ static int read_prefetch(store *s, const sent_cmd *c, PGresult *r)
     int ok = t == PGRES_TUPLES_OK || t == PGRES_COMMAND_OK;
     if (!ok)
         s->prefetch_failed = 1;
-    if (c->pre >= 0 && c->pre < s->npre && !ok)
+    if (c->pre >= 0 && c->pre < s->npre && !ok && !s->pre[c->pre].failed) {
         s->pre[c->pre].failed = 1;
+        s->npre_failed++;
+    }
     if (c->pre >= 0 && c->pre < s->npre && ok && !s->pre[c->pre].r)
         s->pre[c->pre].r = r;
     else
@@ -365,6 +368,7 @@ static void forget_segment(store *s, int from, int to)
             continue;
         PQclear(s->pre[p].r);
         s->pre[p].r = NULL;
+        s->npre_failed += !s->pre[p].failed;
         s->pre[p].failed = 1;
     }
 }
@@ -533,10 +537,14 @@ int store_commit_later(store *s, void *tag, err_t *e)
         s->seg = s->nsent;
     s->in_tx = 0;
     if (rc < 0 && s->piped) {
-        /* Not queued as a whole: roll back what was, and tell the caller now. */
-        int pending = s->nsent && s->sent[s->nsent - 1].sync && s->sent[s->nsent - 1].tag == tag;
-        if (pending)
+        /* Not queued as a whole: tell the caller now. Without its Sync, the transaction
+         * is aborted before the drain's Sync could commit it; with it (only the trailing
+         * ROLLBACK failed) it may still commit, and the job record then turns the
+         * caller's retry into a re-send. */
+        if (s->nsent && s->sent[s->nsent - 1].sync && s->sent[s->nsent - 1].tag == tag)
             s->sent[s->nsent - 1].tag = NULL;
+        else if (PQsendQueryParams(s->pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) == 1)
+            push_sent(s, (sent_cmd){.what = "ROLLBACK", .quiet = 1, .pre = -1}, NULL);
         drain(s, NULL, NULL);
         if (PQtransactionStatus(s->pg) != PQTRANS_IDLE) {
             PGresult *r = PQexec(s->pg, "ROLLBACK");
@@ -708,7 +716,7 @@ void store_prefetch_clear(store *s)
         PQclear(s->pre[i].r);
         free(s->pre[i].key);
     }
-    s->npre = 0;
+    s->npre = s->npre_failed = 0;
     for (int i = 0; i < s->nsent; i++) /* still unread: their answers are dropped */
         if (s->sent[i].pre >= 0)
             s->sent[i].pre = PRE_DROPPED;
@@ -716,7 +724,7 @@ void store_prefetch_clear(store *s)
 
 int store_prefetch_failed(store *s, const store_stmt *st, int n, const char *const *values)
 {
-    char *key = s->npre ? params_key(n, values) : NULL;
+    char *key = s->npre_failed ? params_key(n, values) : NULL; /* none failed: no search */
     int failed = 0;
     for (int i = 0; key && i < s->npre && !failed; i++)
         failed = s->pre[i].failed && strcmp(s->pre[i].name, st->name) == 0 &&

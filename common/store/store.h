@@ -44,13 +44,15 @@ int store_ok(const store *s);
  * ERR_DB. */
 int store_reconnect(store *s, int max_wait_ms, err_t *e);
 
-/* A transaction's BEGIN is not sent alone: it is queued (libpq pipeline mode) and
- * travels with the transaction's next statement or its COMMIT, whose results are all
- * read then, in order; the first failure is reported there. */
+/* Opens a transaction without a round trip. BEGIN is sent only when a statement inside
+ * needs its answer (store_exec, store_flush); until then the statements queued with
+ * store_send are the pipeline's implicit transaction, committed whole by the Sync of
+ * store_commit or store_commit_later, and BEGIN, when it comes, makes them part of the
+ * explicit one. Results are read in order; the first failure is reported there. */
 int store_begin(store *s, err_t *e);
-/* Sends COMMIT with everything still queued and reads it all: 0 only when every queued
- * statement succeeded and the transaction committed. On failure the transaction is
- * rolled back. */
+/* Ends the transaction with everything still queued and reads it all: 0 only when every
+ * queued statement succeeded and the transaction committed. On failure the transaction
+ * is rolled back. */
 int store_commit(store *s, err_t *e);
 /* Rolls back if a transaction is open; never fails. A broken connection is left broken
  * (store_ok() == 0) for the caller's store_reconnect(). */
@@ -76,14 +78,17 @@ int store_exec(store *s, const store_stmt *st, int n, const char *const *values,
 int store_send(store *s, const store_stmt *st, int n, const char *const *values, const int *lengths,
                const int *binary, err_t *e);
 
-/* Sends a read ahead of its use: its answer travels back with the next synchronous
- * statement (e.g. a job's claim), in the same round trip, and is served, once, by the
- * first store_exec of the same statement with the same text parameters. Only a
- * statement this connection has prepared, and only outside a transaction with nothing
- * but reads ahead queued: a read ahead that fails is forgotten (that store_exec runs it
- * itself) and the statement it travelled with, aborted with it, is run again on its
- * own. Returns 1 when sent, 0 when not (nothing lost: the store_exec runs it). Answers
- * never asked for are dropped by store_prefetch_clear(). */
+/* Sends a statement ahead of its use: its answer travels back with the next round trip
+ * (store_flush, or a store_exec; one asked for before that is read by its own), and is
+ * served, once, by the first store_exec of the same statement with the same text
+ * parameters. Only a statement this connection has prepared, and only outside a
+ * transaction with nothing but other statements sent ahead queued. Those sent ahead
+ * between two Syncs are one transaction (store_prefetch_end parts them): an answer is
+ * served only when its whole group committed; if any of it failed, every answer of the
+ * group is forgotten (its writes were rolled back: a claim or a guard row may be sent
+ * ahead) and each statement runs on its own when asked for, as does a statement that
+ * travelled with them. Returns 1 when sent, 0 when not (nothing lost: the store_exec
+ * runs it). Answers never asked for are dropped by store_prefetch_clear(). */
 int store_prefetch(store *s, const store_stmt *st, int n, const char *const *values);
 
 /* Forgets every read-ahead answer not asked for (e.g. after the job it was for). */
@@ -101,8 +106,10 @@ void store_prefetch_end(store *s);
  * run left (e.g. an advisory lock) is the caller's to undo first. */
 int store_prefetch_failed(store *s, const store_stmt *st, int n, const char *const *values);
 
-/* Reads the results of everything queued by store_send/store_begin (one round trip);
- * 0, or the first failure. No effect when nothing is queued. */
+/* Reads the results of everything queued (one round trip): 0, or the first failure of
+ * what follows the last deferred commit (each store_commit_later's own outcome is
+ * recorded for store_take_committed). Inside a transaction it sends BEGIN first and
+ * leaves the transaction open. No effect when nothing is queued. */
 int store_flush(store *s, err_t *e);
 
 /* Ends a transaction without waiting for it: the open one (store_begin) is committed, or,
