@@ -31,7 +31,13 @@ typedef struct config {
     /* Duo */
     char *duo_ca_file;          /* DUO_CA_FILE: global CA bundle (stage bundle wins) */
     int duo_connect_timeout_ms; /* DUO_CONNECT_TIMEOUT_MS */
-    int duo_timeout_ms;         /* DUO_TIMEOUT_MS: total per HTTP attempt */
+    int duo_timeout_ms;         /* DUO_TIMEOUT_MS: total per HTTP attempt of a long poll */
+    int duo_quick_timeout_ms;   /* DUO_QUICK_TIMEOUT_MS: per attempt of any other call */
+    int breaker_failures;       /* DUO_BREAKER_FAILURES */
+    int breaker_open_ms;        /* DUO_BREAKER_OPEN_MS */
+    int breaker_max_open_ms;    /* DUO_BREAKER_MAX_OPEN_MS */
+    int stage_max_calls;        /* STAGE_MAX_CALLS (0: half the worker's prefetch) */
+    int stage_queue_ms;         /* STAGE_QUEUE_MS */
     int duo_retry_attempts;     /* DUO_RETRY_ATTEMPTS: attempts for 429/5xx/network */
     int duo_retry_budget_ms;    /* DUO_RETRY_BUDGET_MS: total time across attempts */
     int stage_cache_ms;         /* DUO_STAGE_CACHE_MS: how long a loaded stage is reused */

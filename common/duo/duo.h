@@ -46,9 +46,12 @@ typedef enum {
     DUO_FAIL_NETWORK,      /* could not connect, connection dropped */
     DUO_FAIL_TIMEOUT,      /* connect or total timeout of an attempt */
     DUO_FAIL_TLS,
-    DUO_FAIL_CANCELLED, /* the idle hook asked to stop */
-    DUO_FAIL_LOCAL,     /* bad arguments or out of memory, nothing was sent */
-    DUO_FAIL_NOT_FOUND, /* a lookup found nothing (ERR_NOTFOUND) */
+    DUO_FAIL_CANCELLED,    /* the idle hook asked to stop */
+    DUO_FAIL_LOCAL,        /* bad arguments or out of memory, nothing was sent */
+    DUO_FAIL_NOT_FOUND,    /* a lookup found nothing (ERR_NOTFOUND) */
+    DUO_FAIL_CIRCUIT_OPEN, /* the host's circuit breaker is open: nothing was sent */
+    DUO_FAIL_STAGE_BUSY,   /* the call's group (stage) was at its limit of calls in flight
+                            * longer than it may wait: nothing was sent */
 } duo_fail;
 
 typedef struct duo_error {
@@ -58,8 +61,10 @@ typedef struct duo_error {
     char detail[512];  /* Duo's message_detail, or what we know (CA file, curl error) */
     duo_error_class cls;
     duo_fail fail;
-    int attempts; /* HTTP attempts made by the call */
-    int not_sent; /* the last attempt never reached Duo (name lookup or connect failed) */
+    int attempts;          /* HTTP attempts made by the call */
+    int not_sent;          /* the last attempt never reached Duo (name lookup or connect failed) */
+    long long retry_in_ms; /* CIRCUIT_OPEN: when the host may be probed again; STAGE_BUSY:
+                            * a hint; else 0 */
 } duo_error;
 
 /* Static name of a class ("transient", "permanent", "auth_config", "license", "tls"). */
@@ -69,7 +74,8 @@ const char *duo_error_class_name(duo_error_class cls);
  * "duo_bad_signature", "duo_bad_integration_key", "duo_missing_credentials",
  * "duo_timestamp", "duo_forbidden", "duo_invalid_request", "duo_not_found",
  * "duo_tls", "duo_timeout", "duo_cancelled", "duo_bad_response", "duo_network",
- * "duo_user_not_found", "duo_local_error". Static; never NULL. */
+ * "duo_user_not_found", "duo_local_error", "duo_circuit_open", "duo_stage_busy". Static;
+ * never NULL. */
 const char *duo_error_code(const duo_error *err);
 
 /* 1 when a call makes Duo act (POST /auth/v2/auth sends a push, call or SMS, or checks
@@ -85,6 +91,13 @@ int duo_call_acts(const char *method, const char *path);
 int duo_call_reaches_user(const char *method, const char *path, const duo_param *params,
                           size_t nparams);
 
+/* 1 when Duo holds the call until something happens (a long poll): GET
+ * /auth/v2/auth_status, and a POST /auth/v2/auth that waits for the user (push, phone or
+ * auto without async=1). Every other call is answered at once and gets the short
+ * timeout (duo_client_opts.quick_timeout_ms). params borrowed. */
+int duo_call_long_poll(const char *method, const char *path, const duo_param *params,
+                       size_t nparams);
+
 /* ---- client ------------------------------------------------------------------------ */
 
 typedef struct duo_client_opts {
@@ -95,7 +108,16 @@ typedef struct duo_client_opts {
     duo_digest digest;   /* v2 only: SHA-512 (default) or SHA-1 */
     const char *ca_file; /* CA bundle; NULL/"" = $DUO_CA_FILE if set, else system CAs */
     long connect_timeout_ms;
-    long timeout_ms;      /* one attempt, transfer included */
+    long timeout_ms;       /* one attempt of a long poll (duo_call_long_poll), transfer
+                            * included */
+    long quick_timeout_ms; /* one attempt of any other call; 0: timeout_ms */
+    /* Bulkhead (asynchronous engine only): calls of one group (a stage) in flight at once
+     * on the engine. NULL/0: no limit. A call over the limit waits for a slot, at most
+     * group_queue_max of them and group_queue_ms each, then fails DUO_FAIL_STAGE_BUSY. */
+    const char *group;
+    int group_limit;
+    int group_queue_max;
+    long group_queue_ms;
     int retry_attempts;   /* attempts in all (>= 1) */
     long retry_budget_ms; /* no retry starts once this much time has passed */
     long backoff_base_ms; /* first backoff; doubles up to 32x; jitter up to this much */
@@ -189,6 +211,22 @@ int duo_pushinfo_encode(const json_t *obj, char **out, err_t *e);
 
 /* ---- typed calls ------------------------------------------------------------------- */
 
+/* A typed call in two halves, so that the asynchronous engine can carry it as well as
+ * the blocking client: duo_*_spec() fills the request (method, path, parameters) and
+ * duo_*_answer() judges what came back (rc and the response of duo_call or of an engine
+ * callback; both borrowed). The caller that knows the call chooses its parser: the
+ * engine knows no endpoint. A spec's parameters point into the spec itself: submit it
+ * where it was built (duo_async_submit copies them). *_spec returns 0 or ERR_INVAL
+ * (err filled); *_answer returns 0 with the result filled, or the call's failure (rc)
+ * or its own (err filled), leaving the result empty. */
+typedef struct duo_call_spec {
+    const char *method; /* static */
+    char path[96];
+    duo_param p[3];
+    size_t n;
+    char buf[32], buf2[32]; /* storage of numeric parameters */
+} duo_call_spec;
+
 typedef struct duo_enroll_result {
     char *activation_barcode; /* URL of a QR image */
     char *activation_code;    /* duo://... */
@@ -202,12 +240,17 @@ typedef struct duo_enroll_result {
 int duo_enroll(duo_client *c, const char *username, long valid_secs, duo_enroll_result *out,
                duo_error *err);
 void duo_enroll_result_free(duo_enroll_result *r);
+int duo_enroll_spec(duo_call_spec *c, const char *username, long valid_secs);
+int duo_enroll_answer(int rc, json_t *resp, duo_enroll_result *out, duo_error *err);
 
 typedef enum { DUO_ENROLL_WAITING = 1, DUO_ENROLL_SUCCESS, DUO_ENROLL_INVALID } duo_enroll_state;
 
 /* Any answer other than waiting/success/invalid is a bad response. */
 int duo_enroll_status(duo_client *c, const char *user_id, const char *activation_code,
                       duo_enroll_state *state, duo_error *err);
+int duo_enroll_status_spec(duo_call_spec *c, const char *user_id, const char *activation_code,
+                           duo_error *err);
+int duo_enroll_status_answer(int rc, json_t *resp, duo_enroll_state *state, duo_error *err);
 
 /* Only exactly "allow" is ALLOW and "deny" DENY ("waiting" is WAITING); anything else,
  * including an unexpected string, is OTHER: never treat OTHER as success. */
@@ -234,6 +277,10 @@ void duo_auth_result_free(duo_auth_result *r);
 /* Exactly one of user_id / username; ipaddr may be NULL. */
 int duo_preauth(duo_client *c, const char *user_id, const char *username, const char *ipaddr,
                 duo_auth_result *out, duo_error *err);
+int duo_preauth_spec(duo_call_spec *c, const char *user_id, const char *username,
+                     const char *ipaddr, duo_error *err);
+/* *out owns a new reference to resp (out->response). */
+int duo_preauth_answer(int rc, json_t *resp, duo_auth_result *out, duo_error *err);
 
 typedef struct duo_users_page {
     json_t *users;           /* owned array of user objects */
@@ -245,14 +292,24 @@ typedef struct duo_users_page {
 int duo_admin_users_page(duo_client *c, int limit, long long offset, duo_users_page *out,
                          duo_error *err);
 void duo_users_page_free(duo_users_page *p);
+int duo_admin_users_page_spec(duo_call_spec *c, int limit, long long offset, duo_error *err);
+/* out->users is a new reference to resp. */
+int duo_admin_users_page_answer(int rc, json_t *resp, json_t *meta, duo_users_page *out,
+                                duo_error *err);
 
 /* *user: a new reference to the user object; ERR_NOTFOUND when no such user. */
 int duo_admin_user_by_username(duo_client *c, const char *username, json_t **user, duo_error *err);
+int duo_admin_user_by_username_spec(duo_call_spec *c, const char *username, duo_error *err);
+int duo_admin_user_by_username_answer(int rc, json_t *resp, const char *username, json_t **user,
+                                      duo_error *err);
 
 /* GET /admin/v1/users/<user_id>. *user: a new reference to the user object; ERR_NOTFOUND
  * (with err->code 40401) when Duo has no such user; ERR_INVAL for an id that is not
  * letters and digits (it goes into the path). */
 int duo_admin_user_by_id(duo_client *c, const char *user_id, json_t **user, duo_error *err);
+int duo_admin_user_by_id_spec(duo_call_spec *c, const char *user_id, duo_error *err);
+/* ERR_NOTFOUND (fail DUO_FAIL_NOT_FOUND, Duo's code kept) for a 404. */
+int duo_admin_user_by_id_answer(int rc, json_t *resp, json_t **user, duo_error *err);
 
 /* ---- internal helpers shared by the duo_*.c files (not for other modules) ---------- */
 

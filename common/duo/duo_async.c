@@ -31,6 +31,16 @@
 
 typedef duo_body reply;
 
+/* A bulkhead: the calls of one group (a stage) holding a slot, and those waiting for
+ * one in arrival order. Groups live as long as the engine. */
+typedef struct group {
+    char *name;
+    int limit; /* the newest request's group_limit */
+    int inflight, nqueued;
+    duo_areq *qhead, *qtail;
+    struct group *next;
+} group;
+
 struct duo_areq {
     duo_async *a;
     CURL *easy;        /* while running; NULL while waiting */
@@ -39,11 +49,19 @@ struct duo_areq {
     duo_param *params; /* keys and values heap copies */
     size_t nparams;
     long long deadline_ms;
-    long long start_by_ms; /* no attempt starts after this (0: no such limit) */
-    long long wake_ms;     /* waiting: when the next attempt starts */
-    int attempt;           /* attempts made so far */
-    int waiting;           /* on the waiting list */
-    duo_request *req;      /* current attempt (curl borrows its body) */
+    long long start_by_ms;  /* no attempt starts after this (0: no such limit) */
+    long long wake_ms;      /* waiting: when the next attempt starts */
+    int attempt;            /* attempts made so far */
+    int waiting;            /* on the waiting list */
+    int long_poll;          /* duo_call_long_poll: the long timeout, never the probe */
+    group *g;               /* its bulkhead, or NULL */
+    int holds;              /* holds a slot of g */
+    int queued;             /* waits in g's queue for a slot (not on the waiting list) */
+    long long queued_until; /* queued: when it gives up (DUO_FAIL_STAGE_BUSY) */
+    duo_areq *qnext;
+    duo_fail refuse;           /* set: completes unsent with this failure when woken */
+    duo_breaker_ticket ticket; /* the attempt on the wire, admitted by the breaker */
+    duo_request *req;          /* current attempt (curl borrows its body) */
     struct curl_slist *hdrs;
     reply r;
     duo_error last; /* the failed attempt a retry is waiting to follow */
@@ -68,6 +86,8 @@ struct duo_async {
     size_t npool;
     unsigned rng;
     int curl_inited;
+    duo_breakers *breakers; /* NULL: no circuit breaking */
+    group *groups;
 };
 
 /* curl says which events a socket needs (or that it is done with it). */
@@ -133,6 +153,11 @@ duo_async *duo_async_new(const duo_async_opts *o, err_t *e)
         curl_multi_setopt(a->multi, CURLMOPT_MAX_HOST_CONNECTIONS, a->o.max_host_connections);
     if (a->o.max_idle_connections > 0)
         curl_multi_setopt(a->multi, CURLMOPT_MAXCONNECTS, a->o.max_idle_connections);
+    if (a->o.breaker.failures > 0 &&
+        !(a->breakers = duo_breakers_new(&a->o.breaker, a->o.on_breaker, a->o.breaker_arg))) {
+        err_set(e, ERR_NOMEM, "out of memory creating the Duo engine");
+        goto fail;
+    }
     return a;
 fail:
     duo_async_free(a);
@@ -204,10 +229,117 @@ static void attempt_clear(duo_areq *r)
     r->r = (reply){0};
 }
 
+/* ---- bulkheads ---------------------------------------------------------------------- */
+
+static group *group_get(duo_async *a, const char *name)
+{
+    for (group *g = a->groups; g; g = g->next)
+        if (strcmp(g->name, name) == 0)
+            return g;
+    group *g = calloc(1, sizeof *g);
+    if (!g || !(g->name = strdup(name))) {
+        free(g);
+        return NULL; /* out of memory: the call goes without a bulkhead */
+    }
+    g->next = a->groups;
+    a->groups = g;
+    return g;
+}
+
+static void group_unqueue(duo_areq *r)
+{
+    group *g = r->g;
+    duo_areq **pp = &g->qhead, *prev = NULL;
+    while (*pp && *pp != r) {
+        prev = *pp;
+        pp = &(*pp)->qnext;
+    }
+    if (*pp) {
+        *pp = r->qnext;
+        if (g->qtail == r)
+            g->qtail = prev;
+        g->nqueued--;
+    }
+    r->queued = 0;
+    r->qnext = NULL;
+}
+
+/* r gives its slot back: the oldest waiting call of the group takes it. */
+static void group_release(duo_areq *r)
+{
+    group *g = r->g;
+    r->holds = 0;
+    g->inflight--;
+    while (g->qhead && g->inflight < g->limit) {
+        duo_areq *next = g->qhead;
+        group_unqueue(next);
+        next->holds = 1;
+        g->inflight++;
+        wait_add(next, next->wake_ms);
+    }
+}
+
+/* Puts a new request under its group's limit: a slot now, a place in the queue, or
+ * (queue full) a refusal when it is first woken. */
+static void group_enter(duo_areq *r, const char *name)
+{
+    duo_async *a = r->a;
+    group *g = name && *name && r->o.group_limit > 0 ? group_get(a, name) : NULL;
+    r->o.group = g ? g->name : NULL;
+    if (!g)
+        return;
+    r->g = g;
+    g->limit = r->o.group_limit;
+    if (g->inflight < g->limit) {
+        g->inflight++;
+        r->holds = 1;
+    } else if (g->nqueued < r->o.group_queue_max) {
+        wait_del(r);
+        r->queued = 1;
+        r->queued_until = clock_ms() + (r->o.group_queue_ms > 0 ? r->o.group_queue_ms : 0);
+        if (g->qtail)
+            g->qtail->qnext = r;
+        else
+            g->qhead = r;
+        g->qtail = r;
+        g->nqueued++;
+    } else {
+        r->refuse = DUO_FAIL_STAGE_BUSY;
+    }
+}
+
+void duo_async_group_load(const duo_async *a, const char *group_name, int *inflight, int *queued)
+{
+    *inflight = *queued = 0;
+    for (const group *g = a ? a->groups : NULL; g && group_name; g = g->next)
+        if (strcmp(g->name, group_name) == 0) {
+            *inflight = g->inflight;
+            *queued = g->nqueued;
+        }
+}
+
+duo_breaker_state duo_async_breaker_state(duo_async *a, const char *host)
+{
+    return a ? duo_breakers_state(a->breakers, host, clock_ms()) : DUO_BREAKER_CLOSED;
+}
+
+void duo_async_breaker_each(duo_async *a,
+                            void (*fn)(void *arg, const char *host, duo_breaker_state s), void *arg)
+{
+    if (a)
+        duo_breakers_each(a->breakers, clock_ms(), fn, arg);
+}
+
 /* Unlinks r from the engine and frees it (no callback). */
 static void areq_free(duo_areq *r)
 {
     duo_async *a = r->a;
+    if (r->ticket.admitted) /* cancelled on the wire: a probe's turn goes back */
+        duo_breakers_record(a->breakers, r->host, &r->ticket, -1, clock_ms());
+    if (r->queued)
+        group_unqueue(r);
+    if (r->holds)
+        group_release(r);
     wait_del(r);
     detach_easy(r);
     attempt_clear(r);
@@ -245,6 +377,13 @@ void duo_async_free(duo_async *a)
         return;
     while (a->all)
         areq_free(a->all);
+    while (a->groups) {
+        group *g = a->groups;
+        a->groups = g->next;
+        free(g->name);
+        free(g);
+    }
+    duo_breakers_free(a->breakers);
     for (size_t i = 0; i < a->npool; i++)
         curl_easy_cleanup(a->pool[i]);
     if (a->multi)
@@ -297,6 +436,46 @@ static int fail_local(duo_areq *r, int rc, duo_error_class cls, const char *what
     return rc;
 }
 
+/* Completes r unsent: its host's breaker is open, or its group stayed full. */
+static int refuse(duo_areq *r, duo_fail why, long long retry_in_ms)
+{
+    duo_error de;
+    memset(&de, 0, sizeof de);
+    de.attempts = r->attempt;
+    if (why == DUO_FAIL_CIRCUIT_OPEN)
+        duo_fail_set(&de, ERR_NET, why, DUO_CLASS_TRANSIENT,
+                     "Duo host %s is failing: its circuit breaker is open (probed again in "
+                     "%lld s); nothing was sent",
+                     r->host, (retry_in_ms + 999) / 1000);
+    else
+        duo_fail_set(&de, ERR_NET, why, DUO_CLASS_TRANSIENT,
+                     "this stage already has %d Duo calls in flight on this worker; nothing "
+                     "was sent",
+                     r->g ? r->g->limit : 0);
+    de.not_sent = 1;
+    de.retry_in_ms = retry_in_ms;
+    complete(r, ERR_NET, NULL, NULL, &de);
+    return ERR_NET;
+}
+
+/* What a finished attempt says about its host: 1 alive (any answer but a 5xx), 0 failing
+ * (no connection, timeout, 5xx, an error page), -1 nothing (local, TLS verification). */
+static int host_verdict(int rc, const duo_error *de)
+{
+    if (rc == 0)
+        return 1;
+    switch (de->fail) {
+    case DUO_FAIL_NETWORK:
+    case DUO_FAIL_TIMEOUT:
+    case DUO_FAIL_BAD_RESPONSE:
+        return 0;
+    case DUO_FAIL_HTTP:
+        return de->http_status >= 500 ? 0 : 1;
+    default:
+        return -1;
+    }
+}
+
 /* ---- one attempt ------------------------------------------------------------------ */
 
 static long min_l(long long a, long long b)
@@ -339,7 +518,9 @@ static int set_opts(duo_areq *r, CURL *h, long long left)
     bad |= curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, min_l(r->o.connect_timeout_ms, left)) !=
            CURLE_OK;
-    bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, min_l(r->o.timeout_ms, left)) != CURLE_OK;
+    /* Only a long poll waits long; every other call is answered at once by a live Duo. */
+    long t = r->long_poll || r->o.quick_timeout_ms <= 0 ? r->o.timeout_ms : r->o.quick_timeout_ms;
+    bad |= curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, min_l(t, left)) != CURLE_OK;
     bad |= curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
     /* Set every time: pooled handles keep their options. */
     bad |= curl_easy_setopt(
@@ -377,6 +558,17 @@ static int start_attempt(duo_areq *r, long long now)
 {
     duo_async *a = r->a;
     err_t be = {0};
+    if (r->refuse) {
+        wait_del(r);
+        return refuse(r, r->refuse, 0);
+    }
+    if (a->breakers) {
+        r->ticket = duo_breakers_admit(a->breakers, r->host, now, !r->long_poll);
+        if (!r->ticket.admitted) {
+            wait_del(r);
+            return refuse(r, DUO_FAIL_CIRCUIT_OPEN, r->ticket.retry_in_ms);
+        }
+    }
     attempt_clear(r);
     r->r = (reply){.max = r->o.max_response_bytes, .retry_after_ms = -1};
     r->errbuf[0] = '\0';
@@ -425,6 +617,8 @@ static int copy_call(duo_areq *r, const duo_client_opts *c, const char *method, 
                      const duo_param *params, size_t n)
 {
     r->o = *c;
+    r->o.group = NULL; /* group_enter points it at the engine's copy */
+    r->long_poll = duo_call_long_poll(method, path, params, n);
     const char *ca = (c->ca_file && *c->ca_file) ? c->ca_file : getenv("DUO_CA_FILE");
     if (dup_opt(c->host, &r->host) < 0 || dup_opt(c->ikey, &r->ikey) < 0 ||
         dup_opt(c->skey, &r->skey) < 0 || dup_opt(ca, &r->ca_file) < 0 ||
@@ -483,6 +677,7 @@ int duo_async_submit(duo_async *a, const duo_client_opts *creds, const char *met
         areq_free(r);
         return err_set(e, ERR_NOMEM, "out of memory starting a Duo call");
     }
+    group_enter(r, creds->group);
     /* Starts on the next poll, so the callback never runs inside this call. */
     if (out)
         *out = r;
@@ -491,8 +686,8 @@ int duo_async_submit(duo_async *a, const duo_client_opts *creds, const char *met
 
 void duo_async_defer(duo_areq *r, long long start_ms)
 {
-    if (r && r->waiting && r->attempt == 0)
-        r->wake_ms = start_ms; /* still on the waiting list: only its time changes */
+    if (r && (r->waiting || r->queued) && r->attempt == 0)
+        r->wake_ms = start_ms; /* not started yet: only its time changes */
 }
 
 void duo_async_start_by(duo_areq *r, long long start_by_ms)
@@ -542,6 +737,14 @@ static int finished(duo_areq *r, CURLcode cc)
                                    r->r.b.len, &resp, &meta, &de);
     }
     de.attempts = r->attempt;
+    if (r->ticket.admitted) {
+        int ok = host_verdict(rc, &de);
+        /* A long poll's answer may come a minute late from a host that is failing fast
+         * calls: it proves nothing about the host. */
+        duo_breakers_record(r->a->breakers, r->host, &r->ticket, r->long_poll && ok > 0 ? -1 : ok,
+                            clock_ms());
+        r->ticket.admitted = 0;
+    }
     detach_easy(r);
     long long wake = rc < 0 ? retry_wake(r, rc, &de) : -1;
     if (wake >= 0) {
@@ -591,6 +794,24 @@ static long long fire_timers(duo_async *a, long long now, int *ran)
     return next;
 }
 
+/* Refuses the queued calls that waited for a slot as long as they may; returns ms until
+ * the next one gives up (or -1). */
+static long long expire_queued(duo_async *a, long long now, int *ran)
+{
+    long long next = -1;
+    for (group *g = a->groups; g; g = g->next) {
+        while (g->qhead && g->qhead->queued_until <= now) {
+            duo_areq *r = g->qhead;
+            group_unqueue(r);
+            refuse(r, DUO_FAIL_STAGE_BUSY, 0);
+            (*ran)++;
+        }
+        if (g->qhead && (next < 0 || g->qhead->queued_until - now < next))
+            next = g->qhead->queued_until - now;
+    }
+    return next;
+}
+
 /* How long the wait may last: the caller's bound, a due retry, curl's timer. */
 static int wait_ms(const duo_async *a, int timeout_ms, long long next, long long now)
 {
@@ -627,7 +848,11 @@ int duo_async_poll(duo_async *a, int extra_fd, int timeout_ms, int *extra_ready)
     if (extra_ready)
         *extra_ready = 0;
     long long now = clock_ms();
+    duo_breakers_tick(a->breakers, now);
     long long next = a->waiting ? fire_timers(a, now, &ran) : -1;
+    long long qnext = a->groups ? expire_queued(a, now, &ran) : -1;
+    if (qnext >= 0 && (next < 0 || qnext < next))
+        next = qnext;
     int wait = ran ? 0 : wait_ms(a, timeout_ms, next, now);
     struct pollfd p[2] = {{.fd = a->epfd, .events = POLLIN}, {.fd = extra_fd, .events = POLLIN}};
     if (poll(p, extra_fd >= 0 ? 2 : 1, wait) < 0 && errno != EINTR)

@@ -20,6 +20,7 @@
 #include <stddef.h>
 
 #include "duo.h"
+#include "duo_breaker.h"
 #include "err.h"
 
 typedef struct duo_async duo_async;
@@ -33,6 +34,11 @@ typedef struct duo_async_opts {
                                   default (4 x the transfers in hand, so it shrinks when
                                   they drain). Size it to the calls a worker can have in
                                   flight (its prefetch): one per held push, all reusable. */
+    /* One circuit breaker per Duo host (duo_breaker.h), shared by every request of the
+     * engine; breaker.failures 0: none. on_breaker (may be NULL) hears every change. */
+    duo_breaker_opts breaker;
+    duo_breaker_cb on_breaker;
+    void *breaker_arg;
 } duo_async_opts;
 
 /* Completion. rc 0: response (and metadata, or NULL) are borrowed, valid during the
@@ -51,8 +57,9 @@ duo_async *duo_async_new(const duo_async_opts *o, err_t *e);
 void duo_async_free(duo_async *a);
 
 /* Starts one call. creds supplies host, ikey, skey, sig_version, digest, ca_file,
- * connect_timeout_ms, timeout_ms (per attempt), retry_attempts, backoff_base_ms and
- * max_response_bytes (the idle hook and retry budget are not used: the deadline, and
+ * connect_timeout_ms, timeout_ms and quick_timeout_ms (per attempt), retry_attempts,
+ * backoff_base_ms, max_response_bytes and the bulkhead (group, group_limit,
+ * group_queue_max, group_queue_ms) (the idle hook and retry budget are not used: the deadline, and
  * duo_async_start_by(), replace the budget); its strings and params are copied.
  * deadline_ms is an absolute clock_ms() time (clock.h); <= 0 means none.
  * cb(arg, ...) runs from a later duo_async_poll(), never from inside this call. *out
@@ -61,6 +68,11 @@ void duo_async_free(duo_async *a);
 int duo_async_submit(duo_async *a, const duo_client_opts *creds, const char *method,
                      const char *path, const duo_param *params, size_t nparams,
                      long long deadline_ms, duo_async_cb cb, void *arg, duo_areq **out, err_t *e);
+
+/* A refused call completes through its callback like a failed one, never sent: the
+ * host's breaker is open (DUO_FAIL_CIRCUIT_OPEN, err->retry_in_ms says when it is probed
+ * again), or its group stayed at its limit (DUO_FAIL_STAGE_BUSY). Both are transient
+ * with not_sent set. */
 
 /* Delays the first attempt of a request just submitted (not yet started) until
  * start_ms (CLOCK_MONOTONIC ms), e.g. to poll auth_status at a pace; its deadline still
@@ -92,6 +104,17 @@ size_t duo_async_active(const duo_async *a);
 
 /* Transfers currently on the wire (the rest wait in backoff). */
 size_t duo_async_running(const duo_async *a);
+
+/* The breaker state of host now (closed when the engine has no breakers). */
+duo_breaker_state duo_async_breaker_state(duo_async *a, const char *host);
+
+/* Calls fn for every host the engine's breakers know, with its state. */
+void duo_async_breaker_each(duo_async *a,
+                            void (*fn)(void *arg, const char *host, duo_breaker_state s),
+                            void *arg);
+
+/* Calls of group in flight (holding a slot) and waiting for one. */
+void duo_async_group_load(const duo_async *a, const char *group, int *inflight, int *queued);
 
 /* HTTP attempts made in all, retries included (for tests and metrics). */
 unsigned long long duo_async_attempts(const duo_async *a);

@@ -71,67 +71,6 @@ static int fill_enroll(json_t *resp, duo_enroll_result *out, duo_error *err)
     return 0;
 }
 
-int duo_enroll(duo_client *c, const char *username, long valid_secs, duo_enroll_result *out,
-               duo_error *err)
-{
-    memset(out, 0, sizeof *out);
-    char secs[32];
-    duo_param p[2];
-    size_t n = 0;
-    if (username)
-        p[n++] = (duo_param){"username", username};
-    if (valid_secs > 0) {
-        snprintf(secs, sizeof secs, "%ld", valid_secs);
-        p[n++] = (duo_param){"valid_secs", secs};
-    }
-    json_t *resp = NULL;
-    int rc = duo_call(c, "POST", "/auth/v2/enroll", p, n, &resp, NULL, err);
-    if (rc == 0)
-        rc = fill_enroll(resp, out, err);
-    json_decref(resp);
-    if (rc < 0)
-        duo_enroll_result_free(out);
-    return rc;
-}
-
-int duo_enroll_status(duo_client *c, const char *user_id, const char *activation_code,
-                      duo_enroll_state *state, duo_error *err)
-{
-    if (!user_id || !activation_code)
-        return bad_arg(err, "enroll_status needs user_id and activation_code");
-    duo_param p[] = {{"user_id", user_id}, {"activation_code", activation_code}};
-    json_t *resp = NULL;
-    int rc = duo_call(c, "POST", "/auth/v2/enroll_status", p, 2, &resp, NULL, err);
-    if (rc < 0)
-        return rc;
-    const char *s = json_string_value(resp);
-    if (s && strcmp(s, "waiting") == 0)
-        *state = DUO_ENROLL_WAITING;
-    else if (s && strcmp(s, "success") == 0)
-        *state = DUO_ENROLL_SUCCESS;
-    else if (s && strcmp(s, "invalid") == 0)
-        *state = DUO_ENROLL_INVALID;
-    else
-        rc = duo_fail_set(err, ERR_DUO, DUO_FAIL_BAD_RESPONSE, DUO_CLASS_PERMANENT,
-                          "malformed Duo response: enroll_status answered %s%s%s", s ? "'" : "",
-                          s ? s : "a non-string", s ? "'" : "");
-    json_decref(resp);
-    return rc;
-}
-
-duo_result duo_result_of(const char *s)
-{
-    if (!s)
-        return DUO_RESULT_OTHER;
-    if (strcmp(s, "allow") == 0)
-        return DUO_RESULT_ALLOW;
-    if (strcmp(s, "deny") == 0)
-        return DUO_RESULT_DENY;
-    if (strcmp(s, "waiting") == 0)
-        return DUO_RESULT_WAITING;
-    return DUO_RESULT_OTHER;
-}
-
 void duo_auth_result_free(duo_auth_result *r)
 {
     if (!r)
@@ -161,23 +100,6 @@ static int fill_auth(json_t *resp, const char *call, duo_auth_result *out, duo_e
     return 0;
 }
 
-int duo_preauth(duo_client *c, const char *user_id, const char *username, const char *ipaddr,
-                duo_auth_result *out, duo_error *err)
-{
-    memset(out, 0, sizeof *out);
-    duo_param p[2];
-    int n = duo_preauth_params(user_id, username, ipaddr, p);
-    if (n < 0)
-        return bad_arg(err, "preauth needs exactly one of user_id and username");
-    json_t *resp = NULL;
-    int rc = duo_call(c, "POST", "/auth/v2/preauth", p, (size_t)n, &resp, NULL, err);
-    if (rc == 0)
-        rc = fill_auth(resp, "preauth", out, err);
-    if (rc < 0)
-        duo_auth_result_free(out);
-    return rc;
-}
-
 void duo_users_page_free(duo_users_page *p)
 {
     if (!p)
@@ -195,25 +117,110 @@ static long long meta_int(json_t *meta, const char *k)
     return json_is_integer(v) ? json_integer_value(v) : -2;
 }
 
-int duo_admin_users_page(duo_client *c, int limit, long long offset, duo_users_page *out,
-                         duo_error *err)
+/* ---- specs and answers ---------------------------------------------------------- */
+
+static int spec_init(duo_call_spec *c, const char *method, const char *path)
+{
+    memset(c, 0, sizeof *c);
+    c->method = method;
+    snprintf(c->path, sizeof c->path, "%s", path);
+    return 0;
+}
+
+int duo_enroll_spec(duo_call_spec *c, const char *username, long valid_secs)
+{
+    spec_init(c, "POST", "/auth/v2/enroll");
+    if (username)
+        c->p[c->n++] = (duo_param){"username", username};
+    if (valid_secs > 0) {
+        snprintf(c->buf, sizeof c->buf, "%ld", valid_secs);
+        c->p[c->n++] = (duo_param){"valid_secs", c->buf};
+    }
+    return 0;
+}
+
+int duo_enroll_answer(int rc, json_t *resp, duo_enroll_result *out, duo_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (rc == 0)
+        rc = fill_enroll(resp, out, err);
+    if (rc < 0)
+        duo_enroll_result_free(out);
+    return rc;
+}
+
+int duo_enroll_status_spec(duo_call_spec *c, const char *user_id, const char *activation_code,
+                           duo_error *err)
+{
+    if (!user_id || !activation_code)
+        return bad_arg(err, "enroll_status needs user_id and activation_code");
+    spec_init(c, "POST", "/auth/v2/enroll_status");
+    c->p[c->n++] = (duo_param){"user_id", user_id};
+    c->p[c->n++] = (duo_param){"activation_code", activation_code};
+    return 0;
+}
+
+int duo_enroll_status_answer(int rc, json_t *resp, duo_enroll_state *state, duo_error *err)
+{
+    if (rc < 0)
+        return rc;
+    const char *s = json_string_value(resp);
+    if (s && strcmp(s, "waiting") == 0)
+        *state = DUO_ENROLL_WAITING;
+    else if (s && strcmp(s, "success") == 0)
+        *state = DUO_ENROLL_SUCCESS;
+    else if (s && strcmp(s, "invalid") == 0)
+        *state = DUO_ENROLL_INVALID;
+    else
+        rc = duo_fail_set(err, ERR_DUO, DUO_FAIL_BAD_RESPONSE, DUO_CLASS_PERMANENT,
+                          "malformed Duo response: enroll_status answered %s%s%s", s ? "'" : "",
+                          s ? s : "a non-string", s ? "'" : "");
+    return rc;
+}
+
+int duo_preauth_spec(duo_call_spec *c, const char *user_id, const char *username,
+                     const char *ipaddr, duo_error *err)
+{
+    spec_init(c, "POST", "/auth/v2/preauth");
+    int n = duo_preauth_params(user_id, username, ipaddr, c->p);
+    if (n < 0)
+        return bad_arg(err, "preauth needs exactly one of user_id and username");
+    c->n = (size_t)n;
+    return 0;
+}
+
+int duo_preauth_answer(int rc, json_t *resp, duo_auth_result *out, duo_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (rc == 0)
+        rc = fill_auth(json_incref(resp), "preauth", out, err);
+    if (rc < 0)
+        duo_auth_result_free(out);
+    return rc;
+}
+
+int duo_admin_users_page_spec(duo_call_spec *c, int limit, long long offset, duo_error *err)
+{
+    if (limit < 1 || limit > 300 || offset < 0)
+        return bad_arg(err, "users page needs 1 <= limit <= 300 and offset >= 0");
+    spec_init(c, "GET", "/admin/v1/users");
+    snprintf(c->buf, sizeof c->buf, "%d", limit);
+    snprintf(c->buf2, sizeof c->buf2, "%lld", offset);
+    c->p[c->n++] = (duo_param){"limit", c->buf};
+    c->p[c->n++] = (duo_param){"offset", c->buf2};
+    return 0;
+}
+
+int duo_admin_users_page_answer(int rc, json_t *resp, json_t *meta, duo_users_page *out,
+                                duo_error *err)
 {
     memset(out, 0, sizeof *out);
     out->total_objects = out->next_offset = -1;
-    if (limit < 1 || limit > 300 || offset < 0)
-        return bad_arg(err, "users page needs 1 <= limit <= 300 and offset >= 0");
-    char lim[16], off[32];
-    snprintf(lim, sizeof lim, "%d", limit);
-    snprintf(off, sizeof off, "%lld", offset);
-    duo_param p[] = {{"limit", lim}, {"offset", off}};
-    json_t *resp = NULL, *meta = NULL;
-    int rc = duo_call(c, "GET", "/admin/v1/users", p, 2, &resp, &meta, err);
     if (rc < 0)
         return rc;
-    out->users = resp;
+    out->users = json_incref(resp);
     out->total_objects = meta_int(meta, "total_objects");
     out->next_offset = meta_int(meta, "next_offset");
-    json_decref(meta);
     if (!json_is_array(resp))
         rc = missing(err, "users page", "response array");
     else if (out->total_objects < -1 || out->next_offset < -1)
@@ -223,39 +230,46 @@ int duo_admin_users_page(duo_client *c, int limit, long long offset, duo_users_p
     return rc;
 }
 
-int duo_admin_user_by_username(duo_client *c, const char *username, json_t **user, duo_error *err)
+int duo_admin_user_by_username_spec(duo_call_spec *c, const char *username, duo_error *err)
 {
-    *user = NULL;
     if (!username)
         return bad_arg(err, "user lookup needs a username");
-    duo_param p[] = {{"username", username}};
-    json_t *resp = NULL;
-    int rc = duo_call(c, "GET", "/admin/v1/users", p, 1, &resp, NULL, err);
+    spec_init(c, "GET", "/admin/v1/users");
+    c->p[c->n++] = (duo_param){"username", username};
+    return 0;
+}
+
+int duo_admin_user_by_username_answer(int rc, json_t *resp, const char *username, json_t **user,
+                                      duo_error *err)
+{
+    *user = NULL;
     if (rc < 0)
         return rc;
     if (!json_is_array(resp))
         rc = missing(err, "user lookup", "response array");
     else if (json_array_size(resp) == 0)
         rc = duo_fail_set(err, ERR_NOTFOUND, DUO_FAIL_NOT_FOUND, DUO_CLASS_PERMANENT,
-                          "no Duo user named '%s'", username);
+                          "no Duo user named '%s'", username ? username : "");
     else if (!json_is_object(json_array_get(resp, 0)))
         rc = missing(err, "user lookup", "user object");
     else
         *user = json_incref(json_array_get(resp, 0));
-    json_decref(resp);
     return rc;
 }
 
-int duo_admin_user_by_id(duo_client *c, const char *user_id, json_t **user, duo_error *err)
+int duo_admin_user_by_id_spec(duo_call_spec *c, const char *user_id, duo_error *err)
 {
-    *user = NULL;
     size_t n = user_id ? strlen(user_id) : 0;
     if (n == 0 || n > 64 || strspn(user_id, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != n)
         return bad_arg(err, "user lookup needs a Duo user id (letters and digits)");
-    char path[96];
-    snprintf(path, sizeof path, "/admin/v1/users/%s", user_id);
-    json_t *resp = NULL;
-    int rc = duo_call(c, "GET", path, NULL, 0, &resp, NULL, err);
+    spec_init(c, "GET", "/admin/v1/users/");
+    snprintf(c->path, sizeof c->path, "/admin/v1/users/%s", user_id);
+    return 0;
+}
+
+int duo_admin_user_by_id_answer(int rc, json_t *resp, json_t **user, duo_error *err)
+{
+    *user = NULL;
     if (rc < 0 && err && err->http_status == 404) {
         /* Keep Duo's code and message; the caller only needs to know it is not there. */
         err->fail = DUO_FAIL_NOT_FOUND;
@@ -264,9 +278,114 @@ int duo_admin_user_by_id(duo_client *c, const char *user_id, json_t **user, duo_
     if (rc < 0)
         return rc;
     if (!json_is_object(resp))
-        rc = missing(err, "user lookup", "user object");
-    else
-        *user = json_incref(resp);
+        return missing(err, "user lookup", "user object");
+    *user = json_incref(resp);
+    return 0;
+}
+
+/* ---- the blocking typed calls: spec, duo_call, answer --------------------------------- */
+
+static int run_spec(duo_client *dc, const duo_call_spec *c, json_t **resp, json_t **meta,
+                    duo_error *err)
+{
+    return duo_call(dc, c->method, c->path, c->p, c->n, resp, meta, err);
+}
+
+int duo_enroll(duo_client *dc, const char *username, long valid_secs, duo_enroll_result *out,
+               duo_error *err)
+{
+    duo_call_spec c;
+    json_t *resp = NULL;
+    duo_enroll_spec(&c, username, valid_secs);
+    int rc = run_spec(dc, &c, &resp, NULL, err);
+    rc = duo_enroll_answer(rc, resp, out, err);
+    json_decref(resp);
+    return rc;
+}
+
+int duo_enroll_status(duo_client *dc, const char *user_id, const char *activation_code,
+                      duo_enroll_state *state, duo_error *err)
+{
+    duo_call_spec c;
+    json_t *resp = NULL;
+    int rc = duo_enroll_status_spec(&c, user_id, activation_code, err);
+    if (rc == 0) {
+        rc = run_spec(dc, &c, &resp, NULL, err);
+        rc = duo_enroll_status_answer(rc, resp, state, err);
+    }
+    json_decref(resp);
+    return rc;
+}
+
+duo_result duo_result_of(const char *s)
+{
+    if (!s)
+        return DUO_RESULT_OTHER;
+    if (strcmp(s, "allow") == 0)
+        return DUO_RESULT_ALLOW;
+    if (strcmp(s, "deny") == 0)
+        return DUO_RESULT_DENY;
+    if (strcmp(s, "waiting") == 0)
+        return DUO_RESULT_WAITING;
+    return DUO_RESULT_OTHER;
+}
+
+int duo_preauth(duo_client *dc, const char *user_id, const char *username, const char *ipaddr,
+                duo_auth_result *out, duo_error *err)
+{
+    memset(out, 0, sizeof *out);
+    duo_call_spec c;
+    json_t *resp = NULL;
+    int rc = duo_preauth_spec(&c, user_id, username, ipaddr, err);
+    if (rc == 0) {
+        rc = run_spec(dc, &c, &resp, NULL, err);
+        rc = duo_preauth_answer(rc, resp, out, err);
+    }
+    json_decref(resp);
+    return rc;
+}
+
+int duo_admin_users_page(duo_client *dc, int limit, long long offset, duo_users_page *out,
+                         duo_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->total_objects = out->next_offset = -1;
+    duo_call_spec c;
+    json_t *resp = NULL, *meta = NULL;
+    int rc = duo_admin_users_page_spec(&c, limit, offset, err);
+    if (rc == 0) {
+        rc = run_spec(dc, &c, &resp, &meta, err);
+        rc = duo_admin_users_page_answer(rc, resp, meta, out, err);
+    }
+    json_decref(resp);
+    json_decref(meta);
+    return rc;
+}
+
+int duo_admin_user_by_username(duo_client *dc, const char *username, json_t **user, duo_error *err)
+{
+    *user = NULL;
+    duo_call_spec c;
+    json_t *resp = NULL;
+    int rc = duo_admin_user_by_username_spec(&c, username, err);
+    if (rc == 0) {
+        rc = run_spec(dc, &c, &resp, NULL, err);
+        rc = duo_admin_user_by_username_answer(rc, resp, username, user, err);
+    }
+    json_decref(resp);
+    return rc;
+}
+
+int duo_admin_user_by_id(duo_client *dc, const char *user_id, json_t **user, duo_error *err)
+{
+    *user = NULL;
+    duo_call_spec c;
+    json_t *resp = NULL;
+    int rc = duo_admin_user_by_id_spec(&c, user_id, err);
+    if (rc == 0) {
+        rc = run_spec(dc, &c, &resp, NULL, err);
+        rc = duo_admin_user_by_id_answer(rc, resp, user, err);
+    }
     json_decref(resp);
     return rc;
 }

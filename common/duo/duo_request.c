@@ -28,6 +28,30 @@ int duo_call_reaches_user(const char *method, const char *path, const duo_param 
     return 1;
 }
 
+static const char *param_of(const duo_param *params, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (params[i].key && strcmp(params[i].key, key) == 0)
+            return params[i].value ? params[i].value : "";
+    return NULL;
+}
+
+int duo_call_long_poll(const char *method, const char *path, const duo_param *params,
+                       size_t nparams)
+{
+    if (!method || !path)
+        return 0;
+    if (strcmp(method, "GET") == 0)
+        return strcmp(path, "/auth/v2/auth_status") == 0;
+    if (strcmp(method, "POST") != 0 || strcmp(path, "/auth/v2/auth") != 0)
+        return 0;
+    const char *async = param_of(params, nparams, "async");
+    const char *factor = param_of(params, nparams, "factor");
+    if (async && strcmp(async, "1") == 0)
+        return 0;
+    return !factor || (strcmp(factor, "passcode") != 0 && strcmp(factor, "sms") != 0);
+}
+
 void duo_request_free(duo_request *r)
 {
     if (!r)

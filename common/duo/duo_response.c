@@ -89,6 +89,10 @@ const char *duo_error_code(const duo_error *err)
         return "duo_local_error";
     case DUO_FAIL_NOT_FOUND:
         return "duo_user_not_found";
+    case DUO_FAIL_CIRCUIT_OPEN:
+        return "duo_circuit_open";
+    case DUO_FAIL_STAGE_BUSY:
+        return "duo_stage_busy";
     case DUO_FAIL_NONE:
         break;
     }

@@ -570,6 +570,25 @@ static int twin_in_batch(worker *w, mq_delivery **ds, size_t i)
     return 0;
 }
 
+/* 1 when ds[i] is a redelivered copy of a job this process still has pending (the
+ * broker connection was lost and re-made while it ran): the session's advisory lock is
+ * re-entrant, so the claim would let the copy run beside it. The copy is given back for
+ * later, when the claim answers it from the job record. Only redeliveries are looked
+ * at: a fresh delivery cannot be a twin of a pending job of this connection. */
+static int twin_pending(worker *w, const mq_delivery *d)
+{
+    if (!d->redelivered || !w->npending || !d->message_id || !*d->message_id)
+        return 0;
+    for (const job_async *h = w->pending; h; h = h->next)
+        if (strcmp(h->j.id, d->message_id) == 0) {
+            LOG(LOG_WARN, "redelivered job is still running here; looking again later", "job_id",
+                d->message_id);
+            mq_retry(w->mq, d, d->attempt + 1, CONFIRM_TIMEOUT_MS, NULL);
+            return 1;
+        }
+    return 0;
+}
+
 /* Runs the deliveries in hand through the job path: all prepared first, so that every
  * claim and read ahead travels in the first claim's round trip, then each run. */
 static void handle_batch(worker *w, mq_delivery **ds, size_t n)
@@ -578,7 +597,8 @@ static void handle_batch(worker *w, mq_delivery **ds, size_t n)
     json_t *bodies[BATCH_MAX];
     for (size_t i = 0; i < n; i++) {
         bodies[i] = NULL;
-        defs[i] = twin_in_batch(w, ds, i) ? NULL : prepare(w, ds[i], &bodies[i]);
+        defs[i] = twin_in_batch(w, ds, i) || twin_pending(w, ds[i]) ? NULL
+                                                                    : prepare(w, ds[i], &bodies[i]);
     }
     collect_commits(w); /* one round trip: the turn's commits, the claims, their reads */
     for (size_t i = 0; i < n; i++) {

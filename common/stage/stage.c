@@ -9,8 +9,18 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "log.h"
+#include "store_breaker.h"
 
 #define STAGE_SLOTS 16
+
+/* A breaker change heard from the engine, waiting to be written (stages_after_poll). */
+typedef struct breaker_note {
+    char *host;
+    duo_breaker_state to;
+    long long open_ms;
+    struct breaker_note *next;
+} breaker_note;
 
 typedef struct {
     stage_rec st;      /* st.uuid[0] == 0: empty slot */
@@ -23,6 +33,9 @@ typedef struct {
 struct stages {
     slot slot[STAGE_SLOTS];
     long long stamp;
+    const worker_env *env;      /* for the breaker's metrics; NULL: none */
+    breaker_note *notes, *tail; /* oldest first */
+    char worker_id[96];         /* host name and pid: the duo_host_breaker row's worker */
 };
 
 stages *stages_new(const worker_env *env)
@@ -33,7 +46,14 @@ stages *stages_new(const worker_env *env)
         worker_metric_describe(env, "duo_api_errors_total", "counter",
                                "Duo API errors, by stable code");
     }
-    return calloc(1, sizeof(stages));
+    stages *s = calloc(1, sizeof(stages));
+    if (!s)
+        return NULL;
+    s->env = env;
+    char host[64] = "";
+    gethostname(host, sizeof host - 1);
+    snprintf(s->worker_id, sizeof s->worker_id, "%s:%ld", host, (long)getpid());
+    return s;
 }
 
 int stages_init(const worker_env *env, err_t *e)
@@ -65,6 +85,12 @@ void stages_free(stages *s)
 {
     if (!s)
         return;
+    while (s->notes) {
+        breaker_note *n = s->notes;
+        s->notes = n->next;
+        free(n->host);
+        free(n);
+    }
     for (int i = 0; i < STAGE_SLOTS; i++)
         slot_clear(&s->slot[i]);
     free(s);
@@ -178,6 +204,11 @@ int stages_duo_opts(stages *s, const worker_env *env, const stage_rec *st, stage
     opts->ca_file = x && x->ca_path[0] ? x->ca_path : cfg->duo_ca_file;
     opts->connect_timeout_ms = cfg->duo_connect_timeout_ms;
     opts->timeout_ms = cfg->duo_timeout_ms;
+    opts->quick_timeout_ms = cfg->duo_quick_timeout_ms;
+    opts->group = st->uuid;
+    opts->group_limit = stages_max_calls(env, st);
+    opts->group_queue_max = opts->group_limit / 4 > 0 ? opts->group_limit / 4 : 1;
+    opts->group_queue_ms = cfg->stage_queue_ms;
     opts->retry_attempts = admin ? 1 : cfg->duo_retry_attempts;
     opts->retry_budget_ms = cfg->duo_retry_budget_ms;
     opts->idle = worker_idle;
@@ -198,10 +229,27 @@ duo_client *stages_duo(stages *s, const worker_env *env, const stage_rec *st, st
     duo_client_opts opts;
     if (stages_duo_opts(s, env, st, api, &opts, o) < 0)
         return NULL;
+    opts.group = NULL; /* a blocking client makes one call at a time: no bulkhead */
     err_t e = {0};
     if (!(x->client[api] = duo_client_new(&opts, &e)))
         job_fail(o, "stage_misconfigured", "cannot make a Duo client for the stage: %s", e.msg);
     return x->client[api];
+}
+
+int stages_submit(stages *s, const worker_env *env, duo_async *engine, const stage_rec *st,
+                  stage_api api, const duo_call_spec *c, long long deadline_ms, duo_async_cb cb,
+                  void *arg, duo_areq **req, job_outcome *o)
+{
+    duo_client_opts opts;
+    if (stages_duo_opts(s, env, st, api, &opts, o) < 0)
+        return -1;
+    err_t e = {0};
+    if (duo_async_submit(engine, &opts, c->method, c->path, c->p, c->n, deadline_ms, cb, arg, req,
+                         &e) < 0) {
+        job_fail(o, "duo_local_error", "cannot start the Duo call: %s", e.msg);
+        return -1;
+    }
+    return 0;
 }
 
 void stage_duo_code(job_outcome *o, int duo_code)
@@ -260,9 +308,31 @@ static void fail_forbidden(job_outcome *o, const duo_error *de, const char *what
     o->dead_letter = 1;
 }
 
+/* Nothing was sent: the host's breaker is open or the stage is at its bulkhead. A person
+ * waiting is answered at once with when to try again; any other job is deferred. */
+static void fail_refused(job_outcome *o, const duo_error *de, const char *what, unsigned flags)
+{
+    int busy = de->fail == DUO_FAIL_STAGE_BUSY;
+    long long secs = (de->retry_in_ms + 999) / 1000;
+    if (secs < 1)
+        secs = 1;
+    if (!(flags & (STAGE_CALL_USER_WAITS | STAGE_CALL_PERSON))) {
+        job_retry(o, "%s deferred: %s", what, de->message);
+        return;
+    }
+    job_fail(o, "duo_unavailable", "%s not sent: %s", what, de->message);
+    if (!o->error_fields)
+        o->error_fields = json_object();
+    json_object_set_new(o->error_fields, "reason",
+                        json_string(busy ? "stage_busy" : "circuit_open"));
+    json_object_set_new(o->error_fields, "retry_after_secs", json_integer(secs));
+}
+
 void stage_fail_duo(job_outcome *o, int rc, const duo_error *de, const char *what, unsigned flags)
 {
-    if (user_gone(de))
+    if (de->fail == DUO_FAIL_CIRCUIT_OPEN || de->fail == DUO_FAIL_STAGE_BUSY)
+        fail_refused(o, de, what, flags);
+    else if (user_gone(de))
         job_fail(o, "duo_user_not_found",
                  "Duo has no such user (%s): the device refers to a Duo user that was removed",
                  de->detail);
@@ -287,5 +357,77 @@ void stage_observe(const worker_env *env, const char *call, long long ms, int rc
     if (rc < 0 && de) {
         snprintf(l, sizeof l, "code=\"%s\"", duo_error_code(de));
         worker_metric_add(env, "duo_api_errors_total", l, 1);
+    }
+}
+
+/* ---- the worker's engine: breakers and bulkheads --------------------------------------- */
+
+int stages_max_calls(const worker_env *env, const stage_rec *st)
+{
+    if (st && st->max_calls > 0)
+        return st->max_calls;
+    if (env->cfg->stage_max_calls > 0)
+        return env->cfg->stage_max_calls;
+    return env->cfg->prefetch / 2 > 0 ? env->cfg->prefetch / 2 : 1;
+}
+
+/* The engine's breaker callback: metrics and a log line now, the row later. */
+static void on_breaker(void *arg, const char *host, duo_breaker_state to, long long open_ms)
+{
+    stages *s = arg;
+    char l[400], ms[24];
+    snprintf(ms, sizeof ms, "%lld", open_ms);
+    LOG(to == DUO_BREAKER_CLOSED ? LOG_INFO : LOG_WARN, "Duo host circuit breaker changed", "host",
+        host, "state", duo_breaker_state_name(to), "open_ms", ms);
+    if (s->env) {
+        snprintf(l, sizeof l, "host=\"%.200s\"", host);
+        worker_metric_set(s->env, "duo_breaker_state", l, (double)to);
+        snprintf(l, sizeof l, "host=\"%.200s\",to=\"%s\"", host, duo_breaker_state_name(to));
+        worker_metric_add(s->env, "duo_breaker_transitions_total", l, 1);
+    }
+    breaker_note *n = calloc(1, sizeof *n);
+    if (!n || !(n->host = strdup(host))) {
+        free(n);
+        return; /* only the operator's view misses it */
+    }
+    n->to = to;
+    n->open_ms = open_ms;
+    if (s->tail)
+        s->tail->next = n;
+    else
+        s->notes = n;
+    s->tail = n;
+}
+
+void stages_engine_opts(stages *s, const worker_env *env, duo_async_opts *ao)
+{
+    const config *cfg = env->cfg;
+    ao->breaker = (duo_breaker_opts){.failures = cfg->breaker_failures,
+                                     .open_ms = cfg->breaker_open_ms,
+                                     .max_open_ms = cfg->breaker_max_open_ms};
+    ao->on_breaker = on_breaker;
+    ao->breaker_arg = s;
+    worker_metric_describe(env, "duo_breaker_state", "gauge",
+                           "Circuit breaker of a Duo host in this worker: 0 closed, 1 open, "
+                           "2 half-open");
+    worker_metric_describe(env, "duo_breaker_transitions_total", "counter",
+                           "Circuit breaker changes of a Duo host, by the state entered");
+}
+
+void stages_after_poll(stages *s, const worker_env *env)
+{
+    if (store_in_tx(env->db))
+        return; /* the next poll writes them */
+    while (s->notes) {
+        breaker_note *n = s->notes;
+        err_t e = {0};
+        const char *state = n->to == DUO_BREAKER_CLOSED ? NULL : duo_breaker_state_name(n->to);
+        if (store_breaker_note(env->db, n->host, s->worker_id, state, n->open_ms, &e) < 0)
+            LOG(LOG_WARN, "could not note a breaker change", "host", n->host, "error", e.msg);
+        s->notes = n->next;
+        if (!s->notes)
+            s->tail = NULL;
+        free(n->host);
+        free(n);
     }
 }

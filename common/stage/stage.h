@@ -15,6 +15,7 @@
 #define DUO_STAGE_H
 
 #include "duo.h"
+#include "duo_async.h"
 #include "store_stage.h"
 #include "worker.h"
 
@@ -38,6 +39,26 @@ void stages_fini(const worker_env *env);
 const stage_rec *stages_get(stages *s, const worker_env *env, const char *stage_uuid,
                             job_outcome *o);
 
+/* ---- the worker's Duo engine ----
+ * Every worker runs its Duo calls on one asynchronous engine (duo_async.h). The stage
+ * layer gives that engine its isolation: a circuit breaker per Duo host
+ * (DUO_BREAKER_*; its changes are logged, counted in the metrics duo_breaker_state{host}
+ * and duo_breaker_transitions_total{host,to}, and noted in duo_host_breaker for duoctl
+ * status), and through stages_duo_opts a bulkhead per stage and per-call timeouts. */
+
+/* Fills the breaker part of *ao (other members untouched) so that the engine reports
+ * to s. s must outlive the engine. */
+void stages_engine_opts(stages *s, const worker_env *env, duo_async_opts *ao);
+
+/* Writes the breaker changes heard since the last call (queued, they travel with the
+ * next round trip). Call it from the worker's poll, after duo_async_poll, when no
+ * transaction is open. */
+void stages_after_poll(stages *s, const worker_env *env);
+
+/* The bulkhead of st in this worker: the stage's own max_calls, else STAGE_MAX_CALLS,
+ * else half the worker's prefetch (at least 1). */
+int stages_max_calls(const worker_env *env, const stage_rec *st);
+
 /* Which credentials of a stage a call uses. */
 typedef enum {
     STAGE_AUTH_API,  /* the Auth API integration (client id / secret) */
@@ -46,9 +67,21 @@ typedef enum {
 } stage_api;
 
 /* Fills *opts for calls to st's `api` (strings borrowed from the cached stage: valid
- * until the next stages_get()). -1 with *o set (`admin_api_not_configured`). */
+ * until the next stages_get()): credentials, DUO_QUICK_TIMEOUT_MS for calls answered at
+ * once and DUO_TIMEOUT_MS for long polls, and the stage's bulkhead (group = its uuid,
+ * stages_max_calls, a queue of a quarter of that for STAGE_QUEUE_MS). -1 with *o set
+ * (`admin_api_not_configured`). */
 int stages_duo_opts(stages *s, const worker_env *env, const stage_rec *st, stage_api api,
                     duo_client_opts *opts, job_outcome *o);
+
+/* Submits the typed call c (duo.h: duo_*_spec) for st's `api` on the worker's engine,
+ * with the options of stages_duo_opts (credentials, timeouts, the stage's bulkhead),
+ * to be finished no later than deadline_ms (clock_ms; the engine's limit across
+ * retries). cb runs from a later duo_async_poll, never from this call; *req (may be
+ * NULL) as duo_async_submit. 0, or -1 with *o set (nothing started, no callback). */
+int stages_submit(stages *s, const worker_env *env, duo_async *engine, const stage_rec *st,
+                  stage_api api, const duo_call_spec *c, long long deadline_ms, duo_async_cb cb,
+                  void *arg, duo_areq **req, job_outcome *o);
 
 /* A blocking Duo client for st's `api`, kept with the cached stage: borrowed, valid
  * until the next stages_get(). NULL with *o set. st must come from stages_get(s). */
@@ -63,8 +96,15 @@ duo_client *stages_duo(stages *s, const worker_env *env, const stage_rec *st, st
 #define STAGE_CALL_USER_WAITS                                                                      \
     0x4 /* a person waits (login): a transient failure answers                                     \
          * `duo_unavailable` at once instead of a later retry */
+#define STAGE_CALL_PERSON                                                                          \
+    0x8 /* a person waits, but only refusals (breaker open, stage busy)                            \
+         * answer at once; other transient failures are retried (enroll.begin) */
 
 /* Turns a failed Duo call into the job outcome, the one mapping every worker uses:
+ *   - refused unsent (the host's breaker is open, the stage at its bulkhead): with
+ *     USER_WAITS or PERSON `duo_unavailable` at once, with error fields `reason`
+ *     ("circuit_open" | "stage_busy") and `retry_after_secs`; otherwise deferred (a
+ *     retry through the retry tiers, no network call made);
  *   - 400 40002 naming user_id/username: `duo_user_not_found` (the Duo user is gone);
  *   - transient (429, 5xx, network): a retry, unless the call acts and Duo may have
  *     received it, or a person waits: then `duo_unavailable`;

@@ -7,6 +7,7 @@
  * refuses a write as read-only (SQLSTATE 25006) marks the connection unusable, so the
  * caller's next store_ok() is 0 and store_reconnect() looks for the primary again. */
 #include "store.h"
+#include "rng.h"
 
 #include <libpq-fe.h>
 #include <stdlib.h>
@@ -54,6 +55,7 @@ struct store {
     int begin_pending; /* in_tx, BEGIN not sent: the statements queued since store_begin
                         * are an implicit transaction that the next Sync would commit */
     int read_only;     /* the server refused a write as read-only: reconnect before reuse */
+    unsigned rnd;      /* reconnect jitter (rng_seed: every process waits its own delays) */
     int nprepared;
     const char *prepared[MAX_PREPARED]; /* names, borrowed from static store_stmt */
     int piped;                          /* in libpq pipeline mode */
@@ -202,6 +204,7 @@ store *store_open(const char *url, err_t *e)
         err_set(e, ERR_NOMEM, "out of memory");
         return NULL;
     }
+    s->rnd = rng_seed(s);
     if (connect_pg(s, e) < 0) {
         store_close(s);
         return NULL;
@@ -230,9 +233,9 @@ int store_ok(const store *s)
            !server_read_only(s->pg);
 }
 
-static long jitter_ms(long base)
+static long jitter_ms(store *s, long base)
 {
-    return base / 2 + (long)(((unsigned long)rand() % (unsigned long)(base + 1)));
+    return base / 2 + (long)(((unsigned long)rand_r(&s->rnd) % (unsigned long)(base + 1)));
 }
 
 int store_reconnect(store *s, int max_wait_ms, err_t *e)
@@ -247,7 +250,7 @@ int store_reconnect(store *s, int max_wait_ms, err_t *e)
         }
         if (waited >= max_wait_ms)
             return ERR_DB;
-        long d = jitter_ms(delay);
+        long d = jitter_ms(s, delay);
         struct timespec ts = {d / 1000, (d % 1000) * 1000000L};
         nanosleep(&ts, NULL);
         waited += d;

@@ -81,3 +81,35 @@ int store_enrollment_close(store *s, int64_t enrollment_id, const char *state, i
     const char *v[] = {id, state, dev};
     return store_exec(s, &st_enr_close, 3, v, NULL, e);
 }
+
+static const store_stmt st_attempt_take = {
+    "enroll_attempt_take", "INSERT INTO enroll_attempt (job_id, stage_id) VALUES ($1, $2::bigint)"
+                           " ON CONFLICT (job_id) DO NOTHING"};
+
+static const store_stmt st_attempt_drop = {"enroll_attempt_drop",
+                                           "DELETE FROM enroll_attempt WHERE job_id = $1"};
+
+int store_enroll_attempt_take(store *s, const char *job_id, int64_t stage_id, err_t *e)
+{
+    char sid[STORE_I64_LEN];
+    store_i64_text(sid, stage_id);
+    const char *v[] = {job_id, sid};
+    store_res *r = NULL;
+    int rc = store_exec(s, &st_attempt_take, 2, v, &r, e);
+    if (rc == 0)
+        rc = store_res_affected(r) == 1 ? 0 : 1;
+    store_res_free(r);
+    return rc;
+}
+
+int store_enroll_attempt_drop(store *s, const char *job_id, err_t *e)
+{
+    const char *v[] = {job_id};
+    return store_exec(s, &st_attempt_drop, 1, v, NULL, e);
+}
+
+int store_enroll_attempt_drop_in_tx(store *s, const char *job_id, err_t *e)
+{
+    const char *v[] = {job_id};
+    return store_send(s, &st_attempt_drop, 1, v, NULL, NULL, e);
+}

@@ -35,4 +35,21 @@ int store_enrollment_get(store *s, int64_t stage_id, const char *uuid, store_enr
 int store_enrollment_close(store *s, int64_t enrollment_id, const char *state, int64_t device_id,
                            err_t *e);
 
+/* ---- the attempt of an enroll.begin (enroll_attempt) ----
+ * Recorded, in a commit of its own, before Duo's /auth/v2/enroll is called: Duo creates
+ * the activation when it receives the call, so a rerun that finds its job's attempt
+ * must not call again. */
+
+/* Records job_id's attempt. 0 when recorded now, 1 when an earlier run of the job had
+ * recorded one (nothing written), or an error. */
+int store_enroll_attempt_take(store *s, const char *job_id, int64_t stage_id, err_t *e);
+
+/* Forgets job_id's attempt: the call is known not to have reached Duo (or Duo refused it
+ * unprocessed). At once (one round trip), so a retry of the job may call again. */
+int store_enroll_attempt_drop(store *s, const char *job_id, err_t *e);
+
+/* The same, queued in the open transaction (store_send): it goes with the enrollment
+ * that the attempt created. */
+int store_enroll_attempt_drop_in_tx(store *s, const char *job_id, err_t *e);
+
 #endif

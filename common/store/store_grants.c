@@ -34,6 +34,8 @@ static const grant_row grants[] = {
     {ENROLL | IMPORT, "SEQUENCE", "duo_device_id_seq", "USAGE"},
     {ENROLL, "TABLE", "duo_enrollment", "SELECT, INSERT, UPDATE"},
     {ENROLL, "SEQUENCE", "duo_enrollment_id_seq", "USAGE"},
+    {ENROLL, "TABLE", "enroll_attempt", "SELECT, INSERT, DELETE"},
+    {ALL, "TABLE", "duo_host_breaker", "SELECT, INSERT, UPDATE, DELETE"},
     {AUTH, "TABLE", "auth_challenge", "SELECT, UPDATE"},
     {AUTH, "FUNCTION", "auth_challenge_take(bigint, bigint, integer, integer, integer)", "EXECUTE"},
     {AUTH, "FUNCTION",

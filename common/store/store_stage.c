@@ -19,7 +19,7 @@
 #define VIEW_COLS                                                                                  \
     "s.id, s.uuid::text, s.name, s.api_hostname, s.client_id, s.client_secret_enc,"                \
     " s.admin_integration_key, s.admin_secret_key_enc, s.friendly_name, s.configure_flow,"         \
-    " s.ca_bundle IS NOT NULL, COALESCE(s.sig_version, 0),"                                        \
+    " s.ca_bundle IS NOT NULL, COALESCE(s.sig_version, 0), COALESCE(s.max_calls, 0),"              \
     " (SELECT count(*) FROM duo_device d WHERE d.stage_id = s.id),"                                \
     " " STORE_TS("s.created_at") ", " STORE_TS("s.updated_at") " FROM duo_stage s"
 
@@ -50,9 +50,10 @@ static int emit_stage(const store_res *r, int i, stage_view_fn fn, void *arg)
         .configure_flow = store_col_opt(r, i, 9),
         .has_ca_bundle = store_col_bool(r, i, 10),
         .sig_version = (int)store_col_i64(r, i, 11),
-        .devices = store_col_i64(r, i, 12),
-        .created_at = store_res_get(r, i, 13),
-        .updated_at = store_res_get(r, i, 14),
+        .max_calls = (int)store_col_i64(r, i, 12),
+        .devices = store_col_i64(r, i, 13),
+        .created_at = store_res_get(r, i, 14),
+        .updated_at = store_res_get(r, i, 15),
     };
     return fn(&v, arg);
 }
@@ -102,6 +103,8 @@ static int check_lengths(const stage_fields *f, err_t *e)
         return err_set(e, ERR_INVAL, "client id longer than 255 bytes");
     if (f->sig_version != 0 && f->sig_version != 2 && f->sig_version != 5)
         return err_set(e, ERR_INVAL, "sig version must be 2 or 5");
+    if (f->max_calls < -1 || f->max_calls > 65535)
+        return err_set(e, ERR_INVAL, "max calls must be 1..65535");
     return 0;
 }
 
@@ -130,7 +133,8 @@ static const store_stmt STAGE_INSERT = {
     "stage_insert",
     "INSERT INTO duo_stage (name, api_hostname, client_id, client_secret_enc,"
     " admin_integration_key, admin_secret_key_enc, friendly_name, configure_flow,"
-    " ca_bundle, sig_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::smallint)"
+    " ca_bundle, sig_version, max_calls) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+    " $10::smallint, $11::integer)"
     " RETURNING uuid::text"};
 
 int store_stage_create(store *s, const secret_keyring *k, const stage_fields *f, char uuid_out[37],
@@ -139,12 +143,13 @@ int store_stage_create(store *s, const secret_keyring *k, const stage_fields *f,
     int rc = check_create(f, e);
     if (rc < 0)
         return rc;
-    char *csec = NULL, *asec = NULL, sig[8] = "";
+    char *csec = NULL, *asec = NULL, sig[8] = "", calls[16] = "";
     rc = seal(k, f->client_secret, STAGE_AAD_CLIENT_SECRET, &csec, e);
     if (rc == 0)
         rc = seal(k, empty_null(f->admin_secret_key), STAGE_AAD_ADMIN_SECRET, &asec, e);
     snprintf(sig, sizeof sig, "%d", f->sig_version);
-    const char *p[10] = {f->name,
+    snprintf(calls, sizeof calls, "%d", f->max_calls);
+    const char *p[11] = {f->name,
                          f->api_hostname,
                          f->client_id,
                          csec,
@@ -153,10 +158,11 @@ int store_stage_create(store *s, const secret_keyring *k, const stage_fields *f,
                          empty_null(f->friendly_name),
                          empty_null(f->configure_flow),
                          empty_null(f->ca_bundle),
-                         f->sig_version ? sig : NULL};
+                         f->sig_version ? sig : NULL,
+                         f->max_calls > 0 ? calls : NULL};
     store_res *r = NULL;
     if (rc == 0)
-        rc = store_exec(s, &STAGE_INSERT, 10, p, &r, e);
+        rc = store_exec(s, &STAGE_INSERT, 11, p, &r, e);
     if (rc == ERR_CONFLICT)
         err_set(e, rc, "a stage named '%s' already exists", f->name);
     if (rc == 0)
@@ -183,7 +189,9 @@ static const store_stmt STAGE_UPDATE = {
     " friendly_name = CASE WHEN $8::text IS NULL THEN friendly_name ELSE NULLIF($8, '') END,"
     " configure_flow = CASE WHEN $9::text IS NULL THEN configure_flow ELSE NULLIF($9, '') END,"
     " ca_bundle = CASE WHEN $10::text IS NULL THEN ca_bundle ELSE NULLIF($10, '') END,"
-    " sig_version = COALESCE($11::smallint, sig_version), updated_at = now()"
+    " sig_version = COALESCE($11::smallint, sig_version),"
+    " max_calls = CASE WHEN $12::integer IS NULL THEN max_calls ELSE NULLIF($12, -1) END,"
+    " updated_at = now()"
     " WHERE id = $1::bigint"};
 
 static int check_update(const stage_fields *f, err_t *e)
@@ -223,9 +231,10 @@ static int admin_half_set(const stage_fields *f, const int admin[2])
 static int update_row(store *s, const char *id, const stage_fields *f, const char *csec,
                       const char *asec, err_t *e)
 {
-    char sig[8];
+    char sig[8], calls[16];
     snprintf(sig, sizeof sig, "%d", f->sig_version);
-    const char *p[11] = {id,
+    snprintf(calls, sizeof calls, "%d", f->max_calls);
+    const char *p[12] = {id,
                          f->name,
                          f->api_hostname,
                          f->client_id,
@@ -235,8 +244,9 @@ static int update_row(store *s, const char *id, const stage_fields *f, const cha
                          f->friendly_name,
                          f->configure_flow,
                          f->ca_bundle,
-                         f->sig_version ? sig : NULL};
-    int rc = store_exec(s, &STAGE_UPDATE, 11, p, NULL, e);
+                         f->sig_version ? sig : NULL,
+                         f->max_calls ? calls : NULL};
+    int rc = store_exec(s, &STAGE_UPDATE, 12, p, NULL, e);
     if (rc == ERR_CONFLICT)
         err_set(e, rc, "a stage named '%s' already exists", f->name ? f->name : "");
     return rc;
@@ -329,6 +339,7 @@ static int fill_rec(const secret_keyring *k, const store_res *r, stage_rec *out,
     out->id = store_col_i64(r, 0, 0);
     snprintf(out->uuid, sizeof out->uuid, "%s", store_res_get(r, 0, 1));
     out->sig_version = (int)store_col_i64(r, 0, 11);
+    out->max_calls = (int)store_col_i64(r, 0, 12);
     int cols[] = {2, 3, 4, 6, 8, 9, 10};
     char **dst[] = {
         &out->name,          &out->api_hostname,   &out->client_id, &out->admin_integration_key,
@@ -350,7 +361,8 @@ static const store_stmt STAGE_LOAD = {
     "stage_load",
     "SELECT s.id, s.uuid::text, s.name, s.api_hostname, s.client_id, s.client_secret_enc,"
     " s.admin_integration_key, s.admin_secret_key_enc, s.friendly_name, s.configure_flow,"
-    " s.ca_bundle, COALESCE(s.sig_version, 0) FROM duo_stage s WHERE s.uuid = $1::uuid"};
+    " s.ca_bundle, COALESCE(s.sig_version, 0), COALESCE(s.max_calls, 0) FROM duo_stage s"
+    " WHERE s.uuid = $1::uuid"};
 
 int store_stage_load(store *s, const secret_keyring *k, const char *uuid, stage_rec *out, err_t *e)
 {

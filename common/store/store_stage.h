@@ -35,6 +35,7 @@ typedef struct stage_fields {
     const char *configure_flow;
     const char *ca_bundle; /* PEM text */
     int sig_version;       /* 2 or 5 */
+    int max_calls;         /* bulkhead override, 1..65535; -1 clears it; 0 = not given */
 } stage_fields;
 
 /* A decrypted stage, owned by the caller: stage_rec_free() wipes the secrets. Optional
@@ -52,6 +53,7 @@ typedef struct stage_rec {
     char *configure_flow;
     char *ca_bundle;
     int sig_version;
+    int max_calls; /* the stage's own bulkhead (0: STAGE_MAX_CALLS) */
 } stage_rec;
 
 /* What an operator may see of a stage: no secrets, only whether they are set and under
@@ -70,6 +72,7 @@ typedef struct stage_view {
     const char *configure_flow;
     int has_ca_bundle;
     int sig_version;
+    int max_calls; /* 0: unset */
     int64_t devices;
     const char *created_at; /* ISO 8601 UTC */
     const char *updated_at;

@@ -318,6 +318,13 @@ def c_behavior(emu, body):
 
 
 def c_faults(emu, body):
+    if body.get("clear"):
+        # Recovery: forget the faults still queued (for one account, or the global ones);
+        # requests already waiting out a latency fault finish as they started.
+        target = account_of(emu, body).faults if body.get("account") else emu.global_faults
+        dropped = len(target)
+        target.clear()
+        return {"cleared": dropped}
     fault = {"path_prefix": body.get("path_prefix", "/"),
              "status": body.get("status"), "count": int(body.get("count", 1)),
              "retry_after": body.get("retry_after"),

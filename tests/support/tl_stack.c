@@ -92,20 +92,31 @@ json_t *tl_emu_json(const char *path, const char *body)
     return j;
 }
 
-static int make_account(tl_stack *s, unsigned flags)
+static int make_tenant_account(const tl_tenant *t, unsigned flags)
 {
     char body[1024];
     snprintf(body, sizeof body,
              "{\"account\":\"%s\",\"integrations\":[{\"ikey\":\"%s\",\"skey\":\"%s\","
              "\"type\":\"auth\"},{\"ikey\":\"%s\",\"skey\":\"%s\",\"type\":\"admin\"}],"
              "\"admin_licensed\":%s,\"admin_pages_per_min\":0}",
-             s->account, s->auth_ikey, s->auth_skey, s->admin_ikey, s->admin_skey,
+             t->account, t->auth_ikey, t->auth_skey, t->admin_ikey, t->admin_skey,
              (flags & TL_UNLICENSED) ? "false" : "true");
     char out[512];
     int st = tl_emu("POST", "/_emu/account", body, out, sizeof out);
     if (st != 200)
         fprintf(stderr, "tl_stack: emulator account: HTTP %d %s\n", st, out);
     return st == 200 ? 0 : -1;
+}
+
+static int make_account(tl_stack *s, unsigned flags)
+{
+    tl_tenant t = {0};
+    snprintf(t.account, sizeof t.account, "%s", s->account);
+    snprintf(t.auth_ikey, sizeof t.auth_ikey, "%s", s->auth_ikey);
+    snprintf(t.auth_skey, sizeof t.auth_skey, "%s", s->auth_skey);
+    snprintf(t.admin_ikey, sizeof t.admin_ikey, "%s", s->admin_ikey);
+    snprintf(t.admin_skey, sizeof t.admin_skey, "%s", s->admin_skey);
+    return make_tenant_account(&t, flags);
 }
 
 /* Records the secrets a test hands out so scripts/check-secret-logs.sh can prove that
@@ -280,6 +291,43 @@ void tl_stack_fini(tl_stack *s)
     mq_close(c);
     if (s->db[0])
         tl_drop_db(s->db);
+}
+
+int tl_stack_tenant(tl_stack *s, const char *name, const char *host, unsigned flags, tl_tenant *t)
+{
+    memset(t, 0, sizeof *t);
+    snprintf(t->account, sizeof t->account, "%s-%s", s->prefix, name);
+    snprintf(t->stage_name, sizeof t->stage_name, "stage-%s-%s", s->prefix, name);
+    memcpy(t->auth_ikey, "DI", 2);
+    rand_hex(t->auth_ikey + 2, 19);
+    memcpy(t->admin_ikey, "DA", 2);
+    rand_hex(t->admin_ikey + 2, 19);
+    rand_hex(t->auth_skey, 41);
+    rand_hex(t->admin_skey, 41);
+    char path[600];
+    snprintf(path, sizeof path, "%s/test-secrets.txt", tl_env("DUO_RUN_DIR"));
+    FILE *f = fopen(path, "a");
+    if (f) {
+        fprintf(f, "%s\n%s\n", t->auth_skey, t->admin_skey);
+        fclose(f);
+    }
+    if (make_tenant_account(t, flags) < 0)
+        return -1;
+    char args[2048], out[4096];
+    snprintf(args, sizeof args,
+             "stage create --name %s --api-hostname %s --client-id %s --client-secret %s "
+             "--admin-integration-key %s --admin-secret-key %s",
+             t->stage_name, host ? host : tl_env("DUO_EMU_HOST"), t->auth_ikey, t->auth_skey,
+             t->admin_ikey, t->admin_skey);
+    if (tl_stack_duoctl(s, args, out, sizeof out) != 0) {
+        fprintf(stderr, "tl_stack: stage create failed: %s\n", out);
+        return -1;
+    }
+    json_t *j = json_loads(out, JSON_DISABLE_EOF_CHECK, NULL);
+    const char *uuid = json_string_value(json_object_get(j, "uuid"));
+    snprintf(t->stage_uuid, sizeof t->stage_uuid, "%s", uuid ? uuid : "");
+    json_decref(j);
+    return t->stage_uuid[0] ? 0 : -1;
 }
 
 int tl_stack_user(tl_stack *s, const char *username)

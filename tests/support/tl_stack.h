@@ -53,6 +53,22 @@ pid_t tl_stack_worker(tl_stack *s, const char *name, const char *const *extra_en
  * it and forgets it. */
 void tl_stack_signal(tl_stack *s, pid_t pid, int sig);
 
+/* Another tenant of the stack: an emulator account of its own (its own keys, so faults
+ * and behaviours queued for it touch no other tenant) with Admin API access, and a
+ * stage on it (Auth and Admin credentials) whose api hostname is host (NULL: the
+ * emulator's DUO_EMU_HOST). The same emulator under another name, e.g.
+ * "localhost:<port>", is another Duo host to the workers (their circuit breakers are
+ * per host). */
+typedef struct tl_tenant {
+    char account[128];
+    char auth_ikey[32], auth_skey[48], admin_ikey[32], admin_skey[48];
+    char stage_uuid[40];
+    char stage_name[160];
+} tl_tenant;
+
+/* Makes a tenant named `name` (unique within the stack). 0 or -1 (message on stderr). */
+int tl_stack_tenant(tl_stack *s, const char *name, const char *host, unsigned flags, tl_tenant *t);
+
 /* Creates a local user (duoctl user upsert). 0 or -1. */
 int tl_stack_user(tl_stack *s, const char *username);
 

@@ -26,7 +26,8 @@ static const char USAGE[] =
     "STAGE is a stage uuid or name. CLIENT_SECRET is one of --client-secret S,\n"
     "--client-secret-file FILE or --client-secret-stdin. FIELDS: --name, --api-hostname,\n"
     "--client-id, --admin-integration-key K, --admin-secret-key S (or -file FILE, -stdin),\n"
-    "--friendly-name, --configure-flow, --ca-bundle PEMFILE, --sig-version 2|5.\n"
+    "--friendly-name, --configure-flow, --ca-bundle PEMFILE, --sig-version 2|5,\n"
+    "--max-calls N|default (the stage's Duo calls in flight per worker).\n"
     "Secrets are encrypted with DUO_SECRET_KEY (or DUO_SECRET_KEY_FILE) and never shown;\n"
     "prefer -file/-stdin over flags, which other local users can see in the process list.\n"
     "Output is JSON (one object per line). Needs DATABASE_URL.\n";
@@ -117,9 +118,10 @@ static int parse_fields(stage_args *a, const char *what, int argc, char **argv, 
             continue;
         const char **slot = value_slot(&a->f, argv[i]);
         int sig = strcmp(argv[i], "--sig-version") == 0;
-        if ((!slot && !sig) || i + 1 >= argc) {
+        int calls = strcmp(argv[i], "--max-calls") == 0;
+        if ((!slot && !sig && !calls) || i + 1 >= argc) {
             fprintf(stderr, "duoctl %s: %s '%s'\n%s", what,
-                    slot || sig ? "missing value for" : "unknown option", argv[i], USAGE);
+                    slot || sig || calls ? "missing value for" : "unknown option", argv[i], USAGE);
             return -1;
         }
         long v = 0;
@@ -127,8 +129,17 @@ static int parse_fields(stage_args *a, const char *what, int argc, char **argv, 
             fprintf(stderr, "duoctl %s: --sig-version must be 2 or 5\n", what);
             return -1;
         }
+        /* "default" clears the stage's own limit: STAGE_MAX_CALLS applies again. */
+        if (calls && strcmp(argv[i + 1], "default") == 0)
+            v = -1;
+        else if (calls && admin_parse_long(argv[i + 1], 1, 65535, &v) < 0) {
+            fprintf(stderr, "duoctl %s: --max-calls must be 1..65535 or 'default'\n", what);
+            return -1;
+        }
         if (sig)
             a->f.sig_version = (int)v;
+        else if (calls)
+            a->f.max_calls = (int)v;
         else
             *slot = argv[i + 1];
         i++;
@@ -158,6 +169,7 @@ static int print_stage(const stage_view *v, void *arg)
     json_object_set_new(o, "ca_bundle", json_string(v->has_ca_bundle ? "set" : "unset"));
     json_object_set_new(o, "sig_version",
                         v->sig_version ? json_integer(v->sig_version) : json_null());
+    json_object_set_new(o, "max_calls", v->max_calls ? json_integer(v->max_calls) : json_null());
     json_object_set_new(o, "devices", json_integer(v->devices));
     json_object_set_new(o, "id", json_integer(v->id));
     json_object_set_new(o, "created_at", admin_jstr(v->created_at));

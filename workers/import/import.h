@@ -30,13 +30,21 @@
 
 /* The import worker's own state (env->app): its stage cache and the asynchronous Duo
  * engine the page jobs fetch through. Made by import_init, freed by import_fini. */
+typedef struct manual_call manual_call;
+
 typedef struct import_app {
     stages *stages;
     duo_async *engine;
+    manual_call *manual_calls; /* import.manual jobs waiting for Duo */
 } import_app;
 
-/* {stage_uuid, duo_user_id, username} -> one confirmed device. */
-void import_manual(const worker_env *env, const job *j, job_outcome *out);
+/* {stage_uuid, duo_user_id, username} -> one confirmed device. Asynchronous (worker.h):
+ * its Duo lookups go out on env->app's engine; 1 while the job is pending, 0 when *out
+ * was decided at once. */
+int import_manual_start(const worker_env *env, const job *j, job_async *h, job_outcome *out);
+
+/* Frees the import.manual calls still pending (the engine is freed first: no callbacks). */
+void import_manual_free_all(import_app *app);
 
 /* {stage_uuid, page_size?, dry_run?} -> preflight, run + page jobs, "running" reply. */
 void import_auto(const worker_env *env, const job *j, job_outcome *out);

@@ -6,7 +6,7 @@
 int main(int argc, char **argv)
 {
     static const job_type_def types[] = {
-        {.type = "import.manual", .handle = import_manual},
+        {.type = "import.manual", .start = import_manual_start},
         {.type = "import.auto", .handle = import_auto},
         {.type = "import.page", .start = import_page_start},
     };

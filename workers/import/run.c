@@ -20,7 +20,9 @@ int import_init(const worker_env *env, err_t *e)
     duo_async_opts ao = {.max_host_connections = IMPORT_FETCHES_IN_FLIGHT,
                          .buffer_size = 64 * 1024};
     import_app *app = calloc(1, sizeof *app);
-    if (!app || !(app->stages = stages_new(env)) || !(app->engine = duo_async_new(&ao, e))) {
+    if (app && (app->stages = stages_new(env)))
+        stages_engine_opts(app->stages, env, &ao); /* breakers per Duo host */
+    if (!app || !app->stages || !(app->engine = duo_async_new(&ao, e))) {
         if (app)
             stages_free(app->stages);
         free(app);
@@ -37,6 +39,7 @@ void import_fini(const worker_env *env)
         return;
     /* No callbacks: pending page jobs go back to the queue unacked. */
     duo_async_free(app->engine);
+    import_manual_free_all(app);
     stages_free(app->stages);
     free(app);
     worker_set_app(env->w, NULL);
@@ -47,6 +50,7 @@ void import_poll(const worker_env *env, int mq_fd, int timeout_ms)
     import_app *app = env->app;
     if (duo_async_poll(app->engine, mq_fd, timeout_ms, NULL) < 0)
         LOG(LOG_WARN, "curl multi interface failed; retrying next turn");
+    stages_after_poll(app->stages, env);
 }
 
 stages *import_stages(const worker_env *env)
