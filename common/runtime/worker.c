@@ -91,6 +91,26 @@ static void fault_point(const worker *w, const char *name)
     }
 }
 
+void worker_fault_point(const worker_env *env, const char *name)
+{
+    fault_point(env->w, name);
+}
+
+/* DUO_FAULT_POINT=reconnect_while_pending: the first time an asynchronous job is pending,
+ * the broker connection is dropped and made again, as a broker restart or a network
+ * blip would; the broker redelivers the job while it still runs here. */
+static void fault_reconnect(worker *w)
+{
+    if (!w->fault_point || strcmp(w->fault_point, "reconnect_while_pending") != 0 || w->fault_fired)
+        return;
+    w->fault_fired = 1;
+    LOG(LOG_WARN, "fault point reached: reconnecting to the broker", "point",
+        "reconnect_while_pending");
+    err_t e = {0};
+    while (mq_reconnect(w->mq, 5000, &e) < 0)
+        LOG(LOG_WARN, "broker still unreachable", "error", e.msg);
+}
+
 /* ---- replies ------------------------------------------------------------------------ */
 
 /* Builds the reply map: job_id, job_type, status, and fields or error. Steals fields. */
@@ -402,7 +422,42 @@ struct job_async {
     json_t *body;   /* owned */
     job j;          /* points into d and body */
     job_async *prev, *next;
+    job_async *hnext; /* in w->by_id[bucket(j.id)] */
 };
+
+/* ---- pending jobs by id: a copy of a job that runs here must not run beside it ---------- */
+
+static unsigned bucket(const char *id)
+{
+    unsigned h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % WORKER_ID_BUCKETS;
+}
+
+static void by_id_add(worker *w, job_async *h)
+{
+    unsigned b = bucket(h->j.id);
+    h->hnext = w->by_id[b];
+    w->by_id[b] = h;
+}
+
+static void by_id_del(worker *w, job_async *h)
+{
+    for (job_async **pp = &w->by_id[bucket(h->j.id)]; *pp; pp = &(*pp)->hnext)
+        if (*pp == h) {
+            *pp = h->hnext;
+            return;
+        }
+}
+
+static int is_pending(const worker *w, const char *id)
+{
+    for (const job_async *h = w->by_id[bucket(id)]; h; h = h->hnext)
+        if (strcmp(h->j.id, id) == 0)
+            return 1;
+    return 0;
+}
 
 /* Finishes a job whose handler decided: retry, or commit + reply + ack. With later, the
  * commit may be deferred to the turn's round trip: returns 1 when it took d. */
@@ -472,9 +527,11 @@ static int start_async(worker *w, mq_delivery *d, const job_type_def *def, json_
         if (w->pending)
             w->pending->prev = h;
         w->pending = h;
+        by_id_add(w, h);
         w->npending++;
         metrics_inflight(w, 1);
         metrics_held(w);
+        fault_reconnect(w);
         return 1;
     }
     finish_job(w, d, &h->j, &o, 0);
@@ -491,6 +548,7 @@ void worker_job_done(worker *w, job_async *h, job_outcome *out)
         w->pending = h->next;
     if (h->next)
         h->next->prev = h->prev;
+    by_id_del(w, h);
     w->npending--;
     metrics_inflight(w, -1);
     metrics_held(w);
@@ -570,23 +628,18 @@ static int twin_in_batch(worker *w, mq_delivery **ds, size_t i)
     return 0;
 }
 
-/* 1 when ds[i] is a redelivered copy of a job this process still has pending (the
- * broker connection was lost and re-made while it ran): the session's advisory lock is
- * re-entrant, so the claim would let the copy run beside it. The copy is given back for
- * later, when the claim answers it from the job record. Only redeliveries are looked
- * at: a fresh delivery cannot be a twin of a pending job of this connection. */
+/* 1 when ds[i] is a copy of a job this process still has pending (redelivered after the
+ * broker connection was re-made while it ran, or its deferral came back): the session's
+ * advisory lock is re-entrant, so the claim would let the copy run beside it. The copy
+ * is given back for later, when the claim answers it from the job record. */
 static int twin_pending(worker *w, const mq_delivery *d)
 {
-    if (!d->redelivered || !w->npending || !d->message_id || !*d->message_id)
+    if (!w->npending || !d->message_id || !*d->message_id || !is_pending(w, d->message_id))
         return 0;
-    for (const job_async *h = w->pending; h; h = h->next)
-        if (strcmp(h->j.id, d->message_id) == 0) {
-            LOG(LOG_WARN, "redelivered job is still running here; looking again later", "job_id",
-                d->message_id);
-            mq_retry(w->mq, d, d->attempt + 1, CONFIRM_TIMEOUT_MS, NULL);
-            return 1;
-        }
-    return 0;
+    LOG(LOG_WARN, "a copy of this job is still running here; looking again later", "job_id",
+        d->message_id);
+    mq_retry(w->mq, d, d->attempt + 1, CONFIRM_TIMEOUT_MS, NULL);
+    return 1;
 }
 
 /* Runs the deliveries in hand through the job path: all prepared first, so that every

@@ -122,6 +122,11 @@ void job_fail(job_outcome *o, const char *code, const char *fmt, ...)
  * JOB_MAX_ATTEMPTS attempts, then answered with `retries_exhausted` and dead-lettered). */
 void job_retry(job_outcome *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Fault injection for reliability tests (DUO_FAULT_POINT=<name>): the process exits
+ * abruptly here, as kill -9 would leave it, when the variable names this point. Off
+ * unless set. */
+void worker_fault_point(const worker_env *env, const char *name);
+
 /* Idle hook for long waits (the Duo client's idle callback): services the broker
  * connection so heartbeats never lapse. Returns non-zero when the worker is past its
  * shutdown grace period and the wait should be abandoned. arg is the worker. */

@@ -9,6 +9,9 @@
 #include "settle.h"
 #include "worker.h"
 
+/* Buckets of the pending jobs' id index: a few thousand jobs pending stay short chains. */
+#define WORKER_ID_BUCKETS 4096
+
 struct worker {
     const worker_def *def;
     config cfg;
@@ -18,13 +21,15 @@ struct worker {
     secret_keyring *keys;
     schema_set *schemas;
     metrics *metrics;
-    worker_env env;           /* what handlers see; points into this struct */
-    settle_queue settle;      /* deliveries whose replies await confirms */
-    unsigned long settled_at; /* mq_confirm_count() when the queue was last walked */
-    job_async *pending;       /* asynchronous jobs started and not done */
+    worker_env env;                      /* what handlers see; points into this struct */
+    settle_queue settle;                 /* deliveries whose replies await confirms */
+    unsigned long settled_at;            /* mq_confirm_count() when the queue was last walked */
+    job_async *pending;                  /* asynchronous jobs started and not done */
+    job_async *by_id[WORKER_ID_BUCKETS]; /* the same, by job id (twins, worker.c) */
     size_t npending;
     long long stop_at_ms;    /* shutdown deadline once a stop was requested, else 0 */
     const char *fault_point; /* DUO_FAULT_POINT (tests only), else NULL */
+    int fault_fired;         /* a once-only fault point has fired */
 };
 
 /* Loads configuration, key, schemas; connects to PostgreSQL and RabbitMQ. On failure

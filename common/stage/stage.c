@@ -429,5 +429,10 @@ void stages_after_poll(stages *s, const worker_env *env)
             s->tail = NULL;
         free(n->host);
         free(n);
+        if (!s->notes) { /* an idle worker has no next round trip: send them now */
+            err_t fe = {0};
+            if (store_flush(env->db, &fe) < 0)
+                LOG(LOG_WARN, "could not note a breaker change", "error", fe.msg);
+        }
     }
 }

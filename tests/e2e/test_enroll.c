@@ -340,6 +340,101 @@ static void test_crash_between_commit_and_ack(void **state)
                      1);
 }
 
+/* Requests the emulator answered for the stage's account on one path. */
+static long long emu_requests(const char *path)
+{
+    char q[256], out[8192];
+    snprintf(q, sizeof q, "/_emu/stats?account=%s", S.account);
+    assert_int_equal(tl_emu("GET", q, NULL, out, sizeof out), 200);
+    json_t *j = json_loads(out, 0, NULL);
+    json_t *st = json_object_get(json_object_get(j, "requests"), path);
+    long long n = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(st, k, v) n += json_integer_value(v);
+    json_decref(j);
+    return n;
+}
+
+/* Replaces the stack's workers with one enrollment worker with extra environment. */
+static pid_t only_worker(const char *const *env)
+{
+    while (S.nworkers)
+        tl_stack_signal(&S, S.workers[0], SIGTERM);
+    return tl_stack_worker(&S, "enroll", env);
+}
+
+static void test_rerun_after_duo_acted_does_not_enroll_again(void **state)
+{
+    (void)state;
+    /* The worker dies after Duo created the activation and before it was recorded (as a
+     * database outage there would leave it). The rerun must not call enroll again: Duo
+     * would make a second activation, or answer duo_user_exists for this very user. */
+    static const char *const fault[] = {"DUO_FAULT_POINT=enroll_after_duo", NULL};
+    pid_t crashing = only_worker(fault);
+    assert_int_equal(tl_stack_user(&S, "quinn"), 0);
+    long long before = emu_requests("/auth/v2/enroll");
+    char job_id[64];
+    tl_job_id(&S, job_id, sizeof job_id);
+    err_t e = {0};
+    json_t *body = json_pack("{s:s, s:s}", "stage_uuid", S.stage_uuid, "username", "quinn");
+    assert_int_equal(jobs_send(S.client, "enroll.begin", job_id, body, &e), 0);
+    json_decref(body);
+    int exited = 0;
+    for (int i = 0; i < 300 && !exited; i++) {
+        exited = waitpid(crashing, NULL, WNOHANG) == crashing;
+        if (!exited)
+            usleep(100 * 1000);
+    }
+    tl_stack_signal(&S, crashing, SIGKILL); /* kills it if it lived on; forgets it */
+    assert_true(exited);
+    assert_int_equal(emu_requests("/auth/v2/enroll"), before + 1);
+
+    tl_stack_worker(&S, "enroll", NULL);
+    json_t *r = NULL;
+    assert_int_equal(jobs_wait(S.client, job_id, 30000, &r, NULL, &e), 1);
+    assert_string_equal(tl_code(r), "enroll_outcome_unknown");
+    json_decref(r);
+    assert_int_equal(emu_requests("/auth/v2/enroll"), before + 1);
+    /* An attempt that never reached Duo is forgotten: a later job for quinn calls again. */
+    char again[64];
+    r = begin("quinn", again, sizeof again);
+    assert_non_null(r);
+    assert_string_equal(tl_code(r), "duo_user_exists"); /* Duo made quinn the first time */
+    json_decref(r);
+}
+
+static void test_redelivered_twin_of_a_pending_job_runs_once(void **state)
+{
+    (void)state;
+    /* A job still waiting for Duo when the broker connection is re-made comes back as a
+     * redelivery to the same process; the session's claim lock would let it run beside
+     * the first copy. */
+    static const char *const fault[] = {"DUO_FAULT_POINT=reconnect_while_pending", NULL};
+    assert_int_equal(tl_stack_user(&S, "rosa"), 0);
+    char id[64];
+    json_t *r = begin("rosa", id, sizeof id);
+    assert_string_equal(tl_str(r, "status"), "ok");
+    char enrollment[64];
+    snprintf(enrollment, sizeof enrollment, "%s", tl_str(r, "enrollment_id"));
+    json_decref(r);
+    only_worker(fault);
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"account\":\"%s\",\"path_prefix\":\"/auth/v2/enroll_status\","
+             "\"latency_ms\":2500,\"count\":1}",
+             S.account);
+    assert_int_equal(tl_emu("POST", "/_emu/faults", body, NULL, 0), 200);
+    long long before = emu_requests("/auth/v2/enroll_status");
+    r = status(enrollment);
+    assert_non_null(r);
+    assert_string_equal(tl_str(r, "enrollment_status"), "waiting");
+    json_decref(r);
+    sleep(4); /* the first call is answered (2.5 s), the twin answered from the record */
+    assert_int_equal(emu_requests("/auth/v2/enroll_status"), before + 1);
+    only_worker(NULL);
+}
+
 /* GETs http://127.0.0.1:<METRICS_PORT><path> into out; returns the HTTP status. */
 static int http_get(const char *path, char *out, size_t n)
 {
@@ -382,6 +477,8 @@ int main(void)
         cmocka_unit_test(test_bad_input_answered_and_dead_lettered),
         cmocka_unit_test(test_metrics_and_health),
         cmocka_unit_test(test_crash_between_commit_and_ack),
+        cmocka_unit_test(test_rerun_after_duo_acted_does_not_enroll_again),
+        cmocka_unit_test(test_redelivered_twin_of_a_pending_job_runs_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

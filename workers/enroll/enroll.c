@@ -229,6 +229,8 @@ static void on_enroll(void *arg, int rc, json_t *resp, json_t *meta, const duo_e
     rc = duo_enroll_answer(rc, resp, &r, &de);
     stage_observe(c->env, "enroll", clock_ms() - c->call_ms, rc, &de);
     job_outcome out = {0};
+    if (rc == 0)
+        worker_fault_point(c->env, "enroll_after_duo"); /* Duo acted; nothing recorded */
     if (rc == 0) {
         begin_record(c, &r, &out);
     } else {
