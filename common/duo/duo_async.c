@@ -458,17 +458,29 @@ static int refuse(duo_areq *r, duo_fail why, long long retry_in_ms)
     return ERR_NET;
 }
 
-/* What a finished attempt says about its host: 1 alive (any answer but a 5xx), 0 failing
- * (no connection, timeout, 5xx, an error page), -1 nothing (local, TLS verification). */
-static int host_verdict(int rc, const duo_error *de)
+/* 1 when an answer's body is an HTML page (an edge or proxy error page), not Duo's JSON. */
+static int html_page(const reply *rp)
+{
+    size_t i = 0;
+    while (i < rp->b.len && (rp->b.data[i] == ' ' || rp->b.data[i] == '\n' ||
+                             rp->b.data[i] == '\r' || rp->b.data[i] == '\t'))
+        i++;
+    return i < rp->b.len && rp->b.data[i] == '<';
+}
+
+/* What a finished attempt says about its host: 1 alive (an answer from Duo, even a 4xx
+ * or 429 or a malformed JSON one), 0 failing (no connection, timeout, 5xx, an HTML error
+ * page), -1 nothing (local, TLS verification). */
+static int host_verdict(int rc, const duo_error *de, const reply *rp)
 {
     if (rc == 0)
         return 1;
     switch (de->fail) {
     case DUO_FAIL_NETWORK:
     case DUO_FAIL_TIMEOUT:
-    case DUO_FAIL_BAD_RESPONSE:
         return 0;
+    case DUO_FAIL_BAD_RESPONSE:
+        return de->http_status >= 500 || html_page(rp) ? 0 : 1;
     case DUO_FAIL_HTTP:
         return de->http_status >= 500 ? 0 : 1;
     default:
@@ -738,7 +750,7 @@ static int finished(duo_areq *r, CURLcode cc)
     }
     de.attempts = r->attempt;
     if (r->ticket.admitted) {
-        int ok = host_verdict(rc, &de);
+        int ok = host_verdict(rc, &de, &r->r);
         /* A long poll's answer may come a minute late from a host that is failing fast
          * calls: it proves nothing about the host. */
         duo_breakers_record(r->a->breakers, r->host, &r->ticket, r->long_poll && ok > 0 ? -1 : ok,

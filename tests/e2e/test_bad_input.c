@@ -21,6 +21,7 @@ static int setup(void **state)
     /* One attempt, short Duo timeouts: every answer is final and quick. */
     setenv("JOB_MAX_ATTEMPTS", "1", 1);
     setenv("DUO_TIMEOUT_MS", "2000", 1);
+    setenv("DUO_QUICK_TIMEOUT_MS", "2000", 1); /* enroll is answered at once by a live Duo */
     setenv("DUO_RETRY_ATTEMPTS", "1", 1);
     if (tl_stack_init(&S, "badinput", 0) < 0)
         return -1;

@@ -357,15 +357,170 @@ static void test_bad_args(void **state)
     duo_async_free(a);
 }
 
+/* Requests the emulator answered for acc on path. */
+static long long answered(const emu_account *acc, const char *path)
+{
+    char q[160];
+    snprintf(q, sizeof q, "/_emu/stats?account=%s", acc->account);
+    json_t *j = emu(q, NULL);
+    json_t *st = json_object_get(json_object_get(j, "requests"), path);
+    long long n = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(st, k, v) n += json_integer_value(v);
+    json_decref(j);
+    return n;
+}
+
+static void on_change(void *arg, const char *host, duo_breaker_state to, long long open_ms)
+{
+    (void)host;
+    (void)open_ms;
+    ((int *)arg)[to]++;
+}
+
+static outcome checked(duo_async *a, const duo_client_opts *o)
+{
+    outcome out = {0};
+    assert_int_equal(
+        duo_async_submit(a, o, "GET", "/auth/v2/check", NULL, 0, 0, on_done, &out, NULL, NULL), 0);
+    run_until(a, &out.done, 1);
+    return out;
+}
+
+/* Three 503s in a row open the host's breaker: the next call is refused unsent, at once;
+ * once the open time passed, one probe goes out and its success closes the breaker. */
+static void test_breaker_opens_refuses_and_probes(void **state)
+{
+    (void)state;
+    emu_account acc;
+    new_account(&acc);
+    fault(&acc, "/auth/v2/check", 503, 3);
+    duo_client_opts o;
+    opts_for(&acc, &o);
+    o.retry_attempts = 1;
+    int changes[3] = {0};
+    duo_async_opts ao = {.breaker = {.failures = 3, .open_ms = 600, .max_open_ms = 1200},
+                         .on_breaker = on_change,
+                         .breaker_arg = changes};
+    err_t e = {0};
+    duo_async *a = duo_async_new(&ao, &e);
+    assert_non_null(a);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(checked(a, &o).err.http_status, 503);
+    assert_int_equal(changes[DUO_BREAKER_OPEN], 1);
+    assert_int_equal(duo_async_breaker_state(a, o.host), DUO_BREAKER_OPEN);
+    long long sent = answered(&acc, "/auth/v2/check");
+    long long t0 = clock_ms();
+    outcome refused = checked(a, &o);
+    assert_true(clock_ms() - t0 < 300);
+    assert_int_equal(refused.err.fail, DUO_FAIL_CIRCUIT_OPEN);
+    assert_int_equal(refused.err.cls, DUO_CLASS_TRANSIENT);
+    assert_true(refused.err.not_sent);
+    assert_true(refused.err.retry_in_ms > 0 && refused.err.retry_in_ms <= 600);
+    assert_string_equal(duo_error_code(&refused.err), "duo_circuit_open");
+    assert_int_equal(answered(&acc, "/auth/v2/check"), sent); /* nothing reached Duo */
+    usleep(700 * 1000);
+    outcome probe = checked(a, &o);
+    assert_int_equal(probe.rc, 0);
+    assert_int_equal(changes[DUO_BREAKER_HALF_OPEN], 1);
+    assert_int_equal(changes[DUO_BREAKER_CLOSED], 1);
+    assert_int_equal(duo_async_breaker_state(a, o.host), DUO_BREAKER_CLOSED);
+    duo_async_free(a);
+}
+
+/* A group of limit 2: two calls on the wire, one waiting for a slot (it gets one when a
+ * call ends), and a fourth beyond the queue refused at once as stage busy. */
+static void test_bulkhead_bounds_a_group(void **state)
+{
+    (void)state;
+    emu_account acc;
+    new_account(&acc);
+    behave(&acc, "allow", 800);
+    duo_client_opts o;
+    opts_for(&acc, &o);
+    o.group = "stage-a";
+    o.group_limit = 2;
+    o.group_queue_max = 1;
+    o.group_queue_ms = 5000;
+    duo_async *a = engine();
+    outcome outs[4];
+    memset(outs, 0, sizeof outs);
+    for (int i = 0; i < 4; i++)
+        submit_auth(a, &o, 0, &outs[i]);
+    int inflight = 0, queued = 0;
+    duo_async_group_load(a, "stage-a", &inflight, &queued);
+    assert_int_equal(inflight, 2);
+    assert_int_equal(queued, 1);
+    /* Another group is not held back by this one. */
+    duo_client_opts other = o;
+    other.group = "stage-b";
+    outcome b = {0};
+    submit_auth(a, &other, 0, &b);
+    long long t0 = clock_ms();
+    run_until(a, &outs[3].done, 1);
+    assert_true(clock_ms() - t0 < 500);
+    assert_int_equal(outs[3].err.fail, DUO_FAIL_STAGE_BUSY);
+    assert_true(outs[3].err.not_sent);
+    int all = 0;
+    for (int i = 0; i < 20000 && all < 4; i++) {
+        assert_true(duo_async_poll(a, -1, 100, NULL) >= 0);
+        all = outs[0].done + outs[1].done + outs[2].done + b.done;
+    }
+    for (int i = 0; i < 3; i++)
+        assert_string_equal(outs[i].result, "allow");
+    assert_string_equal(b.result, "allow");
+    duo_async_group_load(a, "stage-a", &inflight, &queued);
+    assert_int_equal(inflight + queued, 0);
+    duo_async_free(a);
+}
+
+/* A call Duo answers at once times out after quick_timeout_ms; a long poll (a
+ * synchronous push) waits its own timeout_ms. */
+static void test_quick_and_long_timeouts(void **state)
+{
+    (void)state;
+    emu_account acc;
+    new_account(&acc);
+    behave(&acc, "allow", 1500);
+    duo_client_opts o;
+    opts_for(&acc, &o);
+    o.retry_attempts = 1;
+    o.quick_timeout_ms = 500;
+    o.timeout_ms = 5000;
+    duo_async *a = engine();
+    outcome push = {0}, pre = {0};
+    submit_auth(a, &o, 0, &push); /* push without async=1: a long poll */
+    json_decref(
+        emu("/_emu/faults", json_pack("{s:s, s:s, s:i, s:i}", "account", acc.account, "path_prefix",
+                                      "/auth/v2/preauth", "latency_ms", 1500, "count", 1)));
+    duo_param p[] = {{"username", "alice"}};
+    assert_int_equal(
+        duo_async_submit(a, &o, "POST", "/auth/v2/preauth", p, 1, 0, on_done, &pre, NULL, NULL), 0);
+    run_until(a, &pre.done, 1);
+    assert_int_equal(pre.err.fail, DUO_FAIL_TIMEOUT);
+    run_until(a, &push.done, 1);
+    assert_int_equal(push.rc, 0);
+    assert_string_equal(push.result, "allow");
+    duo_async_free(a);
+}
+
 int main(void)
 {
     tl_env("DUO_EMU_URL");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_many_held_pushes), cmocka_unit_test(test_retry_429),
-        cmocka_unit_test(test_5xx_exhausted),    cmocka_unit_test(test_4xx_not_retried),
-        cmocka_unit_test(test_deadline),         cmocka_unit_test(test_cancel),
-        cmocka_unit_test(test_extra_fd),         cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_many_held_pushes),
+        cmocka_unit_test(test_retry_429),
+        cmocka_unit_test(test_5xx_exhausted),
+        cmocka_unit_test(test_4xx_not_retried),
+        cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_extra_fd),
+        cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_large_answer),
+        cmocka_unit_test(test_breaker_opens_refuses_and_probes),
+        cmocka_unit_test(test_bulkhead_bounds_a_group),
+        cmocka_unit_test(test_quick_and_long_timeouts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

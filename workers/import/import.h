@@ -31,11 +31,13 @@
 /* The import worker's own state (env->app): its stage cache and the asynchronous Duo
  * engine the page jobs fetch through. Made by import_init, freed by import_fini. */
 typedef struct manual_call manual_call;
+typedef struct auto_call auto_call;
 
 typedef struct import_app {
     stages *stages;
     duo_async *engine;
     manual_call *manual_calls; /* import.manual jobs waiting for Duo */
+    auto_call *auto_calls;     /* import.auto jobs waiting for their preflight */
 } import_app;
 
 /* {stage_uuid, duo_user_id, username} -> one confirmed device. Asynchronous (worker.h):
@@ -46,8 +48,12 @@ int import_manual_start(const worker_env *env, const job *j, job_async *h, job_o
 /* Frees the import.manual calls still pending (the engine is freed first: no callbacks). */
 void import_manual_free_all(import_app *app);
 
-/* {stage_uuid, page_size?, dry_run?} -> preflight, run + page jobs, "running" reply. */
-void import_auto(const worker_env *env, const job *j, job_outcome *out);
+/* {stage_uuid, page_size?, dry_run?} -> preflight, run + page jobs, "running" reply.
+ * Asynchronous: the preflight goes out on env->app's engine; 1 while pending. */
+int import_auto_start(const worker_env *env, const job *j, job_async *h, job_outcome *out);
+
+/* Frees the import.auto calls still pending (the engine is freed first: no callbacks). */
+void import_auto_free_all(import_app *app);
 
 /* {run_id, offset, limit} -> one paced Admin API page applied in one statement. An
  * asynchronous job (worker.h): the page is fetched through env->app's engine, its first

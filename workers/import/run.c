@@ -40,6 +40,7 @@ void import_fini(const worker_env *env)
     /* No callbacks: pending page jobs go back to the queue unacked. */
     duo_async_free(app->engine);
     import_manual_free_all(app);
+    import_auto_free_all(app);
     stages_free(app->stages);
     free(app);
     worker_set_app(env->w, NULL);
