@@ -249,6 +249,11 @@ static void test_one_stage_in_trouble_leaves_the_other_alone(void **state)
         assert_string_equal(code_of(a_first[i]), "duo_unavailable");
     assert_true(breaker_rows("localhost:%") >= 1);
     assert_int_equal(breaker_rows("127.0.0.1:%"), 0);
+    /* The operator sees it. */
+    static char out[65536];
+    assert_int_equal(tl_stack_duoctl(&S, "status", out, sizeof out), 0);
+    if (!strstr(out, "open circuit breaker") || !strstr(out, "localhost:"))
+        fail_msg("duoctl status does not show A's breaker:\n%s", out);
 
     /* The breaker is open: A's logins and enrollments are answered at once, unsent. */
     sent *a_open[2];

@@ -27,7 +27,7 @@ else
   check "promtool check rules" promtool check rules "$P/alerts.yml"
   check "promtool test rules" bash -c "cd '$P' && promtool test rules alerts_test.yml"
   # The rule tests must cover at least these alerts.
-  for a in DuoDeadLettersRising DuoWorkerDown; do
+  for a in DuoDeadLettersRising DuoWorkerDown DuoHostCircuitOpen; do
     if grep -q "alertname: $a" "$P/alerts_test.yml"; then ok "rule test covers $a"; else bad "rule test covers $a"; fi
   done
   # A broken rule must fail the unit tests (the check can fail).
@@ -57,7 +57,7 @@ for p in d["panels"]:
         assert t["datasource"]["uid"] == ds["uid"], p["title"]
         exprs.append(t["expr"])
 titles = " ".join(p["title"].lower() for p in d["panels"])
-for want in ("jobs per second", "latency", "in-flight", "held pushes", "import progress", "dead letters"):
+for want in ("jobs per second", "latency", "in-flight", "held pushes", "import progress", "dead letters", "circuit breakers"):
     assert want in titles, "no panel for " + want
 rules = yaml.safe_load(open(root / "deploy/prometheus/alerts.yml"))
 exprs += [r["expr"] for grp in rules["groups"] for r in grp["rules"]]

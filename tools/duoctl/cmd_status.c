@@ -15,6 +15,7 @@
 #include "cmd.h"
 #include "jobs_client.h"
 #include "ops.h"
+#include "store_breaker.h"
 
 enum { DEAD_COUNT_MAX = 200 }; /* each is one basic.get round trip (about 5 ms) */
 
@@ -116,6 +117,17 @@ static int add_run(const store_run_progress *r, void *arg)
     return 0;
 }
 
+/* Breakers that workers noted as not closed in the last BREAKER_MAX_AGE_S seconds. */
+#define BREAKER_MAX_AGE_S 300
+
+static int add_breaker(const breaker_view *v, void *arg)
+{
+    json_array_append_new(arg, json_pack("{s:s, s:s, s:s, s:I, s:I}", "host", v->host, "worker",
+                                         v->worker, "state", v->state, "open_ms",
+                                         (json_int_t)v->open_ms, "age_s", (json_int_t)v->age_secs));
+    return 0;
+}
+
 static int gather_queues(ops_env *o, json_t *st, err_t *e)
 {
     json_t *queues = json_object();
@@ -142,8 +154,9 @@ static json_t *gather(ops_env *o, int last, err_t *e)
 {
     json_t *st =
         json_pack("{s:s, s:I}", "prefix", o->cfg.mq_prefix, "time", (json_int_t)time(NULL));
-    json_t *outcomes = json_array(), *runs = json_array();
+    json_t *outcomes = json_array(), *runs = json_array(), *breakers = json_array();
     json_object_set_new(st, "imports", runs);
+    json_object_set_new(st, "breakers", breakers);
     json_object_set_new(st, "outcomes", json_pack("{s:i, s:o}", "last", last, "by", outcomes));
     int rc = gather_queues(o, st, e);
     if (rc == 0)
@@ -152,6 +165,8 @@ static json_t *gather(ops_env *o, int last, err_t *e)
         rc = store_import_running(o->db, add_run, runs, e);
     if (rc == 0)
         rc = store_job_outcomes(o->db, last, add_outcome, outcomes, e);
+    if (rc == 0)
+        rc = store_breaker_list(o->db, BREAKER_MAX_AGE_S, add_breaker, breakers, e);
     if (rc < 0) {
         json_decref(st);
         return NULL;
@@ -236,6 +251,17 @@ static void print_status(const json_t *st)
     json_array_foreach(runs, i, r)
     {
         print_run(r);
+    }
+    const json_t *br = json_object_get(st, "breakers");
+    printf("\nDuo hosts with an open circuit breaker: %zu%s\n", json_array_size(br),
+           json_array_size(br) ? "  (their stages' calls are refused or deferred)" : "");
+    json_array_foreach(br, i, r)
+    {
+        printf("  %-40s %-10s worker %s  changed %lld s ago, open time %lld s\n",
+               json_string_value(json_object_get(r, "host")),
+               json_string_value(json_object_get(r, "state")),
+               json_string_value(json_object_get(r, "worker")), (long long)num(r, "age_s"),
+               (long long)num(r, "open_ms") / 1000);
     }
     const json_t *oc = json_object_get(st, "outcomes");
     printf("\nlast %lld job outcomes:\n", (long long)num(oc, "last"));
