@@ -27,6 +27,8 @@
 #include <unistd.h>
 
 #define POOL_MAX 64
+/* A call refused while the engine's probe is out may ask again after this long. */
+#define PROBE_WAIT_MS 1000
 #define EVENTS_PER_TURN 256
 
 typedef duo_body reply;
@@ -59,8 +61,8 @@ struct duo_areq {
     int queued;             /* waits in g's queue for a slot (not on the waiting list) */
     long long queued_until; /* queued: when it gives up (DUO_FAIL_STAGE_BUSY) */
     duo_areq *qnext;
-    duo_fail refuse;           /* set: completes unsent with this failure when woken */
     duo_breaker_ticket ticket; /* the attempt on the wire, admitted by the breaker */
+    int probe_req;             /* the engine's own half-open probe (ticket preset) */
     duo_request *req;          /* current attempt (curl borrows its body) */
     struct curl_slist *hdrs;
     reply r;
@@ -275,37 +277,48 @@ static void group_release(duo_areq *r)
         group_unqueue(next);
         next->holds = 1;
         g->inflight++;
-        wait_add(next, next->wake_ms);
+        wait_add(next, 0); /* its start was due when it queued */
     }
 }
 
-/* Puts a new request under its group's limit: a slot now, a place in the queue, or
- * (queue full) a refusal when it is first woken. */
+/* Puts a new request under its group's limit (it takes a slot when its first attempt is
+ * due: a request deferred to a later start, e.g. a paced import page, holds none). */
 static void group_enter(duo_areq *r, const char *name)
 {
     duo_async *a = r->a;
     group *g = name && *name && r->o.group_limit > 0 ? group_get(a, name) : NULL;
     r->o.group = g ? g->name : NULL;
-    if (!g)
-        return;
-    r->g = g;
-    g->limit = r->o.group_limit;
+    if (g) {
+        r->g = g;
+        g->limit = r->o.group_limit;
+    }
+}
+
+/* A request whose first attempt is due takes a slot of its group: 0 when it has one, 1
+ * when it now waits in the group's queue (off the waiting list), -1 when the queue is
+ * full too (the caller refuses it). */
+static int group_admit(duo_areq *r, long long now)
+{
+    group *g = r->g;
+    if (!g || r->holds)
+        return 0;
     if (g->inflight < g->limit) {
         g->inflight++;
         r->holds = 1;
-    } else if (g->nqueued < r->o.group_queue_max) {
-        wait_del(r);
-        r->queued = 1;
-        r->queued_until = clock_ms() + (r->o.group_queue_ms > 0 ? r->o.group_queue_ms : 0);
-        if (g->qtail)
-            g->qtail->qnext = r;
-        else
-            g->qhead = r;
-        g->qtail = r;
-        g->nqueued++;
-    } else {
-        r->refuse = DUO_FAIL_STAGE_BUSY;
+        return 0;
     }
+    if (g->nqueued >= r->o.group_queue_max)
+        return -1;
+    wait_del(r);
+    r->queued = 1;
+    r->queued_until = now + (r->o.group_queue_ms > 0 ? r->o.group_queue_ms : 0);
+    if (g->qtail)
+        g->qtail->qnext = r;
+    else
+        g->qhead = r;
+    g->qtail = r;
+    g->nqueued++;
+    return 1;
 }
 
 void duo_async_group_load(const duo_async *a, const char *group_name, int *inflight, int *queued)
@@ -564,18 +577,57 @@ static CURL *take_easy(duo_async *a)
     return a->npool ? a->pool[--a->npool] : curl_easy_init();
 }
 
-/* Signs and starts the next attempt; on failure completes r (the caller must not touch
- * it then) and returns the error. */
+/* A half-open host is probed by the engine itself with GET /auth/v2/ping (signed with the
+ * credentials of the call that found it due): no person's job waits out a host that may
+ * still hang, and a call that would act (a push) is never the probe. The probe's result
+ * is recorded like any attempt's (finished()); callers meanwhile are refused. */
+static void on_probe(void *arg, int rc, json_t *response, json_t *metadata, const duo_error *err)
+{
+    (void)arg;
+    (void)rc;
+    (void)response;
+    (void)metadata;
+    (void)err;
+}
+
+static void probe_start(duo_areq *from, duo_breaker_ticket t)
+{
+    duo_async *a = from->a;
+    duo_client_opts o = from->o;
+    o.retry_attempts = 1;
+    o.group = NULL;
+    long long deadline = clock_ms() + o.connect_timeout_ms +
+                         (o.quick_timeout_ms > 0 ? o.quick_timeout_ms : o.timeout_ms);
+    duo_areq *p = NULL;
+    if (duo_async_submit(a, &o, "GET", "/auth/v2/ping", NULL, 0, deadline, on_probe, NULL, &p,
+                         NULL) < 0) {
+        duo_breakers_record(a->breakers, from->host, &t, -1, clock_ms()); /* next call probes */
+        return;
+    }
+    p->probe_req = 1;
+    p->ticket = t;
+}
+
+/* Signs and starts the next attempt: 0, 1 when r now waits for a slot of its group
+ * (nothing started), or on failure (refused, or the attempt could not start) completes r
+ * (the caller must not touch it then) and returns the error. */
 static int start_attempt(duo_areq *r, long long now)
 {
     duo_async *a = r->a;
     err_t be = {0};
-    if (r->refuse) {
+    int slot = group_admit(r, now);
+    if (slot > 0)
+        return 1; /* waits for a slot of its group */
+    if (slot < 0) {
         wait_del(r);
-        return refuse(r, r->refuse, 0);
+        return refuse(r, DUO_FAIL_STAGE_BUSY, 0);
     }
-    if (a->breakers) {
+    if (a->breakers && !r->probe_req) {
         r->ticket = duo_breakers_admit(a->breakers, r->host, now, !r->long_poll);
+        if (r->ticket.probe) { /* the engine probes; this call is refused like the rest */
+            probe_start(r, r->ticket);
+            r->ticket = (duo_breaker_ticket){.retry_in_ms = PROBE_WAIT_MS};
+        }
         if (!r->ticket.admitted) {
             wait_del(r);
             return refuse(r, DUO_FAIL_CIRCUIT_OPEN, r->ticket.retry_in_ms);
@@ -698,8 +750,8 @@ int duo_async_submit(duo_async *a, const duo_client_opts *creds, const char *met
 
 void duo_async_defer(duo_areq *r, long long start_ms)
 {
-    if (r && (r->waiting || r->queued) && r->attempt == 0)
-        r->wake_ms = start_ms; /* not started yet: only its time changes */
+    if (r && r->waiting && r->attempt == 0)
+        r->wake_ms = start_ms; /* still on the waiting list: only its time changes */
 }
 
 void duo_async_start_by(duo_areq *r, long long start_by_ms)

@@ -3,7 +3,8 @@
  * connection, timeout, 5xx, an HTML error page), the host is open for open_ms; each
  * time it opens again without a success in between, the time doubles up to
  * max_open_ms. When the time is up the host is half-open: one attempt goes through as
- * the probe; its success closes the host, its failure opens it again.
+ * the probe (the engine sends its own, duo_async.c); its success closes the host, its
+ * failure opens it again.
  *
  * A 4xx or 429 is an answer from a live host: a success here (429 has its own pacing).
  * Failures of attempts that started before the host opened do not extend it.

@@ -212,7 +212,9 @@ def throttled(lim):
 async def handle(emu, req):
     """Serves one Duo API request: returns (Response or None, account or None)."""
     if req.path == "/auth/v2/ping":
-        resp = await apply_fault(emu, None, req.path)
+        # Duo needs no signature here; a signed ping names its account, whose faults
+        # stand for its deployment's (a hung host hangs its ping too).
+        resp = await apply_fault(emu, peek_account(emu, req), req.path)
         return resp or ok({"time": int(time.time())}), None
     account = peek_account(emu, req)
     resp = await apply_fault(emu, account, req.path)
