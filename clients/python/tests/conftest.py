@@ -51,6 +51,7 @@ class Stack:
         self.emu_host = need("DUO_EMU_HOST")
         self.ca_file = need("DUO_CA_FILE")
         self.bin_dir = need("DUO_BIN_DIR")
+        self.ikeys: Dict[str, str] = {}  # stage uuid -> its Auth API integration key
 
     def emu(self, path: str, body: Optional[Dict[str, Any]] = None) -> Any:
         ctx = ssl.create_default_context(cafile=self.ca_file)
@@ -91,7 +92,9 @@ class Stack:
                 "--client-id", ikey, "--client-secret", secret or skey]
         if admin:
             args += ["--admin-integration-key", aikey, "--admin-secret-key", askey]
-        return json.loads(self.duoctl(*args))["uuid"], name
+        stage = json.loads(self.duoctl(*args))["uuid"]
+        self.ikeys[stage] = ikey
+        return stage, name
 
     def enrolled(self, client: Any, name: Optional[str] = None) -> Tuple[str, str]:
         """A local user with a confirmed Duo device on the stage: (username, device_id),
@@ -119,3 +122,71 @@ def client(stack: Stack) -> Iterator[Any]:
 
 def new_job_id() -> str:
     return "py-" + uuid.uuid4().hex
+
+
+class FakeWorker:
+    """A stand-in for the workers on a prefix of its own (the broker's administrator on
+    vhost /, as the stack's tests use): it binds a queue per routing key of
+    ``<prefix>.jobs`` and answers each job with what ``self.answer(job_type, job_id, body)``
+    returns, a list of (reply message_id, reply body), published to the job's reply_to
+    with its correlation_id, in that order. Lets a test send what a real worker sends only
+    under faults: every error code, a reply twice, progress out of order, no reply."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        import pika
+        self.prefix = "pyfake" + secrets.token_hex(4)
+        self.answer: Any = lambda jtype, jid, body: []
+        self.jobs: list = []
+        self._conn = pika.BlockingConnection(pika.URLParameters(url))
+        ch = self._conn.channel()
+        ch.exchange_declare(self.prefix + ".jobs", "direct", auto_delete=True)
+        for key in ("enroll", "auth", "import"):
+            q = ch.queue_declare("", exclusive=True).method.queue
+            ch.queue_bind(q, self.prefix + ".jobs", routing_key=key)
+            ch.basic_consume(q, self._on_job, auto_ack=True)
+        self._ch = ch
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop:
+            self._conn.process_data_events(time_limit=0.2)
+        self._conn.close()
+
+    def _on_job(self, ch: Any, method: Any, props: Any, raw: bytes) -> None:
+        import msgpack
+        import pika
+        body = msgpack.unpackb(raw, raw=False)
+        self.jobs.append((props, body))
+        for mid, reply in self.answer(props.type, props.message_id, body):
+            ch.basic_publish("", props.reply_to, msgpack.packb(reply), pika.BasicProperties(
+                message_id=mid, correlation_id=props.correlation_id,
+                type=props.type + ".result", content_type="application/msgpack"))
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(10)
+
+
+@pytest.fixture
+def fake(stack: Stack) -> Iterator[FakeWorker]:
+    worker = FakeWorker(stack.url)
+    yield worker
+    worker.close()
+
+
+def error_reply(jtype: str, jid: str, code: str, **extra: Any) -> Dict[str, Any]:
+    err = {"code": code, "message": "a %s for the test" % code}
+    err.update(extra)
+    return {"job_id": jid, "job_type": jtype, "status": "error", "error": err}
+
+
+def progress_reply(jid: str, run: str, done: int, total: int, progress: bool,
+                   state: str = "running") -> Dict[str, Any]:
+    return {"job_id": jid, "job_type": "import.auto", "status": "ok", "run_id": run,
+            "state": state, "progress": progress,
+            "counts": {"pages_total": total, "pages_done": done, "created": done * 10,
+                       "existing": 0, "unknown_user": 0, "errors": 0, "seen": done * 10}}
