@@ -58,7 +58,7 @@ def test_every_contract_code_has_its_class():
     for code in codes:
         cls = duo_workers.error_class(code)
         assert cls.__name__ == camel(code) and cls.code == code
-        assert getattr(errors, camel(code)) is cls
+        assert getattr(errors, camel(code)) is cls and getattr(duo_workers, camel(code)) is cls
         assert issubclass(cls, (errors.TransientJobError, errors.PermanentJobError))
 
 

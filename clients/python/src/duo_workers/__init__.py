@@ -6,18 +6,14 @@ from . import errors
 from ._contract import ROUTING_KEYS, TIMEOUTS
 from .aio import AsyncClient, AsyncImportRun
 from .client import Client, ImportRun
-from .errors import (ERRORS, ClientClosedError, ClientError, ConnectionLostError,
-                     DuoWorkersError, JobError, JobNotRoutedError, JobRefusedError,
-                     JobTimeoutError, PermanentJobError, TransientJobError, error_class)
+from .errors import *  # noqa: F401,F403 - every exception class, ERRORS, error_class
 from .results import (AuthResult, Enrollment, EnrollmentStatus, ImportCounts, ImportedDevice,
                       ImportProgress)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AsyncClient", "AsyncImportRun", "AuthResult", "Client", "ClientClosedError", "ClientError",
-    "ConnectionLostError", "DuoWorkersError", "ERRORS", "Enrollment", "EnrollmentStatus",
-    "ImportCounts", "ImportProgress", "ImportRun", "ImportedDevice", "JobError",
-    "JobNotRoutedError", "JobRefusedError", "JobTimeoutError", "PermanentJobError",
-    "ROUTING_KEYS", "TIMEOUTS", "TransientJobError", "error_class", "errors",
-]
+    "AsyncClient", "AsyncImportRun", "AuthResult", "Client", "Enrollment", "EnrollmentStatus",
+    "ImportCounts", "ImportProgress", "ImportRun", "ImportedDevice", "ROUTING_KEYS",
+    "TIMEOUTS", "errors",
+] + errors.__all__

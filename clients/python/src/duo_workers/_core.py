@@ -52,7 +52,8 @@ def prefix_of(prefix: Optional[str]) -> str:
 
 
 def pack(body: Mapping[str, Any]) -> bytes:
-    return msgpack.packb(dict(body), use_bin_type=True)
+    raw: bytes = msgpack.packb(dict(body), use_bin_type=True)
+    return raw
 
 
 def unpack(raw: bytes) -> Any:
@@ -157,8 +158,8 @@ class Call:
                 return False
             self.seen.add(message_id)
         if self.multi and body.get("progress") is True:
-            counts = body.get("counts") if isinstance(body.get("counts"), dict) else {}
-            done = counts.get("pages_done", 0)
+            counts = body.get("counts")
+            done = counts.get("pages_done", 0) if isinstance(counts, dict) else 0
             if isinstance(done, int) and self.pages_done >= 0 and done < self.pages_done:
                 return False  # an older progress reply from another worker
             if isinstance(done, int):
