@@ -1,9 +1,10 @@
 """The blocking client (pika).
 
 One :class:`Client` per process, shared by every thread: its methods are thread-safe.
-One background thread owns the broker connection (pika's BlockingConnection is not
-thread-safe): it publishes the jobs the callers hand it, one at a time with a publisher
-confirm and ``mandatory``, reads the replies from the client's exclusive reply queue and
+One background thread owns the broker connection (pika's connections are not
+thread-safe; this one is a SelectConnection): it publishes the jobs the callers hand it
+with ``mandatory`` on a channel in confirm mode, taking the broker's confirms as they
+come (many jobs may await theirs at once), reads the replies from the client's exclusive reply queue and
 hands each to the thread waiting for it. After a lost connection it reconnects (the URLs
 in turn), and publishes again, with the same message_id, every single-reply job still
 waiting, so each either gets its (stored) reply or times out: a caller never waits longer
@@ -27,9 +28,6 @@ from .results import AuthResult, Enrollment, EnrollmentStatus, ImportedDevice, I
 log = logging.getLogger("duo_workers")
 
 _Event = Tuple[Optional[str], Any]  # (reply message_id, body) or (None, exception)
-
-_CONN_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.ChannelClosed,
-                pika.exceptions.ChannelWrongStateError, OSError)
 
 
 class _SyncCall(_core.Call):
@@ -109,8 +107,13 @@ class Client:
         self._lock = threading.Lock()
         self._calls: Dict[str, _SyncCall] = {}
         self._outbox: Deque[_SyncCall] = collections.deque()
-        self._conn: Optional[pika.BlockingConnection] = None
+        self._conn: Optional[pika.SelectConnection] = None
         self._ch: Any = None
+        self._ch_pending: Any = None
+        self._unconfirmed: Dict[int, _SyncCall] = {}
+        self._tag = 0
+        self._url_user = ""
+        self._was_up = False
         self._reply_queue = ""
         self._user = ""
         self._gen = 0
@@ -217,134 +220,198 @@ class Client:
                 del self._calls[call.job_id]
 
     def _kick(self) -> None:
-        """Wakes the I/O thread (pika's one thread-safe entry point)."""
+        """Wakes the I/O thread to publish (pika's one thread-safe entry point)."""
         self._wake.set()
         conn = self._conn
         if conn is not None:
             try:
-                conn.add_callback_threadsafe(lambda: None)
-            except Exception:  # closed meanwhile: the I/O thread reconnects anyway
+                conn.ioloop.add_callback_threadsafe(self._flush)
+            except Exception:  # closed meanwhile: the next connection publishes the outbox
                 pass
 
-    # ---- the I/O thread -------------------------------------------------------------------
+    # ---- the I/O thread: one SelectConnection at a time, its callbacks ----------------------
 
     def _io_main(self) -> None:
         delay = 0.1
         while not self._closing:
-            if self._conn is None:
-                if not self._connect():
-                    self._wake.wait(delay)
-                    self._wake.clear()
-                    delay = min(delay * 2, self._delay_max)
-                    continue
+            if self._run_connection():
                 delay = 0.1
-            try:
-                self._flush()
-                if self._conn is not None:
-                    self._conn.process_data_events(time_limit=1.0)
-            except _CONN_ERRORS as exc:
-                self._lost(exc)
-            except Exception as exc:  # a bug must not kill the thread silently
-                log.exception("duo_workers: unexpected error in the I/O thread")
-                self._lost(exc)
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
+                continue
+            if self._closing:
+                break
+            self._wake.wait(delay)
+            self._wake.clear()
+            delay = min(delay * 2, self._delay_max)
 
-    def _connect(self) -> bool:
+    def _run_connection(self) -> bool:
+        """Connects to the first URL that answers, from the last good one on, and serves
+        the connection until it closes. True when one was up."""
         for i in range(len(self._urls)):
-            url = self._urls[(self._next_url + i) % len(self._urls)]
+            if self._closing:
+                return False
+            n = (self._next_url + i) % len(self._urls)
+            url = self._urls[n]
+            self._was_up = False
             try:
                 params = pika.URLParameters(url)
                 params.connection_attempts = 1
                 params.socket_timeout = 5
                 params.blocked_connection_timeout = 60
-                conn = pika.BlockingConnection(params)
-                ch = conn.channel()
-                ch.confirm_delivery()
-                q = ch.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
-                ch.basic_consume(q, self._on_reply, auto_ack=True)
+                conn = pika.SelectConnection(params, on_open_callback=self._on_open,
+                                             on_open_error_callback=self._on_open_error,
+                                             on_close_callback=self._on_closed)
             except Exception as exc:
                 self._last_error = exc
-                log.info("duo_workers: cannot connect to %s: %r", _safe(url), exc)
                 continue
-            self._next_url = (self._next_url + i) % len(self._urls)
+            self._url_user = _core.url_user(url)
             with self._lock:
-                self._conn, self._ch, self._reply_queue = conn, ch, q
-                self._user = _core.url_user(url)
-                self._gen += 1
-                self.connects += 1
-                # Every single-reply job still waiting goes out again (same message_id):
-                # its reply, if already sent, went to the lost queue; the worker answers a
-                # duplicate from its record. An import.auto not yet published goes too.
-                queued = set(id(c) for c in self._outbox)
-                for call in sorted(self._calls.values(), key=lambda c: c.seq):
-                    if not call.finished and call.gen is not None and id(call) not in queued:
-                        self._outbox.append(call)
-            self._up.set()
-            if self.connects > 1:
-                log.warning("duo_workers: reconnected to %s", _safe(url))
-            return True
+                self._conn = conn
+            try:
+                conn.ioloop.start()
+            except Exception as exc:  # a bug in a callback must not kill the thread
+                log.exception("duo_workers: unexpected error in the I/O thread")
+                self._last_error = exc
+                self._lost(exc)
+            finally:
+                with self._lock:
+                    self._conn = None
+                try:
+                    conn.ioloop.close()
+                except Exception:
+                    pass
+            if self._was_up:
+                self._next_url = n
+                return True
+            log.info("duo_workers: cannot connect to %s: %r", _safe(url), self._last_error)
         return False
 
+    def _on_open_error(self, conn: Any, err: BaseException) -> None:
+        self._last_error = err
+        conn.ioloop.stop()
+
+    def _on_open(self, conn: Any) -> None:
+        if self._closing:
+            conn.close()
+            return
+        conn.channel(on_open_callback=self._on_channel)
+
+    def _on_channel(self, ch: Any) -> None:
+        self._ch_pending = ch
+        ch.add_on_close_callback(self._on_channel_closed)
+        ch.add_on_return_callback(self._on_return)
+        ch.confirm_delivery(ack_nack_callback=self._on_confirm,
+                            callback=lambda _f: ch.queue_declare(
+                                "", exclusive=True, auto_delete=True, callback=self._on_queue))
+
+    def _on_queue(self, frame: Any) -> None:
+        ch, q = self._ch_pending, frame.method.queue
+        ch.basic_consume(q, self._on_reply, auto_ack=True,
+                         callback=lambda _f: self._on_ready(ch, q))
+
+    def _on_ready(self, ch: Any, q: str) -> None:
+        with self._lock:
+            self._ch, self._reply_queue, self._user = ch, q, self._url_user
+            self._gen += 1
+            self._tag = 0
+            self._unconfirmed.clear()
+            self.connects += 1
+            # Every single-reply job still waiting goes out again (same message_id): its
+            # reply, if already sent, went to the lost queue, and the worker answers the
+            # copy from its record. Jobs never published go too.
+            queued = set(id(c) for c in self._outbox)
+            for call in sorted(self._calls.values(), key=lambda c: c.seq):
+                if not call.finished and call.gen is not None and id(call) not in queued:
+                    self._outbox.append(call)
+        self._was_up = True
+        self._up.set()
+        if self.connects > 1:
+            log.warning("duo_workers: reconnected")
+        self._flush()
+
+    def _on_channel_closed(self, ch: Any, reason: BaseException) -> None:
+        """The broker closed the channel: a publish it refused (403: no write permission
+        on the jobs exchange; 404: no such exchange). The jobs awaiting their confirms
+        are refused with it; the connection is closed and opened again."""
+        conn = self._conn
+        if isinstance(reason, pika.exceptions.ChannelClosedByBroker):
+            with self._lock:
+                refused = list(self._unconfirmed.values())
+                self._unconfirmed.clear()
+            for call in refused:
+                self._fail(call, errors.JobRefusedError(
+                    "the broker refused job %s: %s %s" % (call.job_id, reason.reply_code,
+                                                          reason.reply_text), job_id=call.job_id))
+        if conn is not None and conn.is_open:
+            conn.close()
+
+    def _on_closed(self, conn: Any, reason: BaseException) -> None:
+        self._lost(reason)
+        conn.ioloop.stop()
+
     def _lost(self, exc: BaseException) -> None:
-        log.warning("duo_workers: broker connection lost: %r", exc)
+        if self._was_up and not self._closing:
+            log.warning("duo_workers: broker connection lost: %r", exc)
         self._last_error = exc
         self._up.clear()
-        conn = self._conn
         with self._lock:
-            self._conn, self._ch = None, None
+            self._ch = None
+            self._unconfirmed.clear()
             for call in list(self._calls.values()):
                 if call.multi and call.gen is not None and not call.finished:
                     call.fail(_core.lost_error(call, repr(exc)))
                     del self._calls[call.job_id]
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
 
     def _flush(self) -> None:
+        """Publishes the outbox; confirms come back asynchronously (_on_confirm)."""
         while True:
             with self._lock:
-                if not self._outbox or self._ch is None:
+                if not self._outbox or self._ch is None or not self._ch.is_open:
                     return
                 call = self._outbox.popleft()
                 if call.finished or self._calls.get(call.job_id) is not call:
                     continue
-                ch, gen, reply_queue, user = self._ch, self._gen, self._reply_queue, self._user
-            call.gen = gen
+                ch, reply_queue, user = self._ch, self._reply_queue, self._user
+                call.gen = self._gen
+                self._tag += 1
+                self._unconfirmed[self._tag] = call
             props = pika.BasicProperties(
                 message_id=call.job_id, type=call.job_type, reply_to=reply_queue,
                 correlation_id=call.job_id, content_type=CONTENT_TYPE, delivery_mode=2,
                 user_id=user)
-            try:
-                ch.basic_publish(self._exchange, call.routing_key, call.raw, props,
-                                 mandatory=True)
-            except pika.exceptions.UnroutableError:
-                self._fail(call, errors.JobNotRoutedError(
-                    "the broker could not route job %s to a queue (exchange %s, routing key "
-                    "%s): are the workers' queues declared under this prefix?"
-                    % (call.job_id, self._exchange, call.routing_key), job_id=call.job_id))
-            except pika.exceptions.NackError:
-                self._fail(call, errors.JobRefusedError(
-                    "the broker refused job %s (negative confirm)" % call.job_id,
-                    job_id=call.job_id))
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                # E.g. 403 (no write permission on the jobs exchange) or 404 (no such
-                # exchange): this job cannot go; the others go on a new channel.
-                self._fail(call, errors.JobRefusedError(
-                    "the broker refused job %s: %s %s" % (call.job_id, exc.reply_code,
-                                                          exc.reply_text), job_id=call.job_id))
-                raise
+            ch.basic_publish(self._exchange, call.routing_key, call.raw, props, mandatory=True)
+
+    def _on_return(self, _ch: Any, _method: Any, props: pika.BasicProperties,
+                   _body: bytes) -> None:
+        """An unroutable job (mandatory): the broker returns it before its confirm."""
+        with self._lock:
+            call = self._calls.get(props.message_id or "")
+        if call is not None:
+            self._fail(call, errors.JobNotRoutedError(
+                "the broker could not route job %s to a queue (exchange %s, routing key %s): "
+                "are the workers' queues declared under this prefix?"
+                % (call.job_id, self._exchange, call.routing_key), job_id=call.job_id))
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        nack = isinstance(method, pika.spec.Basic.Nack)
+        with self._lock:
+            tags = [t for t in self._unconfirmed if t <= method.delivery_tag] \
+                if method.multiple else [method.delivery_tag]
+            done = [self._unconfirmed.pop(t) for t in tags if t in self._unconfirmed]
+        if nack:
+            for call in done:
+                exc = errors.JobRefusedError(
+                    "the broker did not take job %s (negative confirm); send it again"
+                    % call.job_id, job_id=call.job_id)
+                exc.transient = True
+                self._fail(call, exc)
 
     def _fail(self, call: _SyncCall, exc: errors.DuoWorkersError) -> None:
         with self._lock:
             if self._calls.get(call.job_id) is call:
                 del self._calls[call.job_id]
+            elif call.finished:
+                return
         call.fail(exc)
 
     def _on_reply(self, _ch: Any, _method: Any, props: pika.BasicProperties, raw: bytes) -> None:
@@ -383,7 +450,13 @@ class Client:
             self._calls.clear()
         for call in calls:
             call.fail(errors.ClientClosedError("the client was closed", job_id=call.job_id))
-        self._kick()
+        self._wake.set()
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.ioloop.add_callback_threadsafe(lambda: _shut(conn))
+            except Exception:
+                pass
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
 
@@ -392,6 +465,14 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _shut(conn: Any) -> None:
+    """Closes a connection from its I/O thread; its close callback stops its loop."""
+    try:
+        conn.close()
+    except Exception:
+        conn.ioloop.stop()
 
 
 def _safe(url: str) -> str:
