@@ -150,3 +150,24 @@ def test_many_concurrent_calls_from_tasks(stack, client):
             ids = await asyncio.gather(*(one(k) for k in range(300)))
             assert len(set(ids)) == 300
     run(main())
+
+
+def test_the_broker_refusing_a_job_async(stack):
+    import pika
+    conn = pika.BlockingConnection(pika.URLParameters(stack.url))
+    unbound = "pyaunbound" + secrets.token_hex(3)
+    conn.channel().exchange_declare(unbound + ".jobs", "direct")
+
+    async def main():
+        async with AsyncClient(stack.url, prefix="pyanone" + secrets.token_hex(3)) as c:
+            for _ in range(2):  # no such exchange (404); the client goes on afterwards
+                with pytest.raises(errors.JobRefusedError):
+                    await c.enroll_status(stack.stage, str(uuid.uuid4()), timeout=10)
+        async with AsyncClient(stack.url, prefix=unbound) as c:
+            with pytest.raises(errors.JobNotRoutedError):  # mandatory: returned, not lost
+                await c.auth(stack.stage, "x", timeout=10)
+    try:
+        run(main())
+    finally:
+        conn.channel().exchange_delete(unbound + ".jobs")
+        conn.close()

@@ -185,7 +185,7 @@ def progress_of(body: Mapping[str, Any], message_id: Optional[str]) -> ImportPro
 
 
 def timeout_error(call: Call, waited: float, why: str = "") -> errors.JobTimeoutError:
-    what = "a reply" if not call.multi or not call.seen else "the next reply"
+    what = "reply" if not call.multi or not call.seen else "next reply"
     msg = "no %s to %s job %s within %.1f s" % (what, call.job_type, call.job_id, waited)
     if why:
         msg += " (%s)" % why

@@ -213,6 +213,8 @@ class AsyncClient:
             await self._publish(call, link)
 
     async def _publish(self, call: _AsyncCall, link: _Link) -> None:
+        """Publishes and awaits the confirm. A refusal fails the call (its waiter raises
+        it); a lost connection leaves it to the reconnecting task."""
         call.gen = link.gen
         msg = aio_pika.Message(call.raw, message_id=call.job_id, type=call.job_type,
                                reply_to=link.reply_queue, correlation_id=call.job_id,
@@ -226,17 +228,17 @@ class AsyncClient:
                 "the broker could not route job %s to a queue (exchange %s, routing key %s): "
                 "are the workers' queues declared under this prefix?"
                 % (call.job_id, self._exchange_name, call.routing_key), job_id=call.job_id))
-            raise self._failure(call)
-        except aiormq.exceptions.ChannelAccessRefused as exc:
+        except (aiormq.exceptions.ChannelAccessRefused,
+                aiormq.exceptions.ChannelNotFoundEntity) as exc:
+            # 403 (no write permission on the jobs exchange) or 404 (no such exchange): the
+            # broker closed the channel; this job cannot go, the others go on a new one.
             self._fail(call, errors.JobRefusedError(
                 "the broker refused job %s: %s" % (call.job_id, exc), job_id=call.job_id))
             link.lost.set()
-            raise self._failure(call)
         except aio_pika.exceptions.DeliveryError:
             self._fail(call, errors.JobRefusedError(
                 "the broker refused job %s (negative confirm)" % call.job_id,
                 job_id=call.job_id))
-            raise self._failure(call)
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -246,17 +248,13 @@ class AsyncClient:
             self._last_error = exc
             link.lost.set()
 
-    def _failure(self, call: _AsyncCall) -> BaseException:
-        mid, exc = call.events.get_nowait()
-        return exc if isinstance(exc, BaseException) else errors.ClientError("failed")
-
     async def _wait(self, call: _AsyncCall) -> Tuple[Optional[str], Mapping[str, Any]]:
         since = time.monotonic()
         try:
             mid, item = await asyncio.wait_for(call.events.get(), call.timeout)
         except asyncio.TimeoutError:
             up = self._link is not None and not self._link.lost.is_set()
-            why = "" if up else "broker unreachable: %s" % self._last_error
+            why = "" if up else "broker unreachable: %r" % self._last_error
             raise _core.timeout_error(call, time.monotonic() - since, why) from None
         if isinstance(item, BaseException):
             raise item

@@ -207,7 +207,7 @@ class Client:
         try:
             mid, item = call.events.get(timeout=call.timeout)
         except queue.Empty:
-            why = "" if self._up.is_set() else "broker unreachable: %s" % self._last_error
+            why = "" if self._up.is_set() else "broker unreachable: %r" % self._last_error
             raise _core.timeout_error(call, time.monotonic() - since, why) from None
         if isinstance(item, BaseException):
             raise item
