@@ -194,7 +194,10 @@ def timeout_error(call: Call, waited: float, why: str = "") -> errors.JobTimeout
 
 def lost_error(call: Call, why: str) -> errors.ConnectionLostError:
     msg = ("the broker connection was lost (%s) while import.auto job %s waited for its "
-           "replies; they go to the lost reply queue. The run goes on" % (why, call.job_id))
+           "replies, which go to the lost reply queue" % (why, call.job_id))
     if call.run_id:
-        msg += ": follow run %s (duoctl status)" % call.run_id
+        msg += "; run %s goes on (duoctl status follows it)" % call.run_id
+    else:
+        msg += ("; no reply had come, so the job may not have reached a worker: sending it "
+                "again with the same job_id is safe (a job that ran answers its first reply)")
     return errors.ConnectionLostError(msg, job_id=call.job_id, run_id=call.run_id)

@@ -78,6 +78,12 @@ class AsyncImportRun:
             self.close()
         return item
 
+    def __del__(self) -> None:  # an iteration abandoned without close()
+        try:
+            self.close()
+        except Exception:
+            pass
+
     def close(self) -> None:
         if not self._done:
             self._done = True

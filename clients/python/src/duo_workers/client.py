@@ -76,6 +76,12 @@ class ImportRun:
             self.close()
         return item
 
+    def __del__(self) -> None:  # an iteration abandoned without close()
+        try:
+            self.close()
+        except Exception:
+            pass
+
     def close(self) -> None:
         if not self._done:
             self._done = True
@@ -104,7 +110,7 @@ class Client:
         self._prefix = _core.prefix_of(prefix)
         self._exchange = self._prefix + ".jobs"
         self._delay_max = reconnect_delay_max
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # RLock: ImportRun.__del__ may run anywhere
         self._calls: Dict[str, _SyncCall] = {}
         self._outbox: Deque[_SyncCall] = collections.deque()
         self._conn: Optional[pika.SelectConnection] = None
