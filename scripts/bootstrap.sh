@@ -9,7 +9,8 @@ PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libcmocka-dev libjansson-dev libmicrohttpd-dev libyajl-dev
       postgresql-15 postgresql-client-15 rabbitmq-server
       python3 python3-duo-client openssl curl docker-compose clang-format prometheus
-      python3-pika python3-msgpack python3-jsonschema)
+      python3-pika python3-msgpack python3-jsonschema
+      python3-aio-pika python3-pytest python3-venv python3-setuptools python3-wheel mypy)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -11,6 +11,8 @@
 # Nodes: duoc<N>@localhost, AMQP 127.0.0.1:5767<N+1>, distribution port 5768<N+1>, one
 # shared Erlang cookie. Quorum queues declared on the cluster get a replica on every node
 # (their default initial group size is the cluster size), so one node may fail.
+# A second cluster on the machine sets DUO_CLUSTER_PORT, DUO_CLUSTER_DIST_PORT and
+# DUO_CLUSTER_NODE (the stem of the node names, duoc by default): epmd is shared.
 # Key invariant: the system's own single broker (scripts/services.sh) is never touched.
 set -euo pipefail
 
@@ -19,10 +21,11 @@ RUN="${DUO_RUN_DIR:-$ROOT/.run}/cluster"
 MQBIN=/usr/lib/rabbitmq/bin
 BASE_PORT="${DUO_CLUSTER_PORT:-57672}"
 BASE_DIST="${DUO_CLUSTER_DIST_PORT:-57682}"
+NODE_STEM="${DUO_CLUSTER_NODE:-duoc}"
 
 log() { echo "cluster: $*" >&2; }
 
-node_name() { echo "duoc$1@localhost"; }
+node_name() { echo "$NODE_STEM$1@localhost"; }
 node_port() { echo $((BASE_PORT + $1 - 1)); }
 
 # Environment of node N; run in a subshell.

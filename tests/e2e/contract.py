@@ -413,17 +413,27 @@ def check_import_auto(bus, routes, doc):
 
 
 def check_examples(doc):
+    """Runs the README's examples as written: two of the duo_workers package (imported from
+    the checkout, as installed from clients/python) and one in raw pika."""
     env = dict(os.environ, DUO_USERNAME="alice")
+    pkg = os.path.join(SRC, "clients", "python", "src")
+    env["PYTHONPATH"] = pkg + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    examples = python_examples(doc)
+    kinds = ["package" if "from duo_workers import" in code else "raw" for code in examples]
+    check(kinds == ["package", "package", "raw"],
+          "README has two duo_workers examples, then one raw pika example: %s" % kinds)
     outs = []
-    for i, code in enumerate(python_examples(doc)):
+    for i, code in enumerate(examples):
         res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, timeout=200)
         outs.append(res.stdout)
         check(res.returncode == 0, "README example %d runs (%s)" % (i + 1, (res.stderr or res.stdout)[-300:]))
-    check(len(outs) == 2, "README has two Python examples")
-    if len(outs) == 2:
-        check(outs[0].startswith("authenticated"), "example 1 authenticates alice: %r" % outs[0][:80])
-        check(outs[1].strip().splitlines()[-1].startswith("done"), "example 2 ends with the final reply")
+    if len(outs) == 3:
+        check(outs[0].startswith("authenticated"), "example 1 (package) authenticates alice: %r" % outs[0][:80])
+        lines = outs[1].strip().splitlines()
+        check(bool(lines) and lines[-1].startswith("done"),
+              "example 2 (package) ends with the final reply: %r" % outs[1][-120:])
+        check(outs[2].startswith("authenticated"), "example 3 (raw pika) authenticates alice: %r" % outs[2][:80])
 
 
 def main():
