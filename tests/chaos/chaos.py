@@ -29,9 +29,12 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stack import Stack, services, need  # noqa: E402
 
-# Honest answers to faults: Duo trouble, and an auth job whose worker died after its push
-# may have gone out but before its txid was stored (it is never pushed again).
-TRANSIENT_PREFIXES = ("duo_", "push_outcome_unknown")
+# Honest answers to faults: Duo trouble (including a Duo host whose circuit breaker the
+# injected 5xx bursts opened), an auth job whose worker died after its push may have gone
+# out but before its txid was stored (it is never pushed again), and an enroll.begin
+# whose worker died after Duo may have created the activation but before it was recorded
+# (Duo's enroll is never called twice for one job).
+TRANSIENT_PREFIXES = ("duo_", "push_outcome_unknown", "enroll_outcome_unknown")
 
 
 # ---- the plan ---------------------------------------------------------------------------
