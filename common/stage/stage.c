@@ -414,6 +414,30 @@ void stages_engine_opts(stages *s, const worker_env *env, duo_async_opts *ao)
                            "Circuit breaker changes of a Duo host, by the state entered");
 }
 
+int stages_engine_new(const worker_env *env, const duo_async_opts *ao, stages **s,
+                      duo_async **engine, err_t *e)
+{
+    duo_async_opts o = *ao;
+    *engine = NULL;
+    if (!(*s = stages_new(env)))
+        return err_set(e, ERR_NOMEM, "out of memory");
+    stages_engine_opts(*s, env, &o);
+    if (!(*engine = duo_async_new(&o, e))) {
+        stages_free(*s);
+        *s = NULL;
+        return e && e->code ? e->code : err_set(e, ERR_NOMEM, "out of memory");
+    }
+    return 0;
+}
+
+void stages_engine_poll(stages *s, duo_async *engine, const worker_env *env, int mq_fd,
+                        int timeout_ms)
+{
+    if (duo_async_poll(engine, mq_fd, timeout_ms, NULL) < 0)
+        LOG(LOG_WARN, "curl multi interface failed; retrying next turn");
+    stages_after_poll(s, env);
+}
+
 void stages_after_poll(stages *s, const worker_env *env)
 {
     if (store_in_tx(env->db))

@@ -50,6 +50,18 @@ const stage_rec *stages_get(stages *s, const worker_env *env, const char *stage_
  * to s. s must outlive the engine. */
 void stages_engine_opts(stages *s, const worker_env *env, duo_async_opts *ao);
 
+/* Makes the worker's stage cache and its Duo engine together (ao: the engine's own
+ * options; the breakers are added, stages_engine_opts). 0, or an error (*e) with
+ * nothing left behind. The caller owns both: duo_async_free(*engine) first, then
+ * stages_free(*s). */
+int stages_engine_new(const worker_env *env, const duo_async_opts *ao, stages **s,
+                      duo_async **engine, err_t *e);
+
+/* The worker's poll over that engine: duo_async_poll (Duo's sockets, its timers and
+ * mq_fd, up to timeout_ms), then stages_after_poll. */
+void stages_engine_poll(stages *s, duo_async *engine, const worker_env *env, int mq_fd,
+                        int timeout_ms);
+
 /* Writes the breaker changes heard since the last call (queued, they travel with the
  * next round trip). Call it from the worker's poll, after duo_async_poll, when no
  * transaction is open. */

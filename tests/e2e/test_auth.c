@@ -57,17 +57,7 @@ static void behave(const char *user, const char *push, int delay_ms)
 
 static long long auth_requests(void)
 {
-    char path[160], out[4096];
-    snprintf(path, sizeof path, "/_emu/stats?account=%s", S.account);
-    assert_int_equal(tl_emu("GET", path, NULL, out, sizeof out), 200);
-    json_t *j = json_loads(out, 0, NULL);
-    json_t *st = json_object_get(json_object_get(j, "requests"), "/auth/v2/auth");
-    long long n = 0;
-    const char *k;
-    json_t *v;
-    json_object_foreach(st, k, v) n += json_integer_value(v);
-    json_decref(j);
-    return n;
+    return tl_emu_requests(S.account, "/auth/v2/auth");
 }
 
 static int count(const char *sql)

@@ -340,20 +340,9 @@ static void test_crash_between_commit_and_ack(void **state)
                      1);
 }
 
-/* Requests the emulator answered for the stage's account on one path. */
 static long long emu_requests(const char *path)
 {
-    char q[256], out[8192];
-    snprintf(q, sizeof q, "/_emu/stats?account=%s", S.account);
-    assert_int_equal(tl_emu("GET", q, NULL, out, sizeof out), 200);
-    json_t *j = json_loads(out, 0, NULL);
-    json_t *st = json_object_get(json_object_get(j, "requests"), path);
-    long long n = 0;
-    const char *k;
-    json_t *v;
-    json_object_foreach(st, k, v) n += json_integer_value(v);
-    json_decref(j);
-    return n;
+    return tl_emu_requests(S.account, path);
 }
 
 /* Replaces the stack's workers with one enrollment worker with extra environment. */

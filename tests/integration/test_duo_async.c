@@ -357,19 +357,9 @@ static void test_bad_args(void **state)
     duo_async_free(a);
 }
 
-/* Requests the emulator answered for acc on path. */
 static long long answered(const emu_account *acc, const char *path)
 {
-    char q[160];
-    snprintf(q, sizeof q, "/_emu/stats?account=%s", acc->account);
-    json_t *j = emu(q, NULL);
-    json_t *st = json_object_get(json_object_get(j, "requests"), path);
-    long long n = 0;
-    const char *k;
-    json_t *v;
-    json_object_foreach(st, k, v) n += json_integer_value(v);
-    json_decref(j);
-    return n;
+    return tl_emu_requests(acc->account, path);
 }
 
 static void on_change(void *arg, const char *host, duo_breaker_state to, long long open_ms)

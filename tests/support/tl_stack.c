@@ -342,6 +342,20 @@ void tl_job_id(tl_stack *s, char *out, size_t n)
     snprintf(out, n, "%s-%u-%ld", s->tag, job_counter++, (long)getpid());
 }
 
+long long tl_emu_requests(const char *account, const char *path)
+{
+    char q[256];
+    snprintf(q, sizeof q, "/_emu/stats?account=%s", account);
+    json_t *j = tl_emu_json(q, NULL);
+    json_t *st = json_object_get(json_object_get(j, "requests"), path);
+    long long n = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(st, k, v) n += json_integer_value(v);
+    json_decref(j);
+    return n;
+}
+
 json_t *tl_job(tl_stack *s, const char *type, const char *job_id, json_t *body, int timeout_ms)
 {
     err_t e = {0};

@@ -85,6 +85,10 @@ int tl_emu(const char *method, const char *path, const char *body, char *out, si
  * the answer is unusable. */
 json_t *tl_emu_json(const char *path, const char *body);
 
+/* Requests the emulator answered (any status) for account on one path. Fails the test
+ * when the emulator cannot say. */
+long long tl_emu_requests(const char *account, const char *path);
+
 /* Sends a job (body stolen) and waits up to timeout_ms for its reply. Returns the reply
  * (caller json_decref()s) or NULL on timeout/error (message on stderr). */
 json_t *tl_job(tl_stack *s, const char *type, const char *job_id, json_t *body, int timeout_ms);

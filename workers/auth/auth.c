@@ -43,13 +43,12 @@ int auth_init(const worker_env *env, err_t *e)
     /* Every job the broker may hand over at once can hold one connection; keeping them
      * all between calls saves a TLS set-up (about 1 ms of CPU) per reconnect. */
     duo_async_opts ao = {.max_idle_connections = env->cfg->prefetch + 16};
-    if (app && (app->stages = stages_new(env)))
-        stages_engine_opts(app->stages, env, &ao); /* breakers per Duo host */
-    if (!app || !app->stages || !(app->engine = duo_async_new(&ao, e))) {
-        if (app)
-            stages_free(app->stages);
+    if (!app)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    int rc = stages_engine_new(env, &ao, &app->stages, &app->engine, e);
+    if (rc < 0) {
         free(app);
-        return e && e->code ? e->code : err_set(e, ERR_NOMEM, "out of memory");
+        return rc;
     }
     raise_fd_limit();
     worker_set_app(env->w, app);
@@ -92,9 +91,7 @@ void auth_poll(const worker_env *env, int mq_fd, int timeout_ms)
         run_guards(env, app);
         timeout_ms = 0;
     }
-    if (duo_async_poll(app->engine, mq_fd, timeout_ms, NULL) < 0)
-        LOG(LOG_WARN, "curl multi interface failed; retrying next turn");
-    stages_after_poll(app->stages, env);
+    stages_engine_poll(app->stages, app->engine, env, mq_fd, timeout_ms);
 }
 
 /* ---- finishing ------------------------------------------------------------------- */

@@ -41,13 +41,12 @@ int enroll_init(const worker_env *env, err_t *e)
     enroll_app *app = calloc(1, sizeof *app);
     /* Every job in hand may hold a connection; keeping them saves a TLS set-up each. */
     duo_async_opts ao = {.max_idle_connections = env->cfg->prefetch + 16};
-    if (app && (app->stages = stages_new(env)))
-        stages_engine_opts(app->stages, env, &ao);
-    if (!app || !app->stages || !(app->engine = duo_async_new(&ao, e))) {
-        if (app)
-            stages_free(app->stages);
+    if (!app)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    int rc = stages_engine_new(env, &ao, &app->stages, &app->engine, e);
+    if (rc < 0) {
         free(app);
-        return e && e->code ? e->code : err_set(e, ERR_NOMEM, "out of memory");
+        return rc;
     }
     worker_set_app(env->w, app);
     return 0;
@@ -81,9 +80,7 @@ void enroll_fini(const worker_env *env)
 void enroll_poll(const worker_env *env, int mq_fd, int timeout_ms)
 {
     enroll_app *app = env->app;
-    if (duo_async_poll(app->engine, mq_fd, timeout_ms, NULL) < 0)
-        LOG(LOG_WARN, "curl multi interface failed; retrying next turn");
-    stages_after_poll(app->stages, env);
+    stages_engine_poll(app->stages, app->engine, env, mq_fd, timeout_ms);
 }
 
 /* A call for job j of stage st, linked into the pending list; NULL when out of memory. */

@@ -20,13 +20,12 @@ int import_init(const worker_env *env, err_t *e)
     duo_async_opts ao = {.max_host_connections = IMPORT_FETCHES_IN_FLIGHT,
                          .buffer_size = 64 * 1024};
     import_app *app = calloc(1, sizeof *app);
-    if (app && (app->stages = stages_new(env)))
-        stages_engine_opts(app->stages, env, &ao); /* breakers per Duo host */
-    if (!app || !app->stages || !(app->engine = duo_async_new(&ao, e))) {
-        if (app)
-            stages_free(app->stages);
+    if (!app)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    int rc = stages_engine_new(env, &ao, &app->stages, &app->engine, e);
+    if (rc < 0) {
         free(app);
-        return e && e->code ? e->code : err_set(e, ERR_NOMEM, "out of memory");
+        return rc;
     }
     worker_set_app(env->w, app);
     return 0;
@@ -49,9 +48,7 @@ void import_fini(const worker_env *env)
 void import_poll(const worker_env *env, int mq_fd, int timeout_ms)
 {
     import_app *app = env->app;
-    if (duo_async_poll(app->engine, mq_fd, timeout_ms, NULL) < 0)
-        LOG(LOG_WARN, "curl multi interface failed; retrying next turn");
-    stages_after_poll(app->stages, env);
+    stages_engine_poll(app->stages, app->engine, env, mq_fd, timeout_ms);
 }
 
 stages *import_stages(const worker_env *env)
