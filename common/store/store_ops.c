@@ -15,6 +15,8 @@ static const store_stmt st_view = {
 static const store_stmt st_rearm = {
     "ops_job_rearm", "UPDATE job SET state = 'running', attempts = 0 WHERE job_id = $1 "
                      "AND (state = 'running' OR error_code IS NOT NULL)"};
+static const store_stmt st_lock = {"ops_lock", "SELECT pg_advisory_lock(hashtext($1))"};
+static const store_stmt st_unlock = {"ops_unlock", "SELECT pg_advisory_unlock(hashtext($1))"};
 static const store_stmt st_outcomes = {
     "ops_job_outcomes",
     "SELECT job_type, coalesce(error_code, 'ok') AS outcome, count(*) FROM "
@@ -70,6 +72,25 @@ int store_job_rearm(store *s, const char *job_id, int *rearmed, err_t *e)
     *rearmed = rc == 0 && store_res_affected(r) > 0;
     store_res_free(r);
     return rc;
+}
+
+static int exec1(store *s, const store_stmt *st, const char *arg, err_t *e)
+{
+    store_res *r = NULL;
+    const char *v[] = {arg};
+    int rc = store_exec(s, st, 1, v, &r, e);
+    store_res_free(r);
+    return rc;
+}
+
+int store_ops_lock(store *s, const char *name, err_t *e)
+{
+    return exec1(s, &st_lock, name, e);
+}
+
+int store_ops_unlock(store *s, const char *name, err_t *e)
+{
+    return exec1(s, &st_unlock, name, e);
 }
 
 int store_job_outcomes(store *s, int limit, store_outcome_cb cb, void *arg, err_t *e)

@@ -38,6 +38,13 @@ void store_job_view_clear(store_job_view *v);
  * succeeded). */
 int store_job_rearm(store *s, const char *job_id, int *rearmed, err_t *e);
 
+/* Takes the lock `name`, shared by every session of the database, waiting while another
+ * session holds it; a session's locks go with it (also when its process is killed).
+ * store_ops_unlock gives it back. Operators' tools use it to take turns at something
+ * outside the database (reading the dead-letter queue). */
+int store_ops_lock(store *s, const char *name, err_t *e);
+int store_ops_unlock(store *s, const char *name, err_t *e);
+
 /* Outcomes of the last `limit` finished jobs: one callback per (job type, outcome) with
  * the count; outcome is "ok" or the error code. Most frequent first. */
 typedef int (*store_outcome_cb)(const char *job_type, const char *outcome, int64_t n, void *arg);
