@@ -1,5 +1,6 @@
-/* dead_scan.c - reads the dead-letter queue into dead_entry records: x-death history,
- * the decoded body, the job record, and the reason code an operator filters by.
+/* dead_scan.c - one pass over the dead-letter queue (taking turns with other passes),
+ * each message described as a dead_entry: x-death history, the decoded body, the job
+ * record, and the reason code an operator filters by.
  *
  * Key invariant: the reason is the one the worker gave. A job that ran has its error code
  * in its record; a message that never became a job is classified with the worker's own
@@ -12,6 +13,7 @@
 #include "jobs_client.h"
 #include "msg.h"
 #include "ops.h"
+#include "store_ops.h"
 
 /* Copies s into out, cut to fit (names and codes here are short; a cut one still shows). */
 static void copy(char *out, size_t n, const char *s)
@@ -110,56 +112,88 @@ static int describe(ops_env *o, dead_entry *x)
     return 0;
 }
 
-static int grow(dead_list *l, size_t *cap)
-{
-    if (l->n < *cap)
-        return 0;
-    size_t nc = *cap ? *cap * 2 : 64;
-    dead_entry *v = realloc(l->v, nc * sizeof *v);
-    if (!v)
-        return -1;
-    l->v = v;
-    *cap = nc;
-    return 0;
-}
+/* Long enough for a loaded broker to start delivering; the end itself is asked of the
+ * queue, not guessed from this. */
+enum { IDLE_MS = 1000, TURN_WAIT_MS = 60000 };
 
-int dead_scan(ops_env *o, size_t limit, dead_list *out)
+int dead_pass_begin(ops_env *o, dead_pass *p)
 {
-    memset(out, 0, sizeof *out);
-    size_t cap = 0;
+    memset(p, 0, sizeof *p);
+    p->o = o;
     err_t e = {0};
-    while (out->n < limit) {
-        mq_delivery *d = NULL;
-        int rc = mq_get(o->mq, mq_dead_queue(o->mq), MQ_KIND_DEAD, &d, NULL, &e);
-        if (rc < 0) {
-            fprintf(stderr, "duoctl: reading %s: %s\n", mq_dead_queue(o->mq), e.msg);
-            return -1;
-        }
-        if (rc == 0)
-            break;
-        if (grow(out, &cap) < 0) {
-            mq_delivery_free(d);
-            fprintf(stderr, "duoctl: out of memory\n");
-            return -1;
-        }
-        dead_entry *x = &out->v[out->n++];
-        memset(x, 0, sizeof *x);
-        x->d = d;
-        if (describe(o, x) < 0)
-            return -1;
+    snprintf(p->lock, sizeof p->lock, "duoctl dead pass %s", mq_dead_queue(o->mq));
+    /* One pass at a time: each holds what it read, so two at once would each miss what
+     * the other holds. */
+    if (store_ops_lock(o->db, p->lock, &e) < 0) {
+        fprintf(stderr, "duoctl: waiting for the dead-letter queue: %s\n", e.msg);
+        return -1;
+    }
+    p->locked = 1;
+    if (mq_reader_open(o->mq, mq_dead_queue(o->mq), MQ_KIND_DEAD, TURN_WAIT_MS, &p->r, &p->ready,
+                       &e) < 0) {
+        fprintf(stderr, "duoctl: reading %s: %s\n", mq_dead_queue(o->mq), e.msg);
+        dead_pass_end(p);
+        return -1;
     }
     return 0;
 }
 
-void dead_list_free(dead_list *l)
+int dead_pass_next(dead_pass *p, int describe_it, dead_entry *x)
 {
-    for (size_t i = 0; i < l->n; i++) {
-        mq_delivery_free(l->v[i].d);
-        store_job_view_clear(&l->v[i].rec);
-        json_decref(l->v[i].body);
+    memset(x, 0, sizeof *x);
+    err_t e = {0};
+    mq_delivery *d = NULL;
+    int rc = mq_reader_next(p->r, IDLE_MS, &d, &e);
+    if (rc < 0)
+        fprintf(stderr, "duoctl: reading %s: %s\n", mq_dead_queue(p->o->mq), e.msg);
+    if (rc <= 0)
+        return rc < 0 ? -1 : 0;
+    x->d = d;
+    x->t = mq_ticket_of(d);
+    if (!describe_it) {
+        copy(x->job_id, sizeof x->job_id, d->message_id);
+        copy(x->type, sizeof x->type, d->type);
+        copy(x->kind, sizeof x->kind, d->routing_key);
+        return 1;
     }
-    free(l->v);
-    memset(l, 0, sizeof *l);
+    return describe(p->o, x) < 0 ? -1 : 1;
+}
+
+int dead_pass_settle(dead_pass *p, mq_ticket t, int how, int multiple)
+{
+    err_t e = {0};
+    if (mq_reader_settle(p->r, t, how, multiple, &e) == 0)
+        return 0;
+    fprintf(stderr, "duoctl: settling a dead letter: %s\n", e.msg);
+    return -1;
+}
+
+int dead_pass_end(dead_pass *p)
+{
+    int rc = 0;
+    err_t e = {0};
+    if (p->r && mq_reader_sync(p->r, &e) < 0) {
+        fprintf(stderr, "duoctl: confirming what was settled: %s\n", e.msg);
+        rc = -1;
+    }
+    mq_reader_free(p->r);
+    p->r = NULL;
+    if (p->o) {
+        mq_close(p->o->mq); /* what was not settled returns to P.dead */
+        p->o->mq = NULL;
+    }
+    if (p->locked && store_ops_unlock(p->o->db, p->lock, &e) < 0)
+        fprintf(stderr, "duoctl: %s\n", e.msg); /* it goes with the session anyway */
+    p->locked = 0;
+    return rc;
+}
+
+void dead_entry_clear(dead_entry *x)
+{
+    mq_delivery_free(x->d);
+    store_job_view_clear(&x->rec);
+    json_decref(x->body);
+    memset(x, 0, sizeof *x);
 }
 
 static int in_list(const char *csv, const char *v)
