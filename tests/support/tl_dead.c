@@ -9,22 +9,24 @@
 #include "msg.h"
 #include "testlib.h"
 
-static int publish_one(mq_conn *c, const char *dlx, const char *kind, const char *type,
-                       const char *id, const char *stage, uint64_t *seq, err_t *e)
+static int publish_one(mq_conn *c, const char *dlx, const tl_dead_msgs *w, const char *id,
+                       uint64_t *seq, err_t *e)
 {
     char user[300];
     snprintf(user, sizeof user, "u%s", id);
-    json_t *b = json_pack("{s:s, s:s}", "stage_uuid", stage, "username", user);
+    json_t *b = w->no_username ? json_pack("{s:s}", "stage_uuid", w->stage)
+                               : json_pack("{s:s, s:s}", "stage_uuid", w->stage, "username", user);
     void *buf = NULL;
     size_t len = 0;
     int rc = msg_encode(b, &buf, &len, e);
     json_decref(b);
     mq_msg m = {.exchange = dlx,
-                .routing_key = kind,
+                .routing_key = w->kind,
                 .body = buf,
                 .body_len = len,
                 .message_id = id,
-                .type = type,
+                .type = w->type,
+                .reply_to = w->reply_to,
                 .content_type = "application/msgpack"};
     if (rc == 0)
         rc = mq_publish(c, &m, seq, e);
@@ -34,6 +36,12 @@ static int publish_one(mq_conn *c, const char *dlx, const char *kind, const char
 
 int tl_dead_fill(tl_stack *s, const char *kind, const char *type, const char *id_prefix, int from,
                  int n)
+{
+    tl_dead_msgs w = {kind, type, id_prefix, s->stage_uuid, NULL, 0};
+    return tl_dead_fill_ex(s, &w, from, n);
+}
+
+int tl_dead_fill_ex(tl_stack *s, const tl_dead_msgs *w, int from, int n)
 {
     mq_opts o = {.urls = tl_env("AMQP_URL"), .prefix = s->prefix, .conn_name = "tl_dead_fill"};
     err_t e = {0};
@@ -47,8 +55,8 @@ int tl_dead_fill(tl_stack *s, const char *kind, const char *type, const char *id
     uint64_t seq = 0;
     int rc = 0;
     for (int i = 0; rc == 0 && i < n; i++) {
-        snprintf(id, sizeof id, "%s-%d", id_prefix, from + i);
-        rc = publish_one(c, dlx, kind, type, id, s->stage_uuid, &seq, &e);
+        snprintf(id, sizeof id, "%s-%d", w->id_prefix, from + i);
+        rc = publish_one(c, dlx, w, id, &seq, &e);
         if (rc == 0 && i % 1000 == 999) /* keep the unconfirmed window small */
             rc = mq_wait_confirm(c, seq, 60000, &e);
     }

@@ -14,6 +14,15 @@
 int tl_dead_fill(tl_stack *s, const char *kind, const char *type, const char *id_prefix, int from,
                  int n);
 
+/* What tl_dead_fill_ex publishes; every pointer borrowed for the call. */
+typedef struct tl_dead_msgs {
+    const char *kind, *type, *id_prefix;
+    const char *stage;    /* the body's stage_uuid */
+    const char *reply_to; /* NULL: none */
+    int no_username;      /* 1: a body that fails the enroll.begin schema */
+} tl_dead_msgs;
+int tl_dead_fill_ex(tl_stack *s, const tl_dead_msgs *w, int from, int n);
+
 /* The messages of quorum queue `name` (tests' vhost) as the queue itself counts them
  * now (rabbitmqctl eval on its state: ready and held by consumers), or -1; *leaving
  * (optional) receives those it dead-lettered that are still on their way out (a replay in
