@@ -25,6 +25,27 @@ static const store_stmt st_outcomes = {
 static const store_stmt st_running = {
     "ops_job_running",
     "SELECT job_type, count(*) FROM job WHERE state = 'running' GROUP BY 1 ORDER BY 1"};
+/* Every run, newest first, or (with $1 false) the running ones; state and why it ended. */
+static const store_stmt st_runs_all = {
+    "ops_import_runs",
+    "SELECT r.uuid, s.name, r.dry_run, r.pages_total, r.pages_done, r.created, r.existing, "
+    "r.unknown_user, r.errors, extract(epoch FROM coalesce(r.finished_at, clock_timestamp()) - "
+    "r.started_at)::float8, extract(epoch FROM clock_timestamp() - coalesce(r.last_progress_at, "
+    "r.started_at))::float8, r.state, coalesce(r.error_message, ''), "
+    "extract(epoch FROM r.started_at)::bigint FROM import_run r JOIN duo_stage s "
+    "ON s.id = r.stage_id WHERE $1::boolean OR r.state = 'running' "
+    "ORDER BY r.started_at DESC LIMIT $2::bigint"};
+/* A cancel ends the pages first (the order a page's apply locks them: page, then run), so
+ * a worker still paging finds its page no longer pending and changes nothing. */
+static const store_stmt st_cancel_pages = {
+    "ops_import_cancel_pages",
+    "UPDATE import_page SET state = 'failed', error = 'cancelled by an operator', "
+    "done_at = now() WHERE run_id = (SELECT id FROM import_run WHERE uuid = $1::uuid "
+    "AND state = 'running') AND state = 'pending'"};
+static const store_stmt st_cancel_run = {
+    "ops_import_cancel_run",
+    "UPDATE import_run SET state = 'failed', finished_at = now(), "
+    "error_message = 'cancelled by an operator' WHERE uuid = $1::uuid AND state = 'running'"};
 static const store_stmt st_runs = {
     "ops_import_running",
     "SELECT r.uuid, s.name, r.dry_run, r.pages_total, r.pages_done, r.created, r.existing, "
@@ -113,6 +134,54 @@ int store_job_running(store *s, store_count_cb cb, void *arg, err_t *e)
     for (int i = 0; rc == 0 && i < store_res_rows(r); i++)
         rc = cb(store_res_get(r, i, 0), store_col_i64(r, i, 1), arg);
     store_res_free(r);
+    return rc;
+}
+
+static void run_row(const store_res *r, int i, store_run_progress *p);
+
+int store_import_runs(store *s, int all, int limit, store_run_cb cb, void *arg, err_t *e)
+{
+    char lim[STORE_I64_LEN];
+    store_i64_text(lim, limit > 0 ? limit : 1);
+    const char *v[] = {all ? "true" : "false", lim};
+    store_res *r = NULL;
+    int rc = store_exec(s, &st_runs_all, 2, v, &r, e);
+    for (int i = 0; rc == 0 && i < store_res_rows(r); i++) {
+        store_run_progress p;
+        run_row(r, i, &p);
+        snprintf(p.state, sizeof p.state, "%s", store_res_get(r, i, 11));
+        snprintf(p.error, sizeof p.error, "%s", store_res_get(r, i, 12));
+        p.started = store_col_i64(r, i, 13);
+        rc = cb(&p, arg);
+    }
+    store_res_free(r);
+    return rc;
+}
+
+int store_import_cancel(store *s, const char *run_uuid, int *cancelled, int64_t *pages, err_t *e)
+{
+    *cancelled = 0;
+    *pages = 0;
+    const char *v[] = {run_uuid};
+    store_res *r = NULL;
+    int rc = store_begin(s, e);
+    if (rc == 0)
+        rc = store_exec(s, &st_cancel_pages, 1, v, &r, e);
+    if (rc == 0)
+        *pages = store_res_affected(r);
+    store_res_free(r);
+    r = NULL;
+    if (rc == 0)
+        rc = store_exec(s, &st_cancel_run, 1, v, &r, e);
+    if (rc == 0)
+        *cancelled = store_res_affected(r) > 0;
+    store_res_free(r);
+    if (rc == 0)
+        rc = store_commit(s, e);
+    else
+        store_rollback(s);
+    if (rc < 0)
+        *cancelled = 0, *pages = 0;
     return rc;
 }
 

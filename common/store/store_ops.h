@@ -62,11 +62,24 @@ typedef struct store_run_progress {
     int pages_total, pages_done;
     int64_t created, existing, unknown_user;
     int errors;
-    double elapsed_s; /* since it started */
+    double elapsed_s; /* since it started (to its end, once ended) */
     double idle_s;    /* since its last progress (or its start) */
+    char state[12];   /* running | done | failed (store_import_runs only) */
+    char error[200];  /* why it failed, "" (store_import_runs only) */
+    int64_t started;  /* Unix seconds (store_import_runs only) */
 } store_run_progress;
 
 typedef int (*store_run_cb)(const store_run_progress *r, void *arg);
 int store_import_running(store *s, store_run_cb cb, void *arg, err_t *e);
+/* The `limit` newest import runs (all: whatever their state, else the running ones). */
+int store_import_runs(store *s, int all, int limit, store_run_cb cb, void *arg, err_t *e);
+
+/* Ends a running import run for good: its pending pages become failed ("cancelled by an
+ * operator") and the run failed, in one transaction, pages first, so a worker still
+ * paging finds its page no longer pending (its apply changes nothing: no device is made
+ * after the cancel) and no page job of the run starts one again; a stage's next run may
+ * start at once. *cancelled = 0 when the run was not running (unknown, or over);
+ * *pages = pending pages ended. */
+int store_import_cancel(store *s, const char *run_uuid, int *cancelled, int64_t *pages, err_t *e);
 
 #endif
