@@ -257,11 +257,12 @@ int mq_get(mq_conn *c, const char *name, const char *kind, mq_delivery **out, ui
  *
  * mq_reader_open waits up to wait_ms until the queue has no consumer (a reader that
  * just closed has given its messages back only then), then consumes it on the channel of
- * mq_get. *ready (optional) receives the ready count at the start. The reader is the
- * caller's (mq_reader_free, before mq_close); it borrows c. */
+ * mq_get with as many consumers as the ready messages need, each holding up to `window`
+ * (<= 0 or above 60000: 60000). *ready (optional) receives the ready count at the start. The reader
+ * is the caller's (mq_reader_free, before mq_close); it borrows c. */
 typedef struct mq_reader mq_reader;
-int mq_reader_open(mq_conn *c, const char *queue, const char *kind, int wait_ms, mq_reader **out,
-                   uint32_t *ready, err_t *e);
+int mq_reader_open(mq_conn *c, const char *queue, const char *kind, int window, int wait_ms,
+                   mq_reader **out, uint32_t *ready, err_t *e);
 /* The next message, waiting up to idle_ms for one: 1 with *out (caller owns it:
  * mq_delivery_free; settle it through its mq_ticket_of), 0 when the queue has no ready
  * message left, negative ERR_* on failure. */

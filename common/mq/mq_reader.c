@@ -26,6 +26,7 @@ struct mq_reader {
     mq_conn *c;
     char queue[256];
     char kind[32];
+    uint32_t window;   /* messages one consumer holds at most */
     uint32_t want;     /* ready messages when it started */
     uint32_t got;      /* deliveries handed out */
     unsigned unsynced; /* settlements sent since the last sync */
@@ -63,11 +64,11 @@ static int wait_no_consumers(mq_conn *c, const char *queue, int wait_ms, mq_queu
 static int start_consumers(mq_reader *r, uint32_t ready, err_t *e)
 {
     mq_conn *c = r->c;
-    amqp_basic_qos(c->st, CH_CONSUME, 0, WINDOW, 0);
+    amqp_basic_qos(c->st, CH_CONSUME, 0, (uint16_t)r->window, 0);
     int rc = mq_err_reply(e, amqp_get_rpc_reply(c->st), "setting the reader's window");
     /* One window per consumer: enough consumers to hold every ready message, plus one
      * for what arrives meanwhile. */
-    uint32_t n = ready / WINDOW + 1;
+    uint32_t n = ready / r->window + 1;
     for (uint32_t i = 0; rc == 0 && i < n; i++) {
         char tag[64];
         snprintf(tag, sizeof tag, i ? "%s~%u" : "%s", r->kind, i);
@@ -78,8 +79,8 @@ static int start_consumers(mq_reader *r, uint32_t ready, err_t *e)
     return rc < 0 ? mq_broken(c, e, err_wrap(e, rc, "%s", r->queue)) : 0;
 }
 
-int mq_reader_open(mq_conn *c, const char *queue, const char *kind, int wait_ms, mq_reader **out,
-                   uint32_t *ready, err_t *e)
+int mq_reader_open(mq_conn *c, const char *queue, const char *kind, int window, int wait_ms,
+                   mq_reader **out, uint32_t *ready, err_t *e)
 {
     *out = NULL;
     if (mq_is_broken(c))
@@ -94,6 +95,7 @@ int mq_reader_open(mq_conn *c, const char *queue, const char *kind, int wait_ms,
     r->c = c;
     snprintf(r->queue, sizeof r->queue, "%s", queue);
     snprintf(r->kind, sizeof r->kind, "%s", kind);
+    r->window = window > 0 && window < WINDOW ? (uint32_t)window : WINDOW;
     r->want = st.ready;
     rc = start_consumers(r, st.ready, e);
     if (rc < 0) {

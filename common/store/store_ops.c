@@ -12,6 +12,15 @@ static const store_stmt st_view = {
     "SELECT job_type, state, attempts, coalesce(error_code, ''), "
     "extract(epoch FROM created_at)::bigint, "
     "coalesce(extract(epoch FROM finished_at)::bigint, 0), reply FROM job WHERE job_id = $1"};
+static const store_stmt st_views = {
+    "ops_job_views", "SELECT job_type, state, attempts, coalesce(error_code, ''), "
+                     "extract(epoch FROM created_at)::bigint, "
+                     "coalesce(extract(epoch FROM finished_at)::bigint, 0), reply, job_id FROM job "
+                     "WHERE job_id = ANY($1::text[])"};
+static const store_stmt st_rearm_many = {
+    "ops_jobs_rearm", "UPDATE job SET state = 'running', attempts = 0 "
+                      "WHERE job_id = ANY($1::text[]) "
+                      "AND (state = 'running' OR error_code IS NOT NULL) RETURNING job_id"};
 static const store_stmt st_rearm = {
     "ops_job_rearm", "UPDATE job SET state = 'running', attempts = 0 WHERE job_id = $1 "
                      "AND (state = 'running' OR error_code IS NOT NULL)"};
@@ -54,6 +63,21 @@ static const store_stmt st_runs = {
     "FROM import_run r JOIN duo_stage s ON s.id = r.stage_id WHERE r.state = 'running' "
     "ORDER BY r.started_at"};
 
+/* Fills out from row i of a view query. */
+static int view_row(const store_res *r, int i, store_job_view *out, err_t *e)
+{
+    memset(out, 0, sizeof *out);
+    snprintf(out->job_type, sizeof out->job_type, "%s", store_res_get(r, i, 0));
+    snprintf(out->state, sizeof out->state, "%s", store_res_get(r, i, 1));
+    out->attempts = (int)store_col_i64(r, i, 2);
+    snprintf(out->error_code, sizeof out->error_code, "%s", store_res_get(r, i, 3));
+    out->created_at = store_col_i64(r, i, 4);
+    out->finished_at = store_col_i64(r, i, 5);
+    if (!store_res_isnull(r, i, 6) && store_res_bytea(r, i, 6, &out->reply, &out->reply_len) < 0)
+        return err_set(e, ERR_NOMEM, "unreadable stored reply");
+    return 0;
+}
+
 int store_job_view_get(store *s, const char *job_id, store_job_view *out, err_t *e)
 {
     memset(out, 0, sizeof *out);
@@ -62,16 +86,58 @@ int store_job_view_get(store *s, const char *job_id, store_job_view *out, err_t 
     int rc = store_exec(s, &st_view, 1, v, &r, e);
     if (rc == 0 && store_res_rows(r) != 1)
         rc = err_set(e, ERR_NOTFOUND, "no job record for this job id");
-    if (rc == 0) {
-        snprintf(out->job_type, sizeof out->job_type, "%s", store_res_get(r, 0, 0));
-        snprintf(out->state, sizeof out->state, "%s", store_res_get(r, 0, 1));
-        out->attempts = (int)store_col_i64(r, 0, 2);
-        snprintf(out->error_code, sizeof out->error_code, "%s", store_res_get(r, 0, 3));
-        out->created_at = store_col_i64(r, 0, 4);
-        out->finished_at = store_col_i64(r, 0, 5);
-        if (!store_res_isnull(r, 0, 6) &&
-            store_res_bytea(r, 0, 6, &out->reply, &out->reply_len) < 0)
-            rc = err_set(e, ERR_NOMEM, "unreadable stored reply");
+    if (rc == 0)
+        rc = view_row(r, 0, out, e);
+    store_res_free(r);
+    return rc;
+}
+
+int store_job_views_get(store *s, const char *const *ids, size_t n, store_job_view *out, int *found,
+                        err_t *e)
+{
+    for (size_t k = 0; k < n; k++) {
+        memset(&out[k], 0, sizeof out[k]);
+        found[k] = 0;
+    }
+    if (n == 0)
+        return 0;
+    char *arr = store_text_array(ids, n);
+    if (!arr)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    const char *v[] = {arr};
+    store_res *r = NULL;
+    int rc = store_exec(s, &st_views, 1, v, &r, e);
+    free(arr);
+    for (int i = 0; rc == 0 && i < store_res_rows(r); i++) {
+        const char *id = store_res_get(r, i, 7);
+        for (size_t k = 0; rc == 0 && k < n; k++) /* one id may be asked for twice */
+            if (!found[k] && strcmp(ids[k], id) == 0 && (rc = view_row(r, i, &out[k], e)) == 0)
+                found[k] = 1;
+    }
+    store_res_free(r);
+    if (rc < 0)
+        for (size_t k = 0; k < n; k++)
+            store_job_view_clear(&out[k]), found[k] = 0;
+    return rc;
+}
+
+int store_jobs_rearm(store *s, const char *const *ids, size_t n, int *rearmed, err_t *e)
+{
+    for (size_t k = 0; k < n; k++)
+        rearmed[k] = 0;
+    if (n == 0)
+        return 0;
+    char *arr = store_text_array(ids, n);
+    if (!arr)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    const char *v[] = {arr};
+    store_res *r = NULL;
+    int rc = store_exec(s, &st_rearm_many, 1, v, &r, e);
+    free(arr);
+    for (int i = 0; rc == 0 && i < store_res_rows(r); i++) {
+        const char *id = store_res_get(r, i, 0);
+        for (size_t k = 0; k < n; k++)
+            rearmed[k] |= strcmp(ids[k], id) == 0;
     }
     store_res_free(r);
     return rc;

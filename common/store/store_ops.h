@@ -31,12 +31,20 @@ typedef struct store_job_view {
 int store_job_view_get(store *s, const char *job_id, store_job_view *out, err_t *e);
 void store_job_view_clear(store_job_view *v);
 
+/* store_job_view_get for n ids in one round trip: found[k] = 1 and out[k] filled (clear
+ * each) for every ids[k] that has a record, else out[k] zeroed. An id may repeat. On
+ * failure nothing is filled. */
+int store_job_views_get(store *s, const char *const *ids, size_t n, store_job_view *out, int *found,
+                        err_t *e);
+
 /* Lets job_id run once more: its record goes back to 'running' with no claims, so the
  * next delivery is claimed as new (the stored reply stays until the run overwrites it).
  * Only a failed or unfinished record is re-armed: one that succeeded (a replayed copy
  * already ran) is left alone. *rearmed = 0 when nothing was re-armed (no record, or it
  * succeeded). */
 int store_job_rearm(store *s, const char *job_id, int *rearmed, err_t *e);
+/* store_job_rearm for n ids in one statement: rearmed[k] = 1 for each ids[k] re-armed. */
+int store_jobs_rearm(store *s, const char *const *ids, size_t n, int *rearmed, err_t *e);
 
 /* Takes the lock `name`, shared by every session of the database, waiting while another
  * session holds it; a session's locks go with it (also when its process is killed).

@@ -336,9 +336,8 @@ typedef struct tally {
 /* Re-arms the job record, then hands the message back (reject from P.dead). A later
  * copy of a job replayed just now is dropped: only a copy that was handed back makes its
  * twins redundant (one left in place, or skipped, does not). */
-static int replay_one(dead_pass *p, chosen *c, idset *replayed, tally *t)
+static int replay_one(dead_pass *p, chosen *c, int rearmed, idset *replayed, tally *t)
 {
-    err_t e = {0};
     const char *id = c->job_id[0] ? c->job_id : "(no job id)";
     if (!work_kind(c->kind)) {
         fprintf(stderr, "duoctl: %s: routing key '%s' names no work queue; left in place\n", id,
@@ -349,11 +348,6 @@ static int replay_one(dead_pass *p, chosen *c, idset *replayed, tally *t)
     if (c->job_id[0] && id_has(replayed, c->job_id)) {
         t->twins++;
         return dead_pass_settle(p, c->t, 0, 0);
-    }
-    int rearmed = 0;
-    if (c->job_id[0] && store_job_rearm(p->o->db, c->job_id, &rearmed, &e) < 0) {
-        fprintf(stderr, "duoctl: %s: %s\n", id, e.msg);
-        return -1;
     }
     if (c->has_record && !rearmed) { /* it succeeded meanwhile: running it again would
                                       * repeat its effect */
@@ -371,6 +365,51 @@ static int replay_one(dead_pass *p, chosen *c, idset *replayed, tally *t)
     t->done++;
     fault("replay_kill_after", t->done);
     return 0;
+}
+
+/* Re-arms, in one statement, the jobs of s->v[from..to) (at most PASS_BATCH) that may be
+ * handed back: of a work queue's kind, with a job id not replayed earlier in this run.
+ * rearmed[i - from] says which were. 0 or -1 (printed). */
+static int rearm_chunk(dead_pass *p, const selection *s, size_t from, size_t to,
+                       const idset *replayed, int *rearmed)
+{
+    const char *ids[PASS_BATCH];
+    size_t at[PASS_BATCH], m = 0;
+    int got[PASS_BATCH];
+    for (size_t i = from; i < to; i++) {
+        const chosen *c = &s->v[i];
+        rearmed[i - from] = 0;
+        if (work_kind(c->kind) && c->job_id[0] && !id_has(replayed, c->job_id)) {
+            ids[m] = c->job_id;
+            at[m++] = i - from;
+        }
+    }
+    err_t e = {0};
+    if (store_jobs_rearm(p->o->db, ids, m, got, &e) < 0) {
+        fprintf(stderr, "duoctl: re-arming job records: %s\n", e.msg);
+        return -1;
+    }
+    for (size_t k = 0; k < m; k++)
+        rearmed[at[k]] = got[k];
+    return 0;
+}
+
+/* In chunks: each chunk's records re-armed in one round trip, then its messages handed
+ * back one by one (a kill in between leaves re-armed records whose messages are still in
+ * P.dead: the next replay re-arms them again, harmlessly, and moves them). */
+static int replay_all(dead_pass *p, selection *s, tally *t)
+{
+    idset replayed = {0};
+    int rearmed[PASS_BATCH];
+    int rc = 0;
+    for (size_t from = 0; rc == 0 && from < s->n; from += PASS_BATCH) {
+        size_t to = from + PASS_BATCH < s->n ? from + PASS_BATCH : s->n;
+        rc = rearm_chunk(p, s, from, to, &replayed, rearmed);
+        for (size_t i = from; rc == 0 && i < to; i++)
+            rc = replay_one(p, &s->v[i], rearmed[i - from], &replayed, t);
+    }
+    free(replayed.slot);
+    return rc;
 }
 
 static int purge_all(dead_pass *p, const selection *s, tally *t)
@@ -409,14 +448,7 @@ static int act(dead_pass *p, const dead_args *a, selection *s, int replay, tally
         s->n = 0;
         return 1;
     }
-    if (!replay)
-        return purge_all(p, s, t);
-    idset replayed = {0};
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < s->n; i++)
-        rc = replay_one(p, &s->v[i], &replayed, t);
-    free(replayed.slot);
-    return rc;
+    return replay ? replay_all(p, s, t) : purge_all(p, s, t);
 }
 
 static int settle_selected(ops_env *o, const dead_args *a, int replay)

@@ -53,13 +53,18 @@ typedef struct dead_entry {
     char body_error[200]; /* why the body could not be decoded */
 } dead_entry;
 
+/* Messages described together (one round trip for their job records). */
+enum { PASS_BATCH = 256 };
+
 /* One pass over P.dead. */
 typedef struct dead_pass {
     ops_env *o;   /* borrowed; its mq connection is closed by dead_pass_end */
     mq_reader *r; /* owned */
     char lock[160];
     int locked;
-    uint32_t ready; /* ready messages when the pass started */
+    uint32_t ready;  /* ready messages when the pass started */
+    dead_entry *buf; /* owned: PASS_BATCH entries read ahead; buf[pos..nbuf) not handed out */
+    size_t nbuf, pos;
 } dead_pass;
 
 /* Waits for its turn, then starts reading P.dead. 0 or -1 (printed; nothing held). */
