@@ -126,7 +126,7 @@ static void test_filtered_purge_exact(void **state)
 /* Runs `args` in a child writing to path; returns its pid. */
 static pid_t spawn(const char *args, const char *path)
 {
-    char cmd[1024];
+    char cmd[8192];
     snprintf(cmd, sizeof cmd, "%s/duoctl %s > %s 2>/dev/null", tl_env("DUO_BIN_DIR"), args, path);
     pid_t pid = fork();
     if (pid == 0) {

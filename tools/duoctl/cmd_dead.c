@@ -373,9 +373,9 @@ static int replay_one(dead_pass *p, chosen *c, int rearmed, idset *replayed, tal
 static int rearm_chunk(dead_pass *p, const selection *s, size_t from, size_t to,
                        const idset *replayed, int *rearmed)
 {
-    const char *ids[PASS_BATCH];
+    const char *ids[PASS_BATCH] = {0};
     size_t at[PASS_BATCH], m = 0;
-    int got[PASS_BATCH];
+    int got[PASS_BATCH] = {0};
     for (size_t i = from; i < to; i++) {
         const chosen *c = &s->v[i];
         rearmed[i - from] = 0;

@@ -111,7 +111,7 @@ static void give_reason(ops_env *o, dead_entry *x)
 /* Describes v[0..n) with one round trip for all their job records. 0 or -1 (printed). */
 static int describe_batch(ops_env *o, dead_entry *v, size_t n)
 {
-    const char *ids[PASS_BATCH];
+    const char *ids[PASS_BATCH] = {0};
     store_job_view recs[PASS_BATCH];
     int found[PASS_BATCH];
     size_t m = 0;
