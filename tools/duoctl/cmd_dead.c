@@ -8,6 +8,7 @@
  * leaves each message either moved (once) or still in P.dead (to replay again), and a
  * count printed is of settlements P.dead has applied (dead_pass_end). */
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,8 @@ static int usage(void)
             "       duoctl dead show JOB_ID\n"
             "       duoctl dead replay (FILTERS | --all) [--dry-run]\n"
             "       duoctl dead purge (FILTERS | --all) [--yes]\n"
-            "DUR: seconds, or a number with s, m, h or d (e.g. 30m): dead-lettered since then\n");
+            "DUR: seconds, or a number with s, m, h or d (e.g. 30m): dead-lettered since then\n"
+            "--limit N: read at most the first N messages of the queue (default: all)\n");
     return 2;
 }
 
@@ -60,7 +62,7 @@ static int parse_since(const char *s, int64_t *out)
 static int parse_args(int argc, char **argv, dead_args *a)
 {
     memset(a, 0, sizeof *a);
-    a->limit = 100000;
+    a->limit = SIZE_MAX; /* a pass's memory does not grow with the queue: read it all */
     for (int i = 0; i < argc; i++) {
         const char *o = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
