@@ -215,6 +215,34 @@ static void test_copy_after_skipped_is_kept(void **state)
     json_decref(r);
 }
 
+/* A replay of everything (one cumulative reject for each run of hand-backs): 1,500
+ * messages of 1,000 jobs, the second copies of 500 interleaved. Every job goes back to
+ * its work queue once (no worker runs it here), every twin is dropped. */
+static void test_replay_all_exact(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(tl_dead_fill(&S, "enroll", "enroll.begin", "ra", i * 200, 200), 0);
+        assert_int_equal(tl_dead_fill(&S, "enroll", "enroll.begin", "ra", i * 200, 100), 0);
+    }
+    json_t *r = duoctl("dead replay --all");
+    assert_int_equal(num(r, "selected"), 1500);
+    assert_int_equal(num(r, "replayed"), 1000);
+    assert_int_equal(num(r, "duplicates_dropped"), 500);
+    json_decref(r);
+    char work_q[128];
+    snprintf(work_q, sizeof work_q, "%s.enroll", S.prefix);
+    long leaving = 1;
+    for (int i = 0; i < 100 && leaving; i++) {
+        tl_mq_messages(dead_q, &leaving);
+        if (leaving)
+            usleep(100000);
+    }
+    assert_int_equal(leaving, 0);
+    assert_int_equal(tl_mq_messages(work_q, NULL), 1000);
+    assert_dead_stays(0, 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -222,6 +250,7 @@ int main(void)
         cmocka_unit_test(test_filtered_purge_exact),
         cmocka_unit_test(test_concurrent_readers_see_all),
         cmocka_unit_test(test_copy_after_skipped_is_kept),
+        cmocka_unit_test(test_replay_all_exact),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

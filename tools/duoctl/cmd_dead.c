@@ -338,27 +338,60 @@ typedef struct tally {
 /* Re-arms the job record, then hands the message back (reject from P.dead). A later
  * copy of a job replayed just now is dropped: only a copy that was handed back makes its
  * twins redundant (one left in place, or skipped, does not). */
-static int replay_one(dead_pass *p, chosen *c, int rearmed, idset *replayed, tally *t)
+/* Hand-backs waiting to go as one cumulative reject (basic.nack multiple: every unsettled
+ * message read up to the last one). Only while every message read before them is settled
+ * or about to be: all selected, none left in place yet. */
+typedef struct handback {
+    int cumulative;
+    mq_ticket last;
+    size_t n;
+} handback;
+
+static int handback_flush(dead_pass *p, handback *h)
+{
+    if (!h->n)
+        return 0;
+    h->n = 0;
+    return dead_pass_settle(p, h->last, -1, 1);
+}
+
+/* A message left in place (held until the pass ends): nothing after it may be rejected
+ * cumulatively, which would take it along. */
+static int leave(dead_pass *p, handback *h, tally *t)
+{
+    t->skipped++;
+    h->cumulative = 0;
+    return handback_flush(p, h);
+}
+
+static int hand_back(dead_pass *p, handback *h, const chosen *c)
+{
+    /* a fault point of the tests kills "after the Nth was handed back": send each */
+    if (!h->cumulative || getenv("DUO_FAULT_POINT"))
+        return dead_pass_settle(p, c->t, -1, 0);
+    h->last = c->t;
+    return ++h->n >= 4096 ? handback_flush(p, h) : 0;
+}
+
+static int replay_one(dead_pass *p, chosen *c, int rearmed, idset *replayed, tally *t, handback *h)
 {
     const char *id = c->job_id[0] ? c->job_id : "(no job id)";
     if (!work_kind(c->kind)) {
         fprintf(stderr, "duoctl: %s: routing key '%s' names no work queue; left in place\n", id,
                 c->kind);
-        t->skipped++;
-        return 0;
+        return leave(p, h, t);
     }
     if (c->job_id[0] && id_has(replayed, c->job_id)) {
-        t->twins++;
-        return dead_pass_settle(p, c->t, 0, 0);
+        t->twins++; /* its twin's reject goes first: a cumulative one would take it along */
+        return handback_flush(p, h) < 0 ? -1 : dead_pass_settle(p, c->t, 0, 0);
     }
     if (c->has_record && !rearmed) { /* it succeeded meanwhile: running it again would
                                       * repeat its effect */
         fprintf(stderr, "duoctl: %s: the job has succeeded since; not replayed (purge it)\n", id);
-        t->skipped++;
-        return 0;
+        return leave(p, h, t);
     }
     fault("replay_kill_between", t->done + 1);
-    if (dead_pass_settle(p, c->t, -1, 0) < 0)
+    if (hand_back(p, h, c) < 0)
         return -1;
     if (c->job_id[0] && id_add(replayed, c->job_id) < 0) {
         fprintf(stderr, "duoctl: out of memory\n");
@@ -402,14 +435,17 @@ static int rearm_chunk(dead_pass *p, const selection *s, size_t from, size_t to,
 static int replay_all(dead_pass *p, selection *s, tally *t)
 {
     idset replayed = {0};
+    handback h = {.cumulative = s->all};
     int rearmed[PASS_BATCH];
     int rc = 0;
     for (size_t from = 0; rc == 0 && from < s->n; from += PASS_BATCH) {
         size_t to = from + PASS_BATCH < s->n ? from + PASS_BATCH : s->n;
         rc = rearm_chunk(p, s, from, to, &replayed, rearmed);
         for (size_t i = from; rc == 0 && i < to; i++)
-            rc = replay_one(p, &s->v[i], rearmed[i - from], &replayed, t);
+            rc = replay_one(p, &s->v[i], rearmed[i - from], &replayed, t, &h);
     }
+    if (rc == 0)
+        rc = handback_flush(p, &h);
     free(replayed.slot);
     return rc;
 }
