@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "clock.h"
 #include "store_int.h"
 
 static const store_stmt st_view = {
@@ -24,7 +26,7 @@ static const store_stmt st_rearm_many = {
 static const store_stmt st_rearm = {
     "ops_job_rearm", "UPDATE job SET state = 'running', attempts = 0 WHERE job_id = $1 "
                      "AND (state = 'running' OR error_code IS NOT NULL)"};
-static const store_stmt st_lock = {"ops_lock", "SELECT pg_advisory_lock(hashtext($1))"};
+static const store_stmt st_lock = {"ops_lock", "SELECT pg_try_advisory_lock(hashtext($1))"};
 static const store_stmt st_unlock = {"ops_unlock", "SELECT pg_advisory_unlock(hashtext($1))"};
 static const store_stmt st_outcomes = {
     "ops_job_outcomes",
@@ -170,9 +172,23 @@ static int exec1(store *s, const store_stmt *st, const char *arg, err_t *e)
     return rc;
 }
 
-int store_ops_lock(store *s, const char *name, err_t *e)
+int store_ops_lock(store *s, const char *name, int wait_ms, err_t *e)
 {
-    return exec1(s, &st_lock, name, e);
+    int64_t end = clock_ms() + wait_ms;
+    for (;;) {
+        store_res *r = NULL;
+        const char *v[] = {name};
+        int rc = store_exec(s, &st_lock, 1, v, &r, e);
+        int got = rc == 0 && store_col_bool(r, 0, 0);
+        store_res_free(r);
+        if (rc < 0 || got)
+            return rc;
+        if (clock_ms() >= end)
+            return err_set(e, ERR_TIMEOUT, "'%s' was held by another session for %d ms", name,
+                           wait_ms);
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }
 
 int store_ops_unlock(store *s, const char *name, err_t *e)

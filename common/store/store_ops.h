@@ -46,11 +46,11 @@ int store_job_rearm(store *s, const char *job_id, int *rearmed, err_t *e);
 /* store_job_rearm for n ids in one statement: rearmed[k] = 1 for each ids[k] re-armed. */
 int store_jobs_rearm(store *s, const char *const *ids, size_t n, int *rearmed, err_t *e);
 
-/* Takes the lock `name`, shared by every session of the database, waiting while another
- * session holds it; a session's locks go with it (also when its process is killed).
- * store_ops_unlock gives it back. Operators' tools use it to take turns at something
- * outside the database (reading the dead-letter queue). */
-int store_ops_lock(store *s, const char *name, err_t *e);
+/* Takes the lock `name`, shared by every session of the database, waiting up to wait_ms
+ * while another session holds it (then ERR_TIMEOUT); a session's locks go with it (also
+ * when its process is killed). store_ops_unlock gives it back. Operators' tools use it to
+ * take turns at something outside the database (reading the dead-letter queue). */
+int store_ops_lock(store *s, const char *name, int wait_ms, err_t *e);
 int store_ops_unlock(store *s, const char *name, err_t *e);
 
 /* Outcomes of the last `limit` finished jobs: one callback per (job type, outcome) with

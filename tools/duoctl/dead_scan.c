@@ -137,7 +137,11 @@ static int describe_batch(ops_env *o, dead_entry *v, size_t n)
 
 /* Long enough for a loaded broker to start delivering; the end itself is asked of the
  * queue, not guessed from this. */
-enum { IDLE_MS = 1000, TURN_WAIT_MS = 60000 };
+enum {
+    IDLE_MS = 1000,
+    TURN_WAIT_MS = 300000,   /* another pass (a long replay, a purge asking yes) */
+    CONSUMER_WAIT_MS = 60000 /* a reader's messages coming back, once it is gone */
+};
 
 /* Takes what has arrived, up to PASS_BATCH messages (waiting only for the first), and
  * describes them together. 0 with p->nbuf set (0 at the end), or -1 (printed). */
@@ -187,8 +191,9 @@ int dead_pass_begin(ops_env *o, dead_pass *p)
     snprintf(p->lock, sizeof p->lock, "duoctl dead pass %s", mq_dead_queue(o->mq));
     /* One pass at a time: each holds what it read, so two at once would each miss what
      * the other holds. */
-    if (store_ops_lock(o->db, p->lock, &e) < 0) {
-        fprintf(stderr, "duoctl: waiting for the dead-letter queue: %s\n", e.msg);
+    if (store_ops_lock(o->db, p->lock, TURN_WAIT_MS, &e) < 0) {
+        fprintf(stderr, "duoctl: waiting for another duoctl status or dead to finish with %s: %s\n",
+                mq_dead_queue(o->mq), e.msg);
         dead_pass_end(p);
         return -1;
     }
@@ -197,7 +202,7 @@ int dead_pass_begin(ops_env *o, dead_pass *p)
      * messages take several consumers, as 100,000 do. */
     const char *w = getenv("DUO_DEAD_WINDOW");
     int window = w ? (int)strtol(w, NULL, 10) : 0;
-    if (mq_reader_open(o->mq, mq_dead_queue(o->mq), MQ_KIND_DEAD, window, TURN_WAIT_MS, &p->r,
+    if (mq_reader_open(o->mq, mq_dead_queue(o->mq), MQ_KIND_DEAD, window, CONSUMER_WAIT_MS, &p->r,
                        &p->ready, &e) < 0) {
         fprintf(stderr, "duoctl: reading %s: %s\n", mq_dead_queue(o->mq), e.msg);
         dead_pass_end(p);
