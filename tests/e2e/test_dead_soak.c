@@ -7,7 +7,9 @@
  *
  * Short in the suite; longer by environment: DUO_SOAK_ROUNDS (3), DUO_SOAK_DEAD (dead
  * letters per round, 1500), DUO_SOAK_SEED (time). It ends with one line:
- *   soak rounds=R kills=K dead_letters=D answered=A mismatches=M seed=S */
+ *   soak rounds=R kills=K dead_letters=D answered=A snapshots=N mismatches=M seed=S
+ * (snapshots: what status --watch and the list loop printed during the rounds, each
+ * checked: kinds adding up to the total, no message twice, within what was there). */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -28,7 +30,7 @@
 static tl_stack S;
 static char dead_q[128];
 static const char *other_stage = "0b0b0b0b-0000-4000-8000-00000000beef";
-static long kills, mismatches, answered, dead_total;
+static long kills, mismatches, answered, dead_total, snapshots;
 
 static int env_int(const char *name, int dflt)
 {
@@ -249,17 +251,90 @@ static void check_truth(int round, int per, long want)
 /* status --watch and a loop of dead list, beside everything else. */
 static pid_t watchers[2];
 
-static void start_watchers(void)
+static void start_watchers(int round)
 {
     char out[600];
-    snprintf(out, sizeof out, "%s/soak-watch.json", S.logdir);
+    snprintf(out, sizeof out, "%s/soak-watch-%d.json", S.logdir, round);
     watchers[0] = spawn("status --json --watch 1", out);
     watchers[1] = fork();
     if (watchers[1] == 0) {
-        for (;;) {
-            pid_t p = spawn("dead list --json", "/dev/null");
+        for (int i = 0;; i++) {
+            snprintf(out, sizeof out, "%s/soak-list-%d-%d.json", S.logdir, round, i);
+            pid_t p = spawn("dead list --json", out);
             waitpid(p, NULL, 0);
         }
+    }
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A list printed while the round ran: between what stays and what was there, each
+ * message once. */
+static void check_list(int round, const json_t *l, long lo, long hi)
+{
+    size_t n = json_array_size(l);
+    if ((long)n < lo || (long)n > hi)
+        mismatch("round %d: a list during the round showed %zu (between %ld and %ld)", round, n, lo,
+                 hi);
+    const char **ids = calloc(n ? n : 1, sizeof *ids);
+    assert_non_null(ids);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = json_string_value(json_object_get(json_array_get(l, i), "job_id"));
+    qsort(ids, n, sizeof *ids, cmp_str);
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(ids[i - 1], ids[i]) == 0)
+            mismatch("round %d: a list during the round showed %s twice", round, ids[i]);
+    free(ids);
+}
+
+/* A status printed while the round ran: its kinds add up to its total, within bounds. */
+static void check_status(int round, const json_t *st, long lo, long hi)
+{
+    json_int_t total = json_integer_value(json_object_get(json_object_get(st, "dead"), "ready"));
+    json_int_t sum = 0;
+    const char *k;
+    json_t *q;
+    json_object_foreach(json_object_get(st, "queues"), k, q)
+    {
+        sum += json_integer_value(json_object_get(q, "dead"));
+    }
+    if (sum != total || total < lo || total > hi)
+        mismatch("round %d: a status during the round counted %lld dead, %lld by kind", round,
+                 (long long)total, (long long)sum);
+}
+
+/* What status --watch and the list loop printed during the round (a file or line cut
+ * short by the kill at the end is not JSON and is left out). */
+static void check_snapshots(int round, long lo, long hi)
+{
+    char path[600], line[1 << 16];
+    snprintf(path, sizeof path, "%s/soak-watch-%d.json", S.logdir, round);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f)) {
+        json_t *st = json_loads(line, 0, NULL);
+        if (st) {
+            check_status(round, st, lo, hi);
+            snapshots++;
+        }
+        json_decref(st);
+    }
+    if (f)
+        fclose(f);
+    unlink(path);
+    for (int i = 0;; i++) {
+        snprintf(path, sizeof path, "%s/soak-list-%d-%d.json", S.logdir, round, i);
+        if (access(path, F_OK) != 0)
+            break;
+        json_t *l = json_load_file(path, 0, NULL);
+        if (json_is_array(l)) {
+            check_list(round, l, lo, hi);
+            snapshots++;
+        }
+        json_decref(l);
+        unlink(path);
     }
 }
 
@@ -280,7 +355,7 @@ static void test_soak(void **state)
     int per = total / NGROUPS;
     for (int round = 0; round < rounds; round++) {
         fill_round(round, per);
-        start_watchers();
+        start_watchers(round);
         /* a pass takes about a millisecond a message here: kills land before, during
          * and (sometimes) after it */
         killed_then_again("dead replay --reason duo_bad_signature --type enroll.begin",
@@ -288,6 +363,8 @@ static void test_soak(void **state)
         killed_then_again("dead purge --reason schema_invalid --yes", 100 + per);
         count_replies(round, per);
         stop_watchers();
+        sleep(1); /* a list the loop had started ends */
+        check_snapshots(round, (long)per * 3, (long)per * 5);
         check_truth(round, per, (long)per * 3);
         json_t *p = tl_duoctl_json(&S, "dead purge --all --yes");
         if (!p || json_integer_value(json_object_get(p, "purged")) != per * 3)
@@ -296,8 +373,9 @@ static void test_soak(void **state)
         json_decref(p);
         check_truth(round, 0, 0);
     }
-    printf("soak rounds=%d kills=%ld dead_letters=%ld answered=%ld mismatches=%ld seed=%u\n",
-           rounds, kills, dead_total, answered, mismatches, seed);
+    printf("soak rounds=%d kills=%ld dead_letters=%ld answered=%ld snapshots=%ld mismatches=%ld "
+           "seed=%u\n",
+           rounds, kills, dead_total, answered, snapshots, mismatches, seed);
     assert_int_equal(mismatches, 0);
 }
 
