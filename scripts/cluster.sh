@@ -6,13 +6,22 @@
 #   cluster.sh stop-node N    stop node N (1..3) only: a node failure
 #   cluster.sh start-node N   start node N again; it rejoins the cluster by itself
 #   cluster.sh status         rabbitmqctl cluster_status as seen from the first live node
-#   cluster.sh urls           the AMQP_URL list (all three nodes, comma-separated)
+#   cluster.sh urls [WHO]     the AMQP_URL list (all three nodes, comma-separated) of WHO:
+#                             worker (default: vhost duo, the workers' and duoctl's user),
+#                             publisher (may only publish jobs) or admin (vhost "/" and
+#                             duo; the chaos harness, whose prefixes are its own)
+#   cluster.sh env            the three lists as shell exports (eval it)
 #   cluster.sh reset          stop and delete all cluster state
-# Nodes: duoc<N>@localhost, AMQP 127.0.0.1:5767<N+1>, distribution port 5768<N+1>, one
-# shared Erlang cookie. Quorum queues declared on the cluster get a replica on every node
+# Identities are the project's least-privilege users, as scripts/services.sh makes them
+# (scripts/mq-definitions.py, loaded at every boot): duo, duo-upstream and duo-admin,
+# passwords made once in .run/cluster/secrets.env (0600). No node has a guest user.
+# Nodes: duoc<N>@localhost, AMQP 127.0.0.1:5767<N+1>, distribution port 5768<N+1> (or from
+# DUO_CLUSTER_PORT / DUO_CLUSTER_DIST_PORT, the first node's; node names from
+# DUO_CLUSTER_NAME, so two clusters can run on one machine), one shared Erlang cookie. Quorum queues declared on the cluster get a replica on every node
 # (their default initial group size is the cluster size), so one node may fail.
 # A second cluster on the machine sets DUO_CLUSTER_PORT, DUO_CLUSTER_DIST_PORT and
-# DUO_CLUSTER_NODE (the stem of the node names, duoc by default): epmd is shared.
+# DUO_CLUSTER_NAME (or DUO_CLUSTER_NODE: the stem of the node names, duoc by default):
+# epmd is shared.
 # Key invariant: the system's own single broker (scripts/services.sh) is never touched.
 set -euo pipefail
 
@@ -21,7 +30,7 @@ RUN="${DUO_RUN_DIR:-$ROOT/.run}/cluster"
 MQBIN=/usr/lib/rabbitmq/bin
 BASE_PORT="${DUO_CLUSTER_PORT:-57672}"
 BASE_DIST="${DUO_CLUSTER_DIST_PORT:-57682}"
-NODE_STEM="${DUO_CLUSTER_NODE:-duoc}"
+NODE_STEM="${DUO_CLUSTER_NAME:-${DUO_CLUSTER_NODE:-duoc}}"
 
 log() { echo "cluster: $*" >&2; }
 
@@ -49,22 +58,63 @@ ctl() { local n="$1"; shift; ( node_env "$n"; "$MQBIN/rabbitmqctl" -n "$(node_na
 
 node_up() { ( node_env "$1"; "$MQBIN/rabbitmq-diagnostics" -n "$(node_name "$1")" -q ping >/dev/null 2>&1 ); }
 
+# The cluster's passwords: made once, kept mode 0600, hex so they need no URL escaping.
+secrets() {
+  local f="$RUN/secrets.env"
+  mkdir -p "$RUN"
+  if [ ! -f "$f" ]; then
+    (umask 077
+     for k in MQ_ADMIN MQ_WORKER MQ_PUBLISHER; do echo "${k}_PW=$(openssl rand -hex 16)"; done \
+       > "$f.tmp")
+    mv "$f.tmp" "$f"
+  fi
+  chmod 600 "$f"
+  # shellcheck disable=SC1090
+  . "$f"
+}
+
 prepare() {
+  secrets
   mkdir -p "$RUN/home"
   if [ ! -f "$RUN/home/.erlang.cookie" ]; then
     head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' > "$RUN/home/.erlang.cookie"
   fi
   chmod 400 "$RUN/home/.erlang.cookie"
+  (umask 077
+   python3 "$ROOT/scripts/mq-definitions.py" --vhost duo --prefix duo \
+     --worker "duo:$MQ_WORKER_PW" --publisher "duo-upstream:$MQ_PUBLISHER_PW" \
+     --admin "duo-admin:$MQ_ADMIN_PW" > "$RUN/definitions.json")
   for n in 1 2 3; do
     mkdir -p "$RUN/n$n/mnesia" "$RUN/n$n/log"
     echo '[].' > "$RUN/n$n/enabled_plugins"
-    cat > "$RUN/n$n/rabbitmq.conf" <<CONF
-loopback_users = none
+    # No guest: a fresh node's default user is the administrator, and the definitions
+    # (the same on every node) bring the project's users.
+    (umask 077
+     cat > "$RUN/n$n/rabbitmq.conf" <<CONF
 listeners.tcp.default = 127.0.0.1:$(node_port "$n")
+default_user = duo-admin
+default_pass = $MQ_ADMIN_PW
+default_user_tags.administrator = true
+load_definitions = $RUN/definitions.json
 vm_memory_high_watermark.relative = 0.2
 disk_free_limit.absolute = 50MB
 CONF
+    )
   done
+}
+
+# The URL list for WHO (worker, publisher, admin).
+urls() {
+  secrets
+  local user pw vhost out=""
+  case "${1:-worker}" in
+    worker) user=duo pw="$MQ_WORKER_PW" vhost=duo ;;
+    publisher) user=duo-upstream pw="$MQ_PUBLISHER_PW" vhost=duo ;;
+    admin) user=duo-admin pw="$MQ_ADMIN_PW" vhost="" ;;
+    *) echo "cluster: urls worker|publisher|admin" >&2; exit 2 ;;
+  esac
+  for n in 1 2 3; do out="$out${out:+,}amqp://$user:$pw@127.0.0.1:$(node_port "$n")/$vhost"; done
+  echo "$out"
 }
 
 start_node() {
@@ -106,12 +156,17 @@ case "${1:-}" in
     prepare
     for n in 1 2 3; do start_node "$n"; done
     join 2; join 3
-    ctl 1 -q await_online_nodes 3 >/dev/null 2>&1 || true ;;
+    ctl 1 -q await_online_nodes 3 >/dev/null 2>&1 || true
+    # A node made by an older cluster.sh still has guest: remove it.
+    ctl 1 -q delete_user guest >/dev/null 2>&1 || true ;;
   stop) for n in 3 2 1; do stop_node "$n"; done ;;
   stop-node) check_n "${2:-}"; stop_node "$2" ;;
   start-node) check_n "${2:-}"; prepare; start_node "$2" ;;
   status) n="$(first_up)" || { echo "cluster: no node up"; exit 1; }; ctl "$n" cluster_status ;;
-  urls) echo "amqp://guest:guest@127.0.0.1:$(node_port 1)/,amqp://guest:guest@127.0.0.1:$(node_port 2)/,amqp://guest:guest@127.0.0.1:$(node_port 3)/" ;;
+  urls) urls "${2:-worker}" ;;
+  env) echo "export DUO_CLUSTER_WORKER_URLS='$(urls worker)'"
+       echo "export DUO_CLUSTER_PUBLISHER_URLS='$(urls publisher)'"
+       echo "export DUO_CLUSTER_ADMIN_URLS='$(urls admin)'" ;;
   reset) for n in 3 2 1; do stop_node "$n"; done; rm -rf "$RUN" ;;
-  *) echo "usage: $0 start|stop|stop-node N|start-node N|status|urls|reset" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|stop-node N|start-node N|status|urls [WHO]|env|reset" >&2; exit 2 ;;
 esac

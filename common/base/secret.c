@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -145,25 +146,38 @@ static int key_parse(const char *text, const char *var, ring_key *k, err_t *e)
     return 0;
 }
 
+/* Why a key file is refused, or NULL. As ssh does with private keys: a key file of our
+ * own that other users can read is already disclosed (a mistake its owner fixes with
+ * chmod). A file owned by another user (root: a Docker or Kubernetes secret, mounted
+ * 0444 for the container's user) that nobody but that owner can write was given to us
+ * read-only on purpose; the container is its boundary. Writable by others: never. */
+static const char *key_file_refusal(const struct stat *st, uid_t me)
+{
+    if (st->st_mode & 022)
+        return "lets other users change the key; refusing it (chmod 600 the file, or mount "
+               "it read-only)";
+    if (st->st_uid == me && (st->st_mode & 077))
+        return "lets other users read the key; refusing it (chmod 600 the file)";
+    return NULL;
+}
+
 /* Reads the key file (small, text) into a fresh buffer the caller wipes and frees. */
 static int read_key_file(const char *path, char **out, err_t *e)
 {
     FILE *f = fopen(path, "r");
     if (!f)
         return err_set(e, ERR_CONFIG, "DUO_SECRET_KEY_FILE %s: %s", path, strerror(errno));
-    /* As ssh does with private keys: a key other users can read is already disclosed. */
     struct stat st;
     if (fstat(fileno(f), &st) != 0) {
         int err = errno;
         fclose(f);
         return err_set(e, ERR_CONFIG, "DUO_SECRET_KEY_FILE %s: %s", path, strerror(err));
     }
-    if ((st.st_mode & 077) != 0) {
+    const char *why = key_file_refusal(&st, geteuid());
+    if (why) {
         fclose(f);
-        return err_set(e, ERR_CONFIG,
-                       "DUO_SECRET_KEY_FILE %s: mode %04o lets other users read the key; "
-                       "refusing it (chmod 600 the file)",
-                       path, (unsigned)(st.st_mode & 07777));
+        return err_set(e, ERR_CONFIG, "DUO_SECRET_KEY_FILE %s: mode %04o %s", path,
+                       (unsigned)(st.st_mode & 07777), why);
     }
     char *buf = calloc(1, MAX_KEY_FILE + 1);
     if (!buf) {

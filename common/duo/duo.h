@@ -171,11 +171,21 @@ void duo_request_free(duo_request *r);
 int duo_response_parse(long http_status, const char *body, size_t len, json_t **response,
                        json_t **metadata, duo_error *err);
 
+/* A parser of answers with duo_response_parse()'s contract. The caller that knows the
+ * call chooses it (the user-list pages of an import: duo_users_scan); the engine never
+ * looks at an endpoint to pick one. */
+typedef int (*duo_parse_fn)(long http_status, const char *body, size_t len, json_t **response,
+                            json_t **metadata, duo_error *err);
+
 /* Performs a signed call with retries. 0: *response / *metadata as duo_response_parse.
  * Negative: ERR_DUO (Duo error or bad answer), ERR_TLS, ERR_TIMEOUT (timeout or
  * cancelled), ERR_NET, ERR_INVAL, ERR_NOMEM; err (may be NULL) says which. */
 int duo_call(duo_client *c, const char *method, const char *path, const duo_param *params,
              size_t nparams, json_t **response, json_t **metadata, duo_error *err);
+/* duo_call() whose answer is read by parse (NULL: duo_response_parse). */
+int duo_call_parsed(duo_client *c, const char *method, const char *path, const duo_param *params,
+                    size_t nparams, duo_parse_fn parse, json_t **response, json_t **metadata,
+                    duo_error *err);
 
 /* ---- parameter builders ----------------------------------------------------------- */
 
@@ -225,6 +235,7 @@ typedef struct duo_call_spec {
     duo_param p[3];
     size_t n;
     char buf[32], buf2[32]; /* storage of numeric parameters */
+    duo_parse_fn parse;     /* the answer's reader (NULL: duo_response_parse) */
 } duo_call_spec;
 
 typedef struct duo_enroll_result {

@@ -11,7 +11,6 @@
 #include "duo_async.h"
 #include "clock.h"
 #include "duo_retry.h"
-#include "duo_users_scan.h"
 #include "duo_transfer.h"
 
 #include <curl/curl.h>
@@ -69,6 +68,7 @@ struct duo_areq {
     duo_error last; /* the failed attempt a retry is waiting to follow */
     duo_async_cb cb;
     void *arg;
+    duo_parse_fn parse;      /* chosen by the caller; NULL: duo_response_parse */
     duo_areq *prev, *next;   /* all requests of the engine */
     duo_areq *wprev, *wnext; /* the waiting list */
     char errbuf[CURL_ERROR_SIZE];
@@ -760,6 +760,12 @@ void duo_async_start_by(duo_areq *r, long long start_by_ms)
         r->start_by_ms = start_by_ms;
 }
 
+void duo_async_set_parser(duo_areq *r, duo_parse_fn parse)
+{
+    if (r)
+        r->parse = parse;
+}
+
 void duo_async_last_error(const duo_areq *r, duo_error *out)
 {
     memset(out, 0, sizeof *out);
@@ -796,9 +802,8 @@ static int finished(duo_areq *r, CURLcode cc)
         duo_transfer_note_sent(r->easy, &de);
     } else {
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-        /* A user-list page is read by the streaming scanner, everything else as a tree. */
-        rc = duo_users_scan_answer(r->method, r->path, r->params, r->nparams, status, r->r.b.data,
-                                   r->r.b.len, &resp, &meta, &de);
+        duo_parse_fn parse = r->parse ? r->parse : duo_response_parse;
+        rc = parse(status, r->r.b.data, r->r.b.len, &resp, &meta, &de);
     }
     de.attempts = r->attempt;
     if (r->ticket.admitted) {

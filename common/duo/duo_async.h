@@ -84,6 +84,9 @@ void duo_async_defer(duo_areq *r, long long start_ms);
  * client's retry budget. */
 void duo_async_start_by(duo_areq *r, long long start_by_ms);
 
+/* Reads r's answers with parse instead of duo_response_parse (NULL: that one again). */
+void duo_async_set_parser(duo_areq *r, duo_parse_fn parse);
+
 /* Fills *out with what r has been through so far: attempts made, and while r waits to
  * retry, the error of the attempt that failed (else the rest is zero). */
 void duo_async_last_error(const duo_areq *r, duo_error *out);

@@ -5,6 +5,7 @@
  * right type; a missing field is a bad response (ERR_DUO, DUO_FAIL_BAD_RESPONSE), and
  * results are never half-filled on failure (each *_free() is safe either way). */
 #include "duo.h"
+#include "duo_users_scan.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -208,6 +209,8 @@ int duo_admin_users_page_spec(duo_call_spec *c, int limit, long long offset, duo
     snprintf(c->buf2, sizeof c->buf2, "%lld", offset);
     c->p[c->n++] = (duo_param){"limit", c->buf};
     c->p[c->n++] = (duo_param){"offset", c->buf2};
+    /* ~235 KB a page: read by the streaming scanner, which keeps what an import needs */
+    c->parse = duo_users_scan;
     return 0;
 }
 
@@ -288,7 +291,7 @@ int duo_admin_user_by_id_answer(int rc, json_t *resp, json_t **user, duo_error *
 static int run_spec(duo_client *dc, const duo_call_spec *c, json_t **resp, json_t **meta,
                     duo_error *err)
 {
-    return duo_call(dc, c->method, c->path, c->p, c->n, resp, meta, err);
+    return duo_call_parsed(dc, c->method, c->path, c->p, c->n, c->parse, resp, meta, err);
 }
 
 int duo_enroll(duo_client *dc, const char *username, long valid_secs, duo_enroll_result *out,

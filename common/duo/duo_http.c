@@ -156,6 +156,13 @@ static int wait_for(duo_client *c, duo_areq *r, call_state *s, duo_error *e)
 int duo_call(duo_client *c, const char *method, const char *path, const duo_param *params,
              size_t nparams, json_t **response, json_t **metadata, duo_error *err)
 {
+    return duo_call_parsed(c, method, path, params, nparams, NULL, response, metadata, err);
+}
+
+int duo_call_parsed(duo_client *c, const char *method, const char *path, const duo_param *params,
+                    size_t nparams, duo_parse_fn parse, json_t **response, json_t **metadata,
+                    duo_error *err)
+{
     duo_error local;
     duo_error *e = err ? err : &local;
     memset(e, 0, sizeof *e);
@@ -176,6 +183,7 @@ int duo_call(duo_client *c, const char *method, const char *path, const duo_para
                             rc == ERR_NOMEM ? DUO_CLASS_TRANSIENT : DUO_CLASS_PERMANENT, "%s",
                             se.msg);
     duo_async_start_by(r, start + c->o.retry_budget_ms);
+    duo_async_set_parser(r, parse);
     rc = wait_for(c, r, &s, e);
     if (rc == 0 && response)
         *response = json_incref(s.response);

@@ -293,26 +293,3 @@ int duo_users_scan(long http_status, const char *body, size_t len, json_t **resp
     json_decref(s.users);
     return rc;
 }
-
-int duo_users_scan_wants(const char *method, const char *path, const duo_param *params,
-                         size_t nparams)
-{
-    if (!method || !path || strcmp(method, "GET") != 0 || strcmp(path, "/admin/v1/users") != 0)
-        return 0;
-    int offset = 0;
-    for (size_t i = 0; i < nparams; i++) {
-        if (strcmp(params[i].key, "username") == 0 || strcmp(params[i].key, "email") == 0)
-            return 0;
-        offset |= strcmp(params[i].key, "offset") == 0;
-    }
-    return offset;
-}
-
-int duo_users_scan_answer(const char *method, const char *path, const duo_param *params,
-                          size_t nparams, long http_status, const char *body, size_t len,
-                          json_t **response, json_t **metadata, duo_error *err)
-{
-    if (duo_users_scan_wants(method, path, params, nparams))
-        return duo_users_scan(http_status, body, len, response, metadata, err);
-    return duo_response_parse(http_status, body, len, response, metadata, err);
-}

@@ -13,11 +13,6 @@
 
 #include "duo.h"
 
-/* 1 when a request is a page of the user list (GET /admin/v1/users with an offset
- * parameter and no username): its answer is read by duo_users_scan(). */
-int duo_users_scan_wants(const char *method, const char *path, const duo_param *params,
-                         size_t nparams);
-
 /* Parses the answer to a user-list page with duo_response_parse()'s contract, except
  * that on success *response is an array holding, per user and in Duo's order, an object
  * with only "user_id" and "username" (strings), and *metadata (when present) an object
@@ -30,10 +25,7 @@ int duo_users_scan_wants(const char *method, const char *path, const duo_param *
 int duo_users_scan(long http_status, const char *body, size_t len, json_t **response,
                    json_t **metadata, duo_error *err);
 
-/* duo_users_scan() for a request that duo_users_scan_wants(), else duo_response_parse():
- * the one entry the engine calls for every answer. */
-int duo_users_scan_answer(const char *method, const char *path, const duo_param *params,
-                          size_t nparams, long http_status, const char *body, size_t len,
-                          json_t **response, json_t **metadata, duo_error *err);
+/* (It is a duo_parse_fn: a caller fetching a page passes it to duo_call_parsed() or
+ * duo_async_set_parser().) */
 
 #endif

@@ -250,6 +250,32 @@ int mq_retry_queue(const mq_conn *c, const char *kind, int tier, char *out, size
 int mq_get(mq_conn *c, const char *name, const char *kind, mq_delivery **out, uint32_t *remaining,
            err_t *e);
 
+/* Reading a whole queue (duoctl dead and status): a consumer with a wide window takes
+ * every ready message and holds it unsettled until the caller settles it or the
+ * connection closes (then it returns to the queue). Readers of one queue must not run at
+ * once (each would hide from the other what it holds): callers serialise them.
+ *
+ * mq_reader_open waits up to wait_ms until the queue has no consumer (a reader that
+ * just closed has given its messages back only then), then consumes it on the channel of
+ * mq_get with as many consumers as the ready messages need, each holding up to `window`
+ * (<= 0 or above 60000: 60000). *ready (optional) receives the ready count at the start. The reader
+ * is the caller's (mq_reader_free, before mq_close); it borrows c. */
+typedef struct mq_reader mq_reader;
+int mq_reader_open(mq_conn *c, const char *queue, const char *kind, int window, int wait_ms,
+                   mq_reader **out, uint32_t *ready, err_t *e);
+/* The next message, waiting up to idle_ms for one: 1 with *out (caller owns it:
+ * mq_delivery_free; settle it through its mq_ticket_of), 0 when the queue has no ready
+ * message left, negative ERR_* on failure. */
+int mq_reader_next(mq_reader *r, int idle_ms, mq_delivery **out, err_t *e);
+/* how: 0 = ack (drop it), -1 = reject without requeue (dead-letter it). multiple: also
+ * every unsettled message delivered before it. A settlement is applied by the queue by
+ * the next mq_reader_sync (and never more than 8 of them wait for one). */
+int mq_reader_settle(mq_reader *r, mq_ticket t, int how, int multiple, err_t *e);
+/* Returns once the queue applied every settlement sent before. Call it before closing:
+ * closing first can bring settled messages back. */
+int mq_reader_sync(mq_reader *r, err_t *e);
+void mq_reader_free(mq_reader *r);
+
 /* One entry of a message's x-death header: the broker adds or updates one per
  * (queue, reason) each time it dead-letters the message, newest first. */
 typedef struct mq_death {
@@ -263,9 +289,11 @@ typedef struct mq_death {
  * entries the header has (may exceed n), 0 when it has none. */
 int mq_delivery_deaths(const mq_delivery *d, mq_death *out, int n);
 
-/* Closes the connection cleanly, waiting for the broker's close-ok, so every ack and
- * reject sent before has been processed by the broker; then frees like mq_close.
- * Returns 0, or ERR_MQ when the clean close failed (the connection is freed anyway). */
+/* Closes the connection cleanly after a round trip on the consume channel, so the
+ * channel has seen every ack and reject sent before; then frees like mq_close. Seen is
+ * not applied: a quorum queue applies them later, and may never apply those its channel
+ * held back (mq_reader_sync waits for that). Returns 0, or ERR_MQ when the clean close
+ * failed (the connection is freed anyway). */
 int mq_close_sync(mq_conn *c, err_t *e);
 
 /* ---- Pure helpers (no connection; unit-tested) ---- */

@@ -335,12 +335,31 @@ static int on_close(mq_conn *c, const amqp_frame_t *f, err_t *e)
     return mq_broken(c, e, rc);
 }
 
+/* The answer to a basic.get sent without waiting (mq_reader): a delivery like a
+ * consumer's, queued once complete. */
+static int on_get_ok(mq_conn *c, const amqp_basic_get_ok_t *ok, err_t *e)
+{
+    amqp_basic_deliver_t dv = {.consumer_tag = amqp_cstring_bytes(c->get_kind),
+                               .delivery_tag = ok->delivery_tag,
+                               .redelivered = ok->redelivered,
+                               .exchange = ok->exchange,
+                               .routing_key = ok->routing_key};
+    c->get_reply = 1;
+    return start_delivery(c, &dv, e);
+}
+
 static int on_method(mq_conn *c, const amqp_frame_t *f, err_t *e)
 {
     const amqp_method_t *m = &f->payload.method;
     switch (m->id) {
     case AMQP_BASIC_DELIVER_METHOD:
         return f->channel == CH_CONSUME ? start_delivery(c, m->decoded, e) : 0;
+    case AMQP_BASIC_GET_OK_METHOD:
+        return f->channel == CH_CONSUME ? on_get_ok(c, m->decoded, e) : 0;
+    case AMQP_BASIC_GET_EMPTY_METHOD:
+        if (f->channel == CH_CONSUME)
+            c->get_reply = 2;
+        return 0;
     case AMQP_BASIC_ACK_METHOD:
         if (f->channel == CH_PUBLISH) {
             const amqp_basic_ack_t *a = m->decoded;
@@ -381,8 +400,7 @@ static int dispatch(mq_conn *c, const amqp_frame_t *f, err_t *e)
     return 0;
 }
 
-/* Waits up to timeout_ms for one frame and dispatches it: 1 = a frame, 0 = timeout. */
-static int pump_once(mq_conn *c, int timeout_ms, err_t *e)
+int mq_pump_once(mq_conn *c, int timeout_ms, err_t *e)
 {
     if (mq_is_broken(c))
         return err_set(e, ERR_MQ, "AMQP connection is broken");
@@ -420,7 +438,7 @@ static int poll_for(mq_conn *c, int timeout_ms, int wake_on_confirm, mq_delivery
         }
         if (wake_on_confirm && c->confirm_frames != confirms)
             return 0; /* the caller may settle what was confirmed */
-        int rc = pump_once(c, time_left(deadline), e);
+        int rc = mq_pump_once(c, time_left(deadline), e);
         if (rc <= 0)
             return rc;
     }
@@ -444,7 +462,7 @@ int mq_poll_event(mq_conn *c, int timeout_ms, mq_delivery **out, err_t *e)
 int mq_service(mq_conn *c, err_t *e)
 {
     int rc;
-    while ((rc = pump_once(c, 0, e)) > 0)
+    while ((rc = mq_pump_once(c, 0, e)) > 0)
         ;
     return rc;
 }
@@ -459,7 +477,7 @@ int mq_wait_confirm(mq_conn *c, uint64_t seq, int timeout_ms, err_t *e)
         if (st < 0)
             return err_set(e, ERR_MQ, "publish %llu was nacked or lost", (unsigned long long)seq);
         int left = time_left(deadline);
-        int rc = pump_once(c, left, e);
+        int rc = mq_pump_once(c, left, e);
         if (rc < 0)
             return rc;
         if (rc == 0 && left == 0)
@@ -515,7 +533,7 @@ int mq_get(mq_conn *c, const char *name, const char *kind, mq_delivery **out, ui
     mq_delivery *d = c->asm_d;
     int64_t deadline = clock_ms() + c->rpc_timeout_ms;
     while (rc == 0 && c->asm_d == d) {
-        rc = pump_once(c, time_left(deadline), e);
+        rc = mq_pump_once(c, time_left(deadline), e);
         if (rc == 0 && time_left(deadline) == 0)
             rc = mq_broken(c, e, err_set(e, ERR_TIMEOUT, "basic.get: message content timed out"));
         else if (rc > 0)

@@ -71,6 +71,11 @@ struct mq_conn {
     size_t qlen;
     mq_delivery *asm_d; /* non-NULL between basic.deliver and its last body frame */
     int asm_have_header;
+
+    /* an asynchronous basic.get on CH_CONSUME (mq_reader): its answer, read by the
+     * dispatcher alongside a consumer's deliveries */
+    int get_reply;     /* 0 none yet, 1 get-ok (a delivery follows), 2 get-empty */
+    char get_kind[32]; /* kind given to the get-ok delivery */
 };
 
 /* mq_err.c: converts the library's three error forms into err_t, once. */
@@ -91,6 +96,8 @@ int mq_retry_queue_name(const mq_conn *c, const char *kind, int tier, char *out,
 
 /* mq_frames.c */
 void mq_queue_clear(mq_conn *c);
+/* Waits up to timeout_ms for one frame and dispatches it: 1 = a frame, 0 = timeout. */
+int mq_pump_once(mq_conn *c, int timeout_ms, err_t *e);
 /* Makes room to record one more publish: call before sending it, so a publish that
  * could not be recorded is never sent (it would read as confirmed). 0, or -1 when out
  * of memory. */

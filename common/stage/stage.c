@@ -244,11 +244,16 @@ int stages_submit(stages *s, const worker_env *env, duo_async *engine, const sta
     if (stages_duo_opts(s, env, st, api, &opts, o) < 0)
         return -1;
     err_t e = {0};
-    if (duo_async_submit(engine, &opts, c->method, c->path, c->p, c->n, deadline_ms, cb, arg, req,
+    duo_areq *r = NULL;
+    if (duo_async_submit(engine, &opts, c->method, c->path, c->p, c->n, deadline_ms, cb, arg, &r,
                          &e) < 0) {
         job_fail(o, "duo_local_error", "cannot start the Duo call: %s", e.msg);
         return -1;
     }
+    if (c->parse)
+        duo_async_set_parser(r, c->parse);
+    if (req)
+        *req = r;
     return 0;
 }
 

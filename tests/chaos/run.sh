@@ -24,7 +24,8 @@ ha="" keep="" prev=""
 for a in "$@"; do
   if [ "$a" = "--cluster" ]; then
     "$ROOT/scripts/cluster.sh" start
-    CHAOS_AMQP_URLS="$("$ROOT/scripts/cluster.sh" urls)"
+    # The harness declares topologies under prefixes of its own: the administrator.
+    CHAOS_AMQP_URLS="$("$ROOT/scripts/cluster.sh" urls admin)"
     export CHAOS_AMQP_URLS
   fi
   case "$a" in --pg-failover=*) ha="${a#*=}" ;; --keep) keep=1 ;; esac

@@ -1,5 +1,6 @@
 """emu_duo.py - the Duo endpoints: Auth API v2 (ping, check, enroll, enroll_status,
-preauth, auth, auth_status) and Admin API v1 (users with filters and short pages,
+preauth, auth, auth_status) and Admin API v1 (users with filters, including
+username_list and user_id_list as the JSON arrays Duo's client sends, and short pages,
 users/{user_id}, info/summary), with faults before and after acting, signature checks,
 integration types, licensing, the new-user policy and per-kind rate limits.
 
@@ -499,6 +500,26 @@ def page_meta(offset, limit, served, total):
     return meta
 
 
+def list_filter_values(params, name):
+    """The names or ids of a list filter. Duo takes a JSON array of strings in one
+    parameter (Duo's Python client sends username_list='["alice","bob"]', its
+    get_users_by_names/get_users_by_ids); the parameter repeated, one value each, is read
+    too. A value that opens a JSON array but is not one of strings is a 400."""
+    values = []
+    for raw in params.all(name):
+        if not raw.lstrip().startswith("["):
+            values.append(raw)
+            continue
+        try:
+            arr = json.loads(raw)
+        except ValueError:
+            raise ParamError(name)
+        if not isinstance(arr, list) or not all(isinstance(v, str) for v in arr):
+            raise ParamError(name)
+        values += arr
+    return values
+
+
 def filtered_users(account, params):
     """The users a filtered listing names (username/email/user_id_list/username_list),
     in the order asked, without repeats; raises ParamError."""
@@ -514,7 +535,7 @@ def filtered_users(account, params):
             if v is not None and v["gen_pos"] is not None:
                 views.append(v)
     for name, key in (("user_id_list", "user_id"), ("username_list", "username")):
-        values = params.all(name)
+        values = list_filter_values(params, name)
         if name in params and not 1 <= len(values) <= LIST_FILTER_MAX:
             raise ParamError(name)
         views += [account.find(**{key: v}) for v in values]

@@ -239,6 +239,22 @@ def test_admin_listing(t):
     check("user_id_list + username_list filters",
           [u["user_id"] for u in got][:3] == ids and got[3]["username"] == "lst0000200",
           [u["username"] for u in got])
+    # As Duo's client sends them (get_users_by_names / get_users_by_ids in duo_client 5):
+    # one parameter holding a JSON array; its brackets, quotes and commas are signed too.
+    names = ["lst0000005", "lst0000123", "zz-none-" + RUN]
+    got = t.admin.json_api_call("GET", "/admin/v1/users",
+                                {"username_list": json.dumps(names), "limit": "100",
+                                 "offset": "0"})
+    check("username_list as a JSON array finds the users it names, in order",
+          [u["username"] for u in got] == names[:2], [u["username"] for u in got])
+    got = t.admin.json_api_call("GET", "/admin/v1/users",
+                                {"user_id_list": json.dumps(ids[1:]), "limit": "100",
+                                 "offset": "0"})
+    check("user_id_list as a JSON array", [u["user_id"] for u in got] == ids[1:],
+          [u["user_id"] for u in got])
+    e = raises(lambda: t.admin.json_api_call("GET", "/admin/v1/users",
+                                             {"username_list": "[1, 2]"}))
+    check("username_list of non-strings -> 400", getattr(e, "status", None) == 400, e)
     got = t.admin.json_api_call("GET", "/admin/v1/users", {"email": "lst0000007@example.test"})
     check("email filter", len(got) == 1 and got[0]["username"] == "lst0000007", got)
 

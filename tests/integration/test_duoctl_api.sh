@@ -52,6 +52,20 @@ for sig in "5 sha512" "2 sha512" "2 sha1"; do
   else
     bad "$tag check with odd params failed: $(cat "$TMP/err")"
   fi
+  # A page of the user list, as an import reads it: duoctl api still prints Duo's whole
+  # answer (the streaming scanner that keeps user_id and username is the import's).
+  if api --ikey "$AIKEY" --skey "$SKEY" --sig-version "$ver" --digest "$dig" \
+      GET /admin/v1/users limit=2 offset=0 >"$TMP/out" 2>"$TMP/err"; then
+    keys="$(json_get "$TMP/out" '",".join(sorted(d["response"][0].keys()))')"
+    case ",$keys," in
+      *,status,*) ok ;;
+      *) bad "$tag users page printed only '$keys'" ;;
+    esac
+    [ "$(json_get "$TMP/out" '"total_objects" in d.get("metadata", {})')" = True ] && ok ||
+      bad "$tag users page without metadata"
+  else
+    bad "$tag users page failed: $(cat "$TMP/err")"
+  fi
   if api --ikey "$AIKEY" --skey "$SKEY" --sig-version "$ver" --digest "$dig" \
       GET /admin/v1/users "username=$user" >"$TMP/out" 2>"$TMP/err"; then
     got="$(json_get "$TMP/out" 'd["response"][0]["username"]')"

@@ -257,30 +257,6 @@ static void test_mutations_never_crash(void **state)
     free(body);
 }
 
-static void test_wants(void **state)
-{
-    (void)state;
-    duo_param page[] = {{"limit", "300"}, {"offset", "0"}};
-    duo_param one[] = {{"username", "al"}};
-    duo_param both[] = {{"offset", "0"}, {"username", "al"}};
-    assert_true(duo_users_scan_wants("GET", "/admin/v1/users", page, 2));
-    assert_false(duo_users_scan_wants("GET", "/admin/v1/users", one, 1));
-    assert_false(duo_users_scan_wants("GET", "/admin/v1/users", both, 2));
-    assert_false(duo_users_scan_wants("GET", "/admin/v1/users", page, 0));
-    assert_false(duo_users_scan_wants("POST", "/admin/v1/users", page, 2));
-    assert_false(duo_users_scan_wants("GET", "/admin/v1/users/DU1", page, 2));
-    /* anything else is read as a tree, whole */
-    json_t *resp = NULL;
-    duo_error e;
-    memset(&e, 0, sizeof e);
-    const char *body = "{\"stat\": \"OK\", \"response\": [{\"user_id\": \"D\", \"x\": 1}]}";
-    assert_int_equal(duo_users_scan_answer("GET", "/admin/v1/users", one, 1, 200, body,
-                                           strlen(body), &resp, NULL, &e),
-                     0);
-    assert_int_equal(json_integer_value(json_object_get(json_array_get(resp, 0), "x")), 1);
-    json_decref(resp);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -288,7 +264,7 @@ int main(void)
         cmocka_unit_test(test_bad_shapes),   cmocka_unit_test(test_bad_json),
         cmocka_unit_test(test_oversize),     cmocka_unit_test(test_errors_as_the_parser),
         cmocka_unit_test(test_same_as_tree), cmocka_unit_test(test_mutations_never_crash),
-        cmocka_unit_test(test_wants),
+
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

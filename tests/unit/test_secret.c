@@ -267,6 +267,46 @@ static void test_key_file_mode(void **state)
     unlink(path);
 }
 
+/* A Docker secret: owned by another user (root, when the worker runs as 10001) and
+ * mounted 0444. Accepted as long as nobody but its owner can write it. Giving a file to
+ * another owner takes root, so the test needs it (the suite runs as root here). */
+static void test_key_file_of_another_owner(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip(); /* only root can give a file away */
+    char path[] = "/tmp/duo-secret-owner-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char text[] = KEY_B "\n";
+    assert_int_equal(write(fd, text, sizeof text - 1), (ssize_t)(sizeof text - 1));
+    close(fd);
+    assert_int_equal(chown(path, 65534, 65534), 0);
+    static const mode_t good[] = {0444, 0440, 0400, 0644};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        assert_int_equal(chmod(path, good[i]), 0);
+        err_t e = {0};
+        secret_keyring *k = ring(NULL, NULL, path, &e);
+        if (!k)
+            fail_msg("mode %04o of another owner refused: %s", (unsigned)good[i], e.msg);
+        secret_keyring_free(k);
+    }
+    static const mode_t bad[] = {0666, 0664, 0646};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(chmod(path, bad[i]), 0);
+        err_t e = {0};
+        assert_null(ring(NULL, NULL, path, &e));
+        assert_non_null(strstr(e.msg, "change the key"));
+    }
+    /* Our own file at 0444 is still refused: we could (and should) chmod it. */
+    assert_int_equal(chown(path, 0, 0), 0);
+    assert_int_equal(chmod(path, 0444), 0);
+    err_t e = {0};
+    assert_null(ring(NULL, NULL, path, &e));
+    assert_non_null(strstr(e.msg, "chmod 600"));
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -279,6 +319,7 @@ int main(void)
         cmocka_unit_test(test_malformed_keys),
         cmocka_unit_test(test_key_file),
         cmocka_unit_test(test_key_file_mode),
+        cmocka_unit_test(test_key_file_of_another_owner),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,8 +5,10 @@
  * job record is first re-armed (it may run once more; repeating that is harmless), then
  * the message is rejected from P.dead, which dead-letters it to P.jobs with its routing
  * key: the broker moves it to its work queue in one step. A replay killed at any point
- * leaves each message either moved (once) or still in P.dead (to replay again). */
+ * leaves each message either moved (once) or still in P.dead (to replay again), and a
+ * count printed is of settlements P.dead has applied (dead_pass_end). */
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +33,8 @@ static int usage(void)
             "       duoctl dead show JOB_ID\n"
             "       duoctl dead replay (FILTERS | --all) [--dry-run]\n"
             "       duoctl dead purge (FILTERS | --all) [--yes]\n"
-            "DUR: seconds, or a number with s, m, h or d (e.g. 30m): dead-lettered since then\n");
+            "DUR: seconds, or a number with s, m, h or d (e.g. 30m): dead-lettered since then\n"
+            "--limit N: read at most the first N messages of the queue (default: all)\n");
     return 2;
 }
 
@@ -59,7 +62,7 @@ static int parse_since(const char *s, int64_t *out)
 static int parse_args(int argc, char **argv, dead_args *a)
 {
     memset(a, 0, sizeof *a);
-    a->limit = 100000;
+    a->limit = SIZE_MAX; /* a pass's memory does not grow with the queue: read it all */
     for (int i = 0; i < argc; i++) {
         const char *o = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -104,48 +107,57 @@ static void fmt_time(int64_t t, char *out, size_t n)
         snprintf(out, n, "-");
 }
 
-static void print_table(const dead_list *l, const dead_filter *f)
+static void print_row(const dead_entry *x)
 {
-    printf("%-38s %-14s %-24s %-21s %6s %8s %s\n", "JOB ID", "TYPE", "REASON", "DEAD-LETTERED",
-           "DEATHS", "ATTEMPTS", "STAGE");
-    size_t shown = 0;
-    for (size_t i = 0; i < l->n; i++) {
-        const dead_entry *x = &l->v[i];
-        if (!dead_match(x, f))
-            continue;
-        char t[32];
-        fmt_time(x->time, t, sizeof t);
-        printf("%-38.38s %-14.14s %-24.24s %-21s %6ld %8d %s\n", x->job_id[0] ? x->job_id : "-",
-               x->type[0] ? x->type : "-", x->reason, t, x->deaths,
-               x->has_record ? x->rec.attempts : 0, x->stage[0] ? x->stage : "-");
-        shown++;
-    }
-    printf("%zu of %zu dead letters\n", shown, l->n);
+    char t[32];
+    fmt_time(x->time, t, sizeof t);
+    printf("%-38.38s %-14.14s %-24.24s %-21s %6ld %8d %s\n", x->job_id[0] ? x->job_id : "-",
+           x->type[0] ? x->type : "-", x->reason, t, x->deaths, x->has_record ? x->rec.attempts : 0,
+           x->stage[0] ? x->stage : "-");
 }
 
-static void print_json_list(const dead_list *l, const dead_filter *f)
+static void print_json_entry(const dead_entry *x, size_t shown)
 {
-    json_t *arr = json_array();
-    for (size_t i = 0; i < l->n; i++)
-        if (dead_match(&l->v[i], f))
-            json_array_append_new(arr, dead_entry_json(&l->v[i], 0));
-    char *s = json_dumps(arr, JSON_COMPACT);
-    printf("%s\n", s ? s : "[]");
+    json_t *j = dead_entry_json(x, 0);
+    char *s = json_dumps(j, JSON_COMPACT);
+    printf("%s%s", shown ? "," : "", s ? s : "{}");
     free(s);
-    json_decref(arr);
+    json_decref(j);
 }
 
+/* Prints each message as it is read: memory stays flat however long the queue. */
 static int do_list(ops_env *o, const dead_args *a)
 {
-    dead_list l;
-    int rc = dead_scan(o, a->limit, &l);
-    if (rc == 0) {
-        if (a->json)
-            print_json_list(&l, &a->f);
-        else
-            print_table(&l, &a->f);
+    dead_pass p;
+    if (dead_pass_begin(o, &p) < 0)
+        return 1;
+    if (a->json)
+        printf("[");
+    else
+        printf("%-38s %-14s %-24s %-21s %6s %8s %s\n", "JOB ID", "TYPE", "REASON", "DEAD-LETTERED",
+               "DEATHS", "ATTEMPTS", "STAGE");
+    size_t shown = 0, n = 0;
+    int rc = 0;
+    dead_entry x;
+    while (n < a->limit && (rc = dead_pass_next(&p, 1, &x)) > 0) {
+        n++;
+        if (dead_match(&x, &a->f)) {
+            if (a->json)
+                print_json_entry(&x, shown);
+            else
+                print_row(&x);
+            shown++;
+        }
+        dead_entry_clear(&x);
     }
-    dead_list_free(&l);
+    if (rc < 0)
+        dead_entry_clear(&x);
+    if (dead_pass_end(&p) < 0)
+        rc = -1;
+    if (a->json)
+        printf("]\n");
+    else
+        printf("%zu of %zu dead letters\n", shown, n);
     return rc < 0 ? 1 : 0;
 }
 
@@ -153,20 +165,26 @@ static int do_show(ops_env *o, const dead_args *a)
 {
     if (!a->show_id)
         return usage();
-    dead_list l;
-    int rc = dead_scan(o, a->limit, &l);
-    int found = 0;
-    for (size_t i = 0; rc == 0 && i < l.n; i++) {
-        if (strcmp(l.v[i].job_id, a->show_id) != 0)
-            continue;
-        json_t *j = dead_entry_json(&l.v[i], 1);
-        char *s = json_dumps(j, JSON_INDENT(2));
-        printf("%s\n", s ? s : "{}");
-        free(s);
-        json_decref(j);
-        found++;
+    dead_pass p;
+    if (dead_pass_begin(o, &p) < 0)
+        return 1;
+    int found = 0, rc = 0;
+    dead_entry x;
+    for (size_t n = 0; n < a->limit && (rc = dead_pass_next(&p, 1, &x)) > 0; n++) {
+        if (strcmp(x.job_id, a->show_id) == 0) {
+            json_t *j = dead_entry_json(&x, 1);
+            char *s = json_dumps(j, JSON_INDENT(2));
+            printf("%s\n", s ? s : "{}");
+            free(s);
+            json_decref(j);
+            found++;
+        }
+        dead_entry_clear(&x);
     }
-    dead_list_free(&l);
+    if (rc < 0)
+        dead_entry_clear(&x);
+    if (dead_pass_end(&p) < 0)
+        rc = -1;
     if (rc == 0 && !found)
         fprintf(stderr, "duoctl: no dead letter with job id '%s'\n", a->show_id);
     return rc < 0 || !found ? 1 : 0;
@@ -194,11 +212,122 @@ static int work_kind(const char *k)
            strcmp(k, MQ_KIND_IMPORT) == 0;
 }
 
-static int seen_before(const dead_list *l, size_t upto, const char *id)
+/* A selected message, kept small: a pass may select 100,000. */
+typedef struct chosen {
+    mq_ticket t;
+    char *job_id; /* owned; "" when the message has none */
+    char kind[16];
+    int has_record;
+} chosen;
+
+typedef struct selection {
+    chosen *v;
+    size_t n, cap;
+    size_t scanned;
+    int all; /* every message read was selected (so acks may be cumulative) */
+} selection;
+
+static int choose(selection *s, const dead_entry *x)
 {
-    for (size_t i = 0; id[0] && i < upto; i++)
-        if (l->v[i].job_id[0] && strcmp(l->v[i].job_id, id) == 0 && l->v[i].d == NULL)
-            return 1;
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 256;
+        chosen *v = realloc(s->v, nc * sizeof *v);
+        if (!v)
+            return -1;
+        s->v = v;
+        s->cap = nc;
+    }
+    chosen *c = &s->v[s->n];
+    c->job_id = strdup(x->job_id);
+    if (!c->job_id)
+        return -1;
+    c->t = x->t;
+    snprintf(c->kind, sizeof c->kind, "%s", x->kind);
+    c->has_record = x->has_record;
+    s->n++;
+    return 0;
+}
+
+static void selection_free(selection *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i].job_id);
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+/* Reads the whole pass, keeping what the filters select. 0 or -1 (printed). */
+static int select_all(dead_pass *p, const dead_args *a, selection *s)
+{
+    memset(s, 0, sizeof *s);
+    s->all = 1;
+    dead_entry x;
+    int rc = 0;
+    while (s->scanned < a->limit && (rc = dead_pass_next(p, 1, &x)) > 0) {
+        s->scanned++;
+        if (!dead_match(&x, &a->f))
+            s->all = 0;
+        else if (choose(s, &x) < 0)
+            rc = -1;
+        dead_entry_clear(&x);
+        if (rc < 0) {
+            fprintf(stderr, "duoctl: out of memory\n");
+            return -1;
+        }
+    }
+    if (rc < 0)
+        dead_entry_clear(&x);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Job ids replayed in this run: a later copy of one of them is a twin. */
+typedef struct idset {
+    char **slot;
+    size_t cap, n;
+} idset;
+
+static size_t id_hash(const char *s)
+{
+    size_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static char **id_find(const idset *set, const char *id)
+{
+    size_t i = id_hash(id) & (set->cap - 1);
+    while (set->slot[i] && strcmp(set->slot[i], id) != 0)
+        i = (i + 1) & (set->cap - 1);
+    return &set->slot[i];
+}
+
+static int id_has(const idset *set, const char *id)
+{
+    return set->cap && *id_find(set, id) != NULL;
+}
+
+/* Adds id (borrowed: it must outlive the set). 0 or -1 (out of memory). */
+static int id_add(idset *set, char *id)
+{
+    if ((set->n + 1) * 2 > set->cap) {
+        idset big = {calloc(set->cap ? set->cap * 2 : 1024, sizeof(char *)),
+                     set->cap ? set->cap * 2 : 1024, 0};
+        if (!big.slot)
+            return -1;
+        for (size_t i = 0; i < set->cap; i++)
+            if (set->slot[i]) {
+                *id_find(&big, set->slot[i]) = set->slot[i];
+                big.n++;
+            }
+        free(set->slot);
+        *set = big;
+    }
+    char **at = id_find(set, id);
+    if (!*at) {
+        *at = id;
+        set->n++;
+    }
     return 0;
 }
 
@@ -206,44 +335,132 @@ typedef struct tally {
     size_t done, twins, skipped;
 } tally;
 
-/* Re-arms the job record, then hands the message back (reject from P.dead). */
-static int replay_one(ops_env *o, dead_list *l, size_t i, tally *t)
+/* Re-arms the job record, then hands the message back (reject from P.dead). A later
+ * copy of a job replayed just now is dropped: only a copy that was handed back makes its
+ * twins redundant (one left in place, or skipped, does not). */
+/* Hand-backs waiting to go as one cumulative reject (basic.nack multiple: every unsettled
+ * message read up to the last one). Only while every message read before them is settled
+ * or about to be: all selected, none left in place yet. */
+typedef struct handback {
+    int cumulative;
+    mq_ticket last;
+    size_t n;
+} handback;
+
+static int handback_flush(dead_pass *p, handback *h)
 {
-    dead_entry *x = &l->v[i];
-    err_t e = {0};
-    if (!work_kind(x->kind)) {
-        fprintf(stderr, "duoctl: %s: routing key '%s' names no work queue; left in place\n",
-                x->job_id[0] ? x->job_id : "(no job id)", x->kind);
-        t->skipped++;
+    if (!h->n)
         return 0;
+    h->n = 0;
+    return dead_pass_settle(p, h->last, -1, 1);
+}
+
+/* A message left in place (held until the pass ends): nothing after it may be rejected
+ * cumulatively, which would take it along. */
+static int leave(dead_pass *p, handback *h, tally *t)
+{
+    t->skipped++;
+    h->cumulative = 0;
+    return handback_flush(p, h);
+}
+
+static int hand_back(dead_pass *p, handback *h, const chosen *c)
+{
+    /* a fault point of the tests kills "after the Nth was handed back": send each */
+    if (!h->cumulative || getenv("DUO_FAULT_POINT"))
+        return dead_pass_settle(p, c->t, -1, 0);
+    h->last = c->t;
+    return ++h->n >= 4096 ? handback_flush(p, h) : 0;
+}
+
+static int replay_one(dead_pass *p, chosen *c, int rearmed, idset *replayed, tally *t, handback *h)
+{
+    const char *id = c->job_id[0] ? c->job_id : "(no job id)";
+    if (!work_kind(c->kind)) {
+        fprintf(stderr, "duoctl: %s: routing key '%s' names no work queue; left in place\n", id,
+                c->kind);
+        return leave(p, h, t);
     }
-    if (seen_before(l, i, x->job_id)) { /* a twin of a job replayed just now: drop it */
-        t->twins++;
-        if (mq_ack(o->mq, x->d, &e) < 0) {
-            fprintf(stderr, "duoctl: %s: %s\n", x->job_id, e.msg);
-            return -1;
-        }
-        return 0;
+    if (c->job_id[0] && id_has(replayed, c->job_id)) {
+        t->twins++; /* its twin's reject goes first: a cumulative one would take it along */
+        return handback_flush(p, h) < 0 ? -1 : dead_pass_settle(p, c->t, 0, 0);
     }
-    int rearmed = 0;
-    if (x->job_id[0] && store_job_rearm(o->db, x->job_id, &rearmed, &e) < 0) {
-        fprintf(stderr, "duoctl: %s: %s\n", x->job_id, e.msg);
-        return -1;
-    }
-    if (x->has_record && !rearmed) { /* it succeeded meanwhile: running it again would
+    if (c->has_record && !rearmed) { /* it succeeded meanwhile: running it again would
                                       * repeat its effect */
-        fprintf(stderr, "duoctl: %s: the job has succeeded since; not replayed (purge it)\n",
-                x->job_id);
-        t->skipped++;
-        return 0;
+        fprintf(stderr, "duoctl: %s: the job has succeeded since; not replayed (purge it)\n", id);
+        return leave(p, h, t);
     }
     fault("replay_kill_between", t->done + 1);
-    if (mq_reject(o->mq, x->d, 0, &e) < 0) {
-        fprintf(stderr, "duoctl: %s: %s\n", x->job_id, e.msg);
+    if (hand_back(p, h, c) < 0)
+        return -1;
+    if (c->job_id[0] && id_add(replayed, c->job_id) < 0) {
+        fprintf(stderr, "duoctl: out of memory\n");
         return -1;
     }
     t->done++;
     fault("replay_kill_after", t->done);
+    return 0;
+}
+
+/* Re-arms, in one statement, the jobs of s->v[from..to) (at most PASS_BATCH) that may be
+ * handed back: of a work queue's kind, with a job id not replayed earlier in this run.
+ * rearmed[i - from] says which were. 0 or -1 (printed). */
+static int rearm_chunk(dead_pass *p, const selection *s, size_t from, size_t to,
+                       const idset *replayed, int *rearmed)
+{
+    const char *ids[PASS_BATCH] = {0};
+    size_t at[PASS_BATCH], m = 0;
+    int got[PASS_BATCH] = {0};
+    for (size_t i = from; i < to; i++) {
+        const chosen *c = &s->v[i];
+        rearmed[i - from] = 0;
+        if (work_kind(c->kind) && c->job_id[0] && !id_has(replayed, c->job_id)) {
+            ids[m] = c->job_id;
+            at[m++] = i - from;
+        }
+    }
+    err_t e = {0};
+    if (store_jobs_rearm(p->o->db, ids, m, got, &e) < 0) {
+        fprintf(stderr, "duoctl: re-arming job records: %s\n", e.msg);
+        return -1;
+    }
+    for (size_t k = 0; k < m; k++)
+        rearmed[at[k]] = got[k];
+    return 0;
+}
+
+/* In chunks: each chunk's records re-armed in one round trip, then its messages handed
+ * back one by one (a kill in between leaves re-armed records whose messages are still in
+ * P.dead: the next replay re-arms them again, harmlessly, and moves them). */
+static int replay_all(dead_pass *p, selection *s, tally *t)
+{
+    idset replayed = {0};
+    handback h = {.cumulative = s->all};
+    int rearmed[PASS_BATCH];
+    int rc = 0;
+    for (size_t from = 0; rc == 0 && from < s->n; from += PASS_BATCH) {
+        size_t to = from + PASS_BATCH < s->n ? from + PASS_BATCH : s->n;
+        rc = rearm_chunk(p, s, from, to, &replayed, rearmed);
+        for (size_t i = from; rc == 0 && i < to; i++)
+            rc = replay_one(p, &s->v[i], rearmed[i - from], &replayed, t, &h);
+    }
+    if (rc == 0)
+        rc = handback_flush(p, &h);
+    free(replayed.slot);
+    return rc;
+}
+
+static int purge_all(dead_pass *p, const selection *s, tally *t)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        /* With nothing unselected in between, one ack covers a run of messages. */
+        int last = i + 1 == s->n || (i + 1) % 4096 == 0;
+        if (s->all && !last)
+            continue;
+        if (dead_pass_settle(p, s->v[i].t, 0, s->all) < 0)
+            return -1;
+        t->done = s->all ? i + 1 : t->done + 1;
+    }
     return 0;
 }
 
@@ -261,47 +478,43 @@ static int confirm(const char *what, size_t n, int yes)
     return fgets(line, sizeof line, stdin) && strcmp(line, "yes\n") == 0;
 }
 
+static int act(dead_pass *p, const dead_args *a, selection *s, int replay, tally *t)
+{
+    if (a->dry_run)
+        return 0;
+    if (!replay && s->n > 0 && !confirm("purge", s->n, a->yes)) {
+        s->n = 0;
+        return 1;
+    }
+    return replay ? replay_all(p, s, t) : purge_all(p, s, t);
+}
+
 static int settle_selected(ops_env *o, const dead_args *a, int replay)
 {
     if (!has_filter(a) && !a->all) {
         fprintf(stderr, "duoctl: select with --reason, --type, --id, --since, or say --all\n");
         return 2;
     }
-    dead_list l;
-    if (dead_scan(o, a->limit, &l) < 0)
+    dead_pass p;
+    if (dead_pass_begin(o, &p) < 0)
         return 1;
-    size_t n = 0;
-    for (size_t i = 0; i < l.n; i++)
-        n += dead_match(&l.v[i], &a->f);
+    selection s;
     tally t = {0};
-    int rc = 0;
-    if (a->dry_run || (!replay && n > 0 && !confirm("purge", n, a->yes))) {
-        rc = a->dry_run ? 0 : 1;
-        n = a->dry_run ? n : 0;
-    } else {
-        for (size_t i = 0; rc == 0 && i < l.n; i++) {
-            if (!dead_match(&l.v[i], &a->f))
-                continue;
-            err_t e = {0};
-            rc = replay ? replay_one(o, &l, i, &t) : mq_ack(o->mq, l.v[i].d, &e);
-            if (rc < 0 && !replay)
-                fprintf(stderr, "duoctl: purge: %s\n", e.msg);
-            if (!replay && rc == 0)
-                t.done++;
-            mq_delivery_free(l.v[i].d); /* settled (or left): the rest return on close */
-            l.v[i].d = NULL;
-        }
-        err_t e = {0};
-        if (mq_close_sync(o->mq, &e) < 0 && rc == 0) {
-            fprintf(stderr, "duoctl: closing: %s\n", e.msg);
-            rc = -1;
-        }
-        o->mq = NULL;
-    }
-    printf("{\"%s\":%zu,\"selected\":%zu,\"duplicates_dropped\":%zu,\"skipped\":%zu%s}\n",
-           replay ? "replayed" : "purged", a->dry_run ? 0 : t.done, n, t.twins, t.skipped,
-           a->dry_run ? ",\"dry_run\":true" : "");
-    dead_list_free(&l);
+    int rc = select_all(&p, a, &s);
+    size_t n = s.n;
+    if (rc == 0)
+        rc = act(&p, a, &s, replay, &t);
+    /* Counted only once P.dead applied them: a close that overtook them would bring the
+     * messages back. */
+    if (dead_pass_end(&p) < 0 && rc == 0)
+        rc = -1;
+    selection_free(&s);
+    if (rc < 0)
+        t.done = 0;
+    if (rc >= 0 || t.done)
+        printf("{\"%s\":%zu,\"selected\":%zu,\"duplicates_dropped\":%zu,\"skipped\":%zu%s}\n",
+               replay ? "replayed" : "purged", t.done, rc == 1 ? 0 : n, t.twins, t.skipped,
+               a->dry_run ? ",\"dry_run\":true" : "");
     return rc < 0 ? 1 : rc;
 }
 

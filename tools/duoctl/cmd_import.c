@@ -9,6 +9,7 @@
 
 #include "cmd.h"
 #include "config.h"
+#include "import_runs.h"
 #include "job_send.h"
 #include "jobs_client.h"
 
@@ -16,6 +17,8 @@
     "usage: duoctl import manual --stage S --duo-user-id ID_OR_DUO_USERNAME --username U\n"        \
     "       duoctl import auto --stage S [--page-size N] [--pages-per-min N] [--dry-run]\n"        \
     "                          [--follow]\n"                                                       \
+    "       duoctl import runs [--all] [--limit N] [--json]\n"                                     \
+    "       duoctl import cancel RUN_ID\n"                                                         \
     "  common: [--timeout SECS (90; with --follow: per message)]\n"                                \
     "  Needs AMQP_URL (and DATABASE_URL to look a stage up by name). Prints the reply as\n"        \
     "  JSON; exit 0 ok, 1 error reply, 3 no reply in time.\n"
@@ -185,6 +188,8 @@ static int send_auto(const import_args *a, json_t *body)
 int cmd_import(int argc, char **argv)
 {
     import_args a;
+    if (argc > 0 && (strcmp(argv[0], "runs") == 0 || strcmp(argv[0], "cancel") == 0))
+        return import_runs_cmd(argc, argv);
     int manual = argc > 0 && strcmp(argv[0], "manual") == 0;
     int automatic = argc > 0 && strcmp(argv[0], "auto") == 0;
     if ((!manual && !automatic) || parse(argc - 1, argv + 1, &a) < 0 ||

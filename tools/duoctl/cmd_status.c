@@ -3,8 +3,9 @@
  * and dead letters; running import runs with progress, rate and ETA; recent outcomes.
  *
  * Key invariant: status only reads. Queues are read by passive declare (no management
- * plugin); dead letters are counted by kind by taking up to DEAD_COUNT_MAX of them and
- * handing each straight back (requeue), so nothing is acked or moved. */
+ * plugin); dead letters are counted by kind in one pass over P.dead (ops.h: passes take
+ * turns with duoctl dead), which settles nothing: every message it held returns to
+ * P.dead when its connection closes. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +17,6 @@
 #include "jobs_client.h"
 #include "ops.h"
 #include "store_breaker.h"
-
-enum { DEAD_COUNT_MAX = 200 }; /* each is one basic.get round trip (about 5 ms) */
 
 static const char *const kinds[] = {MQ_KIND_ENROLL, MQ_KIND_AUTH, MQ_KIND_IMPORT, NULL};
 
@@ -60,28 +59,31 @@ static int kind_json(mq_conn *mq, const char *kind, json_t **out, err_t *e)
     return rc;
 }
 
-/* Counts P.dead by routing key (kind), handing every message straight back. */
-static int count_dead(mq_conn *mq, json_t *queues, uint32_t total, err_t *e)
+/* Counts P.dead by routing key (kind) in one pass; the total is what the pass read. */
+static int count_dead(ops_env *o, json_t *queues, json_t *dead)
 {
-    if (total > DEAD_COUNT_MAX)
-        return 0;
     for (int i = 0; kinds[i]; i++)
         json_object_set_new(json_object_get(queues, kinds[i]), "dead", json_integer(0));
-    for (uint32_t n = 0; n < total; n++) {
-        mq_delivery *d = NULL;
-        int rc = mq_get(mq, mq_dead_queue(mq), MQ_KIND_DEAD, &d, NULL, e);
-        if (rc <= 0)
-            return rc;
-        json_t *k = json_object_get(queues, d->routing_key);
+    dead_pass p;
+    if (dead_pass_begin(o, &p) < 0)
+        return -1;
+    json_int_t total = 0;
+    dead_entry x;
+    int rc;
+    while ((rc = dead_pass_next(&p, 0, &x)) > 0) {
+        json_t *k = json_object_get(queues, x.kind);
         if (k)
             json_object_set_new(k, "dead",
                                 json_integer(json_integer_value(json_object_get(k, "dead")) + 1));
-        rc = mq_reject(mq, d, 1, e);
-        mq_delivery_free(d);
-        if (rc < 0)
-            return rc;
+        total++;
+        dead_entry_clear(&x);
     }
-    return 0;
+    if (rc < 0)
+        dead_entry_clear(&x);
+    if (dead_pass_end(&p) < 0)
+        rc = -1;
+    json_object_set_new(dead, "ready", json_integer(total));
+    return rc < 0 ? -1 : 0;
 }
 
 static int add_claimed(const char *type, int64_t n, void *arg)
@@ -144,8 +146,8 @@ static int gather_queues(ops_env *o, json_t *st, err_t *e)
         rc = queue_json(o->mq, mq_dead_queue(o->mq), &dead, e);
     if (rc == 0) {
         json_object_set_new(st, "dead", dead);
-        rc = count_dead(o->mq, queues, (uint32_t)json_integer_value(json_object_get(dead, "ready")),
-                        e);
+        if (count_dead(o, queues, dead) < 0)
+            rc = err_set(e, ERR_MQ, "counting the dead letters failed");
     }
     return rc;
 }
@@ -304,6 +306,8 @@ static int parse_args(int argc, char **argv, status_args *a)
 static int show_once(ops_env *o, const status_args *a, int clear)
 {
     err_t e = {0};
+    if (ops_mq(o) < 0) /* the last refresh's dead-letter pass closed it */
+        return -1;
     json_t *st = gather(o, a->last, &e);
     if (!st) {
         fprintf(stderr, "duoctl: status: %s\n", e.msg);

@@ -1,5 +1,6 @@
-/* dead_scan.c - reads the dead-letter queue into dead_entry records: x-death history,
- * the decoded body, the job record, and the reason code an operator filters by.
+/* dead_scan.c - one pass over the dead-letter queue (taking turns with other passes),
+ * each message described as a dead_entry: x-death history, the decoded body, the job
+ * record, and the reason code an operator filters by.
  *
  * Key invariant: the reason is the one the worker gave. A job that ran has its error code
  * in its record; a message that never became a job is classified with the worker's own
@@ -12,6 +13,7 @@
 #include "jobs_client.h"
 #include "msg.h"
 #include "ops.h"
+#include "store_ops.h"
 
 /* Copies s into out, cut to fit (names and codes here are short; a cut one still shows). */
 static void copy(char *out, size_t n, const char *s)
@@ -80,7 +82,8 @@ static const char *classify_input(const ops_env *o, const dead_entry *x, const c
     return "unknown";
 }
 
-static int describe(ops_env *o, dead_entry *x)
+/* The message's own facts: ids, kind, deaths, body. */
+static void describe_message(ops_env *o, dead_entry *x)
 {
     const mq_delivery *d = x->d;
     copy(x->job_id, sizeof x->job_id, d->message_id);
@@ -88,17 +91,13 @@ static int describe(ops_env *o, dead_entry *x)
     copy(x->kind, sizeof x->kind, d->routing_key);
     read_deaths(o, x);
     decode_body(x);
+}
+
+/* The reason code, once the job record (if any) is in x. */
+static void give_reason(ops_env *o, dead_entry *x)
+{
     mq_death newest;
-    const char *last_reason = mq_delivery_deaths(d, &newest, 1) > 0 ? newest.reason : "";
-    if (x->job_id[0]) {
-        err_t e = {0};
-        int rc = store_job_view_get(o->db, x->job_id, &x->rec, &e);
-        if (rc < 0 && rc != ERR_NOTFOUND) {
-            fprintf(stderr, "duoctl: job %s: %s\n", x->job_id, e.msg);
-            return -1;
-        }
-        x->has_record = rc == 0;
-    }
+    const char *last_reason = mq_delivery_deaths(x->d, &newest, 1) > 0 ? newest.reason : "";
     if (strcmp(last_reason, "delivery_limit") == 0)
         copy(x->reason, sizeof x->reason, "delivery_limit");
     else if (x->has_record && strcmp(x->rec.state, "done") == 0 && !x->rec.error_code[0])
@@ -107,59 +106,163 @@ static int describe(ops_env *o, dead_entry *x)
         copy(x->reason, sizeof x->reason, x->rec.error_code);
     else
         copy(x->reason, sizeof x->reason, classify_input(o, x, last_reason));
-    return 0;
 }
 
-static int grow(dead_list *l, size_t *cap)
+/* Describes v[0..n) with one round trip for all their job records. 0 or -1 (printed). */
+static int describe_batch(ops_env *o, dead_entry *v, size_t n)
 {
-    if (l->n < *cap)
-        return 0;
-    size_t nc = *cap ? *cap * 2 : 64;
-    dead_entry *v = realloc(l->v, nc * sizeof *v);
-    if (!v)
-        return -1;
-    l->v = v;
-    *cap = nc;
-    return 0;
-}
-
-int dead_scan(ops_env *o, size_t limit, dead_list *out)
-{
-    memset(out, 0, sizeof *out);
-    size_t cap = 0;
+    const char *ids[PASS_BATCH] = {0};
+    store_job_view recs[PASS_BATCH];
+    int found[PASS_BATCH];
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        describe_message(o, &v[i]);
+        if (v[i].job_id[0])
+            ids[m++] = v[i].job_id;
+    }
     err_t e = {0};
-    while (out->n < limit) {
-        mq_delivery *d = NULL;
-        int rc = mq_get(o->mq, mq_dead_queue(o->mq), MQ_KIND_DEAD, &d, NULL, &e);
-        if (rc < 0) {
-            fprintf(stderr, "duoctl: reading %s: %s\n", mq_dead_queue(o->mq), e.msg);
-            return -1;
+    if (store_job_views_get(o->db, ids, m, recs, found, &e) < 0) {
+        fprintf(stderr, "duoctl: reading job records: %s\n", e.msg);
+        return -1;
+    }
+    for (size_t i = 0, k = 0; i < n; i++) {
+        if (v[i].job_id[0]) {
+            v[i].rec = recs[k]; /* owned by the entry from here */
+            v[i].has_record = found[k++];
         }
-        if (rc == 0)
-            break;
-        if (grow(out, &cap) < 0) {
-            mq_delivery_free(d);
-            fprintf(stderr, "duoctl: out of memory\n");
-            return -1;
-        }
-        dead_entry *x = &out->v[out->n++];
-        memset(x, 0, sizeof *x);
-        x->d = d;
-        if (describe(o, x) < 0)
-            return -1;
+        give_reason(o, &v[i]);
     }
     return 0;
 }
 
-void dead_list_free(dead_list *l)
+/* Long enough for a loaded broker to start delivering; the end itself is asked of the
+ * queue, not guessed from this. */
+enum {
+    IDLE_MS = 1000,
+    TURN_WAIT_MS = 300000,   /* another pass (a long replay, a purge asking yes) */
+    CONSUMER_WAIT_MS = 60000 /* a reader's messages coming back, once it is gone */
+};
+
+/* Takes what has arrived, up to PASS_BATCH messages (waiting only for the first), and
+ * describes them together. 0 with p->nbuf set (0 at the end), or -1 (printed). */
+static int fill(dead_pass *p, int describe_it)
 {
-    for (size_t i = 0; i < l->n; i++) {
-        mq_delivery_free(l->v[i].d);
-        store_job_view_clear(&l->v[i].rec);
-        json_decref(l->v[i].body);
+    p->nbuf = p->pos = 0;
+    err_t e = {0};
+    int rc = 1;
+    while (p->nbuf < PASS_BATCH && rc > 0) {
+        if (p->nbuf && mq_pending_deliveries(p->o->mq) == 0 &&
+            (mq_service(p->o->mq, &e) < 0 || mq_pending_deliveries(p->o->mq) == 0))
+            break; /* nothing more has arrived yet: describe what is in hand */
+        mq_delivery *d = NULL;
+        rc = mq_reader_next(p->r, IDLE_MS, &d, &e);
+        if (rc > 0) {
+            dead_entry *x = &p->buf[p->nbuf++];
+            memset(x, 0, sizeof *x);
+            x->d = d;
+            x->t = mq_ticket_of(d);
+        }
     }
-    free(l->v);
-    memset(l, 0, sizeof *l);
+    if (rc < 0 || e.code) {
+        fprintf(stderr, "duoctl: reading %s: %s\n", mq_dead_queue(p->o->mq), e.msg);
+        return -1;
+    }
+    if (describe_it)
+        return describe_batch(p->o, p->buf, p->nbuf);
+    for (size_t i = 0; i < p->nbuf; i++) {
+        dead_entry *x = &p->buf[i];
+        copy(x->job_id, sizeof x->job_id, x->d->message_id);
+        copy(x->type, sizeof x->type, x->d->type);
+        copy(x->kind, sizeof x->kind, x->d->routing_key);
+    }
+    return 0;
+}
+
+int dead_pass_begin(ops_env *o, dead_pass *p)
+{
+    memset(p, 0, sizeof *p);
+    p->o = o;
+    err_t e = {0};
+    p->buf = calloc(PASS_BATCH, sizeof *p->buf);
+    if (!p->buf) {
+        fprintf(stderr, "duoctl: out of memory\n");
+        return -1;
+    }
+    snprintf(p->lock, sizeof p->lock, "duoctl dead pass %s", mq_dead_queue(o->mq));
+    /* One pass at a time: each holds what it read, so two at once would each miss what
+     * the other holds. */
+    if (store_ops_lock(o->db, p->lock, TURN_WAIT_MS, &e) < 0) {
+        fprintf(stderr, "duoctl: waiting for another duoctl status or dead to finish with %s: %s\n",
+                mq_dead_queue(o->mq), e.msg);
+        dead_pass_end(p);
+        return -1;
+    }
+    p->locked = 1;
+    /* DUO_DEAD_WINDOW (tests): a small window per consumer, so that a few hundred
+     * messages take several consumers, as 100,000 do. */
+    const char *w = getenv("DUO_DEAD_WINDOW");
+    int window = w ? (int)strtol(w, NULL, 10) : 0;
+    if (mq_reader_open(o->mq, mq_dead_queue(o->mq), MQ_KIND_DEAD, window, CONSUMER_WAIT_MS, &p->r,
+                       &p->ready, &e) < 0) {
+        fprintf(stderr, "duoctl: reading %s: %s\n", mq_dead_queue(o->mq), e.msg);
+        dead_pass_end(p);
+        return -1;
+    }
+    return 0;
+}
+
+int dead_pass_next(dead_pass *p, int describe_it, dead_entry *x)
+{
+    memset(x, 0, sizeof *x);
+    if (p->pos == p->nbuf && fill(p, describe_it) < 0)
+        return -1;
+    if (p->pos == p->nbuf)
+        return 0;
+    *x = p->buf[p->pos]; /* the entry (and what it holds) is the caller's now */
+    memset(&p->buf[p->pos++], 0, sizeof *x);
+    return 1;
+}
+
+int dead_pass_settle(dead_pass *p, mq_ticket t, int how, int multiple)
+{
+    err_t e = {0};
+    if (mq_reader_settle(p->r, t, how, multiple, &e) == 0)
+        return 0;
+    fprintf(stderr, "duoctl: settling a dead letter: %s\n", e.msg);
+    return -1;
+}
+
+int dead_pass_end(dead_pass *p)
+{
+    int rc = 0;
+    err_t e = {0};
+    if (p->r && mq_reader_sync(p->r, &e) < 0) {
+        fprintf(stderr, "duoctl: confirming what was settled: %s\n", e.msg);
+        rc = -1;
+    }
+    mq_reader_free(p->r);
+    p->r = NULL;
+    for (size_t i = p->pos; p->buf && i < p->nbuf; i++)
+        dead_entry_clear(&p->buf[i]); /* read, never handed out: it returns to P.dead */
+    free(p->buf);
+    p->buf = NULL;
+    p->nbuf = p->pos = 0;
+    if (p->o) {
+        mq_close(p->o->mq); /* what was not settled returns to P.dead */
+        p->o->mq = NULL;
+    }
+    if (p->locked && store_ops_unlock(p->o->db, p->lock, &e) < 0)
+        fprintf(stderr, "duoctl: %s\n", e.msg); /* it goes with the session anyway */
+    p->locked = 0;
+    return rc;
+}
+
+void dead_entry_clear(dead_entry *x)
+{
+    mq_delivery_free(x->d);
+    store_job_view_clear(&x->rec);
+    json_decref(x->body);
+    memset(x, 0, sizeof *x);
 }
 
 static int in_list(const char *csv, const char *v)

@@ -24,6 +24,17 @@ static int open_mq(ops_env *o, err_t *e)
     return o->mq ? 0 : ERR_MQ;
 }
 
+int ops_mq(ops_env *o)
+{
+    if (o->mq)
+        return 0;
+    err_t e = {0};
+    if (open_mq(o, &e) == 0)
+        return 0;
+    fprintf(stderr, "duoctl: %s\n", e.msg);
+    return -1;
+}
+
 static int open_schemas(ops_env *o, err_t *e)
 {
     char dir[4096];

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "duo_users_scan.h"
 #include "import.h"
 #include "log.h"
 
@@ -182,6 +183,7 @@ static int submit(page_call *c, int limit, long long offset, long long wait_ms, 
         job_retry(o, "starting a users page request: %s", e.msg);
         return -1;
     }
+    duo_async_set_parser(r, duo_users_scan); /* a page: only what the import keeps */
     if (wait_ms > 0)
         duo_async_defer(r, c->start_ms);
     return 0;
