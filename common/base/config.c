@@ -70,7 +70,8 @@ static const setting settings[] = {
     I("DUO_CONNECT_TIMEOUT_MS", duo_connect_timeout_ms, "5000", 100, 120000,
       "TCP+TLS connect timeout for Duo calls"),
     I("DUO_TIMEOUT_MS", duo_timeout_ms, "75000", 1000, 600000,
-      "Total timeout of one Duo HTTP attempt (a synchronous push waits about 60 s)"),
+      "Total timeout of one Duo HTTP attempt of a long poll: `auth_status`, or a synchronous "
+      "push (which waits about 60 s); other calls use `DUO_QUICK_TIMEOUT_MS`"),
     I("DUO_QUICK_TIMEOUT_MS", duo_quick_timeout_ms, "10000", 500, 600000,
       "Total timeout of one Duo HTTP attempt of a call Duo answers at once (enroll, "
       "enroll_status, preauth, passcode and SMS auth, the asynchronous push's submission, the "
@@ -80,8 +81,8 @@ static const setting settings[] = {
       "a Duo host's circuit breaker in a worker: its calls are then refused without a network "
       "call (0: no breaker)"),
     I("DUO_BREAKER_OPEN_MS", breaker_open_ms, "5000", 100, 3600000,
-      "How long an opened breaker stays open before one probe call may go through; doubles "
-      "each time the probe fails"),
+      "How long an opened breaker stays open before the worker probes the host (`GET "
+      "/auth/v2/ping`); doubles each time the probe fails"),
     I("DUO_BREAKER_MAX_OPEN_MS", breaker_max_open_ms, "20000", 100, 3600000,
       "The longest a breaker stays open before its next probe (bounds how late a recovery is "
       "seen)"),
@@ -90,8 +91,8 @@ static const setting settings[] = {
       "`max_calls` (`duoctl stage update --max-calls`) overrides it (0: half the worker's "
       "prefetch)"),
     I("STAGE_QUEUE_MS", stage_queue_ms, "2000", 0, 600000,
-      "How long a job of a stage at its limit waits in the worker for a slot (at most a quarter "
-      "of the limit wait) before it is answered or deferred, per job type (README, Scaling)"),
+      "How long a job of a stage at its limit waits in the worker for a slot before it is "
+      "answered or deferred, per job type (README, Scaling)"),
     I("DUO_RETRY_ATTEMPTS", duo_retry_attempts, "7", 1, 20,
       "Attempts per Duo call on 429, 5xx or network errors (4xx are never retried)"),
     I("DUO_RETRY_BUDGET_MS", duo_retry_budget_ms, "90000", 0, 3600000,

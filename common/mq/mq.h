@@ -171,6 +171,12 @@ int mq_dead_letter(mq_conn *c, const mq_delivery *d, const char *reason, err_t *
  * one from P.dead (no retry queues). */
 int mq_retry(mq_conn *c, const mq_delivery *d, int attempt, int timeout_ms, err_t *e);
 
+/* The same into the longest retry tier whose delay is at most delay_ms (the first tier
+ * when all are longer): a deferral that should come back after about delay_ms, whatever
+ * its attempt count. */
+int mq_retry_in(mq_conn *c, const mq_delivery *d, int attempt, long long delay_ms, int timeout_ms,
+                err_t *e);
+
 /* Publishes m (persistent) on the confirm channel. *seq (optional) receives the publish
  * sequence number, unique for the life of c across reconnects. */
 int mq_publish(mq_conn *c, const mq_msg *m, uint64_t *seq, err_t *e);

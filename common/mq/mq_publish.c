@@ -178,7 +178,26 @@ static int declared_kind(const mq_conn *c, const char *kind)
     return 0;
 }
 
+static int retry_to(mq_conn *c, const mq_delivery *d, int attempt, int tier, int timeout_ms,
+                    err_t *e);
+
 int mq_retry(mq_conn *c, const mq_delivery *d, int attempt, int timeout_ms, err_t *e)
+{
+    return retry_to(c, d, attempt, attempt <= 1 ? 0 : (attempt == 2 ? 1 : 2), timeout_ms, e);
+}
+
+int mq_retry_in(mq_conn *c, const mq_delivery *d, int attempt, long long delay_ms, int timeout_ms,
+                err_t *e)
+{
+    int tier = 0;
+    for (int i = 1; i < 3; i++)
+        if (c->retry_ms[i] <= delay_ms)
+            tier = i;
+    return retry_to(c, d, attempt, tier, timeout_ms, e);
+}
+
+static int retry_to(mq_conn *c, const mq_delivery *d, int attempt, int tier, int timeout_ms,
+                    err_t *e)
 {
     int rc = check_delivery(c, d, e);
     if (rc < 0)
@@ -187,7 +206,6 @@ int mq_retry(mq_conn *c, const mq_delivery *d, int attempt, int timeout_ms, err_
         return err_set(e, ERR_INVAL, "cannot retry a message whose body was not kept");
     if (!declared_kind(c, d->kind)) /* its retry queue does not exist: the copy would vanish */
         return err_set(e, ERR_INVAL, "no retry queues for kind '%.40s'", d->kind);
-    int tier = attempt <= 1 ? 0 : (attempt == 2 ? 1 : 2);
     char q[256];
     if (mq_retry_queue_name(c, d->kind, tier, q, sizeof q) < 0)
         return err_set(e, ERR_INVAL, "retry queue name too long");

@@ -396,6 +396,14 @@ static void retry_or_give_up(worker *w, mq_delivery *d, const job *j, job_outcom
 {
     store_rollback(w->db);
     err_t e = {0};
+    if (o->defer_ms > 0) { /* nothing was tried: not an attempt, whatever the count says */
+        LOG(LOG_INFO, "job deferred", "job_id", j->id, "reason", o->message);
+        metrics_retry(w, j->type);
+        store_job_release(w->db, j->id);
+        if (mq_retry_in(w->mq, d, d->attempt, o->defer_ms, CONFIRM_TIMEOUT_MS, &e) < 0)
+            LOG(LOG_WARN, "could not defer the job; the broker will redeliver", "error", e.msg);
+        return;
+    }
     if (j->attempt < w->cfg.max_attempts) {
         char n[16];
         snprintf(n, sizeof n, "%d", j->attempt);

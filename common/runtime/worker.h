@@ -41,6 +41,9 @@ typedef struct job_outcome {
     const char *code;     /* error: stable snake_case code (static storage) */
     char message[512];    /* error: one human sentence; never a secret */
     int retry;            /* transient failure: nothing committed, try again later */
+    long long defer_ms;   /* with retry: not an attempt but a deferral (nothing was tried,
+                           * e.g. Duo's host refused by its breaker): the job comes back
+                           * after about this long with its attempts unchanged */
     int dead_letter;      /* with an error: also dead-letter (operator must look) */
     json_t *error_fields; /* with an error: extra members of the reply's error object
                            * (e.g. run_id, duo_code); the runtime takes the reference */

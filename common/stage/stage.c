@@ -207,7 +207,9 @@ int stages_duo_opts(stages *s, const worker_env *env, const stage_rec *st, stage
     opts->quick_timeout_ms = cfg->duo_quick_timeout_ms;
     opts->group = st->uuid;
     opts->group_limit = stages_max_calls(env, st);
-    opts->group_queue_max = opts->group_limit / 4 > 0 ? opts->group_limit / 4 : 1;
+    /* No count bound short of the prefetch: a burst of one healthy stage waits a few ms
+     * for slots, it is not refused; only STAGE_QUEUE_MS of waiting turns a job away. */
+    opts->group_queue_max = cfg->prefetch;
     opts->group_queue_ms = cfg->stage_queue_ms;
     opts->retry_attempts = admin ? 1 : cfg->duo_retry_attempts;
     opts->retry_budget_ms = cfg->duo_retry_budget_ms;
@@ -322,7 +324,10 @@ static void fail_refused(job_outcome *o, const duo_error *de, const char *what, 
     if (secs < 1)
         secs = 1;
     if (!(flags & (STAGE_CALL_USER_WAITS | STAGE_CALL_PERSON))) {
+        /* Nothing was tried: a deferral, not an attempt, so a long incident does not use
+         * up the job's attempts (the breaker bounds how often it comes back). */
         job_retry(o, "%s deferred: %s", what, de->message);
+        o->defer_ms = de->retry_in_ms > 1000 ? de->retry_in_ms : 1000;
         return;
     }
     job_fail(o, "duo_unavailable", "%s not sent: %s", what, de->message);

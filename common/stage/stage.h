@@ -81,7 +81,7 @@ typedef enum {
 /* Fills *opts for calls to st's `api` (strings borrowed from the cached stage: valid
  * until the next stages_get()): credentials, DUO_QUICK_TIMEOUT_MS for calls answered at
  * once and DUO_TIMEOUT_MS for long polls, and the stage's bulkhead (group = its uuid,
- * stages_max_calls, a queue of a quarter of that for STAGE_QUEUE_MS). -1 with *o set
+ * stages_max_calls, a queue as deep as the prefetch, waited in for STAGE_QUEUE_MS). -1 with *o set
  * (`admin_api_not_configured`). */
 int stages_duo_opts(stages *s, const worker_env *env, const stage_rec *st, stage_api api,
                     duo_client_opts *opts, job_outcome *o);

@@ -66,7 +66,7 @@ static void test_cluster_node_stopped(void **state)
     int was_up = cluster("status", NULL, 0) == 0;
     assert_int_equal(cluster("start", NULL, 0), 0);
     char urls[2048], saved[2048];
-    assert_int_equal(cluster("urls", urls, sizeof urls), 0);
+    assert_int_equal(cluster("urls admin", urls, sizeof urls), 0); /* own prefixes: vhost / */
     snprintf(saved, sizeof saved, "%s", tl_env("AMQP_URL"));
     setenv("AMQP_URL", urls, 1); /* the stack, its workers and the client use the cluster */
     tl_stack s;

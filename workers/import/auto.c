@@ -23,31 +23,20 @@ static void already_running(job_outcome *out, const import_run *run)
 }
 
 /* One import.auto waiting for its preflight; owned by the app until its job is done. */
-struct auto_call {
+typedef struct auto_call {
+    import_pending link; /* first: import_fini frees what is left */
     import_app *app;
     const worker_env *env;
     job_async *h;
     int64_t stage_id;
     char stage_name[201];
     long long call_ms;
-    auto_call *prev, *next;
-};
+} auto_call;
 
 static void call_free(auto_call *c)
 {
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        c->app->auto_calls = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    import_pending_del(c->app, &c->link);
     free(c);
-}
-
-void import_auto_free_all(import_app *app)
-{
-    while (app->auto_calls)
-        call_free(app->auto_calls);
 }
 
 /* The preflight's answer (Duo's first user) proves the Admin API answers and gives the
@@ -167,11 +156,9 @@ static int preflight(const worker_env *env, const stage_rec *st, job_async *h, j
         job_retry(out, "out of memory");
         return 0;
     }
-    *c = (auto_call){.app = app, .env = env, .h = h, .stage_id = st->id, .next = app->auto_calls};
+    *c = (auto_call){.app = app, .env = env, .h = h, .stage_id = st->id};
     snprintf(c->stage_name, sizeof c->stage_name, "%s", st->name ? st->name : "");
-    if (app->auto_calls)
-        app->auto_calls->prev = c;
-    app->auto_calls = c;
+    import_pending_add(app, &c->link);
     duo_call_spec spec;
     duo_error de = {0};
     duo_admin_users_page_spec(&spec, 1, 0, &de);

@@ -30,14 +30,16 @@
 
 /* The import worker's own state (env->app): its stage cache and the asynchronous Duo
  * engine the page jobs fetch through. Made by import_init, freed by import_fini. */
-typedef struct manual_call manual_call;
-typedef struct auto_call auto_call;
+/* An import.manual or import.auto job waiting for Duo: the first member of its call
+ * struct (one malloc block, nothing else owned), so import_fini frees what is left. */
+typedef struct import_pending {
+    struct import_pending *prev, *next;
+} import_pending;
 
 typedef struct import_app {
     stages *stages;
     duo_async *engine;
-    manual_call *manual_calls; /* import.manual jobs waiting for Duo */
-    auto_call *auto_calls;     /* import.auto jobs waiting for their preflight */
+    import_pending *pending; /* jobs waiting for Duo (import_pending_add) */
 } import_app;
 
 /* {stage_uuid, duo_user_id, username} -> one confirmed device. Asynchronous (worker.h):
@@ -45,15 +47,9 @@ typedef struct import_app {
  * was decided at once. */
 int import_manual_start(const worker_env *env, const job *j, job_async *h, job_outcome *out);
 
-/* Frees the import.manual calls still pending (the engine is freed first: no callbacks). */
-void import_manual_free_all(import_app *app);
-
 /* {stage_uuid, page_size?, dry_run?} -> preflight, run + page jobs, "running" reply.
  * Asynchronous: the preflight goes out on env->app's engine; 1 while pending. */
 int import_auto_start(const worker_env *env, const job *j, job_async *h, job_outcome *out);
-
-/* Frees the import.auto calls still pending (the engine is freed first: no callbacks). */
-void import_auto_free_all(import_app *app);
 
 /* {run_id, offset, limit} -> one paced Admin API page applied in one statement. An
  * asynchronous job (worker.h): the page is fetched through env->app's engine, its first
@@ -74,6 +70,10 @@ void import_fini(const worker_env *env);
 /* Drives the page fetches (the worker_def poll): waits up to timeout_ms for Duo's
  * sockets, the engine's timers (page slots) and mq_fd, runs finished fetches. */
 void import_poll(const worker_env *env, int mq_fd, int timeout_ms);
+
+/* Links p (the first member of a call struct) into app's pending jobs / unlinks it. */
+void import_pending_add(import_app *app, import_pending *p);
+void import_pending_del(import_app *app, import_pending *p);
 
 /* The worker's stage cache (borrowed from env->app). */
 stages *import_stages(const worker_env *env);

@@ -23,7 +23,8 @@
 #include "store_user.h"
 
 /* One import.manual waiting for Duo; owned by the app until its job is done. */
-struct manual_call {
+typedef struct manual_call {
+    import_pending link; /* first: import_fini frees what is left */
     import_app *app;
     const worker_env *env;
     job_async *h;
@@ -32,8 +33,7 @@ struct manual_call {
     int64_t user_id;
     int is_id; /* the job's duo_user_id looks like a Duo user id */
     long long call_ms;
-    manual_call *prev, *next;
-};
+} manual_call;
 
 /* What the job's duo_user_id turned into. */
 typedef struct resolved {
@@ -66,19 +66,8 @@ static const char *given_of(const manual_call *c)
 
 static void call_free(manual_call *c)
 {
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        c->app->manual_calls = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    import_pending_del(c->app, &c->link);
     free(c);
-}
-
-void import_manual_free_all(import_app *app)
-{
-    while (app->manual_calls)
-        call_free(app->manual_calls);
 }
 
 static void finish(manual_call *c, job_outcome *out)
@@ -270,12 +259,9 @@ int import_manual_start(const worker_env *env, const job *j, job_async *h, job_o
                        .h = h,
                        .stage_id = st->id,
                        .user_id = u.id,
-                       .is_id = looks_like_user_id(given),
-                       .next = app->manual_calls};
+                       .is_id = looks_like_user_id(given)};
     memcpy(c->stage_uuid, st->uuid, sizeof c->stage_uuid);
-    if (app->manual_calls)
-        app->manual_calls->prev = c;
-    app->manual_calls = c;
+    import_pending_add(app, &c->link);
     if (resolve(c, st, out) == 0)
         return 1;
     call_free(c);

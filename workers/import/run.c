@@ -38,8 +38,11 @@ void import_fini(const worker_env *env)
         return;
     /* No callbacks: pending page jobs go back to the queue unacked. */
     duo_async_free(app->engine);
-    import_manual_free_all(app);
-    import_auto_free_all(app);
+    while (app->pending) { /* no callbacks came: their jobs go back to the queue */
+        import_pending *p = app->pending;
+        import_pending_del(app, p);
+        free(p);
+    }
     stages_free(app->stages);
     free(app);
     worker_set_app(env->w, NULL);
@@ -49,6 +52,25 @@ void import_poll(const worker_env *env, int mq_fd, int timeout_ms)
 {
     import_app *app = env->app;
     stages_engine_poll(app->stages, app->engine, env, mq_fd, timeout_ms);
+}
+
+void import_pending_add(import_app *app, import_pending *p)
+{
+    p->prev = NULL;
+    p->next = app->pending;
+    if (app->pending)
+        app->pending->prev = p;
+    app->pending = p;
+}
+
+void import_pending_del(import_app *app, import_pending *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        app->pending = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
 }
 
 stages *import_stages(const worker_env *env)
