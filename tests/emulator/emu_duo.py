@@ -75,8 +75,10 @@ class ParamError(Exception):
 
 
 # --- faults --------------------------------------------------------------------------
-def take_fault(faults, path, after=False):
+def take_fault(faults, path, after=False, host_only=False):
     for i, f in enumerate(faults):
+        if host_only and f["path_prefix"] not in ("/", path):
+            continue
         if bool(f.get("after")) == after and path.startswith(f["path_prefix"]):
             f["count"] -= 1
             if f["count"] <= 0:
@@ -115,9 +117,10 @@ def answers(f):
         or f.get("html")
 
 
-async def apply_fault(emu, account, path, after=False):
-    """A fault response, or None to continue (no fault, or a latency-only fault)."""
-    f = take_fault(account.faults, path, after) if account is not None else None
+async def apply_fault(emu, account, path, after=False, host_only=False):
+    """A fault response, or None to continue (no fault, or a latency-only fault). With
+    host_only, only the account's faults of the whole host ("/") or of this very path."""
+    f = take_fault(account.faults, path, after, host_only) if account is not None else None
     if f is None:
         f = take_fault(emu.global_faults, path, after)
     if f is None:
@@ -213,9 +216,10 @@ def throttled(lim):
 async def handle(emu, req):
     """Serves one Duo API request: returns (Response or None, account or None)."""
     if req.path == "/auth/v2/ping":
-        # Duo needs no signature here; a signed ping names its account, whose faults
-        # stand for its deployment's (a hung host hangs its ping too).
-        resp = await apply_fault(emu, peek_account(emu, req), req.path)
+        # Duo needs no signature here; a signed ping names its account, whose faults of
+        # the whole host ("/") stand for its deployment's (a hung host hangs its ping
+        # too); a fault of some endpoints is that API's trouble, not the host's.
+        resp = await apply_fault(emu, peek_account(emu, req), req.path, host_only=True)
         return resp or ok({"time": int(time.time())}), None
     account = peek_account(emu, req)
     resp = await apply_fault(emu, account, req.path)
