@@ -655,10 +655,24 @@ static int start_attempt(duo_areq *r, long long now)
     if (left < 1)
         left = 1;
     CURL *h = take_easy(a);
-    if (!h || set_opts(r, h, left) < 0 || curl_multi_add_handle(a->multi, h) != CURLM_OK) {
+    int opts_bad = h ? set_opts(r, h, left) : 0;
+    if (opts_bad && h) {
+        /* A pooled handle whose last transfer was cut short (a timeout) can refuse
+         * CURLOPT_BUFFERSIZE (libcurl 7.88, seen in the isolation bench): take a new one. */
+        curl_easy_cleanup(h);
+        h = curl_easy_init();
+        opts_bad = h ? set_opts(r, h, left) : 0;
+    }
+    CURLMcode mc = h && !opts_bad ? curl_multi_add_handle(a->multi, h) : CURLM_OK;
+    if (!h || opts_bad || mc != CURLM_OK) {
         if (h)
             curl_easy_cleanup(h);
-        return fail_local(r, ERR_NET, DUO_CLASS_TRANSIENT, "libcurl refused the transfer");
+        char why[160];
+        snprintf(why, sizeof why, "libcurl refused the transfer (%s)",
+                 !h         ? "no handle"
+                 : opts_bad ? "an option"
+                            : curl_multi_strerror(mc));
+        return fail_local(r, ERR_NET, DUO_CLASS_TRANSIENT, why);
     }
     r->easy = h;
     a->nrunning++;
