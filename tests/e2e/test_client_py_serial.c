@@ -65,6 +65,15 @@ static void test_cluster_node_stopped(void **state)
     (void)state;
     int was_up = cluster("status", NULL, 0) == 0;
     assert_int_equal(cluster("start", NULL, 0), 0);
+    /* The stack's quorum queues get a replica on each node running when they are
+     * declared: wait until all three run, or stopping node 1 may take the only one. */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "for i in $(seq 1 60); do n=$(%s/scripts/cluster.sh status 2>/dev/null | "
+             "sed -n '/Running Nodes/,/Versions/p' | grep -c '@localhost'); [ \"$n\" -ge 3 ] && "
+             "exit 0; sleep 1; done; exit 1",
+             tl_env("DUO_SOURCE_DIR"));
+    assert_int_equal(system(cmd), 0);
     char urls[2048], saved[2048];
     assert_int_equal(cluster("urls admin", urls, sizeof urls), 0); /* own prefixes: vhost / */
     snprintf(saved, sizeof saved, "%s", tl_env("AMQP_URL"));
