@@ -1,7 +1,7 @@
 /* test_isolation.c - one stage's Duo trouble stays with that stage. Two stages on two Duo
  * hosts (the emulator as 127.0.0.1:<port> for B and as localhost:<port> for A, each
  * tenant its own emulator account). A's Duo hangs every call; meanwhile B's enrollments,
- * manual imports and logins all succeed quickly, A's logins and enrollments are answered
+ * manual imports and logins all succeed, A's logins and enrollments are answered
  * duo_unavailable (at once, reason circuit_open, once A's breaker is open), A's
  * enroll.status and import.manual are deferred; then A's Duo recovers and A's jobs
  * succeed without operator action. */
@@ -175,16 +175,14 @@ static int teardown(void **state)
 
 /* ---- the test ------------------------------------------------------------------------ */
 
-static void expect_ok_within(sent **js, int n, long long max_ms, const char *what)
+/* Each job answered ok (the timing is the bench's: bench/run_isolation.sh). */
+static void expect_ok(sent **js, int n, const char *what)
 {
     for (int i = 0; i < n; i++) {
         if (!js[i]->reply || strcmp(tl_str(js[i]->reply, "status"), "ok") != 0)
             fail_msg("%s %s: %s", what, js[i]->id, code_of(js[i]));
         if (json_object_get(js[i]->reply, "result"))
             assert_string_equal(tl_str(js[i]->reply, "result"), "allow");
-        long long took = js[i]->got_ms - js[i]->sent_ms;
-        if (took > max_ms)
-            fail_msg("%s %s answered after %lld ms (at most %lld)", what, js[i]->id, took, max_ms);
     }
 }
 
@@ -240,7 +238,7 @@ static void test_one_stage_in_trouble_leaves_the_other_alone(void **state)
     b[6] = send_job("import.manual", manual_body(S.stage_uuid, "mb1"));
     b[7] = send_job("auth", auth_body(S.stage_uuid, "b0"));
     collect(b, 8, 15000);
-    expect_ok_within(b, 8, 5000, "stage B during A's incident");
+    expect_ok(b, 8, "stage B during A's incident");
 
     /* A's first wave: each call timed out (DUO_QUICK_TIMEOUT_MS), and a login or an
      * enrollment that may have reached Duo is answered, not repeated. */
@@ -265,7 +263,6 @@ static void test_one_stage_in_trouble_leaves_the_other_alone(void **state)
         assert_string_equal(reason_of(a_open[i]), "circuit_open");
         assert_true(json_integer_value(json_object_get(json_object_get(a_open[i]->reply, "error"),
                                                        "retry_after_secs")) >= 1);
-        assert_true(a_open[i]->got_ms - a_open[i]->sent_ms < 1000);
     }
     /* A's status check and manual import are deferred, not answered. */
     for (int i = 0; i < 3; i++)

@@ -402,9 +402,7 @@ static void test_breaker_opens_refuses_and_probes(void **state)
     assert_int_equal(changes[DUO_BREAKER_OPEN], 1);
     assert_int_equal(duo_async_breaker_state(a, o.host), DUO_BREAKER_OPEN);
     long long sent = answered(&acc, "/auth/v2/check");
-    long long t0 = clock_ms();
     outcome refused = checked(a, &o);
-    assert_true(clock_ms() - t0 < 300);
     assert_int_equal(refused.err.fail, DUO_FAIL_CIRCUIT_OPEN);
     assert_int_equal(refused.err.cls, DUO_CLASS_TRANSIENT);
     assert_true(refused.err.not_sent);
@@ -455,7 +453,6 @@ static void test_bulkhead_bounds_a_group(void **state)
     other.group = "stage-b";
     outcome b = {0};
     submit_auth(a, &other, 0, &b);
-    long long t0 = clock_ms();
     assert_true(duo_async_poll(a, -1, 0, NULL) >= 0);
     int inflight = 0, queued = 0;
     duo_async_group_load(a, "stage-a", &inflight, &queued);
@@ -465,8 +462,7 @@ static void test_bulkhead_bounds_a_group(void **state)
     for (int i = 0; i < 4; i++)
         if (outs[i].done)
             busy = i;
-    assert_true(busy >= 0);
-    assert_true(clock_ms() - t0 < 500);
+    assert_true(busy >= 0); /* refused in the first poll, without waiting for a slot */
     assert_int_equal(outs[busy].err.fail, DUO_FAIL_STAGE_BUSY);
     assert_true(outs[busy].err.not_sent);
     int all = 0;
