@@ -19,6 +19,7 @@
  * BENCH_SKEY, BENCH_HOLD_MS. */
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -116,6 +117,61 @@ static double cpu_secs(pid_t pid)
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
         return -1;
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU seconds of the PostgreSQL server the benchmark uses: its postmaster (the pid in
+ * $DUO_RUN_DIR/pg/data/postmaster.pid) and every child of it (backends, WAL writer,
+ * checkpointer, ...), so another cluster on the machine is not counted. -1 unknown. */
+static double pg_cpu_secs(void)
+{
+    char path[512], buf[2048];
+    snprintf(path, sizeof path, "%s/pg/data/postmaster.pid", env("DUO_RUN_DIR"));
+    FILE *f = fopen(path, "r");
+    long pm = 0;
+    if (!f || fscanf(f, "%ld", &pm) != 1)
+        pm = 0;
+    if (f)
+        fclose(f);
+    if (pm <= 0)
+        return -1;
+    double sum = cpu_secs((pid_t)pm);
+    DIR *d = opendir("/proc");
+    for (struct dirent *de; d && (de = readdir(d));) {
+        long pid = strtol(de->d_name, NULL, 10);
+        if (pid <= 0)
+            continue;
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        FILE *g = fopen(path, "r");
+        size_t n = g ? fread(buf, 1, sizeof buf - 1, g) : 0;
+        if (g)
+            fclose(g);
+        buf[n] = '\0';
+        char *p = strrchr(buf, ')');
+        long ppid = 0;
+        if (p && sscanf(p + 2, "%*c %ld", &ppid) == 1 && ppid == pm)
+            sum += cpu_secs((pid_t)pid);
+    }
+    if (d)
+        closedir(d);
+    return sum;
+}
+
+/* The server's WAL insert position in bytes (pg_current_wal_insert_lsn), via psql on
+ * DATABASE_URL; -1 unknown. */
+static double pg_wal_bytes(void)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "psql -XAtq '%s' -c \"SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')\" "
+             "2>/dev/null",
+             env("DATABASE_URL"));
+    FILE *p = popen(cmd, "r");
+    double v = -1;
+    if (!p || fscanf(p, "%lf", &v) != 1)
+        v = -1;
+    if (p)
+        pclose(p);
+    return v;
 }
 
 /* Busy and total CPU time of the whole machine, in clock ticks (/proc/stat). */
@@ -547,8 +603,10 @@ static double emu_alone(int m, int w, int k, double *p50, double *p99)
 typedef struct {
     double raw, emu, rp50, rp99, raw_cpu_ms, ep50, ep99;
     double worker[2], wp50[2], wp99[2], cpu_ms[2]; /* per variant */
-    double busy[2]; /* the machine's CPU in use during the variant's 256-in-flight phase,
-                     * in CPUs (2 = both cores saturated) */
+    double pg_ms[2]; /* PostgreSQL's CPU (every process of the server) per job */
+    double wal_b[2]; /* WAL bytes written per job */
+    double busy[2];  /* the machine's CPU in use during the variant's 256-in-flight phase,
+                      * in CPUs (2 = both cores saturated) */
 } fast_run;
 
 static pid_t start_raw(client *cl, const target *t, size_t reply_len)
@@ -623,10 +681,14 @@ static void fast_worker(client *cl, const variant *v, pid_t wp, int m, int w, in
     static phase ph;
     int profiled = strcmp(v->name, "base") != 0;
     pid_t prof = profiled ? attach(wp, "throughput") : -1;
-    double c0 = cpu_secs(wp), b0, t0, b1, t1;
+    /* psql's own backend before and after the CPU snapshots: not counted */
+    double wal0 = pg_wal_bytes(), c0 = cpu_secs(wp), b0, t0, b1, t1, pg0 = pg_cpu_secs();
     machine_ticks(&b0, &t0);
     run_phase(cl, &v->t, m, w, passcode_body, &ph);
     machine_ticks(&b1, &t1);
+    double pg1 = pg_cpu_secs(), wal1 = pg_wal_bytes();
+    f->pg_ms[k] = pg0 >= 0 && pg1 >= 0 ? (pg1 - pg0) * 1000.0 / m : -1;
+    f->wal_b[k] = wal0 >= 0 && wal1 >= 0 ? (wal1 - wal0) / m : -1;
     f->busy[k] = t1 > t0 ? (b1 - b0) / (t1 - t0) * (double)sysconf(_SC_NPROCESSORS_ONLN) : -1;
     f->worker[k] = ph.answered == m && ph.allowed == m ? m / ph.secs : -1;
     f->cpu_ms[k] = (cpu_secs(wp) - c0) * 1000.0 / m;
@@ -684,6 +746,9 @@ static void fast_print(const fast_run *runs, int n, const variant *vs, int nv, i
                vs[k].name, jobs, ceiling > 0 ? 100.0 * jobs / ceiling : 0, ceiling,
                raw > 0 ? 100.0 * jobs / raw : 0, FAST_MED(cpu_ms[k]), FAST_MED(busy[k]),
                sysconf(_SC_NPROCESSORS_ONLN), p50, p99, p50 - rp50, p99 - rp99, p50 - rp50 - ep50);
+        printf("  %-15s PostgreSQL CPU %.3f ms per job (server and every backend), WAL %.0f "
+               "bytes per job\n",
+               vs[k].name, FAST_MED(pg_ms[k]), FAST_MED(wal_b[k]));
     }
 }
 

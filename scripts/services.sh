@@ -96,7 +96,7 @@ pg_start() {
   port_free "$PG_PORT" DUO_PG_PORT
   pg_tls_and_hba
   rm -f "$PGDIR/data/postmaster.pid"   # left by a crashed run; pg_ctl status said not running
-  as_postgres "$PGBIN/pg_ctl -D '$PGDIR/data' -o \"-p $PG_PORT -k '$PGDIR' -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${DUO_PG_FSYNC:-on} -c unix_socket_permissions=0700 -c ssl=on -c ssl_cert_file='$PGDIR/tls/server.crt' -c ssl_key_file='$PGDIR/tls/server.key' -c password_encryption=scram-sha-256\" -l '$PGDIR/postgres.log' -w -t 60 start" >/dev/null
+  as_postgres "$PGBIN/pg_ctl -D '$PGDIR/data' -o \"-p $PG_PORT -k '$PGDIR' -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${DUO_PG_FSYNC:-on} -c unix_socket_permissions=0700 -c ssl=on -c ssl_cert_file='$PGDIR/tls/server.crt' -c ssl_key_file='$PGDIR/tls/server.key' -c password_encryption=scram-sha-256 -c shared_preload_libraries=pg_stat_statements -c track_io_timing=on\" -l '$PGDIR/postgres.log' -w -t 60 start" >/dev/null
   pg_roles
   log "postgresql up on 127.0.0.1:$PG_PORT (TLS on the same port)"
 }

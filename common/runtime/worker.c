@@ -306,7 +306,8 @@ static int commit_later(worker *w, mq_delivery *d, const job *j, job_outcome *o,
         return err_set(e, ERR_NOMEM, "out of memory");
     }
     *f = (finishing){d, j->type, buf, len, o->dead_letter ? -1 : 0};
-    if (store_job_finish_later(w->db, j->id, buf, len, o->code, f, e) < 0) {
+    job_record_in rec = {j->id, j->type, d->user_id, buf, len, o->code};
+    if (store_job_finish_later(w->db, &rec, f, e) < 0) {
         free(buf);
         free(f);
         LOG(LOG_ERROR, "could not commit job", "job_id", j->id, "error", e->msg);
@@ -359,8 +360,9 @@ static int commit_and_reply(worker *w, mq_delivery *d, const job *j, job_outcome
     /* With the handler's effect in an open transaction, the job record joins it; alone,
      * the record is one autocommitted statement. */
     int in_tx = store_in_tx(w->db);
+    job_record_in rec = {j->id, j->type, d->user_id, buf, len, o->code};
     if (rc == 0)
-        rc = store_job_finish(w->db, j->id, buf, len, o->code, &e);
+        rc = store_job_finish(w->db, &rec, &e);
     if (rc == 0 && in_tx)
         rc = store_commit(w->db, &e);
     if (rc < 0) {
@@ -491,12 +493,11 @@ static int finish_job(worker *w, mq_delivery *d, const job *j, job_outcome *o, i
 }
 
 /* Claims the job; returns 1 when it should run, 0 when the claim already dealt with it. */
-static int claim(worker *w, const mq_delivery *d, const job_type_def *def)
+static int claim(worker *w, const mq_delivery *d)
 {
     err_t e = {0};
     job_claim c;
-    if (db_ready(w) < 0 ||
-        store_job_claim(w->db, d->message_id, def->type, d->user_id, &c, &e) < 0) {
+    if (db_ready(w) < 0 || store_job_claim(w->db, d->message_id, &c, &e) < 0) {
         LOG(LOG_WARN, "cannot claim job; returning it to the queue", "job_id", d->message_id,
             "error", e.msg);
         mq_reject(w->mq, d, 1, NULL);
@@ -593,7 +594,7 @@ static const job_type_def *prepare(worker *w, mq_delivery *d, json_t **body)
         /* The batch's reads and claims are one transaction: if any fails, all are
          * forgotten and each claim runs again alone (store_job_claim). */
         if (def->start)
-            store_job_claim_ahead(w->db, d->message_id, def->type, d->user_id);
+            store_job_claim_ahead(w->db, d->message_id);
     }
     return def;
 }
@@ -602,7 +603,7 @@ static const job_type_def *prepare(worker *w, mq_delivery *d, json_t **body)
  * asynchronous job is pending), 0 when the caller frees it. */
 static int run(worker *w, mq_delivery *d, const job_type_def *def, json_t *body)
 {
-    if (!claim(w, d, def))
+    if (!claim(w, d))
         return 0;
     if (def->start)
         return start_async(w, d, def, body);

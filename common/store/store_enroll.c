@@ -83,8 +83,13 @@ int store_enrollment_close(store *s, int64_t enrollment_id, const char *state, i
 }
 
 static const store_stmt st_attempt_take = {
-    "enroll_attempt_take", "INSERT INTO enroll_attempt (job_id, stage_id) VALUES ($1, $2::bigint)"
-                           " ON CONFLICT (job_id) DO NOTHING"};
+    "enroll_attempt_take",
+    /* The attempt names its job's record, which is written at the job's end (013): a
+     * 'running' record stands for it until then (the job's own end updates it). */
+    "WITH j AS (INSERT INTO job (job_id, job_type, state) VALUES ($1, 'enroll.begin', 'running')"
+    " ON CONFLICT (job_id) DO NOTHING)"
+    " INSERT INTO enroll_attempt (job_id, stage_id) VALUES ($1, $2::bigint)"
+    " ON CONFLICT (job_id) DO NOTHING"};
 
 static const store_stmt st_attempt_drop = {"enroll_attempt_drop",
                                            "DELETE FROM enroll_attempt WHERE job_id = $1"};

@@ -6,26 +6,19 @@
 
 #include "store_int.h"
 
-/* One round trip: take the job's advisory lock and, holding it, insert the job or count
- * another attempt of a crashed one. The joined row is read from the snapshot before the
- * insert, so a finished job shows as 'done' with its reply. */
+/* One round trip, no write: take the job's advisory lock and, holding it, read the job's
+ * record (migration 013: a record is written once, when the job ends). */
 static const store_stmt st_claim = {
-    "job_claim",
-    "WITH l AS MATERIALIZED (SELECT pg_try_advisory_lock(hashtextextended($1, 7)) AS got), "
-    "ins AS (INSERT INTO job (job_id, job_type, state, publisher) SELECT $1, $2, 'running', $3 "
-    "FROM l "
-    "WHERE l.got ON CONFLICT (job_id) DO UPDATE SET attempts = job.attempts + 1 "
-    "WHERE job.state = 'running' RETURNING attempts) "
-    "SELECT l.got, (SELECT attempts FROM ins), j.state, j.reply "
-    "FROM l LEFT JOIN job j ON j.job_id = $1 AND l.got"};
+    "job_claim_read",
+    "WITH l AS MATERIALIZED (SELECT pg_try_advisory_lock(hashtextextended($1, 7)) AS got) "
+    "SELECT l.got, j.attempts, j.state, j.reply FROM l LEFT JOIN job j ON j.job_id = $1 AND l.got"};
 static const store_stmt st_unlock = {"job_unlock",
                                      "SELECT pg_advisory_unlock(hashtextextended($1, 7))"};
-/* Finishing also drops the claim's lock. That is safe before COMMIT: a twin that takes
- * the lock then blocks on this row in its INSERT ... ON CONFLICT until we commit, and
- * then sees 'done'. job_finish (migration 010) raises when there is no record, so a
- * finish queued in a transaction fails that transaction instead of committing without
- * it. */
-static const store_stmt st_finish = {"job_finish", "SELECT job_finish($1, $2::bytea, $3)"};
+/* job_record (migration 013) writes the record, done with its reply, and hands the claim's
+ * session lock to the writing transaction, so the lock is released by its COMMIT (or
+ * ROLLBACK): a twin that claims after that reads the committed record. It raises on a
+ * failure, so a record queued in a transaction fails that transaction. */
+static const store_stmt st_record = {"job_record", "SELECT job_record($1, $2, $3, $4::bytea, $5)"};
 
 static int claim_result(store_res *r, const char *job_id, job_claim *out, err_t *e)
 {
@@ -35,39 +28,42 @@ static int claim_result(store_res *r, const char *job_id, job_claim *out, err_t 
         out->state = JOB_CLAIM_BUSY;
         return 0;
     }
-    int64_t attempts = 0;
-    if (store_res_i64(r, 0, 1, &attempts) == 0) {
-        out->attempts = (int)attempts;
-        out->state = attempts > 1 ? JOB_CLAIM_RERUN : JOB_CLAIM_NEW;
+    if (store_res_isnull(r, 0, 2)) { /* no record: never ended */
+        out->state = JOB_CLAIM_NEW;
+        out->attempts = 1;
         return 0;
     }
-    if (strcmp(store_res_get(r, 0, 2), "done") != 0)
-        return err_set(e, ERR_DB, "job %s: neither new, running nor done", job_id);
+    const char *state = store_res_get(r, 0, 2);
+    if (strcmp(state, "running") == 0) { /* an old worker's claim, or rearmed */
+        out->state = JOB_CLAIM_RERUN;
+        out->attempts = (int)store_col_i64(r, 0, 1) + 1;
+        return 0;
+    }
+    if (strcmp(state, "done") != 0)
+        return err_set(e, ERR_DB, "job %s: neither running nor done", job_id);
     out->state = JOB_CLAIM_DONE;
     if (!store_res_isnull(r, 0, 3) && store_res_bytea(r, 0, 3, &out->reply, &out->reply_len) < 0)
         return err_set(e, ERR_NOMEM, "job %s: unreadable stored reply", job_id);
     return 0;
 }
 
-void store_job_claim_ahead(store *s, const char *job_id, const char *job_type,
-                           const char *publisher)
+void store_job_claim_ahead(store *s, const char *job_id)
 {
-    const char *v[] = {job_id, job_type, publisher};
-    store_prefetch(s, &st_claim, 3, v);
+    const char *v[] = {job_id};
+    store_prefetch(s, &st_claim, 1, v);
 }
 
-int store_job_claim(store *s, const char *job_id, const char *job_type, const char *publisher,
-                    job_claim *out, err_t *e)
+int store_job_claim(store *s, const char *job_id, job_claim *out, err_t *e)
 {
     memset(out, 0, sizeof *out);
     store_res *r = NULL;
-    const char *v[] = {job_id, job_type, publisher};
+    const char *v[] = {job_id};
     /* Sent ahead and failed (or rolled back with its group): that run may have taken the
      * job's lock, which a rollback does not release. Drop it before claiming again, so
      * that the lock is held once (unlocking one not held is a no-op). */
-    if (store_prefetch_failed(s, &st_claim, 3, v))
+    if (store_prefetch_failed(s, &st_claim, 1, v))
         store_job_release(s, job_id);
-    int rc = store_exec(s, &st_claim, 3, v, &r, e);
+    int rc = store_exec(s, &st_claim, 1, v, &r, e);
     if (rc == 0)
         rc = claim_result(r, job_id, out, e);
     store_res_free(r);
@@ -76,24 +72,22 @@ int store_job_claim(store *s, const char *job_id, const char *job_type, const ch
     return rc;
 }
 
-int store_job_finish(store *s, const char *job_id, const void *reply, size_t len,
-                     const char *error_code, err_t *e)
+int store_job_finish(store *s, const job_record_in *rec, err_t *e)
 {
-    const char *v[] = {job_id, reply, error_code};
-    int lengths[] = {0, (int)len, 0};
-    int binary[] = {0, 1, 0};
+    const char *v[] = {rec->job_id, rec->job_type, rec->publisher, rec->reply, rec->error_code};
+    int lengths[] = {0, 0, 0, (int)rec->reply_len, 0};
+    int binary[] = {0, 0, 0, 1, 0};
     if (store_in_tx(s)) /* queued: its outcome is the COMMIT's */
-        return store_send(s, &st_finish, 3, v, lengths, binary, e);
-    return store_exec_bin(s, &st_finish, 3, v, lengths, binary, NULL, e);
+        return store_send(s, &st_record, 5, v, lengths, binary, e);
+    return store_exec_bin(s, &st_record, 5, v, lengths, binary, NULL, e);
 }
 
-int store_job_finish_later(store *s, const char *job_id, const void *reply, size_t len,
-                           const char *error_code, void *tag, err_t *e)
+int store_job_finish_later(store *s, const job_record_in *rec, void *tag, err_t *e)
 {
-    const char *v[] = {job_id, reply, error_code};
-    int lengths[] = {0, (int)len, 0};
-    int binary[] = {0, 1, 0};
-    int rc = store_send(s, &st_finish, 3, v, lengths, binary, e);
+    const char *v[] = {rec->job_id, rec->job_type, rec->publisher, rec->reply, rec->error_code};
+    int lengths[] = {0, 0, 0, (int)rec->reply_len, 0};
+    int binary[] = {0, 0, 0, 1, 0};
+    int rc = store_send(s, &st_record, 5, v, lengths, binary, e);
     if (rc == 0)
         rc = store_commit_later(s, tag, e);
     else

@@ -160,13 +160,105 @@ static void test_bad_url(void **state)
     assert_non_null(strstr(e.msg, "cannot connect"));
 }
 
+/* A database at the schema before this project's newest migrations, holding data in
+ * that schema's shape, is upgraded in place: every row survives, and what workers of
+ * either version write still works (a rolling upgrade runs both). The "before" schema is
+ * migrations up to UPGRADE_FROM, applied from a directory of links to them. */
+#define UPGRADE_FROM 12
+
+static void test_upgrade_with_data(void **state)
+{
+    (void)state;
+    char up[512], dir[600], old_dir[] = "/tmp/duo-migrate-XXXXXX", cmd[1600], out[128];
+    assert_int_equal(tl_create_db("upgrade", up, sizeof up), 0);
+    snprintf(dir, sizeof dir, "%s/migrations", tl_env("DUO_SOURCE_DIR"));
+    assert_non_null(mkdtemp(old_dir));
+    snprintf(cmd, sizeof cmd,
+             "for f in %s/[0-9]*_*.sql; do n=$(basename $f); "
+             "[ \"${n%%%%_*}\" -le %d ] && ln -s $f %s/$n; done; true",
+             dir, UPGRADE_FROM, old_dir);
+    assert_int_equal(system(cmd), 0);
+    err_t e = {0};
+    store *s = store_open(up, &e);
+    assert_non_null(s);
+    int applied = 0;
+    assert_int_equal(store_migrate(s, old_dir, &applied, &e), 0);
+    assert_int_equal(applied, UPGRADE_FROM);
+
+    /* Data as workers before the upgrade left it: finished and running jobs (a running
+     * one is an old worker's claim, one with an enrollment attempt), stages, users,
+     * devices, a challenge, an import run. */
+    assert_int_equal(
+        tl_exec(up,
+                "INSERT INTO duo_stage (name, api_hostname, client_id, client_secret_enc) "
+                "VALUES ('s1', 'api-x.duosecurity.com', 'DIX', 'v1:k:x');"
+                "INSERT INTO app_user (username) SELECT 'u' || g FROM generate_series(1, 500) g;"
+                "INSERT INTO duo_device (user_id, stage_id, duo_user_id, name) "
+                "SELECT u.id, s.id, 'DU' || u.id, 'Duo' FROM app_user u, duo_stage s;"
+                "INSERT INTO job (job_id, job_type, state, attempts, reply, finished_at) "
+                "SELECT 'done' || g, 'auth', 'done', 1, '\\x81'::bytea, now() "
+                "FROM generate_series(1, 1000) g;"
+                "INSERT INTO job (job_id, job_type, state, attempts, publisher) VALUES "
+                "('run1', 'auth', 'running', 2, 'duo-upstream'), "
+                "('enr1', 'enroll.begin', 'running', 1, NULL);"
+                "INSERT INTO enroll_attempt (job_id, stage_id) SELECT 'enr1', id FROM duo_stage;"
+                "INSERT INTO auth_challenge (user_id, stage_id, job_id) "
+                "SELECT min(id), (SELECT id FROM duo_stage), 'run1' FROM app_user;"
+                "INSERT INTO import_run (stage_id, job_id, page_size) "
+                "SELECT id, 'imp1', 300 FROM duo_stage"),
+        0);
+    assert_int_equal(store_migrate(s, dir, &applied, &e), 0);
+    assert_true(applied >= 1);
+    store_close(s);
+
+    /* Every row is still there. */
+    assert_int_equal(tl_query1(up,
+                               "SELECT (SELECT count(*) FROM job) || ' ' || "
+                               "(SELECT count(*) FROM duo_device) || ' ' || "
+                               "(SELECT count(*) FROM enroll_attempt) || ' ' || "
+                               "(SELECT count(*) FROM auth_challenge) || ' ' || "
+                               "(SELECT count(*) FROM import_run)",
+                               out, sizeof out),
+                     0);
+    assert_string_equal(out, "1002 500 1 1 1");
+    /* A new worker's record of an old worker's running job updates that row (keeping
+     * its publisher and attempts); of a new job, inserts one. */
+    assert_int_equal(tl_exec(up, "SELECT job_record('run1', 'auth', 'other', '\\x82', NULL);"
+                                 "SELECT job_record('new1', 'auth', 'duo-upstream', '\\x83', "
+                                 "'denied')"),
+                     0);
+    assert_int_equal(tl_query1(up,
+                               "SELECT string_agg(job_id || ':' || state || ':' || attempts || "
+                               "':' || coalesce(publisher, '-') || ':' || encode(reply, 'hex') "
+                               "|| ':' || coalesce(error_code, '-'), ' ' ORDER BY job_id) "
+                               "FROM job WHERE job_id IN ('run1', 'new1')",
+                               out, sizeof out),
+                     0);
+    assert_string_equal(out, "new1:done:1:duo-upstream:83:denied run1:done:2:duo-upstream:82:-");
+    /* An old worker's finish still works on its own claim's row. */
+    assert_int_equal(tl_exec(up, "SELECT job_finish('enr1', '\\x84', NULL)"), 0);
+    assert_int_equal(tl_query1(up, "SELECT state FROM job WHERE job_id = 'enr1'", out, sizeof out),
+                     0);
+    assert_string_equal(out, "done");
+    /* The age index is BRIN now; the btree that no query used is gone. */
+    assert_int_equal(tl_query1(up,
+                               "SELECT string_agg(indexname, ',' ORDER BY indexname) "
+                               "FROM pg_indexes WHERE tablename = 'job'",
+                               out, sizeof out),
+                     0);
+    assert_string_equal(out, "job_created_brin,job_pkey");
+
+    snprintf(cmd, sizeof cmd, "rm -rf %s", old_dir);
+    assert_int_equal(system(cmd), 0);
+    tl_drop_db(up);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_concurrent_migrate),
-        cmocka_unit_test(test_constraints),
-        cmocka_unit_test(test_conflict_code),
-        cmocka_unit_test(test_bad_url),
+        cmocka_unit_test(test_concurrent_migrate), cmocka_unit_test(test_constraints),
+        cmocka_unit_test(test_conflict_code),      cmocka_unit_test(test_bad_url),
+        cmocka_unit_test(test_upgrade_with_data),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
