@@ -27,7 +27,6 @@ static const grant_row grants[] = {
     {ALL, "TABLE", "schema_migrations", "SELECT"},
     {ALL, "TABLE", "job", "SELECT, INSERT, UPDATE"},
     {ALL, "FUNCTION", "job_finish(text, bytea, text)", "EXECUTE"},
-    {ALL, "FUNCTION", "job_record(text, text, text, bytea, text)", "EXECUTE"},
     {ALL, "TABLE", "duo_stage", "SELECT"},
     {ALL, "TABLE", "app_user", "SELECT"},
     {ENROLL | IMPORT, "TABLE", "duo_device", "SELECT, INSERT"},

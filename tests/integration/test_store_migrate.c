@@ -221,20 +221,6 @@ static void test_upgrade_with_data(void **state)
                                out, sizeof out),
                      0);
     assert_string_equal(out, "1002 500 1 1 1");
-    /* A new worker's record of an old worker's running job updates that row (keeping
-     * its publisher and attempts); of a new job, inserts one. */
-    assert_int_equal(tl_exec(up, "SELECT job_record('run1', 'auth', 'other', '\\x82', NULL);"
-                                 "SELECT job_record('new1', 'auth', 'duo-upstream', '\\x83', "
-                                 "'denied')"),
-                     0);
-    assert_int_equal(tl_query1(up,
-                               "SELECT string_agg(job_id || ':' || state || ':' || attempts || "
-                               "':' || coalesce(publisher, '-') || ':' || encode(reply, 'hex') "
-                               "|| ':' || coalesce(error_code, '-'), ' ' ORDER BY job_id) "
-                               "FROM job WHERE job_id IN ('run1', 'new1')",
-                               out, sizeof out),
-                     0);
-    assert_string_equal(out, "new1:done:1:duo-upstream:83:denied run1:done:2:duo-upstream:82:-");
     /* An old worker's finish still works on its own claim's row. */
     assert_int_equal(tl_exec(up, "SELECT job_finish('enr1', '\\x84', NULL)"), 0);
     assert_int_equal(tl_query1(up, "SELECT state FROM job WHERE job_id = 'enr1'", out, sizeof out),
