@@ -21,7 +21,7 @@ BEGIN {
             "msg_decode=decode (msgpack to JSON)|" \
             "schema_validate schema_get=validate (JSON schema)|" \
             "store_job_claim store_job_claim_ahead=claim (sent ahead with the batch)|" \
-            "store_auth_device_for_user store_auth_device_by_uuid store_auth_device_prefetch=device and stage row (sent ahead with the claim)|" \
+            "store_auth_device_for_user store_auth_device_by_uuid store_auth_device_ahead=device and stage row (sent ahead with the claim)|" \
             "stages_get stages_duo_opts=stage cache, Duo options|" \
             "duo_request_build=Duo request build and sign|" \
             "start_attempt duo_async_submit=curl: start the call (easy handle, connection reuse)|" \

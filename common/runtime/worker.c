@@ -589,8 +589,8 @@ static const job_type_def *prepare(worker *w, mq_delivery *d, json_t **body)
         return NULL;
     if (store_ok(w->db)) { /* its reads, and the claim, travel with the first claim */
         job pre = {.id = d->message_id, .type = def->type, .body = *body};
-        if (def->prefetch)
-            def->prefetch(&w->env, &pre);
+        if (def->send_ahead)
+            def->send_ahead(&w->env, &pre);
         /* The batch's reads and claims are one transaction: if any fails, all are
          * forgotten and each claim runs again alone (store_job_claim). */
         if (def->start)
@@ -668,8 +668,8 @@ static void handle_batch(worker *w, mq_delivery **ds, size_t n)
             mq_delivery_free(ds[i]);
         json_decref(bodies[i]);
     }
-    store_prefetch_clear(w->db); /* whatever the jobs did not ask for */
-    collect_commits(w);          /* what the jobs' own statements read */
+    store_ahead_clear(w->db); /* whatever the jobs did not ask for */
+    collect_commits(w);       /* what the jobs' own statements read */
 }
 
 /* ---- main loop ------------------------------------------------------------------------ */

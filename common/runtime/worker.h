@@ -86,16 +86,16 @@ void worker_job_done(worker *w, job_async *h, job_outcome *out);
 const job *worker_job_of(const job_async *h);
 
 /* Called with a decoded, valid job just before its claim: may send the reads its
- * handler will make first (store_prefetch), so that they travel with the claim instead
+ * handler will make first (store_send_ahead), so that they travel with the claim instead
  * of costing round trips of their own. Must not do anything else: the claim may still
  * find the job done or held. */
-typedef void (*job_prefetch)(const worker_env *env, const job *j);
+typedef void (*job_send_ahead)(const worker_env *env, const job *j);
 
 typedef struct job_type_def {
-    const char *type;      /* AMQP type property value, also the schema name */
-    job_handler handle;    /* synchronous handler, or NULL when `start` is set */
-    job_start start;       /* asynchronous start (see above), or NULL */
-    job_prefetch prefetch; /* optional */
+    const char *type;          /* AMQP type property value, also the schema name */
+    job_handler handle;        /* synchronous handler, or NULL when `start` is set */
+    job_start start;           /* asynchronous start (see above), or NULL */
+    job_send_ahead send_ahead; /* optional */
 } job_type_def;
 
 typedef struct worker_def {

@@ -1,5 +1,6 @@
 /* store.h - the PostgreSQL store: one connection, transactions, and prepared,
- * parameterised statements. The only module that includes <libpq-fe.h>; domain
+ * parameterised statements. Its files (store_conn.c, store_pipe.c, store_tx.c, store.c,
+ * sharing store_priv.h) are the only ones that include <libpq-fe.h>; domain
  * modules (store_*.c) build on store_exec() and the layer's helpers (store_int.h,
  * store_util.c) and never see libpq.
  *
@@ -35,7 +36,8 @@ void store_close(store *s);
 
 /* 1 when the connection is up and usable for writes (a cheap local check, no round
  * trip): 0 after a lost connection, and after the server refused a write as read-only
- * (SQLSTATE 25006) or reported itself a standby. */
+ * (SQLSTATE 25006) or reported itself a standby, and after libpq was left holding
+ * results the store could not match to its commands (it then gives the connection up). */
 int store_ok(const store *s);
 
 /* Re-establishes a lost (or read-only) connection with jittered backoff for up to
@@ -83,28 +85,28 @@ int store_send(store *s, const store_stmt *st, int n, const char *const *values,
  * served, once, by the first store_exec of the same statement with the same text
  * parameters. Only a statement this connection has prepared, and only outside a
  * transaction with nothing but other statements sent ahead queued. Those sent ahead
- * between two Syncs are one transaction (store_prefetch_end parts them): an answer is
+ * between two Syncs are one transaction (store_ahead_end parts them): an answer is
  * served only when its whole group committed; if any of it failed, every answer of the
  * group is forgotten (its writes were rolled back: a claim or a guard row may be sent
  * ahead) and each statement runs on its own when asked for, as does a statement that
  * travelled with them. Returns 1 when sent, 0 when not (nothing lost: the store_exec
- * runs it). Answers never asked for are dropped by store_prefetch_clear(). */
-int store_prefetch(store *s, const store_stmt *st, int n, const char *const *values);
+ * runs it). Answers never asked for are dropped by store_ahead_clear(). */
+int store_send_ahead(store *s, const store_stmt *st, int n, const char *const *values);
 
 /* Forgets every read-ahead answer not asked for (e.g. after the job it was for). */
-void store_prefetch_clear(store *s);
+void store_ahead_clear(store *s);
 
 /* Ends the reads sent ahead since the last Sync as a transaction of their own, so that a
  * failure of one group (a job's reads and claim) rolls back neither an earlier group nor
  * what follows. Everything between two Syncs is one transaction: if any part of it
  * fails, every answer in it is forgotten (its writes were rolled back) and each
  * statement runs again on its own when asked for. No effect when nothing is queued. */
-void store_prefetch_end(store *s);
+void store_ahead_end(store *s);
 
 /* 1 when a read ahead of st with these parameters was read and failed (or its group
  * did): the statement then runs again on its own, and whatever session state its failed
  * run left (e.g. an advisory lock) is the caller's to undo first. */
-int store_prefetch_failed(store *s, const store_stmt *st, int n, const char *const *values);
+int store_ahead_failed(store *s, const store_stmt *st, int n, const char *const *values);
 
 /* Reads the results of everything queued (one round trip): 0, or the first failure of
  * what follows the last deferred commit (each store_commit_later's own outcome is

@@ -71,15 +71,15 @@ static void fill(const store_res *r, auth_device *out)
     out->state = AUTH_DEV_OK;
 }
 
-void store_auth_device_prefetch(store *s, const char *stage_uuid, const char *username,
-                                const char *device_uuid)
+void store_auth_device_ahead(store *s, const char *stage_uuid, const char *username,
+                             const char *device_uuid)
 {
     if (device_uuid && store_is_uuid(device_uuid)) {
         const char *v[] = {device_uuid};
-        store_prefetch(s, &st_by_uuid, 1, v);
+        store_send_ahead(s, &st_by_uuid, 1, v);
     } else if (!device_uuid && stage_uuid && username && store_is_uuid(stage_uuid)) {
         const char *v[] = {stage_uuid, username};
-        store_prefetch(s, &st_for_user, 2, v);
+        store_send_ahead(s, &st_for_user, 2, v);
     }
 }
 
@@ -140,7 +140,7 @@ void store_auth_take_ahead(store *s, int64_t user_id, int64_t stage_id, const au
     take_args a;
     const char *v[6];
     take_params(&a, user_id, stage_id, g, job_id, v);
-    store_prefetch(s, &st_take, 6, v);
+    store_send_ahead(s, &st_take, 6, v);
 }
 
 int store_auth_take(store *s, int64_t user_id, int64_t stage_id, const auth_guard *g,

@@ -43,10 +43,10 @@ typedef struct auth_device {
 } auth_device;
 
 /* Sends the lookup that store_auth_device_by_uuid (device_uuid given) or
- * store_auth_device_for_user will make, ahead of its use (store_prefetch): that call then
+ * store_auth_device_for_user will make, ahead of its use (store_send_ahead): that call then
  * costs no round trip of its own. Malformed ids are left to that call to refuse. */
-void store_auth_device_prefetch(store *s, const char *stage_uuid, const char *username,
-                                const char *device_uuid);
+void store_auth_device_ahead(store *s, const char *stage_uuid, const char *username,
+                             const char *device_uuid);
 
 /* The user's confirmed device on the stage (the most recently used one when several);
  * sets the session's synchronous_commit to off (above).
@@ -81,12 +81,12 @@ typedef struct auth_take {
 int store_auth_take(store *s, int64_t user_id, int64_t stage_id, const auth_guard *g,
                     const char *job_id, auth_take *out, err_t *e);
 
-/* Sends store_auth_take for these arguments ahead (store_prefetch): the takes sent ahead
+/* Sends store_auth_take for these arguments ahead (store_send_ahead): the takes sent ahead
  * together run as one transaction, committed synchronously once, and each is served to
  * the store_auth_take with the same arguments (the first one's round trip reads them
  * all). If any of them fails, all are rolled back and each store_auth_take runs alone.
  * Send them in ascending user_id, so that two workers' groups lock users in the same
- * order. Only for a take that will be asked for before store_prefetch_clear(): one never
+ * order. Only for a take that will be asked for before store_ahead_clear(): one never
  * asked for still counts against the user's cap. */
 void store_auth_take_ahead(store *s, int64_t user_id, int64_t stage_id, const auth_guard *g,
                            const char *job_id);

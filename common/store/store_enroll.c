@@ -86,7 +86,8 @@ static const store_stmt st_attempt_take = {
     "enroll_attempt_take",
     /* The attempt names its job's record, which is written at the job's end (013): a
      * 'running' record stands for it until then (the job's own end updates it). */
-    "WITH j AS (INSERT INTO job (job_id, job_type, state) VALUES ($1, 'enroll.begin', 'running')"
+    "WITH j AS (INSERT INTO job (job_id, job_type, state, attempts)"
+    " VALUES ($1, 'enroll.begin', 'running', 0)"
     " ON CONFLICT (job_id) DO NOTHING)"
     " INSERT INTO enroll_attempt (job_id, stage_id) VALUES ($1, $2::bigint)"
     " ON CONFLICT (job_id) DO NOTHING"};

@@ -18,19 +18,19 @@ static const store_stmt st_unlock = {"job_unlock",
  * writing transaction (k: the same session may hold both), so the lock is released by its
  * COMMIT (or ROLLBACK): a twin that claims after that reads the committed record. A row
  * exists only for a job run before (a worker before 013 inserted one at its claim, an
- * operator rearmed it): it is updated. Otherwise a plain insert, without ON CONFLICT,
- * whose speculative insertion costs another WAL record per row: a twin inserting the
- * same id (possible only after a lost lock) fails the transaction on the primary key,
- * and the job's retry then reads the record. k is u's one-time condition: an UPDATE
- * always runs (it is a data-modifying CTE), and its condition is evaluated before its scan,
- * so the lock changes hands whether or not a row was there (a condition of the INSERT
- * would be skipped when the UPDATE found the row; test_store_jobs checks both). */
+ * operator rearmed it): it is updated, counting this attempt. Otherwise a plain insert, without ON
+ * CONFLICT, whose speculative insertion costs another WAL record per row: a twin inserting the same
+ * id (possible only after a lost lock) fails the transaction on the primary key, and the job's
+ * retry then reads the record. k is u's one-time condition: an UPDATE always runs (it is a
+ * data-modifying CTE), and its condition is evaluated before its scan, so the lock changes hands
+ * whether or not a row was there (a condition of the INSERT would be skipped when the UPDATE found
+ * the row; test_store_jobs checks both). */
 static const store_stmt st_record = {
     "job_record",
     "WITH k AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended($1, 7)) IS NULL AS x,"
     " pg_advisory_unlock(hashtextextended($1, 7)) AS y),"
     " u AS (UPDATE job SET state = 'done', reply = $4::bytea, error_code = $5,"
-    " finished_at = now(), publisher = coalesce(publisher, $3)"
+    " finished_at = now(), publisher = coalesce(publisher, $3), attempts = attempts + 1"
     " WHERE job_id = $1 AND (SELECT NOT x FROM k) RETURNING 1)"
     " INSERT INTO job (job_id, job_type, state, publisher, reply, error_code, finished_at)"
     " SELECT $1, $2, 'done', $3, $4::bytea, $5, now() WHERE NOT EXISTS (SELECT 1 FROM u)"};
@@ -65,7 +65,7 @@ static int claim_result(store_res *r, const char *job_id, job_claim *out, err_t 
 void store_job_claim_ahead(store *s, const char *job_id)
 {
     const char *v[] = {job_id};
-    store_prefetch(s, &st_claim, 1, v);
+    store_send_ahead(s, &st_claim, 1, v);
 }
 
 int store_job_claim(store *s, const char *job_id, job_claim *out, err_t *e)
@@ -76,7 +76,7 @@ int store_job_claim(store *s, const char *job_id, job_claim *out, err_t *e)
     /* Sent ahead and failed (or rolled back with its group): that run may have taken the
      * job's lock, which a rollback does not release. Drop it before claiming again, so
      * that the lock is held once (unlocking one not held is a no-op). */
-    if (store_prefetch_failed(s, &st_claim, 1, v))
+    if (store_ahead_failed(s, &st_claim, 1, v))
         store_job_release(s, job_id);
     int rc = store_exec(s, &st_claim, 1, v, &r, e);
     if (rc == 0)

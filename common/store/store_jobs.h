@@ -33,9 +33,9 @@ typedef struct job_claim {
  * unless state is DONE or BUSY (no lock is held then). */
 int store_job_claim(store *s, const char *job_id, job_claim *out, err_t *e);
 
-/* Sends the claim of a job ahead (store_prefetch), so that the claims of the deliveries in
+/* Sends the claim of a job ahead (store_send_ahead), so that the claims of the deliveries in
  * hand travel in one round trip: the next store_job_claim of the same job, which must
- * follow before store_prefetch_clear(), takes its answer. Only for a claim that will be
+ * follow before store_ahead_clear(), takes its answer. Only for a claim that will be
  * asked for: an answer never taken leaves the job's lock held by this session. Nothing
  * is lost when it could not be sent (the claim then runs itself). */
 void store_job_claim_ahead(store *s, const char *job_id);

@@ -151,7 +151,7 @@ static void test_flush_outside_a_transaction(void **state)
 
 static const store_stmt st_div = {"t_div", "SELECT 10 / $1::int"};
 
-static void test_prefetch_served_once_and_isolated(void **state)
+static void test_sent_ahead_served_once_and_isolated(void **state)
 {
     (void)state;
     err_t e = {0};
@@ -160,7 +160,7 @@ static void test_prefetch_served_once_and_isolated(void **state)
     assert_int_equal(store_flush(s, &e), 0);
     assert_int_equal(value_of("p"), 1); /* prepares t_get: only prepared reads go ahead */
 
-    assert_int_equal(store_prefetch(s, &st_get, 1, pk), 1);
+    assert_int_equal(store_send_ahead(s, &st_get, 1, pk), 1);
     const char *pa[] = {"a"};
     store_res *r = NULL;
     /* The read-ahead travels with this statement ... */
@@ -177,7 +177,7 @@ static void test_prefetch_served_once_and_isolated(void **state)
     r = NULL;
     assert_int_equal(store_exec(s, &st_div, 1, one, &r, &e), 0);
     store_res_free(r);
-    assert_int_equal(store_prefetch(s, &st_div, 1, zero), 1);
+    assert_int_equal(store_send_ahead(s, &st_div, 1, zero), 1);
     assert_int_equal(value_of("a"), 2);
     r = NULL;
     assert_int_equal(store_exec(s, &st_div, 1, zero, &r, &e), ERR_DB); /* runs it itself */
@@ -185,13 +185,13 @@ static void test_prefetch_served_once_and_isolated(void **state)
 
     /* Never inside a transaction, which a failed read would abort. */
     assert_int_equal(store_begin(s, &e), 0);
-    assert_int_equal(store_prefetch(s, &st_get, 1, pk), 0);
+    assert_int_equal(store_send_ahead(s, &st_get, 1, pk), 0);
     store_rollback(s);
 
     /* Answers never asked for are dropped. */
-    assert_int_equal(store_prefetch(s, &st_get, 1, pk), 1);
+    assert_int_equal(store_send_ahead(s, &st_get, 1, pk), 1);
     assert_int_equal(value_of("a"), 2);
-    store_prefetch_clear(s);
+    store_ahead_clear(s);
     assert_int_equal(tl_exec(db, "UPDATE pipe_t SET v = 8 WHERE k = 'p'"), 0);
     assert_int_equal(value_of("p"), 8);
 }
@@ -353,8 +353,8 @@ static void test_deferred_commit_lost_with_the_connection(void **state)
 
 /* What is sent ahead between two Syncs is one transaction: a write whose group failed
  * was rolled back, so its answer is not served and it runs again alone; a group ended
- * with store_prefetch_end is not touched by the next one's failure. */
-static void test_prefetched_writes_roll_back_with_their_group(void **state)
+ * with store_ahead_end is not touched by the next one's failure. */
+static void test_sent_ahead_writes_roll_back_with_their_group(void **state)
 {
     (void)state;
     err_t e = {0};
@@ -363,33 +363,33 @@ static void test_prefetched_writes_roll_back_with_their_group(void **state)
     assert_int_equal(store_exec(s, &st_put, 2, (const char *[]){"w0", "1"}, NULL, &e), 0);
     assert_int_equal(store_exec(s, &st_div, 1, (const char *[]){"1"}, &r, &e), 0);
     store_res_free(r);
-    assert_int_equal(store_prefetch(s, &st_put, 2, w1), 1);
-    assert_int_equal(store_prefetch(s, &st_div, 1, zero), 1); /* fails: w1 rolled back */
+    assert_int_equal(store_send_ahead(s, &st_put, 2, w1), 1);
+    assert_int_equal(store_send_ahead(s, &st_div, 1, zero), 1); /* fails: w1 rolled back */
     assert_int_equal(store_flush(s, &e), 0);
     assert_int_equal(value_of("w1"), -1);
-    assert_int_equal(store_prefetch_failed(s, &st_put, 2, w1), 1);
+    assert_int_equal(store_ahead_failed(s, &st_put, 2, w1), 1);
     r = NULL;
     assert_int_equal(store_exec(s, &st_put, 2, w1, &r, &e), 0); /* runs alone, once */
     assert_int_equal(store_res_affected(r), 1);
     store_res_free(r);
     assert_int_equal(value_of("w1"), 1);
-    store_prefetch_clear(s);
+    store_ahead_clear(s);
 
-    assert_int_equal(store_prefetch(s, &st_put, 2, w2), 1);
-    store_prefetch_end(s);
-    assert_int_equal(store_prefetch(s, &st_div, 1, zero), 1);
+    assert_int_equal(store_send_ahead(s, &st_put, 2, w2), 1);
+    store_ahead_end(s);
+    assert_int_equal(store_send_ahead(s, &st_div, 1, zero), 1);
     assert_int_equal(store_flush(s, &e), 0);
-    assert_int_equal(store_prefetch_failed(s, &st_put, 2, w2), 0);
+    assert_int_equal(store_ahead_failed(s, &st_put, 2, w2), 0);
     r = NULL;
     assert_int_equal(store_exec(s, &st_put, 2, w2, &r, &e), 0); /* served: not run again */
     assert_int_equal(store_res_affected(r), 1);
     store_res_free(r);
     assert_int_equal(value_of("w2"), 1);
-    store_prefetch_clear(s);
+    store_ahead_clear(s);
 
     /* Answers of a lost session are never served after reconnecting. */
     const char *w3[] = {"w3", "1"};
-    assert_int_equal(store_prefetch(s, &st_put, 2, w3), 1);
+    assert_int_equal(store_send_ahead(s, &st_put, 2, w3), 1);
     assert_int_equal(store_flush(s, &e), 0);
     assert_int_equal(tl_exec(db, "DELETE FROM pipe_t WHERE k = 'w3'"), 0);
     assert_int_equal(store_reconnect(s, 5000, &e), 0);
@@ -399,7 +399,7 @@ static void test_prefetched_writes_roll_back_with_their_group(void **state)
 
 /* A read ahead asked for before anything read it is its own round trip, never run twice
  * (a claim sent ahead must not count two attempts). */
-static void test_prefetch_asked_before_read(void **state)
+static void test_sent_ahead_asked_before_read(void **state)
 {
     (void)state;
     err_t e = {0};
@@ -407,12 +407,12 @@ static void test_prefetch_asked_before_read(void **state)
     store_res *r = NULL;
     assert_int_equal(store_exec(s, &st_bump, 1, pa, NULL, &e), 0); /* prepares it */
     long a = value_of("a");
-    assert_int_equal(store_prefetch(s, &st_bump, 1, pa), 1);
-    assert_int_equal(store_prefetch(s, &st_get, 1, pp), 1);
+    assert_int_equal(store_send_ahead(s, &st_bump, 1, pa), 1);
+    assert_int_equal(store_send_ahead(s, &st_get, 1, pp), 1);
     assert_int_equal(store_exec(s, &st_bump, 1, pa, &r, &e), 0); /* served, not re-run */
     assert_int_equal(store_res_affected(r), 1);
     store_res_free(r);
-    store_prefetch_clear(s);
+    store_ahead_clear(s);
     assert_int_equal(value_of("a"), a + 1);
 }
 
@@ -424,13 +424,13 @@ int main(void)
         cmocka_unit_test(test_raising_statement_stops_commit),
         cmocka_unit_test(test_sync_statement_reads_what_was_queued),
         cmocka_unit_test(test_flush_outside_a_transaction),
-        cmocka_unit_test(test_prefetch_served_once_and_isolated),
+        cmocka_unit_test(test_sent_ahead_served_once_and_isolated),
         cmocka_unit_test(test_deferred_commits_are_independent),
         cmocka_unit_test(test_begin_sent_only_when_needed),
         cmocka_unit_test(test_send_alone),
         cmocka_unit_test(test_deferred_commit_lost_with_the_connection),
-        cmocka_unit_test(test_prefetch_asked_before_read),
-        cmocka_unit_test(test_prefetched_writes_roll_back_with_their_group),
+        cmocka_unit_test(test_sent_ahead_asked_before_read),
+        cmocka_unit_test(test_sent_ahead_writes_roll_back_with_their_group),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -482,10 +482,8 @@ static int act(dead_pass *p, const dead_args *a, selection *s, int replay, tally
 {
     if (a->dry_run)
         return 0;
-    if (!replay && s->n > 0 && !confirm("purge", s->n, a->yes)) {
-        s->n = 0;
-        return 1;
-    }
+    if (!replay && s->n > 0 && !confirm("purge", s->n, a->yes))
+        return 1; /* nothing purged; the selection is still freed by the caller */
     return replay ? replay_all(p, s, t) : purge_all(p, s, t);
 }
 

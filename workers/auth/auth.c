@@ -405,7 +405,7 @@ static void run_guards(const worker_env *env, auth_app *app)
         if (guard_and_send(env, worker_job_of(cs[i]->h), cs[i], &out) < 0)
             finish_fail(cs[i], &out);
     }
-    store_prefetch_clear(env->db); /* none is left: each was asked for above */
+    store_ahead_clear(env->db); /* none is left: each was asked for above */
     free(cs);
 }
 
@@ -451,10 +451,9 @@ static int begin(const worker_env *env, const job *j, auth_call *c, job_outcome 
     return 0;
 }
 
-void auth_prefetch(const worker_env *env, const job *j)
+void auth_send_ahead(const worker_env *env, const job *j)
 {
-    store_auth_device_prefetch(env->db, str(j, "stage_uuid"), str(j, "username"),
-                               str(j, "device_id"));
+    store_auth_device_ahead(env->db, str(j, "stage_uuid"), str(j, "username"), str(j, "device_id"));
 }
 
 int auth_start(const worker_env *env, const job *j, job_async *h, job_outcome *out)

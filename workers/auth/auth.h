@@ -13,7 +13,7 @@ void auth_fini(const worker_env *env);
 void auth_poll(const worker_env *env, int mq_fd, int timeout_ms);
 int auth_start(const worker_env *env, const job *j, job_async *h, job_outcome *out);
 
-/* Sends the job's device lookup ahead, with its claim (job_type_def.prefetch). */
-void auth_prefetch(const worker_env *env, const job *j);
+/* Sends the job's device lookup ahead, with its claim (job_type_def.send_ahead). */
+void auth_send_ahead(const worker_env *env, const job *j);
 
 #endif

@@ -11,7 +11,7 @@
 int main(int argc, char **argv)
 {
     static const job_type_def types[] = {
-        {.type = "auth", .start = auth_start, .prefetch = auth_prefetch}};
+        {.type = "auth", .start = auth_start, .send_ahead = auth_send_ahead}};
     static const worker_def def = {.name = "auth",
                                    .queue_kind = MQ_KIND_AUTH,
                                    .types = types,
