@@ -68,6 +68,18 @@ INSERT INTO app_user (username)
   SELECT '$BENCH_USER_PREFIX' || lpad(i::text, 7, '0') FROM generate_series(0, $BENCH_USERS - 1) i;
 INSERT INTO duo_device (user_id, stage_id, duo_user_id, duo_user_kind, name)
   SELECT u.id, s.id, u.username, 'username', 'bench' FROM app_user u, duo_stage s;
+-- History and statistics as a running database has them: without statistics the device
+-- lookup's generic plan scanned the stage's whole (stage_id, duo_user_id) index in a
+-- BitmapAnd for every login, and with an empty job table analyzed the claim's generic
+-- plan was a sequential scan of job. 100,000 earlier jobs, 20,000 earlier challenges.
+INSERT INTO job (job_id, job_type, state, reply, created_at, finished_at)
+  SELECT 'old-' || g, 'auth', 'done', '\\x81a6737461747573a26f6b'::bytea,
+         now() - interval '1 day' + g * interval '1 ms', now() - interval '1 day' + g * interval '1 ms'
+  FROM generate_series(1, 100000) g;
+INSERT INTO auth_challenge (user_id, stage_id, created_at, result, decided_at)
+  SELECT u.id, u.stage, now() - interval '1 day', 'allow', now() - interval '1 day'
+  FROM (SELECT id, (SELECT id FROM duo_stage) AS stage FROM app_user) u, generate_series(1, 10) g;
+ANALYZE;
 SQL
 
 echo "bench_auth: $(nproc) CPUs; broker, PostgreSQL, emulator and the worker share them;" \

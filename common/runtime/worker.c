@@ -492,23 +492,22 @@ static int finish_job(worker *w, mq_delivery *d, const job *j, job_outcome *o, i
     return kept;
 }
 
-/* Claims the job; returns 1 when it should run, 0 when the claim already dealt with it. */
-static int claim(worker *w, const mq_delivery *d)
+/* Acts on d's claim; returns 1 when the job should run, 0 when the claim dealt with it
+ * (NULL: the batch's claims failed, and d goes back to the queue). */
+static int claimed(worker *w, const mq_delivery *d, job_claim *c, const err_t *why)
 {
-    err_t e = {0};
-    job_claim c;
-    if (db_ready(w) < 0 || store_job_claim(w->db, d->message_id, &c, &e) < 0) {
+    if (!c) {
         LOG(LOG_WARN, "cannot claim job; returning it to the queue", "job_id", d->message_id,
-            "error", e.msg);
+            "error", why->msg);
         mq_reject(w->mq, d, 1, NULL);
         return 0;
     }
-    job_claim_state state = c.state;
+    job_claim_state state = c->state;
     if (state == JOB_CLAIM_DONE)
-        resend_stored(w, d, &c);
+        resend_stored(w, d, c);
     else if (state == JOB_CLAIM_BUSY) /* a twin runs elsewhere: look again later */
         mq_retry(w->mq, d, d->attempt + 1, CONFIRM_TIMEOUT_MS, NULL);
-    job_claim_clear(&c);
+    job_claim_clear(c);
     return state == JOB_CLAIM_NEW || state == JOB_CLAIM_RERUN;
 }
 
@@ -575,8 +574,9 @@ const job *worker_job_of(const job_async *h)
 /* The most deliveries taken as one batch: their claims share a round trip. */
 #define BATCH_MAX 64
 
-/* Decodes and checks d and sends its reads ahead (the handler's, then the claim); NULL
- * when d was answered here (bad input, shutting down) and the caller frees it. */
+/* Decodes and checks d and sends the handler's reads ahead (the batch's claims follow
+ * them); NULL when d was answered here (bad input, shutting down) and the caller frees
+ * it. */
 static const job_type_def *prepare(worker *w, mq_delivery *d, json_t **body)
 {
     const job_type_def *def = NULL;
@@ -587,23 +587,19 @@ static const job_type_def *prepare(worker *w, mq_delivery *d, json_t **body)
     }
     if (accept_input(w, d, &def, body) < 0)
         return NULL;
-    if (store_ok(w->db)) { /* its reads, and the claim, travel with the first claim */
+    if (store_ok(w->db) && def->send_ahead) { /* its reads travel with the claims */
         job pre = {.id = d->message_id, .type = def->type, .body = *body};
-        if (def->send_ahead)
-            def->send_ahead(&w->env, &pre);
-        /* The batch's reads and claims are one transaction: if any fails, all are
-         * forgotten and each claim runs again alone (store_job_claim). */
-        if (def->start)
-            store_job_claim_ahead(w->db, d->message_id);
+        def->send_ahead(&w->env, &pre);
     }
     return def;
 }
 
 /* Runs a prepared delivery from its claim on. Returns 1 when the runtime kept d (an
  * asynchronous job is pending), 0 when the caller frees it. */
-static int run(worker *w, mq_delivery *d, const job_type_def *def, json_t *body)
+static int run(worker *w, mq_delivery *d, const job_type_def *def, json_t *body, job_claim *c,
+               const err_t *why)
 {
-    if (!claim(w, d))
+    if (!claimed(w, d, c, why))
         return 0;
     if (def->start)
         return start_async(w, d, def, body);
@@ -651,20 +647,35 @@ static int twin_pending(worker *w, const mq_delivery *d)
     return 1;
 }
 
-/* Runs the deliveries in hand through the job path: all prepared first, so that every
- * claim and read ahead travels in the first claim's round trip, then each run. */
+/* Runs the deliveries in hand through the job path: all prepared first, then their
+ * claims as one statement, sent ahead with their reads (one round trip, one transaction:
+ * if any of it fails, every answer is forgotten and the claims run again alone), then
+ * each run. */
 static void handle_batch(worker *w, mq_delivery **ds, size_t n)
 {
     const job_type_def *defs[BATCH_MAX];
     json_t *bodies[BATCH_MAX];
+    const char *ids[BATCH_MAX];
+    size_t at[BATCH_MAX], nids = 0;
     for (size_t i = 0; i < n; i++) {
         bodies[i] = NULL;
         defs[i] = twin_in_batch(w, ds, i) || twin_pending(w, ds[i]) ? NULL
                                                                     : prepare(w, ds[i], &bodies[i]);
+        if (defs[i]) /* distinct ids: twins of the batch were given back above */
+            ids[at[i] = nids++] = ds[i]->message_id;
     }
+    if (nids && store_ok(w->db))
+        store_job_claims_ahead(w->db, ids, nids);
     collect_commits(w); /* one round trip: the turn's commits, the claims, their reads */
+    job_claim claims[BATCH_MAX];
+    err_t e = {0};
+    int rc = nids ? db_ready(w) : 0;
+    if (rc < 0)
+        err_set(&e, ERR_DB, "PostgreSQL unreachable");
+    else if (nids)
+        rc = store_job_claims(w->db, ids, nids, claims, &e);
     for (size_t i = 0; i < n; i++) {
-        if (!defs[i] || !run(w, ds[i], defs[i], bodies[i]))
+        if (!defs[i] || !run(w, ds[i], defs[i], bodies[i], rc < 0 ? NULL : &claims[at[i]], &e))
             mq_delivery_free(ds[i]);
         json_decref(bodies[i]);
     }

@@ -33,12 +33,17 @@ typedef struct job_claim {
  * unless state is DONE or BUSY (no lock is held then). */
 int store_job_claim(store *s, const char *job_id, job_claim *out, err_t *e);
 
-/* Sends the claim of a job ahead (store_send_ahead), so that the claims of the deliveries in
- * hand travel in one round trip: the next store_job_claim of the same job, which must
- * follow before store_ahead_clear(), takes its answer. Only for a claim that will be
- * asked for: an answer never taken leaves the job's lock held by this session. Nothing
- * is lost when it could not be sent (the claim then runs itself). */
-void store_job_claim_ahead(store *s, const char *job_id);
+/* Claims the jobs ids[0..n) (distinct ids) in one statement, outside any transaction:
+ * out[i] answers ids[i] as store_job_claim would (a DONE one holds no lock: the statement
+ * released it). The caller owns out[i].reply (job_claim_clear). 0, or an error with
+ * every out[] cleared and no lock of the batch held. */
+int store_job_claims(store *s, const char *const *ids, size_t n, job_claim *out, err_t *e);
+
+/* Sends store_job_claims for these ids ahead (store_send_ahead), so that the batch's
+ * claims travel with the reads sent ahead of them; the store_job_claims that follows
+ * (before store_ahead_clear()) takes the answer. Only for claims that will be asked for:
+ * an answer never taken leaves the jobs' locks held by this session. */
+void store_job_claims_ahead(store *s, const char *const *ids, size_t n);
 
 /* A job's record, as its end writes it. Every pointer is borrowed for the call. */
 typedef struct job_record_in {

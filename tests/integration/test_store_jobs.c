@@ -140,12 +140,58 @@ static void test_running_row_is_an_earlier_attempt(void **state)
     assert_int_equal(claim(b, "j4"), JOB_CLAIM_DONE);
 }
 
+/* A batch's claims in one statement: each id answered in order, a done one with its
+ * reply and no lock left, a busy one refused; a failed batch leaves no lock held. */
+static void test_batch_claims(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    assert_int_equal(tl_exec(db, "INSERT INTO job (job_id, job_type, state, reply) VALUES "
+                                 "('b-done', 'auth', 'done', '\\x8101'), "
+                                 "('b-run', 'auth', 'running', NULL)"),
+                     0);
+    assert_int_equal(claim(b, "b-busy"), JOB_CLAIM_NEW); /* held by the other worker */
+    const char *ids[] = {"b-new", "b-done", "b-busy", "b-run"};
+    job_claim c[4];
+    assert_int_equal(store_job_claims(a, ids, 4, c, &e), 0);
+    assert_int_equal(c[0].state, JOB_CLAIM_NEW);
+    assert_int_equal(c[1].state, JOB_CLAIM_DONE);
+    assert_int_equal(c[1].reply_len, 2);
+    assert_int_equal(c[2].state, JOB_CLAIM_BUSY);
+    assert_int_equal(c[3].state, JOB_CLAIM_RERUN);
+    for (int i = 0; i < 4; i++)
+        job_claim_clear(&c[i]);
+    /* a holds b-new and b-run, not b-done (released by the statement) */
+    assert_int_equal(claim(b, "b-done"), JOB_CLAIM_DONE);
+    assert_int_equal(claim(b, "b-new"), JOB_CLAIM_BUSY);
+    assert_int_equal(claim(b, "b-run"), JOB_CLAIM_BUSY);
+    store_job_release(a, "b-new");
+    store_job_release(a, "b-run");
+    store_job_release(b, "b-busy");
+    assert_int_equal(count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+
+    /* Sent ahead with a read that fails: the group is forgotten, the claims run again
+     * alone, and each lock is held once (one release frees it). */
+    static const store_stmt st_fail = {"t_fail_ahead", "SELECT 1 / $1::int"};
+    const char *zero[] = {"0"};
+    const char *one[] = {"1"};
+    assert_int_equal(store_exec(a, &st_fail, 1, one, NULL, &e), 0); /* prepared */
+    assert_int_equal(store_send_ahead(a, &st_fail, 1, zero), 1);
+    store_job_claims_ahead(a, ids, 1);
+    assert_int_equal(store_job_claims(a, ids, 1, c, &e), 0);
+    assert_int_equal(c[0].state, JOB_CLAIM_NEW);
+    store_ahead_clear(a);
+    store_job_release(a, "b-new");
+    assert_int_equal(count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_claim_writes_nothing_and_keeps_twins_apart),
         cmocka_unit_test(test_released_or_failed_job_runs_again),
         cmocka_unit_test(test_running_row_is_an_earlier_attempt),
+        cmocka_unit_test(test_batch_claims),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
