@@ -40,7 +40,14 @@ int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *val
 {
     if (out)
         *out = NULL;
+    /* Deferred commits are read (and a failed group's members replayed) before a statement
+     * outside a transaction, so that it sees what they committed, as it would have had
+     * each ended with a Sync of its own; their outcomes are their tags'. */
+    if (!s->in_tx && pipe_group_open(s))
+        pipe_drain(s, NULL, NULL);
     int rc = pipe_send_begin(s, e); /* this answer is needed before the transaction ends */
+    if (rc == 0 && s->nkept)        /* sent before it, as one implicit transaction with it */
+        rc = pipe_send_kept(s, e);
     if (rc < 0)
         return rc;
     PGresult *r = NULL;
@@ -78,6 +85,14 @@ int store_exec_bin(store *s, const store_stmt *st, int n, const char *const *val
 
 int store_send(store *s, const store_stmt *st, int n, const char *const *values, const int *lengths,
                const int *binary, err_t *e)
+{
+    if (!s->in_tx || s->begin_pending) /* kept until its transaction ends */
+        return pipe_keep(s, st, n, values, lengths, binary, e);
+    return store_send_now(s, st, n, values, lengths, binary, e);
+}
+
+int store_send_now(store *s, const store_stmt *st, int n, const char *const *values,
+                   const int *lengths, const int *binary, err_t *e)
 {
     int reads_ahead = 0;
     for (int i = s->seg; i < s->nsent && !reads_ahead; i++)

@@ -48,9 +48,10 @@ int store_reconnect(store *s, int max_wait_ms, err_t *e);
 
 /* Opens a transaction without a round trip. BEGIN is sent only when a statement inside
  * needs its answer (store_exec, store_flush); until then the statements queued with
- * store_send are the pipeline's implicit transaction, committed whole by the Sync of
- * store_commit or store_commit_later, and BEGIN, when it comes, makes them part of the
- * explicit one. Results are read in order; the first failure is reported there. */
+ * store_send are kept, and sent when the transaction ends: as an implicit transaction
+ * (store_commit), with its group (store_commit_later), or after the BEGIN that makes them
+ * part of the explicit one; a rollback before that sends nothing. Results are read in
+ * order; the first failure is reported there. */
 int store_begin(store *s, err_t *e);
 /* Ends the transaction with everything still queued and reads it all: 0 only when every
  * queued statement succeeded and the transaction committed. On failure the transaction
@@ -120,8 +121,13 @@ int store_flush(store *s, err_t *e);
  * store_commit), whose reading records this transaction's outcome under tag; collect it
  * with store_take_committed(). Transactions ended this way are independent: one that
  * fails changes neither those before nor those after it, nor the caller's statement of
- * that round trip. 0 when queued; an error when it could not be (the transaction is then
- * rolled back and nothing is recorded under tag). tag is the caller's, never touched. */
+ * that round trip. Those that never sent BEGIN (only queued statements) are committed as
+ * one group: one transaction and one Sync for all of them until the next round trip (their
+ * statements are kept, copied, until then); if the group fails, each is sent again alone,
+ * so each still commits or fails by itself (a statement's effects outside the transaction,
+ * e.g. a session lock released, happen once more). 0 when queued; an error when it could
+ * not be (the transaction is then rolled back and nothing is recorded under tag). tag is
+ * the caller's, never touched. */
 int store_commit_later(store *s, void *tag, err_t *e);
 
 /* Queues st (text parameters) as a transaction of its own whose outcome nobody waits

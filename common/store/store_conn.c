@@ -104,6 +104,7 @@ static int connect_pg(store *s, err_t *e)
 {
     const char *vals[] = {"read-write", "5", "10", "5", "3", s->url, NULL};
     pipe_fail_unread(s, 0, "the connection was reset");
+    pipe_forget_kept(s);  /* statements of the old session's transactions */
     store_ahead_clear(s); /* answers of the old session: its locks are gone */
     s->seg = 0;
     PQfinish(s->pg);
@@ -163,6 +164,9 @@ void store_close(store *s)
     free(s->sent);
     free(s->ahead);
     free(s->done);
+    pipe_forget_kept(s);
+    free(s->kept);
+    free(s->members);
     free(s);
 }
 

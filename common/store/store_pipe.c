@@ -88,7 +88,7 @@ static void note_done(store *s, void *tag, const err_t *e)
 void pipe_fail_unread(store *s, int from, const char *why)
 {
     for (int i = from; i < s->nsent; i++)
-        if (s->sent[i].sync && s->sent[i].tag) {
+        if ((s->sent[i].sync || s->sent[i].mark) && s->sent[i].tag) {
             err_t e = {0};
             err_set(&e, ERR_DB, "COMMIT: outcome unknown: %s", why);
             note_done(s, s->sent[i].tag, &e);
@@ -142,6 +142,177 @@ static int check_sent(store *s, const sent_cmd *c, PGresult *r, int rc, err_t *e
     return store_result_error(s, r, c->what, e);
 }
 
+/* Resolves the members whose marks lie in sent[from..to), a segment that committed or
+ * (failed) did not: done, or to be replayed alone. Returns 1 when there was one. */
+static int resolve_marks(store *s, int from, int to, int failed)
+{
+    int any = 0;
+    for (int i = from; i < to && i < s->nsent; i++) {
+        if (!s->sent[i].mark)
+            continue;
+        any = 1;
+        member *m = &s->members[s->sent[i].member];
+        if (failed)
+            m->replay = 1;
+        else
+            note_done(s, m->tag, NULL);
+    }
+    return any;
+}
+
+static void kept_free(kept_stmt *k)
+{
+    for (int i = 0; i < k->n; i++)
+        free(k->v[i]);
+    free(k->v);
+    free(k->len);
+    free(k->bin);
+}
+
+void pipe_forget_kept(store *s)
+{
+    pipe_forget_kept_only(s);
+    for (int m = 0; m < s->nmembers; m++) {
+        for (int i = 0; i < s->members[m].nst; i++)
+            kept_free(&s->members[m].st[i]);
+        free(s->members[m].st);
+    }
+    s->nmembers = 0;
+}
+
+static int send_kept_one(store *s, const kept_stmt *k, err_t *e)
+{
+    int rc = store_ensure_prepared(s, k->st, k->n, e);
+    if (rc == 0 && PQsendQueryPrepared(s->pg, k->st->name, k->n, (const char *const *)k->v, k->len,
+                                       k->bin, 0) != 1)
+        rc = store_result_error(s, NULL, k->st->name, e);
+    return rc == 0 ? pipe_note(s, k->st->name, 0, e) : rc;
+}
+
+/* Sends each member of a failed group again, alone: its statements and a Sync of its
+ * own that records its outcome under its tag. Out of pipeline mode on entry (after a
+ * drain). Frees every member. Returns 1 when any was sent (a drain then reads them). */
+static int replay_members(store *s)
+{
+    int sent = 0;
+    for (int m = 0; m < s->nmembers; m++) {
+        member *x = &s->members[m];
+        if (!x->replay)
+            continue;
+        err_t e = {0};
+        int rc = pipe_usable(s) ? pipe_enter(s, &e)
+                                : err_set(&e, ERR_DB, "COMMIT: outcome unknown: connection lost");
+        for (int i = 0; rc == 0 && i < x->nst; i++)
+            rc = send_kept_one(s, &x->st[i], &e);
+        if (rc == 0 && PQpipelineSync(s->pg) != 1)
+            rc = store_result_error(s, NULL, "sending to PostgreSQL", &e);
+        if (rc == 0)
+            rc =
+                pipe_push(s, (sent_cmd){.what = "Sync", .sync = 1, .ahead = -1, .tag = x->tag}, &e);
+        if (rc < 0)
+            note_done(s, x->tag, &e); /* not sent whole: it did not commit */
+        sent |= rc == 0;
+        if (rc == 0)
+            s->seg = s->nsent;
+    }
+    for (int m = 0; m < s->nmembers; m++) {
+        for (int i = 0; i < s->members[m].nst; i++)
+            kept_free(&s->members[m].st[i]);
+        free(s->members[m].st);
+    }
+    s->nmembers = 0;
+    return sent || s->nsent;
+}
+
+int pipe_group_open(const store *s)
+{
+    for (int i = s->seg; i < s->nsent; i++)
+        if (s->sent[i].mark)
+            return 1;
+    return 0;
+}
+
+int pipe_part(store *s, err_t *e)
+{
+    if (!s->piped || s->nsent == s->seg)
+        return 0;
+    if (PQpipelineSync(s->pg) != 1)
+        return store_result_error(s, NULL, "sending to PostgreSQL", e);
+    int rc = pipe_push(s, (sent_cmd){.what = "Sync", .sync = 1, .ahead = -1}, e);
+    if (rc == 0)
+        s->seg = s->nsent;
+    return rc;
+}
+
+int pipe_keep(store *s, const store_stmt *st, int n, const char *const *values, const int *lengths,
+              const int *binary, err_t *e)
+{
+    if (pipe_grow((void **)&s->kept, s->nkept, &s->capkept, sizeof *s->kept) < 0)
+        return err_set(e, ERR_NOMEM, "%s: out of memory keeping a statement", st->name);
+    kept_stmt k = {.st = st, .n = n};
+    k.v = calloc((size_t)(n ? n : 1), sizeof *k.v);
+    k.len = calloc((size_t)(n ? n : 1), sizeof *k.len);
+    k.bin = calloc((size_t)(n ? n : 1), sizeof *k.bin);
+    int ok = k.v && k.len && k.bin;
+    for (int i = 0; ok && i < n; i++) {
+        k.bin[i] = binary ? binary[i] : 0;
+        k.len[i] = lengths ? lengths[i] : 0;
+        if (!values[i])
+            continue;
+        size_t l = k.bin[i] ? (size_t)k.len[i] : strlen(values[i]) + 1;
+        k.v[i] = malloc(l ? l : 1);
+        ok = k.v[i] != NULL;
+        if (ok)
+            memcpy(k.v[i], values[i], l);
+    }
+    if (!ok) {
+        kept_free(&k);
+        return err_set(e, ERR_NOMEM, "%s: out of memory keeping a statement", st->name);
+    }
+    s->kept[s->nkept++] = k;
+    return 0;
+}
+
+int pipe_send_kept(store *s, err_t *e)
+{
+    int rc = s->nkept ? pipe_enter(s, e) : 0;
+    for (int i = 0; rc == 0 && i < s->nkept; i++)
+        rc = send_kept_one(s, &s->kept[i], e);
+    for (int i = 0; i < s->nkept; i++)
+        kept_free(&s->kept[i]);
+    s->nkept = 0;
+    return rc;
+}
+
+int pipe_commit_member(store *s, void *tag, err_t *e)
+{
+    int rc = pipe_enter(s, e);
+    /* Reads ahead in progress are a transaction of their own: a Sync parts them. A group
+     * in progress is joined. */
+    if (rc == 0 && s->nsent > s->seg && !pipe_group_open(s))
+        rc = pipe_part(s, e);
+    if (rc == 0 &&
+        pipe_grow((void **)&s->members, s->nmembers, &s->capmembers, sizeof *s->members) < 0)
+        rc = err_set(e, ERR_NOMEM, "out of memory committing");
+    for (int i = 0; rc == 0 && i < s->nkept; i++)
+        rc = send_kept_one(s, &s->kept[i], e);
+    if (rc == 0)
+        rc = pipe_push(
+            s,
+            (sent_cmd){.what = "mark", .mark = 1, .member = s->nmembers, .ahead = -1, .tag = tag},
+            e);
+    if (rc < 0) { /* some of it may be queued: the group is failed, and this one too */
+        for (int i = 0; i < s->nkept; i++)
+            kept_free(&s->kept[i]);
+        s->nkept = 0;
+        return rc;
+    }
+    s->members[s->nmembers++] = (member){.tag = tag, .nst = s->nkept, .st = s->kept};
+    s->kept = NULL; /* the member owns them now */
+    s->nkept = s->capkept = 0;
+    return 0;
+}
+
 /* Sends a Sync and reads every queued result; *keep (may be NULL) receives the result of
  * the last queued command (the caller's statement). Deferred commits met on the way
  * (store_commit_later) have their outcome recorded for store_take_committed(); only what
@@ -155,12 +326,16 @@ int pipe_drain(store *s, PGresult **keep, err_t *e)
     s->ahead_failed = 0;
     if (keep)
         *keep = NULL;
+    if (pipe_group_open(s)) /* its own segment: a Sync of its own, apart from the caller's */
+        rc = pipe_part(s, &le);
     /* Queued work that ends with a Sync (a deferred commit) needs no other: one more
      * would cost another wake-up of the server, waited for, at one job in flight. */
     int own_sync = !(s->nsent && s->sent[s->nsent - 1].sync);
     if (own_sync ? PQpipelineSync(s->pg) != 1 : PQflush(s->pg) != 0)
         rc = store_result_error(s, NULL, "sending to PostgreSQL", &le);
     for (; i < s->nsent && PQstatus(s->pg) == CONNECTION_OK; i++) {
+        if (s->sent[i].mark) /* not a command: resolved at its segment's Sync */
+            continue;
         PGresult *r = PQgetResult(s->pg);
         if (!r) {
             rc = rc < 0 ? rc : store_result_error(s, NULL, s->sent[i].what, &le);
@@ -184,8 +359,15 @@ int pipe_drain(store *s, PGresult **keep, err_t *e)
             PQclear(r);
             if (seg_failed)
                 forget_segment(s, seg_first, i);
+            int group = resolve_marks(s, seg_first, i, seg_failed);
             seg_first = i + 1;
             seg_failed = 0;
+            if (group) { /* its failures are its members', replayed alone below */
+                rc = 0;
+                le = (err_t){0};
+                s->ahead_failed = 0;
+                continue;
+            }
             if (s->sent[i].quiet) { /* store_send_alone: nobody waits for its outcome */
                 if (rc < 0)
                     LOG(LOG_WARN, "a statement sent alone failed", "error", le.msg);
@@ -203,8 +385,9 @@ int pipe_drain(store *s, PGresult **keep, err_t *e)
         else if (s->sent[i].quiet)
             PQclear(r);
         else {
+            ExecStatusType t = PQresultStatus(r); /* this command's own, not an earlier one's */
+            seg_failed |= t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK;
             rc = check_sent(s, &s->sent[i], r, rc, &le);
-            seg_failed |= rc < 0;
             if (keep && i == s->nsent - 1 && rc == 0)
                 *keep = r;
             else
@@ -231,6 +414,7 @@ int pipe_drain(store *s, PGresult **keep, err_t *e)
     s->nsent = 0;
     s->seg = 0;
     pipe_leave(s);
+    int replays = replay_members(s);
     if (rc < 0 && keep && *keep) {
         PQclear(*keep);
         *keep = NULL;
@@ -246,6 +430,8 @@ int pipe_drain(store *s, PGresult **keep, err_t *e)
         s->in_tx = 0;
         s->nprepared = 0;
     }
+    if (replays) /* their outcomes are recorded under their tags */
+        pipe_drain(s, NULL, NULL);
     if (rc < 0 && e)
         *e = le;
     return rc;
@@ -266,9 +452,18 @@ void pipe_leave(store *s)
     s->broken = 1;
 }
 
+void pipe_forget_kept_only(store *s)
+{
+    for (int i = 0; i < s->nkept; i++)
+        kept_free(&s->kept[i]);
+    s->nkept = 0;
+}
+
 int store_flush(store *s, err_t *e)
 {
-    int rc = pipe_send_begin(s, e); /* a Sync must not commit an open transaction */
+    int rc = pipe_send_begin(s, e);       /* a Sync must not commit an open transaction */
+    if (rc == 0 && !s->in_tx && s->nkept) /* queued outside a transaction: one of their own */
+        rc = pipe_send_kept(s, e);
     return rc < 0 ? rc : s->piped ? pipe_drain(s, NULL, e) : 0;
 }
 
@@ -375,6 +570,8 @@ int store_send_ahead(store *s, const store_stmt *st, int n, const char *const *v
     int known = 0, only_reads = 1;
     for (int i = 0; i < s->nprepared && !known; i++)
         known = strcmp(s->prepared[i], st->name) == 0;
+    if (!s->in_tx && pipe_group_open(s) && pipe_part(s, NULL) < 0) /* the group: apart */
+        return 0;
     for (int i = s->seg; i < s->nsent; i++) /* deferred commits before s->seg are apart */
         only_reads &= s->sent[i].ahead >= 0;
     /* Only a statement already prepared, outside a transaction, with nothing but other
@@ -401,10 +598,16 @@ int pipe_send_begin(store *s, err_t *e)
         return 0;
     s->begin_pending = 0;
     int rc = pipe_enter(s, e);
+    /* What is queued already (reads ahead, a group) is not this transaction's: BEGIN
+     * would make it part of it. A Sync parts them. */
+    if (rc == 0)
+        rc = pipe_part(s, e);
     if (rc == 0 && PQsendQueryParams(s->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1)
         rc = store_result_error(s, NULL, "BEGIN", e);
     if (rc == 0)
         rc = pipe_note(s, "BEGIN", 0, e);
+    if (rc == 0) /* what it queued before it needed an answer */
+        rc = pipe_send_kept(s, e);
     return rc;
 }
 

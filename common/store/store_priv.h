@@ -22,8 +22,32 @@ typedef struct {
     int quiet;        /* its result is nobody's (the ROLLBACK after a deferred commit) */
     int ahead;        /* >= 0: a read-ahead (store_send_ahead) into ahead[pre]; its failure
                        * is nobody's: the statement runs again when it is asked for */
-    void *tag;        /* on a Sync: the store_commit_later() whose transaction it ends */
+    void *tag;        /* on a Sync: the store_commit_later() whose transaction it ends; on
+                       * a mark: the one whose transaction ends there */
+    int mark;         /* not a command: the end of a transaction committed with its group
+                       * (store_commit_later), at the segment's Sync; members[member] */
+    int member;
 } sent_cmd;
+
+/* A statement kept until its transaction ends (store_send outside an explicit
+ * transaction): sent then, and sent again alone when the group it was committed with
+ * failed. Owns its copies. */
+typedef struct {
+    const store_stmt *st;
+    int n;
+    char **v; /* n values, NULL for SQL NULL */
+    int *len; /* n lengths */
+    int *bin; /* n binary flags */
+} kept_stmt;
+
+/* A transaction committed with a group (store_commit_later without a Sync of its own):
+ * its outcome is its segment's; when the segment failed, it is replayed alone. */
+typedef struct {
+    void *tag;
+    int nst;
+    kept_stmt *st; /* owned */
+    int replay;    /* its segment failed: send it again alone */
+} member;
 
 /* A read sent ahead of its use (store_send_ahead), served once by the store_exec that asks
  * for the same statement with the same parameters. */
@@ -65,6 +89,10 @@ struct store {
     int nahead_failed; /* entries of ahead[] marked failed (store_ahead_failed) */
     int ndone, capdone, done_at;
     committed *done; /* done[done_at..ndone): outcomes not taken yet */
+    int nkept, capkept;
+    kept_stmt *kept; /* the implicit transaction being built (store_send), not sent yet */
+    int nmembers, capmembers;
+    member *members; /* transactions committed with their group, until the drain */
 };
 
 struct store_res {
@@ -96,6 +124,29 @@ int pipe_take_ahead(store *s, const store_stmt *st, int n, const char *const *va
  * still pending that cannot be read), the connection is marked unusable (store_ok() 0)
  * rather than left in pipeline mode while the store believes it left. */
 void pipe_leave(store *s);
+
+/* Keeps a statement of the implicit transaction being built (copied; sent when it ends). */
+int pipe_keep(store *s, const store_stmt *st, int n, const char *const *values, const int *lengths,
+              const int *binary, err_t *e);
+/* Sends the kept statements (into whatever transaction is open: after a BEGIN, or as an
+ * implicit one that the next Sync commits) and forgets them. */
+int pipe_send_kept(store *s, err_t *e);
+/* Ends the implicit transaction being built as a member of the open group: its statements
+ * are sent, its end marked, and its outcome (tag) is the group's segment's, read at its
+ * Sync; a failed segment's members are replayed alone. */
+int pipe_commit_member(store *s, void *tag, err_t *e);
+/* Ends the segment in progress with a Sync, if there is one (a group, reads ahead). */
+int pipe_part(store *s, err_t *e);
+/* 1 when the segment in progress holds a group's members. */
+int pipe_group_open(const store *s);
+/* Frees every kept statement and member (a reset connection, a closed store). */
+void pipe_forget_kept(store *s);
+/* Frees the kept statements of the transaction being built (its rollback). */
+void pipe_forget_kept_only(store *s);
+/* Sends st now, in the pipeline (the body of store_send inside an explicit transaction,
+ * and of store_send_alone). 0, or the error (what was queued is then drained). */
+int store_send_now(store *s, const store_stmt *st, int n, const char *const *values,
+                   const int *lengths, const int *binary, err_t *e);
 
 /* Sends the BEGIN of a transaction whose statements so far were only queued. */
 int pipe_send_begin(store *s, err_t *e);

@@ -18,27 +18,24 @@
 
 int store_begin(store *s, err_t *e)
 {
-    int rc = 0;
-    /* What is queued already (reads ahead) is not the transaction's: a Sync parts them. */
-    if (s->piped && s->nsent > s->seg) {
-        if (PQpipelineSync(s->pg) != 1)
-            rc = store_result_error(s, NULL, "sending to PostgreSQL", e);
-        if (rc == 0)
-            rc = pipe_push(s, (sent_cmd){.what = "Sync", .sync = 1, .ahead = -1}, e);
-        if (rc == 0)
-            s->seg = s->nsent;
-    }
-    if (rc == 0)
-        s->in_tx = s->begin_pending = 1;
-    return rc;
+    (void)e; /* nothing is sent until the transaction needs it (pipe_send_begin) or ends */
+    s->in_tx = s->begin_pending = 1;
+    return 0;
 }
 
 int store_commit(store *s, err_t *e)
 {
     int rc = 0;
-    if (s->begin_pending) { /* implicit: the drain's Sync commits what was queued */
+    if (s->begin_pending) { /* implicit: its statements, then the drain's Sync commits them */
         s->begin_pending = 0;
-        rc = s->piped ? pipe_drain(s, NULL, e) : 0;
+        rc = pipe_enter(s, e);
+        if (rc == 0) /* apart from what is queued (a group, reads ahead) */
+            rc = pipe_part(s, e);
+        if (rc == 0)
+            rc = pipe_send_kept(s, e);
+        pipe_forget_kept_only(s);
+        int drc = s->piped ? pipe_drain(s, NULL, rc < 0 ? NULL : e) : 0;
+        rc = rc < 0 ? rc : drc;
     } else if (!s->piped)
         rc = store_simple(s, "COMMIT", e);
     else if (PQsendQueryParams(s->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
@@ -53,17 +50,12 @@ int store_commit(store *s, err_t *e)
 
 void store_rollback(store *s)
 {
-    if (s->begin_pending) {
-        /* The queued statements are an implicit transaction: a ROLLBACK before the Sync
-         * aborts it (with a warning that no transaction block is in progress). */
+    if (s->begin_pending) { /* nothing of it was sent: forgetting it is the rollback */
         s->begin_pending = s->in_tx = 0;
-        if (s->piped && s->nsent > s->seg &&
-            PQsendQueryParams(s->pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) == 1)
-            pipe_push(s, (sent_cmd){.what = "ROLLBACK", .quiet = 1, .ahead = -1}, NULL);
-        if (s->piped)
-            pipe_drain(s, NULL, NULL);
+        pipe_forget_kept_only(s);
         return;
     }
+    pipe_forget_kept_only(s); /* statements kept outside a transaction */
     if (s->piped)
         pipe_drain(s, NULL, NULL); /* what was queued is discarded with the transaction */
     if (!s->in_tx)
@@ -83,6 +75,13 @@ int store_commit_later(store *s, void *tag, err_t *e)
 {
     int explicit = s->in_tx && !s->begin_pending, rc = pipe_enter(s, e);
     s->begin_pending = 0;
+    if (!explicit) { /* committed with the turn's others: one transaction, one Sync */
+        s->in_tx = 0;
+        rc = rc < 0 ? rc : pipe_commit_member(s, tag, e);
+        if (rc < 0 && s->piped) /* the group's segment is failed: its members replayed */
+            pipe_drain(s, NULL, NULL);
+        return rc;
+    }
     if (rc == 0 && explicit &&
         PQsendQueryParams(s->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 1)
         rc = store_result_error(s, NULL, "COMMIT", e);
@@ -123,9 +122,9 @@ int store_commit_later(store *s, void *tag, err_t *e)
 
 int store_send_alone(store *s, const store_stmt *st, int n, const char *const *values, err_t *e)
 {
-    if (s->in_tx || (s->piped && s->nsent > s->seg)) /* it would join other statements */
+    if (s->in_tx || s->nkept || (s->piped && s->nsent > s->seg)) /* it would join others */
         return store_exec(s, st, n, values, NULL, e);
-    int rc = store_send(s, st, n, values, NULL, NULL, e);
+    int rc = store_send_now(s, st, n, values, NULL, NULL, e);
     if (rc == 0 && PQpipelineSync(s->pg) != 1)
         rc = store_result_error(s, NULL, "sending to PostgreSQL", e);
     if (rc == 0)

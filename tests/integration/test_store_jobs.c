@@ -168,7 +168,10 @@ static void test_batch_claims(void **state)
     store_job_release(a, "b-new");
     store_job_release(a, "b-run");
     store_job_release(b, "b-busy");
-    assert_int_equal(count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+    assert_int_equal(
+        count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+              "(SELECT oid FROM pg_database WHERE datname = current_database())"),
+        0);
 
     /* Sent ahead with a read that fails: the group is forgotten, the claims run again
      * alone, and each lock is held once (one release frees it). */
@@ -182,7 +185,10 @@ static void test_batch_claims(void **state)
     assert_int_equal(c[0].state, JOB_CLAIM_NEW);
     store_ahead_clear(a);
     store_job_release(a, "b-new");
-    assert_int_equal(count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), 0);
+    assert_int_equal(
+        count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+              "(SELECT oid FROM pg_database WHERE datname = current_database())"),
+        0);
 }
 
 int main(void)

@@ -130,12 +130,77 @@ static void test_segments_fail_alone(void **state)
     assert_int_equal(store_ok(s), 1);
 }
 
+/* Transactions ended with store_commit_later one after another are committed as one
+ * group: marks, no Sync each, one Sync for all at the next round trip; a member that
+ * fails makes the group's segment fail, and every member is then sent again alone, so
+ * each commits or fails by itself. A transaction rolled back meanwhile sent nothing. */
+static void test_group_commit(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    static const store_stmt st_mk = {
+        "p_mk", "CREATE TABLE IF NOT EXISTS g (k text PRIMARY KEY, v int NOT NULL)"};
+    static const store_stmt st_put = {"p_put", "INSERT INTO g VALUES ($1, 1)"};
+    assert_int_equal(store_exec(s, &st_mk, 0, NULL, NULL, &e), 0);
+    int tags[6];
+    const char *keys[] = {"g1", "g2", "g3", "g1", "g5", "g6"}; /* the 4th repeats g1 */
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(store_begin(s, &e), 0);
+        assert_int_equal(store_send(s, &st_put, 1, &keys[i], NULL, NULL, &e), 0);
+        if (i == 2) { /* rolled back: nothing of it was sent */
+            store_rollback(s);
+            continue;
+        }
+        assert_int_equal(store_commit_later(s, &tags[i], &e), 0);
+    }
+    int syncs = 0, marks = 0;
+    for (int i = 0; i < s->nsent; i++) {
+        syncs += s->sent[i].sync;
+        marks += s->sent[i].mark;
+    }
+    assert_int_equal(syncs, 0);
+    assert_int_equal(marks, 5);
+    assert_int_equal(store_flush(s, &e), 0);
+    assert_left();
+    int failed = 0, ok = 0;
+    void *tag = NULL;
+    while (store_take_committed(s, &tag, &e))
+        if (e.code) {
+            failed++;
+            assert_ptr_equal(tag, &tags[3]); /* the repeated key, alone */
+            assert_int_equal(e.code, ERR_CONFLICT);
+        } else
+            ok++;
+    assert_int_equal(failed, 1);
+    assert_int_equal(ok, 4);
+    char out[64];
+    assert_int_equal(tl_query1(db, "SELECT string_agg(k, ',' ORDER BY k) FROM g", out, sizeof out),
+                     0);
+    assert_string_equal(out, "g1,g2,g5,g6");
+
+    /* Without a failure: one segment, committed once for all. */
+    const char *more[] = {"h1", "h2", "h3"};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(store_send(s, &st_put, 1, &more[i], NULL, NULL, &e), 0);
+        assert_int_equal(store_commit_later(s, &tags[i], &e), 0);
+    }
+    assert_int_equal(store_flush(s, &e), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(store_take_committed(s, &tag, &e), 1);
+        assert_int_equal(e.code, 0);
+        assert_ptr_equal(tag, &tags[i]);
+    }
+    assert_int_equal(tl_query1(db, "SELECT count(*) FROM g WHERE k LIKE 'h%'", out, sizeof out), 0);
+    assert_string_equal(out, "3");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_drain_keeps_only_the_last_result),
         cmocka_unit_test(test_unlisted_results_give_the_connection_up),
         cmocka_unit_test(test_segments_fail_alone),
+        cmocka_unit_test(test_group_commit),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
