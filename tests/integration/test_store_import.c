@@ -187,6 +187,27 @@ static void test_page_counts_and_replay(void **state)
                      ERR_INVAL);
 }
 
+/* A Duo user twice in one page (a page is Duo's answer: bad input is possible) makes one
+ * device, counts the other as existing, and fails nothing. */
+static void test_page_with_a_duplicate(void **state)
+{
+    fixture *f = *state;
+    load_users(f, 2, "w");
+    import_run run;
+    start(f, 2, 0, &run);
+    import_page_ref P0 = page_of(0, run.page_size);
+    const char *ids[] = {"DUP", "DUP"};
+    const char *names[] = {"w1", "w2"};
+    import_page_result r;
+    err_t e = {0};
+    assert_int_equal(store_import_page_apply(f->s, run.id, &P0, NULL, f->stage_id, 0, 2, ids, names,
+                                             2000, &r, &e),
+                     0);
+    assert_int_equal(r.created, 1);
+    assert_int_equal(r.existing, 1);
+    assert_int_equal(count(f, "SELECT count(*) FROM duo_device WHERE duo_user_id = 'DUP'"), 1);
+}
+
 static void test_dry_run_writes_nothing(void **state)
 {
     fixture *f = *state;
@@ -517,6 +538,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_start_pages_and_one_per_stage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page_counts_and_replay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_page_with_a_duplicate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dry_run_writes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fail_finish_once_and_grow, setup, teardown),

@@ -221,6 +221,24 @@ static void test_upgrade_with_data(void **state)
                                out, sizeof out),
                      0);
     assert_string_equal(out, "1002 500 1 1 1");
+    /* New devices get time-ordered (version 7) uuids; the existing keep theirs. */
+    assert_int_equal(tl_exec(up, "INSERT INTO app_user (username) VALUES ('new-user');"
+                                 "INSERT INTO duo_device (user_id, stage_id, duo_user_id, name) "
+                                 "SELECT u.id, s.id, 'DUnew', 'Duo' FROM app_user u, duo_stage s "
+                                 "WHERE u.username = 'new-user'"),
+                     0);
+    assert_int_equal(tl_query1(up,
+                               "SELECT string_agg(DISTINCT substr(uuid::text, 15, 1), ',') "
+                               "FROM duo_device WHERE duo_user_id = 'DUnew'",
+                               out, sizeof out),
+                     0);
+    assert_string_equal(out, "7");
+    assert_int_equal(tl_query1(up,
+                               "SELECT count(*) FROM duo_device WHERE duo_user_id <> 'DUnew' "
+                               "AND substr(uuid::text, 15, 1) = '4'",
+                               out, sizeof out),
+                     0);
+    assert_string_equal(out, "500");
     /* An old worker's finish still works on its own claim's row. */
     assert_int_equal(tl_exec(up, "SELECT job_finish('enr1', '\\x84', NULL)"), 0);
     assert_int_equal(tl_query1(up, "SELECT state FROM job WHERE job_id = 'enr1'", out, sizeof out),
