@@ -57,7 +57,7 @@ if [ -n "$BASE_REV" ]; then
   rm -rf "$BASE_DIR"; mkdir -p "$BASE_DIR"
   git -C "$ROOT" archive "$BASE_REV" | tar -x -C "$BASE_DIR"
   cmake -S "$BASE_DIR" -B "$BASE_DIR/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$BASE_DIR/build" -j2 --target duo-import >/dev/null
+  cmake --build "$BASE_DIR/build" -j2 --target duo-import duoctl >/dev/null
   VARIANTS="base new"
 fi
 variant_root() { if [ "$1" = base ]; then echo "$BASE_DIR"; else echo "$ROOT"; fi; }
@@ -78,7 +78,9 @@ cleanup() {
   for p in "${PIDS[@]:-}" "$EMU_PID"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
   sleep 1
   rm -rf "$BASE_DIR" "/tmp/$TAG".*
-  "${PSQL[@]}" "$DUO_PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  for d in "$DB" "${DB}_base" "${DB%_base}" "${DB%_base}_base"; do
+    "${PSQL[@]}" "$DUO_PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 || true
+  done
 }
 trap cleanup EXIT
 
@@ -175,14 +177,28 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {print (NR
 
 echo "== setup: $USERS Duo users, $USERS local users; variants: $VARIANTS${BASE_REV:+ (base = $BASE_REV)}"
 start_emulator new
-"${PSQL[@]}" "$DUO_PG_ADMIN_URL" -c "CREATE DATABASE $DB" >/dev/null
-"$BIN/duoctl" migrate >/dev/null
-S1=$(stage "bench-$TAG" "${TAG}a")
-sql "INSERT INTO app_user (username) SELECT 'b' || lpad(g::text, 7, '0') FROM generate_series(0, $USERS - 1) g"
-sql "ANALYZE"
+# Each variant has a database of its own, at its own schema (its revision's migrations,
+# applied by its duoctl): a schema change is part of what is compared. Same users, a stage
+# on the same emulator account.
+setup_db() { # variant database
+  "${PSQL[@]}" "$DUO_PG_ADMIN_URL" -c "CREATE DATABASE $2" >/dev/null
+  DATABASE_URL="${DUO_PG_ADMIN_URL%/*}/$2" DUO_MIGRATIONS_DIR="$(variant_root "$1")/migrations" \
+    "$(variant_bin "$1")/duoctl" migrate >/dev/null
+  DATABASE_URL="${DUO_PG_ADMIN_URL%/*}/$2" BIN="$(variant_bin "$1")" stage "bench-$TAG" "${TAG}a"
+  "${PSQL[@]}" "${DUO_PG_ADMIN_URL%/*}/$2" -At -c "INSERT INTO app_user (username) SELECT 'b' || lpad(g::text, 7, '0') FROM generate_series(0, $USERS - 1) g" -c "ANALYZE" >/dev/null
+}
+use_db() { # variant: DATABASE_URL, DB and S1 of its database
+  if [ "$1" = base ]; then DB=$DB_BASE; S1=$S1_BASE; else DB=$DB_NEW; S1=$S1_NEW; fi
+  export DATABASE_URL="${DUO_PG_ADMIN_URL%/*}/$DB"
+}
+DB_NEW=$DB DB_BASE=${DB}_base
+S1_NEW=$(setup_db new "$DB_NEW")
+if [ -n "$BASE_REV" ]; then S1_BASE=$(setup_db base "$DB_BASE"); fi
+use_db new
 
 import_once() { # variant n
   local v="$1" n="$2"
+  use_db "$v"
   start_emulator "$v"
   sql "TRUNCATE duo_device, import_run CASCADE"
   sql "VACUUM ANALYZE duo_device" 2>/dev/null || true
@@ -213,6 +229,7 @@ for n in $WORKERS; do
     eval "WALL_${v}_$n=$m"
   done
 done
+use_db new
 fi
 
 if phase emu; then
