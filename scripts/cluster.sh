@@ -50,6 +50,7 @@ node_env() {
   export RABBITMQ_PID_FILE="$dir/rabbit.pid"
   export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
   export RABBITMQ_CONFIG_FILE="$dir/rabbitmq"
+  export RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config"
   export ERL_EPMD_ADDRESS=127.0.0.1
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 }
@@ -99,6 +100,15 @@ load_definitions = $RUN/definitions.json
 vm_memory_high_watermark.relative = 0.2
 disk_free_limit.absolute = 50MB
 CONF
+    # The retry tiers are quorum queues that dead-letter at-least-once into the work
+    # queues. When a work queue's leader node stops, a dead-letter publish already sent
+    # to it is lost, and RabbitMQ 3.10 sends it again only after this timeout (default
+    # 180 s): jobs parked in a retry tier, e.g. copies of running jobs after a node loss,
+    # came back minutes late (an auth call's 90 s wait ran out). 5 s bounds that stall;
+    # a job that arrives twice is answered from its record.
+    cat > "$RUN/n$n/advanced.config" <<'ADV'
+[{rabbit, [{dead_letter_worker_publisher_confirm_timeout, 5000}]}].
+ADV
     )
   done
 }

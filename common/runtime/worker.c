@@ -492,6 +492,21 @@ static int finish_job(worker *w, mq_delivery *d, const job *j, job_outcome *o, i
     return kept;
 }
 
+/* Gives a delivery back for later through the retry tier of its next attempt: a copy of a
+ * job that runs elsewhere (or here) now. When the copy cannot be parked (its publish was
+ * refused or not confirmed), the delivery goes back to its queue (requeued): left
+ * unsettled it would stay with this channel, unanswered, as long as the connection
+ * lives. */
+static void look_again_later(worker *w, const mq_delivery *d)
+{
+    err_t e = {0};
+    if (mq_retry(w->mq, d, d->attempt + 1, CONFIRM_TIMEOUT_MS, &e) == 0)
+        return;
+    LOG(LOG_WARN, "could not park a copy of a running job; returning it to the queue", "job_id",
+        d->message_id, "error", e.msg);
+    mq_reject(w->mq, d, 1, NULL);
+}
+
 /* Acts on d's claim; returns 1 when the job should run, 0 when the claim dealt with it
  * (NULL: the batch's claims failed, and d goes back to the queue). */
 static int claimed(worker *w, const mq_delivery *d, job_claim *c, const err_t *why)
@@ -506,7 +521,7 @@ static int claimed(worker *w, const mq_delivery *d, job_claim *c, const err_t *w
     if (state == JOB_CLAIM_DONE)
         resend_stored(w, d, c);
     else if (state == JOB_CLAIM_BUSY) /* a twin runs elsewhere: look again later */
-        mq_retry(w->mq, d, d->attempt + 1, CONFIRM_TIMEOUT_MS, NULL);
+        look_again_later(w, d);
     job_claim_clear(c);
     return state == JOB_CLAIM_NEW || state == JOB_CLAIM_RERUN;
 }
@@ -627,7 +642,7 @@ static int twin_in_batch(worker *w, mq_delivery **ds, size_t i)
     const char *id = ds[i]->message_id;
     for (size_t k = 0; id && *id && k < i; k++)
         if (ds[k]->message_id && strcmp(ds[k]->message_id, id) == 0) {
-            mq_retry(w->mq, ds[i], ds[i]->attempt + 1, CONFIRM_TIMEOUT_MS, NULL);
+            look_again_later(w, ds[i]);
             return 1;
         }
     return 0;
@@ -643,7 +658,7 @@ static int twin_pending(worker *w, const mq_delivery *d)
         return 0;
     LOG(LOG_WARN, "a copy of this job is still running here; looking again later", "job_id",
         d->message_id);
-    mq_retry(w->mq, d, d->attempt + 1, CONFIRM_TIMEOUT_MS, NULL);
+    look_again_later(w, d);
     return 1;
 }
 

@@ -146,8 +146,12 @@ def test_broker_restart_in_the_middle_of_calls(stack):
 
 @pytest.mark.cluster
 def test_cluster_node_stopped_in_the_middle_of_calls(stack):
-    # The client and the workers connect to the first URL (node 1) first: stopping it
-    # drops them all; they go on with nodes 2 and 3.
+    # The client connects to the first URL (node 1) first: stopping it drops its
+    # connection and reply queue; the workers start on a node of their own choice (any of
+    # the three), as do the work queues' leaders, so a run may also see a worker move and a
+    # work queue elect a new leader. Jobs parked in a retry tier then come back through
+    # dead-lettering into a queue whose leader may just have moved (see scripts/cluster.sh,
+    # dead_letter_worker_publisher_confirm_timeout).
     with Client(stack.url, prefix=stack.prefix) as c:
         names = slow_users(stack, c, 6)
     try:
