@@ -6,6 +6,8 @@
  * a server that reports itself read-only (a standby) is refused at connect, and one that
  * refuses a write as read-only (SQLSTATE 25006) marks the connection unusable, so the
  * caller's next store_ok() is 0 and store_reconnect() looks for the primary again. */
+/* program_invocation_short_name: _GNU_SOURCE comes from the build (CMakeLists.txt) */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,14 +29,12 @@ static void notice_quiet(void *arg, const char *msg)
  *   now (the primary after a failover), skipping standbys;
  * - connect_timeout: a host that does not answer costs seconds per try, not minutes;
  * - keepalives: a primary whose machine vanished (no RST, no FIN) is noticed in about
- *   25 s instead of the kernel's two hours, so a worker waiting on it moves on. */
-static const char *const conn_keys[] = {"target_session_attrs",
-                                        "connect_timeout",
-                                        "keepalives_idle",
-                                        "keepalives_interval",
-                                        "keepalives_count",
-                                        "dbname",
-                                        NULL};
+ *   25 s instead of the kernel's two hours, so a worker waiting on it moves on;
+ * - fallback_application_name: the program (duo-auth, ...), so an operator (and duoctl
+ *   status, counting the jobs each worker kind has claimed) tells the sessions apart. */
+static const char *const conn_keys[] = {
+    "target_session_attrs", "connect_timeout",           "keepalives_idle", "keepalives_interval",
+    "keepalives_count",     "fallback_application_name", "dbname",          NULL};
 
 /* 1 when the server said it accepts no writes: a hot standby, or a primary set to
  * default_transaction_read_only. Servers since 14 report both as they change. */
@@ -102,7 +102,8 @@ static int tls_error(PGconn *pg, const char *msg, err_t *e)
 
 static int connect_pg(store *s, err_t *e)
 {
-    const char *vals[] = {"read-write", "5", "10", "5", "3", s->url, NULL};
+    const char *vals[] = {"read-write", "5", "10", "5", "3", program_invocation_short_name,
+                          s->url,       NULL};
     pipe_fail_unread(s, 0, "the connection was reset");
     pipe_forget_kept(s);  /* statements of the old session's transactions */
     store_ahead_clear(s); /* answers of the old session: its locks are gone */

@@ -33,9 +33,16 @@ static const store_stmt st_outcomes = {
     "SELECT job_type, coalesce(error_code, 'ok') AS outcome, count(*) FROM "
     "(SELECT job_type, error_code FROM job WHERE state = 'done' "
     "ORDER BY finished_at DESC LIMIT $1) j GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"};
+/* Jobs claimed now: a claim is a session advisory lock held by a worker (migration 013:
+ * no row is written until the job ends), whose program names its kind (the store's
+ * fallback_application_name). */
 static const store_stmt st_running = {
-    "ops_job_running",
-    "SELECT job_type, count(*) FROM job WHERE state = 'running' GROUP BY 1 ORDER BY 1"};
+    "ops_job_claimed",
+    "SELECT a.application_name, count(*) FROM pg_locks l JOIN pg_stat_activity a"
+    " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND a.application_name IN ('duo-enroll', 'duo-auth', 'duo-import')"
+    " GROUP BY 1 ORDER BY 1"};
 /* Every run, newest first, or (with $1 false) the running ones; state and why it ended. */
 static const store_stmt st_runs_all = {
     "ops_import_runs",

@@ -58,7 +58,8 @@ int store_ops_unlock(store *s, const char *name, err_t *e);
 typedef int (*store_outcome_cb)(const char *job_type, const char *outcome, int64_t n, void *arg);
 int store_job_outcomes(store *s, int limit, store_outcome_cb cb, void *arg, err_t *e);
 
-/* Job records claimed and not finished ('running'), per job type. */
+/* Jobs claimed now and not finished, per worker program (key "duo-enroll", "duo-auth" or
+ * "duo-import"): the claims' locks its sessions hold. */
 typedef int (*store_count_cb)(const char *key, int64_t n, void *arg);
 int store_job_running(store *s, store_count_cb cb, void *arg, err_t *e);
 

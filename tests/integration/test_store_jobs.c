@@ -14,6 +14,7 @@
 
 #include "store.h"
 #include "store_jobs.h"
+#include "store_ops.h"
 #include "testlib.h"
 
 static char db[512];
@@ -191,6 +192,37 @@ static void test_batch_claims(void **state)
         0);
 }
 
+static int count_claims(const char *program, int64_t n, void *arg)
+{
+    if (strcmp(program, "duo-auth") == 0)
+        *(int64_t *)arg += n;
+    return 0;
+}
+
+/* What duoctl status shows as claimed: the claims' locks held by a worker's sessions,
+ * named by its program (the store's fallback_application_name; here set in the URL). */
+static void test_claimed_jobs_are_counted(void **state)
+{
+    (void)state;
+    err_t e = {0};
+    char url[600];
+    snprintf(url, sizeof url, "%s?application_name=duo-auth", db);
+    store *w = store_open(url, &e);
+    assert_non_null(w);
+    assert_int_equal(claim(w, "c1"), JOB_CLAIM_NEW);
+    assert_int_equal(claim(w, "c2"), JOB_CLAIM_NEW);
+    assert_int_equal(claim(a, "c3"), JOB_CLAIM_NEW); /* not a worker's program */
+    int64_t n = 0;
+    assert_int_equal(store_job_running(a, count_claims, &n, &e), 0);
+    assert_int_equal(n, 2);
+    store_job_release(w, "c1");
+    n = 0;
+    assert_int_equal(store_job_running(a, count_claims, &n, &e), 0);
+    assert_int_equal(n, 1);
+    store_close(w);
+    store_job_release(a, "c3");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +230,7 @@ int main(void)
         cmocka_unit_test(test_released_or_failed_job_runs_again),
         cmocka_unit_test(test_running_row_is_an_earlier_attempt),
         cmocka_unit_test(test_batch_claims),
+        cmocka_unit_test(test_claimed_jobs_are_counted),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

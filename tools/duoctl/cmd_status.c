@@ -86,9 +86,10 @@ static int count_dead(ops_env *o, json_t *queues, json_t *dead)
     return rc < 0 ? -1 : 0;
 }
 
-static int add_claimed(const char *type, int64_t n, void *arg)
+static int add_claimed(const char *program, int64_t n, void *arg)
 {
-    const char *kind = jobs_kind_of(type);
+    /* "duo-auth": the auth worker's claims */
+    const char *kind = strncmp(program, "duo-", 4) == 0 ? program + 4 : NULL;
     json_t *k = kind ? json_object_get(arg, kind) : NULL;
     if (k)
         json_object_set_new(k, "claimed",
