@@ -43,8 +43,12 @@ export BENCH_USERS=2000 BENCH_USER_PREFIX=bu BENCH_HOLD_MS=5000
 export BENCH_IKEY=DI$(head -c 9 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export BENCH_SKEY=$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')
 # The worker under test: default prefetch (2000); a guard that never refuses the bench
-# (each user is pushed once per run); warnings only in its log.
+# (each user is pushed once per run); a bulkhead as wide as the prefetch; warnings only
+# in its log.
 export PUSH_CAP=1000 PUSH_WINDOW_SECS=1 DENY_COOLDOWN_SECS=0 AUTH_DEADLINE_SECS=60 LOG_LEVEL=warn
+# One stage takes every call of the benchmark: its bulkhead (issue 22; default half the
+# prefetch, 1,000) would refuse half of 2,000 held pushes as stage_busy.
+export STAGE_MAX_CALLS=2000
 export TMPDIR=${TMPDIR:-/tmp}
 
 emu() { curl -sf --cacert "$DUO_CA_FILE" -H 'Content-Type: application/json' -d "$2" "$DUO_EMU_URL$1" >/dev/null; }
