@@ -71,6 +71,31 @@ int worker_publish(worker *w, const mq_msg *m, err_t *e)
     return rc;
 }
 
+int worker_publish_all(worker *w, const mq_msg *ms, size_t n, err_t *e)
+{
+    uint64_t *seq = n ? calloc(n, sizeof *seq) : NULL;
+    if (n && !seq)
+        return err_set(e, ERR_NOMEM, "out of memory publishing %zu messages", n);
+    int rc = 0;
+    size_t sent = 0;
+    for (; rc == 0 && sent < n; sent++)
+        rc = mq_publish(w->mq, &ms[sent], &seq[sent], e);
+    if (rc < 0)
+        sent--; /* the failed one has no sequence number */
+    /* Every publish sent is waited for, even after a failure: none is left unsettled. */
+    for (size_t i = 0; i < sent; i++) {
+        err_t we = {0};
+        int wrc = mq_wait_confirm(w->mq, seq[i], CONFIRM_TIMEOUT_MS, &we);
+        if (wrc < 0 && rc == 0) {
+            rc = wrc;
+            if (e)
+                *e = we;
+        }
+    }
+    free(seq);
+    return rc;
+}
+
 void worker_set_app(worker *w, void *app)
 {
     w->env.app = app;

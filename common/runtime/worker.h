@@ -139,6 +139,13 @@ int worker_idle(void *arg);
  * jobs or progress replies. Returns 0 or ERR_MQ/ERR_TIMEOUT. */
 int worker_publish(worker *w, const mq_msg *m, err_t *e);
 
+/* Publishes ms[0..n) (borrowed) and then waits for their confirms: one round trip to the
+ * broker for all of them instead of one each, so a fan-out of hundreds of jobs does not
+ * keep the worker away from its other work (its Duo calls' timers run meanwhile). 0 when
+ * every one was confirmed; otherwise the first failure (ERR_MQ/ERR_TIMEOUT/ERR_NOMEM),
+ * after waiting for every publish that was sent. */
+int worker_publish_all(worker *w, const mq_msg *ms, size_t n, err_t *e);
+
 /* The worker's broker names (borrowed). */
 const char *worker_jobs_exchange(const worker *w);
 
