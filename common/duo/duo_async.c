@@ -290,7 +290,12 @@ static void group_enter(duo_areq *r, const char *name)
     r->o.group = g ? g->name : NULL;
     if (g) {
         r->g = g;
-        g->limit = r->o.group_limit;
+        /* Not more than libcurl runs at once on a host: a transfer over its connection
+         * limit waits inside libcurl with its timeout running (the import's pages timed
+         * out so, bench/README issue 24); here it waits in the group's queue, where its
+         * attempt has not started. */
+        int cap = a->o.max_host_connections;
+        g->limit = cap > 0 && r->o.group_limit > cap ? cap : r->o.group_limit;
     }
 }
 
