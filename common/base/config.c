@@ -89,7 +89,8 @@ static const setting settings[] = {
     I("STAGE_MAX_CALLS", stage_max_calls, "0", 0, 65535,
       "Bulkhead: Duo calls one stage may have in flight in one worker; a stage's own "
       "`max_calls` (`duoctl stage update --max-calls`) overrides it (0: half the worker's "
-      "prefetch)"),
+      "prefetch); never more than the worker's connections per Duo host (the import worker "
+      "keeps 2)"),
     I("STAGE_QUEUE_MS", stage_queue_ms, "2000", 0, 600000,
       "How long a job of a stage at its limit waits in the worker for a slot before it is "
       "answered or deferred, per job type (README, Scaling)"),

@@ -483,6 +483,54 @@ static void test_bulkhead_bounds_a_group(void **state)
     duo_async_free(a);
 }
 
+/* A group no wider than the engine's connections per host: with one connection and a
+ * group limit of 8, three calls that take 0.6 s each and time out after 1 s all succeed,
+ * one at a time (a transfer waiting inside libcurl for the connection would have its
+ * timeout running: the second and third timed out so). */
+static void test_group_fits_the_connections(void **state)
+{
+    (void)state;
+    emu_account acc;
+    new_account(&acc);
+    json_decref(
+        emu("/_emu/faults", json_pack("{s:s, s:s, s:i, s:i}", "account", acc.account, "path_prefix",
+                                      "/auth/v2/preauth", "latency_ms", 600, "count", 3)));
+    duo_client_opts o;
+    opts_for(&acc, &o);
+    o.retry_attempts = 1;
+    o.quick_timeout_ms = 1000;
+    o.group = "stage-c";
+    o.group_limit = 8;
+    o.group_queue_max = 8;
+    o.group_queue_ms = 10000;
+    duo_async_opts ao = {.max_host_connections = 1};
+    err_t e = {0};
+    duo_async *a = duo_async_new(&ao, &e);
+    assert_non_null(a);
+    outcome outs[3];
+    memset(outs, 0, sizeof outs);
+    duo_param p[] = {{"username", "alice"}};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(duo_async_submit(a, &o, "POST", "/auth/v2/preauth", p, 1, 0, on_done,
+                                          &outs[i], NULL, NULL),
+                         0);
+    assert_true(duo_async_poll(a, -1, 0, NULL) >= 0);
+    int inflight = 0, queued = 0;
+    duo_async_group_load(a, "stage-c", &inflight, &queued);
+    assert_int_equal(inflight, 1);
+    assert_int_equal(queued, 2);
+    int done = 0;
+    for (int i = 0; i < 20000 && done < 3; i++) {
+        assert_true(duo_async_poll(a, -1, 100, NULL) >= 0);
+        done = outs[0].done + outs[1].done + outs[2].done;
+    }
+    for (int i = 0; i < 3; i++) {
+        assert_int_not_equal(outs[i].err.fail, DUO_FAIL_TIMEOUT);
+        assert_int_equal(outs[i].rc, 0);
+    }
+    duo_async_free(a);
+}
+
 /* A call Duo answers at once times out after quick_timeout_ms; a long poll (a
  * synchronous push) waits its own timeout_ms. */
 static void test_quick_and_long_timeouts(void **state)
@@ -528,6 +576,7 @@ int main(void)
         cmocka_unit_test(test_large_answer),
         cmocka_unit_test(test_breaker_opens_refuses_and_probes),
         cmocka_unit_test(test_bulkhead_bounds_a_group),
+        cmocka_unit_test(test_group_fits_the_connections),
         cmocka_unit_test(test_quick_and_long_timeouts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
