@@ -99,8 +99,8 @@ static long vm_hwm_kb(pid_t pid)
     return kb;
 }
 
-/* utime + stime in seconds. */
-static double cpu_secs(pid_t pid)
+/* Reads /proc/<pid>/stat: the parent pid and utime + stime in clock ticks. 0 or -1. */
+static int proc_stat(pid_t pid, long *ppid, unsigned long *ticks)
 {
     char path[64], buf[2048];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -110,13 +110,21 @@ static double cpu_secs(pid_t pid)
         fclose(f);
     buf[n] = '\0';
     char *p = strrchr(buf, ')');
-    if (!p)
-        return -1;
     unsigned long ut = 0, st = 0;
-    /* fields after ")": state(3) ... utime(14) stime(15) */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+    /* fields after ")": state(3) ppid(4) ... utime(14) stime(15) */
+    if (!p ||
+        sscanf(p + 2, "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", ppid, &ut, &st) != 3)
         return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    *ticks = ut + st;
+    return 0;
+}
+
+/* utime + stime in seconds. */
+static double cpu_secs(pid_t pid)
+{
+    long ppid = 0;
+    unsigned long t = 0;
+    return proc_stat(pid, &ppid, &t) < 0 ? -1 : (double)t / (double)sysconf(_SC_CLK_TCK);
 }
 
 /* CPU seconds of the PostgreSQL server the benchmark uses: its postmaster (the pid in
@@ -124,36 +132,26 @@ static double cpu_secs(pid_t pid)
  * checkpointer, ...), so another cluster on the machine is not counted. -1 unknown. */
 static double pg_cpu_secs(void)
 {
-    char path[512], buf[2048];
+    char path[512];
     snprintf(path, sizeof path, "%s/pg/data/postmaster.pid", env("DUO_RUN_DIR"));
     FILE *f = fopen(path, "r");
-    long pm = 0;
+    long pm = 0, ppid = 0;
     if (!f || fscanf(f, "%ld", &pm) != 1)
         pm = 0;
     if (f)
         fclose(f);
-    if (pm <= 0)
+    unsigned long t = 0, sum = 0;
+    if (pm <= 0 || proc_stat((pid_t)pm, &ppid, &sum) < 0)
         return -1;
-    double sum = cpu_secs((pid_t)pm);
     DIR *d = opendir("/proc");
     for (struct dirent *de; d && (de = readdir(d));) {
         long pid = strtol(de->d_name, NULL, 10);
-        if (pid <= 0)
-            continue;
-        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-        FILE *g = fopen(path, "r");
-        size_t n = g ? fread(buf, 1, sizeof buf - 1, g) : 0;
-        if (g)
-            fclose(g);
-        buf[n] = '\0';
-        char *p = strrchr(buf, ')');
-        long ppid = 0;
-        if (p && sscanf(p + 2, "%*c %ld", &ppid) == 1 && ppid == pm)
-            sum += cpu_secs((pid_t)pid);
+        if (pid > 0 && proc_stat((pid_t)pid, &ppid, &t) == 0 && ppid == pm)
+            sum += t;
     }
     if (d)
         closedir(d);
-    return sum;
+    return (double)sum / (double)sysconf(_SC_CLK_TCK);
 }
 
 /* The server's WAL insert position in bytes (pg_current_wal_insert_lsn), via psql on
