@@ -18,14 +18,6 @@
 #include "tl_pytest.h"
 #include "tl_stack.h"
 
-static const char *const WORKERS[] = {"enroll", "auth", "import"};
-
-static void start_workers(tl_stack *s)
-{
-    for (size_t i = 0; i < sizeof WORKERS / sizeof WORKERS[0]; i++)
-        assert_true(tl_stack_worker(s, WORKERS[i], NULL) > 0);
-}
-
 /* Runs scripts/cluster.sh with args; its first output line in out (may be NULL). */
 static int cluster(const char *args, char *out, size_t outlen)
 {
@@ -54,7 +46,7 @@ static void test_broker_restart(void **state)
     tl_stack s;
     setenv("AMQP_HEARTBEAT_SECS", "2", 1);
     assert_int_equal(tl_stack_init(&s, "clientpyr", 0), 0);
-    start_workers(&s);
+    assert_int_equal(tl_stack_workers(&s, NULL), 0);
     int rc = tl_pytest(&s, "serial", "restart");
     tl_stack_fini(&s);
     assert_int_equal(rc, 0);
@@ -90,7 +82,7 @@ static void test_cluster_node_stopped(void **state)
     tl_stack s;
     int rc = -1;
     if (tl_stack_init(&s, "clientpyc", 0) == 0) {
-        start_workers(&s);
+        assert_int_equal(tl_stack_workers(&s, NULL), 0);
         rc = tl_pytest(&s, "serial", "cluster");
     }
     tl_stack_fini(&s);

@@ -24,11 +24,7 @@ static int setup(void **state)
     (void)state;
     if (tl_stack_init(&S, "contract", 0) < 0)
         return -1;
-    static const char *const names[] = {"enroll", "auth", "import"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (tl_stack_worker(&S, names[i], NULL) <= 0)
-            return -1;
-    return 0;
+    return tl_stack_workers(&S, NULL);
 }
 
 static int teardown(void **state)

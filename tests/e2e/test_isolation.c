@@ -157,11 +157,7 @@ static int setup(void **state)
     snprintf(host_a, sizeof host_a, "localhost%s", colon ? colon : "");
     if (tl_stack_tenant(&S, "a", host_a, 0, &A) < 0)
         return -1;
-    static const char *const names[] = {"enroll", "auth", "import"};
-    for (size_t i = 0; i < 3; i++)
-        if (tl_stack_worker(&S, names[i], WORKER_ENV) <= 0)
-            return -1;
-    return 0;
+    return tl_stack_workers(&S, WORKER_ENV);
 }
 
 static int teardown(void **state)

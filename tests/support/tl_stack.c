@@ -264,6 +264,15 @@ pid_t tl_stack_worker(tl_stack *s, const char *name, const char *const *extra_en
     return pid;
 }
 
+int tl_stack_workers(tl_stack *s, const char *const *extra_env)
+{
+    static const char *const kinds[] = {"enroll", "auth", "import"};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (tl_stack_worker(s, kinds[i], extra_env) <= 0)
+            return -1;
+    return 0;
+}
+
 void tl_stack_signal(tl_stack *s, pid_t pid, int sig)
 {
     kill(pid, sig);

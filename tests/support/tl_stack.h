@@ -49,6 +49,10 @@ void tl_stack_fini(tl_stack *s);
  * that `duoctl migrate` granted it enough. */
 pid_t tl_stack_worker(tl_stack *s, const char *name, const char *const *extra_env);
 
+/* Starts one worker of each kind (enroll, auth, import) as tl_stack_worker does, each
+ * with extra_env. 0, or -1 when one did not start. */
+int tl_stack_workers(tl_stack *s, const char *const *extra_env);
+
 /* Sends a signal to a worker started by tl_stack_worker and, for SIGKILL/SIGTERM, reaps
  * it and forgets it. */
 void tl_stack_signal(tl_stack *s, pid_t pid, int sig);
