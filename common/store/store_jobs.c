@@ -6,12 +6,6 @@
 
 #include "store_int.h"
 
-/* One round trip, no write: take the job's advisory lock and, holding it, read the job's
- * record (migration 013: a record is written once, when the job ends). */
-static const store_stmt st_claim = {
-    "job_claim_read",
-    "WITH l AS MATERIALIZED (SELECT pg_try_advisory_lock(hashtextextended($1, 7)) AS got) "
-    "SELECT l.got, j.attempts, j.state, j.reply FROM l LEFT JOIN job j ON j.job_id = $1 AND l.got"};
 /* The claims of a batch in one statement: x(id, ord) the batch's ids in order; a job
  * already done has its lock released at once (its reply is all the claim needs): in a CASE,
  * which evaluates it only then (an AND goes on past a NULL: a job with no record lost its
@@ -75,30 +69,9 @@ static int claim_row(store_res *r, int i, const char *job_id, job_claim *out, er
     return 0;
 }
 
-static int claim_result(store_res *r, const char *job_id, job_claim *out, err_t *e)
-{
-    if (store_res_rows(r) != 1)
-        return err_set(e, ERR_DB, "job %s: claim answered no row", job_id);
-    return claim_row(r, 0, job_id, out, e);
-}
-
 int store_job_claim(store *s, const char *job_id, job_claim *out, err_t *e)
 {
-    memset(out, 0, sizeof *out);
-    store_res *r = NULL;
-    const char *v[] = {job_id};
-    /* Sent ahead and failed (or rolled back with its group): that run may have taken the
-     * job's lock, which a rollback does not release. Drop it before claiming again, so
-     * that the lock is held once (unlocking one not held is a no-op). */
-    if (store_ahead_failed(s, &st_claim, 1, v))
-        store_job_release(s, job_id);
-    int rc = store_exec(s, &st_claim, 1, v, &r, e);
-    if (rc == 0)
-        rc = claim_result(r, job_id, out, e);
-    store_res_free(r);
-    if ((rc < 0 && store_ok(s)) || out->state == JOB_CLAIM_DONE)
-        store_job_release(s, job_id);
-    return rc;
+    return store_job_claims(s, &job_id, 1, out, e);
 }
 
 void store_job_claims_ahead(store *s, const char *const *ids, size_t n)

@@ -28,9 +28,10 @@ typedef struct job_claim {
     size_t reply_len;
 } job_claim;
 
-/* Claims job_id (outside any transaction): takes its lock and reads its record. On
- * success the caller must eventually call store_job_release() or store_job_finish*()
- * unless state is DONE or BUSY (no lock is held then). */
+/* Claims job_id (outside any transaction): takes its lock and reads its record (a batch
+ * of one, store_job_claims). On success the caller must eventually call
+ * store_job_release() or store_job_finish*() unless state is DONE or BUSY (no lock is
+ * held then). */
 int store_job_claim(store *s, const char *job_id, job_claim *out, err_t *e);
 
 /* Claims the jobs ids[0..n) (distinct ids) in one statement, outside any transaction:

@@ -169,15 +169,21 @@ static void kept_free(kept_stmt *k)
     free(k->bin);
 }
 
-void pipe_forget_kept(store *s)
+/* Frees every member's statements; the array stays for the next group. */
+static void members_free(store *s)
 {
-    pipe_forget_kept_only(s);
     for (int m = 0; m < s->nmembers; m++) {
         for (int i = 0; i < s->members[m].nst; i++)
             kept_free(&s->members[m].st[i]);
         free(s->members[m].st);
     }
     s->nmembers = 0;
+}
+
+void pipe_forget_kept(store *s)
+{
+    pipe_forget_kept_only(s);
+    members_free(s);
 }
 
 static int send_kept_one(store *s, const kept_stmt *k, err_t *e)
@@ -215,12 +221,7 @@ static int replay_members(store *s)
         if (rc == 0)
             s->seg = s->nsent;
     }
-    for (int m = 0; m < s->nmembers; m++) {
-        for (int i = 0; i < s->members[m].nst; i++)
-            kept_free(&s->members[m].st[i]);
-        free(s->members[m].st);
-    }
-    s->nmembers = 0;
+    members_free(s);
     return sent || s->nsent;
 }
 
